@@ -1,0 +1,76 @@
+"""Export for TF Serving and TFMA: the Transform graph and the model in one SavedModel.
+
+Signatures:
+- ``serving_default``: serialized tf.Example (no labels) in, {rating, click, purchase} out.
+- ``predict_raw``: one rank-1 tensor per raw feature, for clients that build no tf.Example.
+- ``transform_features``: serialized tf.Example in, dense transformed features out (TFMA
+  reads labels and the rating weight from it).
+Features a request leaves out take neutral defaults, and unknown ids map to OOV buckets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features as F
+
+SERVING_DEFAULT = "serving_default"
+PREDICT_RAW = "predict_raw"
+TRANSFORM_FEATURES = "transform_features"
+SIGNATURES = (SERVING_DEFAULT, PREDICT_RAW, TRANSFORM_FEATURES)
+EXAMPLES_INPUT = "examples"
+
+
+def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFeature]:
+    """Parsing spec for model inputs only, each with a default so it may be left out."""
+    spec = {}
+    for key in F.MODEL_INPUT_KEYS:
+        feature = raw_spec[key]
+        default = "" if feature.dtype == tf.string else 0
+        shape = list(getattr(feature, "shape", [1]) or [])
+        size = int(tf.reduce_prod(shape)) if shape else 1
+        spec[key] = tf.io.FixedLenFeature(shape, feature.dtype, default_value=[default] * size
+                                          if shape else default)
+    return spec
+
+
+def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
+                 export_dir: str) -> None:
+    """Save ``model`` with the Transform layer and all signatures to ``export_dir``."""
+    module = tf.Module()
+    module.model = model
+    module.tft_layer = tft_output.transform_features_layer()
+    raw_spec = tft_output.raw_feature_spec()
+    input_spec = serving_feature_spec(raw_spec)
+
+    def predict(raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        outputs = module.model(module.tft_layer(raw_features), training=False)
+        return {head: tf.identity(outputs[head], name=head) for head in F.HEADS}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return predict(tf.io.parse_example(examples, input_spec))
+
+    @tf.function
+    def serve_raw(**raw: tf.Tensor) -> dict[str, tf.Tensor]:
+        shaped = {key: tf.reshape(value, [-1, *input_spec[key].shape])
+                  for key, value in raw.items()}
+        return predict(shaped)
+
+    raw_inputs = {key: tf.TensorSpec([None], input_spec[key].dtype, name=key)
+                  for key in F.MODEL_INPUT_KEYS}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        transformed = module.tft_layer(tf.io.parse_example(examples, raw_spec))
+        return {key: value for key, value in transformed.items()
+                if isinstance(value, tf.Tensor)}  # Signatures carry dense tensors only.
+
+    tf.saved_model.save(module, export_dir, signatures={
+        SERVING_DEFAULT: serve_examples,
+        PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
+        TRANSFORM_FEATURES: transform_features,
+    })

@@ -1,0 +1,253 @@
+"""The multi-task TFRS model: shared user/item embeddings, a shared bottom, three heads.
+
+Heads: rating (regression, loss masked to observed interactions), click and purchase
+(binary). Each head is one ``tfrs.tasks.Ranking``; ``compute_loss`` is the one place they meet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras
+
+from models import features as F
+from models.hparams import ModelConfig
+
+serializable = tf_keras.utils.register_keras_serializable(package="mtrec")
+
+
+@serializable
+class MaskedMeanSquaredError(tf_keras.losses.Loss):
+    """Mean squared error over the examples with weight > 0: sum(w·e²) / sum(w).
+
+    Sampled non-interactions carry weight 0, so an unknown rating is never a target, and
+    the loss does not shrink with the share of non-interactions in a batch.
+    """
+
+    def __init__(self, name: str = "masked_mse", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor,
+                 sample_weight: tf.Tensor | None = None) -> tf.Tensor:
+        y_true = tf.reshape(tf.cast(y_true, tf.float32), [-1])
+        y_pred = tf.reshape(tf.cast(y_pred, tf.float32), [-1])
+        weight = (tf.ones_like(y_true) if sample_weight is None
+                  else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        total = tf.reduce_sum(weight * tf.square(y_true - y_pred))
+        return tf.math.divide_no_nan(total, tf.reduce_sum(weight)) / replicas
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return tf.square(tf.cast(y_true, tf.float32) - tf.cast(y_pred, tf.float32))
+
+
+@serializable
+class SideEncoder(tf_keras.layers.Layer):
+    """Embeds one side's transformed features (ids, categories, bags, numbers) into a vector.
+
+    During training the id is replaced by its OOV bucket with probability ``id_dropout``,
+    so the model learns to score an unknown user or item from its side features alone.
+    """
+
+    def __init__(self, cardinalities: Mapping[str, int], categorical: Sequence[str],
+                 multivalent: Sequence[str], numeric: Sequence[str], id_key: str,
+                 embedding_dim: int, output_dim: int, id_dropout: float = 0.0,
+                 l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cardinalities = dict(cardinalities)
+        self.categorical = list(categorical)
+        self.multivalent = list(multivalent)
+        self.numeric = list(numeric)
+        self.id_key = id_key
+        self.embedding_dim = embedding_dim
+        self.output_dim = output_dim
+        self.id_dropout = id_dropout
+        self.l2 = l2
+        self.regularizer = tf_keras.regularizers.L2(l2) if l2 else None
+        self.embeddings = {
+            key: tf_keras.layers.Embedding(self.cardinalities[key], embedding_dim,
+                                           embeddings_regularizer=self.regularizer,
+                                           name=f"{key}_emb")
+            for key in self.categorical
+        }
+        self.bag_tables: dict[str, tf.Variable] = {}
+        self.projection = tf_keras.layers.Dense(output_dim, activation="relu", name="projection")
+
+    def build(self, input_shape: Any) -> None:
+        for key in self.multivalent:  # Mean-pooled tables for bags of tokens (genres, title).
+            self.bag_tables[key] = self.add_weight(
+                name=f"{key}_emb", shape=(self.cardinalities[key], self.embedding_dim),
+                initializer="uniform", regularizer=self.regularizer)
+        super().build(input_shape)
+
+    def drop_ids(self, ids: tf.Tensor, training: bool | None) -> tf.Tensor:
+        """Send a random share of ids to the OOV bucket (the last index) while training."""
+        if not training or not self.id_dropout:
+            return ids
+        oov = tf.cast(self.cardinalities[self.id_key] - 1, ids.dtype)
+        dropped = tf.random.uniform(tf.shape(ids)) < self.id_dropout
+        return tf.where(dropped, oov, ids)
+
+    def call(self, inputs: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
+        parts = []
+        for key in self.categorical:
+            ids = tf.reshape(tf.cast(inputs[key], tf.int64), [-1])
+            if key == self.id_key:
+                ids = self.drop_ids(ids, training)
+            parts.append(self.embeddings[key](ids))
+        for key in self.multivalent:
+            parts.append(tf.nn.safe_embedding_lookup_sparse(
+                self.bag_tables[key], tf.cast(inputs[key], tf.int64), None, combiner="mean"))
+        for key in self.numeric:
+            parts.append(tf.reshape(tf.cast(inputs[key], tf.float32), [-1, 1]))
+        return self.projection(tf.concat(parts, axis=1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "cardinalities": self.cardinalities,
+                "categorical": self.categorical, "multivalent": self.multivalent,
+                "numeric": self.numeric, "id_key": self.id_key,
+                "embedding_dim": self.embedding_dim, "output_dim": self.output_dim,
+                "id_dropout": self.id_dropout, "l2": self.l2}
+
+
+@serializable
+class MLP(tf_keras.layers.Layer):
+    """Dense ReLU layers, each followed by dropout when ``dropout`` > 0."""
+
+    def __init__(self, units: Sequence[int], dropout: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = list(units)
+        self.dropout = dropout
+        self.stack = []
+        for width in self.units:
+            self.stack.append(tf_keras.layers.Dense(width, activation="relu"))
+            if dropout:
+                self.stack.append(tf_keras.layers.Dropout(dropout))
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        x = inputs
+        for layer in self.stack:
+            x = layer(x, training=training)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
+
+
+@serializable
+class Tower(tf_keras.layers.Layer):
+    """A head: an MLP ending in one unit whose bias starts at ``output_bias`` (a label prior)."""
+
+    def __init__(self, units: Sequence[int], dropout: float = 0.0, output_bias: float = 0.0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.units = list(units)
+        self.dropout = dropout
+        self.output_bias = output_bias
+        self.mlp = MLP(units, dropout)
+        self.out = tf_keras.layers.Dense(
+            1, bias_initializer=tf_keras.initializers.Constant(output_bias))
+
+    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return tf.squeeze(self.out(self.mlp(inputs, training=training)), axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "units": self.units, "dropout": self.dropout,
+                "output_bias": self.output_bias}
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def head_metrics(head: str) -> list[tf_keras.metrics.Metric]:
+    """The Keras metrics each head's task reports, named ``<head>_<metric>``."""
+    if head == F.RATING:
+        return [tf_keras.metrics.RootMeanSquaredError(name="rating_rmse"),
+                tf_keras.metrics.MeanAbsoluteError(name="rating_mae")]
+    return [tf_keras.metrics.AUC(name=f"{head}_auc"),
+            tf_keras.metrics.BinaryCrossentropy(name=f"{head}_logloss")]
+
+
+@serializable
+class MultiTaskRecommender(tfrs.models.Model):
+    """Rating, click and purchase heads over shared user and item representations.
+
+    ``cardinalities`` maps each transformed categorical feature to its bucket count (from
+    the Transform vocabularies); ``priors`` holds the training label means used to start
+    each head's output at the right level.
+    """
+
+    def __init__(self, cardinalities: Mapping[str, int], config: ModelConfig | Mapping,
+                 priors: Mapping[str, float] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(
+            dict(config))
+        self.cardinalities = dict(cardinalities)
+        self.priors = {F.RATING: 3.5, F.CLICK: 0.2, F.PURCHASE: 0.1, **(priors or {})}
+        cfg = self.config
+        user_categorical = [k for k in F.USER_CATEGORICAL_XF if k in self.cardinalities]
+        item_categorical = [k for k in F.ITEM_CATEGORICAL_XF if k in self.cardinalities]
+        self.user_encoder = SideEncoder(
+            self.cardinalities, user_categorical, [], F.USER_NUMERIC_XF,
+            id_key=F.transformed_name(F.USER_ID), embedding_dim=cfg.embedding_dim,
+            output_dim=cfg.side_dim, id_dropout=cfg.id_dropout, l2=cfg.l2, name="user_encoder")
+        self.item_encoder = SideEncoder(
+            self.cardinalities, item_categorical, F.ITEM_MULTIVALENT_XF, F.ITEM_NUMERIC_XF,
+            id_key=F.transformed_name(F.ITEM_ID), embedding_dim=cfg.embedding_dim,
+            output_dim=cfg.side_dim, id_dropout=cfg.id_dropout, l2=cfg.l2, name="item_encoder")
+        self.bottom = MLP(cfg.bottom_units, cfg.dropout, name="shared_bottom")
+        self.heads = {
+            F.RATING: Tower(cfg.head_units, cfg.dropout, self.priors[F.RATING], name="rating_head"),
+            F.CLICK: Tower(cfg.head_units, cfg.dropout, _logit(self.priors[F.CLICK]),
+                           name="click_head"),
+            F.PURCHASE: Tower(cfg.head_units, cfg.dropout, _logit(self.priors[F.PURCHASE]),
+                              name="purchase_head"),
+        }
+        self.tasks = {
+            F.RATING: tfrs.tasks.Ranking(loss=MaskedMeanSquaredError(),
+                                         metrics=head_metrics(F.RATING), name="rating_task"),
+            F.CLICK: tfrs.tasks.Ranking(loss=tf_keras.losses.BinaryCrossentropy(),
+                                        metrics=head_metrics(F.CLICK), name="click_task"),
+            F.PURCHASE: tfrs.tasks.Ranking(loss=tf_keras.losses.BinaryCrossentropy(),
+                                           metrics=head_metrics(F.PURCHASE),
+                                           name="purchase_task"),
+        }
+
+    def shared_representation(self, features: Mapping[str, Any],
+                              training: bool | None = None) -> tf.Tensor:
+        """The shared bottom's output for a batch of transformed features."""
+        user = self.user_encoder(features, training=training)
+        item = self.item_encoder(features, training=training)
+        return self.bottom(tf.concat([user, item, user * item], axis=1), training=training)
+
+    def call(self, features: Mapping[str, Any], training: bool | None = None) -> dict:
+        shared = self.shared_representation(features, training=training)
+        return {
+            F.RATING: self.heads[F.RATING](shared, training=training),
+            F.CLICK: tf.sigmoid(self.heads[F.CLICK](shared, training=training)),
+            F.PURCHASE: tf.sigmoid(self.heads[F.PURCHASE](shared, training=training)),
+        }
+
+    def compute_loss(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
+        predictions = self(features, training=training)
+        weights = self.config.loss_weights
+        total = tf.constant(0.0)
+        column = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731
+        for head, task in self.tasks.items():
+            # Keras metrics average over the last axis, so each task sees [batch, 1].
+            sample_weight = column(features[F.RATING_WEIGHT_XF]) if head == F.RATING else None
+            loss = task(labels=column(features[F.LABEL_XF[head]]),
+                        predictions=column(predictions[head]),
+                        sample_weight=sample_weight, training=training)
+            total += weights[head] * loss
+        return total
+
+    def get_config(self) -> dict[str, Any]:
+        return {"cardinalities": self.cardinalities, "config": self.config.to_dict(),
+                "priors": self.priors}

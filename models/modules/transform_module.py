@@ -1,0 +1,9 @@
+"""Transform entry point: ``preprocessing_fn`` referenced by path from the pipeline."""
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
+
+from models.preprocessing import preprocessing_fn  # noqa: E402
+
+__all__ = ["preprocessing_fn"]

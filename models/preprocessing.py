@@ -1,0 +1,87 @@
+"""The Transform graph: vocabularies with OOV buckets, scaling, bucketizing, tokenising.
+
+Every vocabulary is computed here from the training split and travels with the exported
+model, so nothing in the model is hard-coded to one data set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import features as F
+
+# One OOV bucket per vocabulary: unknown ids share it, and id dropout trains it.
+NUM_OOV_BUCKETS = 1
+AGE_BOUNDARIES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
+YEAR_BUCKETS = 10
+TITLE_TOP_K = 5_000
+TITLE_MIN_FREQUENCY = 2
+CATEGORICAL_KEYS = (F.USER_ID, F.ITEM_ID, F.GENDER, F.OCCUPATION, F.ZIP_PREFIX)
+
+
+def _dense(tensor: tf.Tensor | tf.SparseTensor, default: Any) -> tf.Tensor:
+    """A single-valued feature as a rank-1 tensor; a missing value becomes ``default``."""
+    if isinstance(tensor, tf.SparseTensor):
+        tensor = tf.sparse.to_dense(
+            tf.SparseTensor(tensor.indices, tensor.values, [tensor.dense_shape[0], 1]),
+            default_value=default)
+    return tf.reshape(tensor, [-1])
+
+
+def _as_string(tensor: tf.Tensor) -> tf.Tensor:
+    return tensor if tensor.dtype == tf.string else tf.strings.as_string(tensor)
+
+
+def _tokens(text: tf.Tensor, separator: str | None) -> tf.SparseTensor:
+    """Split strings into a [batch, None] sparse tensor of tokens."""
+    if separator is None:  # Title words: lower-cased alphanumeric runs.
+        text = tf.strings.regex_replace(tf.strings.lower(text), r"[^a-z0-9]+", " ")
+        return tf.strings.split(text).to_sparse()
+    return tf.strings.split(text, sep=separator).to_sparse()
+
+
+def preprocessing_fn(inputs: dict[str, Any], custom_config: dict | None = None) -> dict:
+    """Raw tf.Example features to the model's transformed features and labels."""
+    del custom_config  # Accepted so the cache key can carry a code fingerprint.
+    outputs: dict[str, Any] = {}
+    for key in CATEGORICAL_KEYS:
+        outputs[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
+            _as_string(_dense(inputs[key], default=_empty(inputs[key]))),
+            num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=key)
+
+    age = tf.cast(_dense(inputs[F.AGE], default=0), tf.float32)
+    outputs[F.transformed_name(F.AGE_Z)] = tft.scale_to_z_score(age)
+    outputs[F.transformed_name(F.AGE_BUCKET)] = tft.apply_buckets(
+        age, bucket_boundaries=tf.constant([AGE_BOUNDARIES]))
+    year = tf.cast(_dense(inputs[F.YEAR], default=0), tf.float32)
+    outputs[F.transformed_name(F.YEAR_Z)] = tft.scale_to_z_score(year)
+    outputs[F.transformed_name(F.YEAR_BUCKET)] = tft.bucketize(year, num_buckets=YEAR_BUCKETS)
+
+    genres = _tokens(_dense(inputs[F.GENRES], default=""), F.GENRE_SEPARATOR)
+    outputs[F.transformed_name(F.GENRES)] = tft.compute_and_apply_vocabulary(
+        genres, num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=F.GENRES)
+    title = _tokens(_dense(inputs[F.TITLE], default=""), separator=None)
+    outputs[F.transformed_name(F.TITLE)] = tft.compute_and_apply_vocabulary(
+        title, top_k=TITLE_TOP_K, frequency_threshold=TITLE_MIN_FREQUENCY,
+        num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=F.TITLE)
+
+    # Labels. Rating is unknown on non-interactions: it becomes 0 with weight 0, so neither
+    # the loss nor TFMA ever treats it as a target.
+    rating = inputs[F.RATING]
+    if isinstance(rating, tf.SparseTensor):
+        observed = tf.SparseTensor(rating.indices, tf.ones_like(rating.values, tf.float32),
+                                   [rating.dense_shape[0], 1])
+        outputs[F.RATING_WEIGHT_XF] = _dense(observed, default=0.0)
+    else:
+        outputs[F.RATING_WEIGHT_XF] = tf.ones_like(_dense(rating, 0.0), tf.float32)
+    outputs[F.LABEL_XF[F.RATING]] = tf.cast(_dense(rating, default=0.0), tf.float32)
+    for head in F.BINARY_HEADS:
+        outputs[F.LABEL_XF[head]] = tf.cast(_dense(inputs[head], default=0), tf.float32)
+    return outputs
+
+
+def _empty(tensor: tf.Tensor | tf.SparseTensor) -> Any:
+    return "" if tensor.dtype == tf.string else 0

@@ -1,0 +1,108 @@
+"""Training: datasets from the Transform output, the fit loop, and the TFX ``run_fn``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras
+from tfx import v1 as tfx
+from tfx_bsl.public import tfxio
+
+from models import features as F
+from models.export import export_model
+from models.hparams import ModelConfig
+from models.model import MultiTaskRecommender
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_XF = (*F.USER_CATEGORICAL_XF, *F.ITEM_CATEGORICAL_XF, *F.ITEM_MULTIVALENT_XF)
+HISTORY_FILE = "history.json"
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy named in the config (the cluster comes from TF_CONFIG)."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def cardinalities(tft_output: tft.TFTransformOutput) -> dict[str, int]:
+    """Bucket count of every embedded feature, read from the Transform output's schema."""
+    return {key: int(tft_output.num_buckets_for_transformed_feature(key)) for key in EMBEDDED_XF}
+
+
+def label_priors(dataset: tf.data.Dataset) -> dict[str, float]:
+    """Training means of each label (rating over observed interactions only)."""
+    sums = {"rating": 0.0, "rated": 0.0, "click": 0.0, "purchase": 0.0, "n": 0.0}
+    for batch in dataset:
+        weight = batch[F.RATING_WEIGHT_XF]
+        sums["rating"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.RATING]] * weight))
+        sums["rated"] += float(tf.reduce_sum(weight))
+        sums["click"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.CLICK]]))
+        sums["purchase"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.PURCHASE]]))
+        sums["n"] += float(tf.shape(weight)[0])
+    if not sums["n"]:
+        raise ValueError("the training split is empty")
+    return {F.RATING: sums["rating"] / max(sums["rated"], 1.0),
+            F.CLICK: sums["click"] / sums["n"], F.PURCHASE: sums["purchase"] / sums["n"]}
+
+
+def build_model(cards: dict[str, int], config: ModelConfig,
+                priors: dict[str, float] | None = None) -> MultiTaskRecommender:
+    """A compiled model (call inside the strategy scope when distributing)."""
+    model = MultiTaskRecommender(cards, config, priors)
+    model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    return model
+
+
+def fit(train: tf.data.Dataset, valid: tf.data.Dataset | None, cards: dict[str, int],
+        config: ModelConfig, log_dir: str | None = None) -> tuple[MultiTaskRecommender, dict]:
+    """Train under the configured strategy with early stopping on validation loss."""
+    tf_keras.utils.set_random_seed(config.seed)
+    priors = label_priors(train)
+    log.info("Label priors from the training split: %s", priors)
+    with make_strategy(config.distribution).scope():
+        model = build_model(cards, config, priors)
+    callbacks: list[tf_keras.callbacks.Callback] = []
+    if valid is not None:
+        callbacks.append(tf_keras.callbacks.EarlyStopping(
+            monitor="val_total_loss", patience=config.early_stopping_patience,
+            restore_best_weights=True))
+    if log_dir:
+        callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    history = model.fit(train, validation_data=valid, epochs=config.epochs, callbacks=callbacks,
+                        verbose=2)
+    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+def make_dataset(file_pattern: list[str], data_accessor: Any,
+                 tft_output: tft.TFTransformOutput, config: ModelConfig,
+                 shuffle: bool) -> tf.data.Dataset:
+    """Batches of transformed features (labels included) from Transform's examples."""
+    options = tfxio.TensorFlowDatasetOptions(
+        batch_size=config.batch_size, num_epochs=1, shuffle=shuffle,
+        shuffle_buffer_size=config.shuffle_buffer, shuffle_seed=config.seed)
+    dataset = data_accessor.tf_dataset_factory(file_pattern, options,
+                                               tft_output.transformed_metadata.schema)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def run_fn(fn_args: tfx.components.FnArgs) -> None:
+    """TFX Trainer entry: fit on 'train', early-stop on 'valid', export for serving."""
+    custom = fn_args.custom_config or {}
+    config = ModelConfig.from_dict(custom.get("model", {}))
+    tft_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, True)
+    valid = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config, False)
+    model, history = fit(train, valid, cardinalities(tft_output), config, fn_args.model_run_dir)
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
+        json.dump(history, out, indent=1)
+    export_model(model, tft_output, fn_args.serving_model_dir)

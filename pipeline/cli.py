@@ -1,0 +1,245 @@
+"""The ``mtrec`` command line: data, run, compile-kubeflow."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pipeline.errors import MtrecError  # noqa: E402
+
+DEFAULT_OUTPUT = "mtrec_output"
+log = logging.getLogger("mtrec")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _data_config(args: argparse.Namespace):
+    from pipeline.dataset import DataConfig
+
+    return DataConfig(negatives_per_positive=args.negatives, eval_fraction=args.eval_fraction,
+                      valid_fraction=args.valid_fraction, seed=args.seed)
+
+
+def _build_examples(args: argparse.Namespace, output_dir: Path):
+    """Build (or reuse) the examples for the chosen data source."""
+    from pipeline import dataset, movielens
+
+    config = _data_config(args)
+    data_dir = output_dir / "data"
+    if args.train_file or args.interactions:
+        if args.train_file and not args.eval_file:
+            raise MtrecError("--train-file needs --eval-file (or use --interactions FILE)")
+        return dataset.build_from_files(Path(args.train_file or args.interactions),
+                                        Path(args.eval_file) if args.eval_file else None,
+                                        data_dir, config)
+    source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
+    return dataset.build_movielens(source, data_dir, config)
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_argument_group("data source (default: MovieLens-100K, fetched)")
+    source.add_argument("--movielens-dir", help="local MovieLens-100K directory "
+                        "(GroupLens u.data/u.user/u.item or RecBole ml-100k.* layout)")
+    source.add_argument("--interactions", help="your own interactions CSV/TFRecord, "
+                        "split by time (see README: data contract)")
+    source.add_argument("--train-file", help="explicit split: train interactions file")
+    source.add_argument("--eval-file", help="explicit split: eval interactions file")
+    rules = parser.add_argument_group("labelling and splitting")
+    rules.add_argument("--negatives", type=int, default=4,
+                       help="sampled non-interactions per positive (default 4)")
+    rules.add_argument("--eval-fraction", type=float, default=0.1,
+                       help="most recent share of interactions held out for eval (default 0.1)")
+    rules.add_argument("--valid-fraction", type=float, default=0.1,
+                       help="most recent share of train used for early stopping (default 0.1)")
+    rules.add_argument("--seed", type=int, default=42)
+
+
+def _configure_logging(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mtrec").setLevel(logging.INFO)
+    for noisy in ("absl", "apache_beam", "tensorflow"):
+        logging.getLogger(noisy).setLevel(level)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+    except ImportError:
+        pass
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from pipeline import movielens
+
+    print(movielens.fetch(Path(args.cache_dir) if args.cache_dir else None))
+    return 0
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    info = _build_examples(args, Path(args.output_dir))
+    print(f"Examples written to {info.root}")
+    print(json.dumps(info.manifest["splits"], indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from models.hparams import ModelConfig
+    from pipeline import local_runner, results
+    from pipeline.config import CURATED_SCHEMA, EvalThresholds, PipelineConfig
+
+    output_dir = Path(args.output_dir).resolve()
+    info = _build_examples(args, output_dir)
+    model = ModelConfig()
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
+                 if v is not None}
+    model = dataclasses.replace(model, **overrides)
+    using_movielens = not (args.train_file or args.interactions)
+    schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema
+                             else None)
+    config = PipelineConfig(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=str(output_dir / "pipeline_root"),
+        examples_dir=info.root,
+        serving_model_dir=str(output_dir / "serving_model"),
+        model=model,
+        thresholds=EvalThresholds.from_baseline(info.baseline_rating_rmse),
+        schema_path=schema,
+        beam_pipeline_args=tuple(args.beam_arg) if args.beam_arg
+        else local_runner.default_beam_args(),
+        enable_cache=not args.no_cache,
+    )
+    log.info("Running pipeline '%s' on %s", config.pipeline_name, info.root)
+    try:
+        local_runner.run(config, output_dir)
+    except Exception as err:  # A failed component: report its cause in one line.
+        raise MtrecError(f"pipeline failed in a component: {_root_cause(err)}") from None
+    summary = results.latest_run(results.open_store(local_runner.metadata_path(output_dir)),
+                                 config.pipeline_name)
+    print(format_summary(summary, info.baseline_rating_rmse))
+    return 0
+
+
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {err}"
+
+
+def format_summary(summary, baseline_rmse: float | None) -> str:
+    """The end-of-run report: components (and cache hits), blessing, push, metrics."""
+    lines = [f"Pipeline run {summary.run_id}", f"  {'component':<32}{'state':<10}{'seconds':>8}"]
+    lines += [f"  {c.node:<32}{c.state:<10}{c.seconds:>8.1f}" for c in summary.components]
+    cached = summary.cached_nodes
+    if cached:
+        lines.append(f"Reused {len(cached)} cached component(s) from an earlier run: "
+                     + ", ".join(cached))
+    if summary.blessed:
+        lines.append(f"Model BLESSED and pushed to {summary.pushed_to}")
+    else:
+        lines.append("Model NOT blessed: nothing was pushed. Failed thresholds:")
+        lines += [f"  - {line}" for line in summary.failed_thresholds[:15]]
+        if len(summary.failed_thresholds) > 15:
+            lines.append(f"  ... and {len(summary.failed_thresholds) - 15} more")
+    lines.append("Eval metrics (overall slice):")
+    for head, values in summary.metrics.items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+        lines.append(f"  {head:<9}{shown}")
+    if baseline_rmse is not None:
+        lines.append(f"  (rating baseline: predicting the training mean gives "
+                     f"RMSE {baseline_rmse:.4f})")
+    return "\n".join(lines)
+
+
+def cmd_compile_kubeflow(args: argparse.Namespace) -> int:
+    from pipeline import kubeflow_runner
+    from pipeline.config import PipelineConfig
+
+    root = args.pipeline_root.rstrip("/")
+    config = PipelineConfig(
+        pipeline_name=args.pipeline_name, pipeline_root=f"{root}/pipeline_root",
+        examples_dir=args.examples_dir or f"{root}/data",
+        serving_model_dir=args.serving_model_dir or f"{root}/serving_model",
+        beam_pipeline_args=tuple(args.beam_arg or ()))
+    path = kubeflow_runner.compile_pipeline(config, args.image, args.output)
+    print(f"Pipeline spec written to {path} (image {args.image})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree; ``mtrec --help`` lists the subcommands."""
+    from models.hparams import ModelConfig
+    from pipeline.config import DEFAULT_PIPELINE_NAME
+
+    parser = argparse.ArgumentParser(
+        prog="mtrec", description="Multi-task recommender (rating, click, purchase) on TFX.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show TFX/Beam INFO logs")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = commands.add_parser("data", help="fetch MovieLens-100K or build pipeline examples")
+    data_commands = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    fetch = data_commands.add_parser("fetch", help="download MovieLens-100K into the cache")
+    fetch.add_argument("--cache-dir", help="default: $MTREC_CACHE_DIR or ~/.cache/mtrec")
+    fetch.set_defaults(func=cmd_data_fetch)
+    build = data_commands.add_parser("build", help="write labelled, split examples")
+    build.add_argument("--output-dir", default=DEFAULT_OUTPUT)
+    _add_data_args(build)
+    build.set_defaults(func=cmd_data_build)
+
+    run = commands.add_parser("run", help="run the whole pipeline with the local runner")
+    run.add_argument("--output-dir", default=DEFAULT_OUTPUT,
+                     help="pipeline root, MLMD SQLite, examples and pushed models "
+                          f"(default ./{DEFAULT_OUTPUT})")
+    run.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
+    _add_data_args(run)
+    run.add_argument("--epochs", type=int, help=f"default {ModelConfig.epochs}")
+    run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
+    run.add_argument("--schema", help="schema.pbtxt to import instead of the default")
+    run.add_argument("--infer-schema", action="store_true",
+                     help="infer the schema with SchemaGen instead of the curated one")
+    run.add_argument("--beam-arg", action="append", metavar="ARG",
+                     help="Beam pipeline option, repeatable (replaces the DirectRunner default), "
+                          "e.g. --beam-arg=--runner=FlinkRunner")
+    run.add_argument("--no-cache", action="store_true", help="re-run every component")
+    run.set_defaults(func=cmd_run)
+
+    kfp = commands.add_parser("compile-kubeflow",
+                              help="compile the pipeline to a Kubeflow/Vertex pipeline spec")
+    kfp.add_argument("--image", required=True, help="container image with mtrec installed")
+    kfp.add_argument("--pipeline-root", required=True, help="e.g. gs://bucket/mtrec")
+    kfp.add_argument("--examples-dir", help="default: <pipeline-root>/data")
+    kfp.add_argument("--serving-model-dir", help="default: <pipeline-root>/serving_model")
+    kfp.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
+    kfp.add_argument("--beam-arg", action="append", metavar="ARG")
+    kfp.add_argument("--output", default="kubeflow_pipeline.json")
+    kfp.set_defaults(func=cmd_compile_kubeflow)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one clear line and exit code 2 for a user-fixable error."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.func(args)
+    except MtrecError as err:
+        print(f"mtrec: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Typed pipeline configuration: what create_pipeline needs, grouped instead of flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from models import features as F
+from models.hparams import ModelConfig
+
+CURATED_SCHEMA = str(Path(__file__).parent / "schema" / "schema.pbtxt")
+DEFAULT_PIPELINE_NAME = "mtrec"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalThresholds:
+    """Blessing rules, per head.
+
+    Overall: RMSE below ``max_rating_rmse`` (the runner sets it 5% under the RMSE of
+    predicting the training mean), AUC above ``min_auc``, and no head worse than the latest
+    blessed model by more than its tolerance. Every slice: no head broken, i.e. RMSE below
+    ``slice_max_rating_rmse`` and AUC above ``slice_min_auc`` (looser, since slices are small).
+    """
+
+    max_rating_rmse: float = 1.0
+    min_auc: float = 0.6
+    rmse_tolerance: float = 0.02
+    auc_tolerance: float = 0.01
+    slice_max_rating_rmse: float = 1.25
+    slice_min_auc: float = 0.55
+
+    @staticmethod
+    def from_baseline(baseline_rmse: float | None, margin: float = 0.95,
+                      slice_margin: float = 1.15) -> EvalThresholds:
+        """Bounds relative to the eval RMSE of predicting the training mean rating."""
+        if baseline_rmse is None:
+            return EvalThresholds()
+        return EvalThresholds(max_rating_rmse=round(baseline_rmse * margin, 4),
+                              slice_max_rating_rmse=round(baseline_rmse * slice_margin, 4))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Everything that defines one pipeline; runners only resolve paths into it."""
+
+    pipeline_root: str
+    examples_dir: str
+    serving_model_dir: str
+    pipeline_name: str = DEFAULT_PIPELINE_NAME
+    model: ModelConfig = ModelConfig()
+    thresholds: EvalThresholds = EvalThresholds()
+    schema_path: str | None = CURATED_SCHEMA
+    slice_features: tuple[str, ...] = F.SLICE_FEATURES
+    beam_pipeline_args: tuple[str, ...] = ()
+    enable_cache: bool = True
+    code_fingerprint: str = dataclasses.field(default_factory=lambda: package_fingerprint())
+
+
+def package_fingerprint() -> str:
+    """Hash of the model package's source: Transform and Trainer re-run when it changes."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent / "models"
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,69 @@
+"""The TFMA EvalConfig: one MetricsSpec per head, slices, absolute and change thresholds."""
+
+from __future__ import annotations
+
+import tensorflow_model_analysis as tfma
+
+from models import features as F
+from models.export import SERVING_DEFAULT, TRANSFORM_FEATURES
+from pipeline.config import EvalThresholds
+
+RATING_METRICS = ("ExampleCount", "WeightedExampleCount", "RootMeanSquaredError",
+                  "MeanAbsoluteError")
+BINARY_METRICS = ("ExampleCount", "AUC", "BinaryCrossentropy", "Calibration", "MeanLabel",
+                  "MeanPrediction", "CalibrationPlot")
+# The metric per head that decides blessing.
+GATED = {F.RATING: "RootMeanSquaredError", F.CLICK: "AUC", F.PURCHASE: "AUC"}
+
+
+def _bound(higher: bool, value: float) -> tfma.GenericValueThreshold:
+    if higher:
+        return tfma.GenericValueThreshold(lower_bound={"value": value})
+    return tfma.GenericValueThreshold(upper_bound={"value": value})
+
+
+def _gated(name: str, higher: bool, overall: float, change: float, per_slice: float,
+           slice_features: tuple[str, ...]) -> tfma.MetricConfig:
+    """A metric with strict overall value and change thresholds and a per-slice floor."""
+    overall_threshold = tfma.MetricThreshold(
+        value_threshold=_bound(higher, overall),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=(tfma.MetricDirection.HIGHER_IS_BETTER if higher
+                       else tfma.MetricDirection.LOWER_IS_BETTER),
+            absolute={"value": -change if higher else change}))
+    return tfma.MetricConfig(class_name=name, per_slice_thresholds=[
+        tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                     threshold=overall_threshold),
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
+            threshold=tfma.MetricThreshold(value_threshold=_bound(higher, per_slice))),
+    ])
+
+
+def make_eval_config(thresholds: EvalThresholds,
+                     slice_features: tuple[str, ...] = F.SLICE_FEATURES) -> tfma.EvalConfig:
+    """Labels and the rating weight come from the model's transform_features signature, so
+    rating metrics count observed interactions only."""
+    t = thresholds
+    rating_metrics = [tfma.MetricConfig(class_name=name) for name in RATING_METRICS
+                      if name != GATED[F.RATING]]
+    rating_metrics.append(_gated(GATED[F.RATING], False, t.max_rating_rmse, t.rmse_tolerance,
+                                 t.slice_max_rating_rmse, slice_features))
+    specs = [tfma.MetricsSpec(output_names=[F.RATING], metrics=rating_metrics)]
+    for head in F.BINARY_HEADS:
+        metrics = [tfma.MetricConfig(class_name=name) for name in BINARY_METRICS
+                   if name != GATED[head]]
+        metrics.append(_gated(GATED[head], True, t.min_auc, t.auc_tolerance, t.slice_min_auc,
+                              slice_features))
+        specs.append(tfma.MetricsSpec(output_names=[head], metrics=metrics))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(
+            signature_name=SERVING_DEFAULT,
+            preprocessing_function_names=[TRANSFORM_FEATURES],
+            label_keys=dict(F.LABEL_XF),
+            example_weight_keys={F.RATING: F.RATING_WEIGHT_XF})],
+        metrics_specs=specs,
+        slicing_specs=[tfma.SlicingSpec()] + [
+            tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
+        options=tfma.Options(include_default_metrics={"value": False}),
+    )

@@ -1,0 +1,81 @@
+"""create_pipeline: the one pure function that wires every TFX component."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
+
+from components.anomalies_gate import AnomaliesGate
+from pipeline.config import PipelineConfig
+from pipeline.evaluation import make_eval_config
+
+TRANSFORM_FN = "models.modules.transform_module.preprocessing_fn"
+RUN_FN = "models.modules.trainer_module.run_fn"
+SPLITS = ("train", "valid", "eval")
+
+
+def create_pipeline(config: PipelineConfig,
+                    metadata_connection_config: Any | None = None) -> tfx.dsl.Pipeline:
+    """ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → AnomaliesGate → Transform
+    → Trainer → (latest blessed model) Evaluator → Pusher."""
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=config.examples_dir,
+        input_config=example_gen_pb2.Input(splits=[
+            example_gen_pb2.Input.Split(name=name, pattern=f"{name}/*") for name in SPLITS]))
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    if config.schema_path:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    else:
+        schema_gen = tfx.components.SchemaGen(
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+
+    code = {"code_fingerprint": config.code_fingerprint}
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
+        preprocessing_fn=TRANSFORM_FN, custom_config=code,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
+    transform.add_upstream_node(anomalies_gate)
+
+    trainer = tfx.components.Trainer(
+        run_fn=RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["valid"]),
+        custom_config={"model": config.model.to_dict(), **code})
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        example_splits=["eval"],
+        eval_config=make_eval_config(config.thresholds, config.slice_features))
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=config.serving_model_dir)))
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
+                    transform, trainer, model_resolver, evaluator, pusher],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )

@@ -1,0 +1,164 @@
+"""Read what a pipeline run did back out of MLMD: components, blessing, push, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import ml_metadata as mlmd
+from ml_metadata.proto import metadata_store_pb2
+
+from models import features as F
+
+CACHED = metadata_store_pb2.Execution.CACHED
+STATE_NAMES = {
+    metadata_store_pb2.Execution.COMPLETE: "executed",
+    metadata_store_pb2.Execution.CACHED: "cached",
+    metadata_store_pb2.Execution.FAILED: "failed",
+    metadata_store_pb2.Execution.RUNNING: "running",
+    metadata_store_pb2.Execution.NEW: "new",
+    metadata_store_pb2.Execution.CANCELED: "canceled",
+}
+HEADLINE_METRICS = {
+    F.RATING: ("root_mean_squared_error", "mean_absolute_error", "weighted_example_count"),
+    F.CLICK: ("auc", "binary_crossentropy", "calibration", "example_count"),
+    F.PURCHASE: ("auc", "binary_crossentropy", "calibration", "example_count"),
+}
+
+
+@dataclasses.dataclass
+class ComponentRun:
+    """One node's execution in a run."""
+
+    node: str
+    state: str
+    seconds: float
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What one pipeline run produced."""
+
+    run_id: str
+    components: list[ComponentRun]
+    blessed: bool | None = None
+    pushed_to: str | None = None
+    evaluation_uri: str | None = None
+    model_uri: str | None = None
+    metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    failed_thresholds: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def cached_nodes(self) -> list[str]:
+        """Nodes whose outputs were reused from an earlier run."""
+        return [c.node for c in self.components if c.state == "cached"]
+
+
+def open_store(metadata_path: str) -> mlmd.MetadataStore:
+    """A read-write handle on a local SQLite MLMD database."""
+    if not os.path.exists(metadata_path):
+        raise FileNotFoundError(f"{metadata_path}: no MLMD database; run the pipeline first")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = metadata_path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE
+    return mlmd.MetadataStore(config)
+
+
+def _node_name(store: mlmd.MetadataStore, execution_id: int) -> str:
+    for context in store.get_contexts_by_execution(execution_id):
+        if store.get_context_types_by_id([context.type_id])[0].name == "node":
+            return context.name.split(".", 1)[-1]
+    return "?"
+
+
+def latest_run(store: mlmd.MetadataStore, pipeline_name: str) -> RunSummary:
+    """Summarise the most recent run of ``pipeline_name``."""
+    runs = [c for c in store.get_contexts_by_type("pipeline_run")
+            if c.properties["pipeline_name"].string_value in ("", pipeline_name)]
+    if not runs:
+        raise LookupError(f"no run of pipeline '{pipeline_name}' in MLMD")
+    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    executions = sorted(store.get_executions_by_context(run.id),
+                        key=lambda e: (e.create_time_since_epoch, e.id))
+    summary = RunSummary(run_id=run.name, components=[
+        ComponentRun(_node_name(store, e.id), STATE_NAMES.get(e.last_known_state, "?"),
+                     (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0)
+        for e in executions])
+    for execution in executions:
+        node = _node_name(store, execution.id)
+        for event in store.get_events_by_execution_ids([execution.id]):
+            if event.type != metadata_store_pb2.Event.OUTPUT:
+                continue
+            artifact = store.get_artifacts_by_id([event.artifact_id])[0]
+            _read_output(summary, node, artifact)
+    if summary.evaluation_uri:
+        summary.metrics, summary.failed_thresholds = read_evaluation(summary.evaluation_uri)
+    return summary
+
+
+def _read_output(summary: RunSummary, node: str, artifact: Any) -> None:
+    props = artifact.custom_properties
+    if node == "Evaluator" and "blessed" in props:
+        summary.blessed = bool(props["blessed"].int_value)
+    elif node == "Evaluator":
+        summary.evaluation_uri = artifact.uri
+    elif node == "Trainer" and artifact.uri.rstrip("/").split("/")[-2] == "model":
+        summary.model_uri = artifact.uri
+    elif node == "Pusher" and props.get("pushed") and props["pushed"].int_value:
+        summary.pushed_to = props["pushed_destination"].string_value
+
+
+def read_evaluation(uri: str) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Overall metrics per head, and a line per threshold that failed."""
+    import tensorflow_model_analysis as tfma  # Deferred: slow to import.
+
+    result = tfma.load_eval_result(uri)
+    metrics: dict[str, dict[str, float]] = {}
+    for slice_key, by_output in result.slicing_metrics:
+        if slice_key != ():
+            continue
+        for head, by_subkey in by_output.items():
+            values = by_subkey.get("", {})
+            metrics[head] = {name: _number(values[name]) for name in HEADLINE_METRICS.get(head, ())
+                             if name in values}
+    failed = []
+    validation = tfma.load_validation_result(uri)
+    for per_slice in validation.metric_validations_per_slice:
+        where = _slice_name(per_slice.slice_key)
+        for failure in per_slice.failures:
+            key = failure.metric_key
+            kind = "change vs baseline" if key.is_diff else "value"
+            bound = failure.metric_threshold
+            failed.append(f"{key.output_name}/{key.name} {kind} on {where}: "
+                          f"{_value(failure.metric_value):.4f} (threshold: "
+                          f"{_describe_threshold(bound)})")
+    return metrics, failed
+
+
+def _slice_name(slice_key: Any) -> str:
+    parts = [f"{s.column}={s.bytes_value.decode() or s.int64_value or s.float_value}"
+             for s in slice_key.single_slice_keys]
+    return ", ".join(parts) or "overall"
+
+
+def _value(metric_value: Any) -> float:
+    return metric_value.double_value.value if metric_value.HasField("double_value") else float(
+        "nan")
+
+
+def _describe_threshold(threshold: Any) -> str:
+    if threshold.HasField("value_threshold"):
+        bound = threshold.value_threshold
+        if bound.HasField("lower_bound"):
+            return f">= {bound.lower_bound.value:g}"
+        return f"<= {bound.upper_bound.value:g}"
+    change = threshold.change_threshold
+    return f"change {change.absolute.value:+g} at most"
+
+
+def _number(value: dict) -> float:
+    for key in ("doubleValue", "double_value"):
+        if key in value:
+            return float(value[key])
+    return float("nan")
