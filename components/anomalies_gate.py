@@ -6,11 +6,10 @@ into a failed execution with one readable message per feature.
 
 
 import os
-from typing import List
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tfx import v1 as tfx
 from tfx import types
+from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
@@ -19,7 +18,7 @@ class DataAnomaliesError(RuntimeError):
     """The examples do not match the schema; the message lists every anomaly."""
 
 
-def describe_anomalies(anomalies: types.Artifact) -> List[str]:
+def describe_anomalies(anomalies: types.Artifact) -> list[str]:
     """One line per anomaly, as '<split>: feature '<name>': <description>'."""
     lines = []
     for split in artifact_utils.decode_split_names(anomalies.split_names):

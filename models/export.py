@@ -45,6 +45,7 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
     module.tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     input_spec = serving_feature_spec(raw_spec)
+    labelled_spec = {**input_spec, **{head: raw_spec[head] for head in F.HEADS}}
 
     def predict(raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         outputs = module.model(module.tft_layer(raw_features), training=False)
@@ -65,7 +66,7 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = module.tft_layer(tf.io.parse_example(examples, raw_spec))
+        transformed = module.tft_layer(tf.io.parse_example(examples, labelled_spec))
         return {key: value for key, value in transformed.items()
                 if isinstance(value, tf.Tensor)}  # Signatures carry dense tensors only.
 

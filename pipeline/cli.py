@@ -13,7 +13,7 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.errors import MtrecError  # noqa: E402
+from pipeline.errors import MtrecError
 
 DEFAULT_OUTPUT = "mtrec_output"
 log = logging.getLogger("mtrec")
@@ -66,7 +66,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 def _configure_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mtrec").setLevel(logging.INFO)
+    logging.getLogger("mtrec").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("absl", "apache_beam", "tensorflow"):
         logging.getLogger(noisy).setLevel(level)
     try:
@@ -124,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         local_runner.run(config, output_dir)
     except Exception as err:  # A failed component: report its cause in one line.
+        log.debug("component failure", exc_info=True)
         raise MtrecError(f"pipeline failed in a component: {_root_cause(err)}") from None
     summary = results.latest_run(results.open_store(local_runner.metadata_path(output_dir)),
                                  config.pipeline_name)

@@ -48,8 +48,8 @@ class PipelineConfig:
     examples_dir: str
     serving_model_dir: str
     pipeline_name: str = DEFAULT_PIPELINE_NAME
-    model: ModelConfig = ModelConfig()
-    thresholds: EvalThresholds = EvalThresholds()
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    thresholds: EvalThresholds = dataclasses.field(default_factory=EvalThresholds)
     schema_path: str | None = CURATED_SCHEMA
     slice_features: tuple[str, ...] = F.SLICE_FEATURES
     beam_pipeline_args: tuple[str, ...] = ()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
-from tfx import v1 as tfx  # noqa: E402
+from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig  # noqa: E402
-from pipeline.pipeline import create_pipeline  # noqa: E402
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
 
 METADATA_FILE = "metadata.sqlite"
 

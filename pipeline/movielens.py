@@ -155,7 +155,7 @@ def _load_grouplens(directory: Path) -> MovieLensTables:
     items = pd.read_csv(directory / "u.item", sep="|", header=None, names=item_cols,
                         encoding="latin-1")
     flags = items[list(GROUPLENS_GENRES)].to_numpy().astype(bool)
-    genres = [F.GENRE_SEPARATOR.join(g for g, on in zip(GROUPLENS_GENRES, row) if on)
+    genres = [F.GENRE_SEPARATOR.join(g for g, on in zip(GROUPLENS_GENRES, row, strict=False) if on)
               for row in flags]
     year = pd.to_numeric(items["release_date"].astype(str).str[-4:], errors="coerce")
     title = items["raw_title"].astype(str).str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)

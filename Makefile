@@ -1,0 +1,38 @@
+# mtrec: `make run` sets everything up and runs the pipeline; `make test` runs the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint lock clean
+
+install: $(STAMP)
+
+# Two steps (see README, "Why a two-step install"): the pinned stack first, then tfx and
+# ml-pipelines-sdk without their dependencies, because their metadata says Python < 3.11.
+$(STAMP): requirements/stack.txt requirements/constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==24.2
+	$(BIN)/pip install -r requirements/stack.txt -c requirements/constraints.txt
+	$(BIN)/pip install --no-deps --ignore-requires-python tfx==1.16.0 ml-pipelines-sdk==1.16.0
+	$(BIN)/pip install --no-deps -e .
+	$(BIN)/python -c "import tfx, tensorflow_recommenders, tensorflow_model_analysis"
+	touch $@
+
+run: install
+	$(BIN)/mtrec run
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check .
+
+# Re-pin after changing requirements/stack.txt (run in a fresh .venv).
+lock:
+	{ echo "# Lock of the verified stack (pip freeze of a fresh .venv on Debian 12 / CPython 3.11.7)."; \
+	  echo "# Used as -c for requirements/stack.txt so the install cannot drift. Regenerate with 'make lock'."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -E "^(tfx|ml-pipelines-sdk)=="; } > requirements/constraints.txt
+
+clean:
+	rm -rf mtrec_output kubeflow_pipeline.json

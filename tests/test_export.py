@@ -1,0 +1,131 @@
+"""Export: a real Transform graph plus a trained model, saved, reloaded and compared."""
+
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+import tensorflow_transform.beam as tft_beam
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+from tfx_bsl.public import tfxio
+
+from models import features as F
+from models.export import PREDICT_RAW, SERVING_DEFAULT, SIGNATURES, TRANSFORM_FEATURES, export_model
+from models.hparams import ModelConfig
+from models.preprocessing import preprocessing_fn
+from models.training import cardinalities, fit
+from pipeline import dataset
+from pipeline.config import CURATED_SCHEMA
+from serving.examples import to_examples
+from tests.synthetic import make_movielens_dir
+
+CONFIG = ModelConfig(embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,),
+                     batch_size=64, epochs=3)
+KNOWN = {"user_id": 3, "item_id": 5, "age": 30, "gender": "M", "occupation": "engineer",
+         "zip_prefix": "123", "genres": "Action|Comedy", "year": 1990, "title": "Movie Blast 5"}
+
+
+def _schema() -> schema_pb2.Schema:
+    return text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
+
+
+def run_transform(examples: str, out_dir: Path) -> tft.TFTransformOutput:
+    """Analyze the training examples with the real preprocessing_fn, as Transform does."""
+    source = tfxio.TFExampleRecord(file_pattern=examples, schema=_schema(),
+                                   telemetry_descriptors=["test"])
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(out_dir / "tmp")):
+        transform_fn = ((pipeline | source.BeamSource(), source.TensorAdapterConfig())
+                        | tft_beam.AnalyzeDataset(preprocessing_fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir / "transform"))
+    # TFX's Transform executor also records the raw schema next to the graph.
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(_schema()),
+                               str(out_dir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    return tft.TFTransformOutput(str(out_dir / "transform"))
+
+
+def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data.Dataset:
+    raw_spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
+    layer = output.transform_features_layer()
+    return (tf.data.TFRecordDataset(examples, compression_type="GZIP").batch(64)
+            .map(lambda x: layer(tf.io.parse_example(x, raw_spec))).cache())
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(in-memory model, transform output, reloaded SavedModel)."""
+    root = tmp_path_factory.mktemp("export")
+    source = make_movielens_dir(root / "ml", n_users=40, n_items=30, ratings_per_user=8)
+    info = dataset.build_movielens(source, root / "data", dataset.DataConfig())
+    train = str(Path(info.root) / "train" / "data.tfrecord.gz")
+    output = run_transform(train, root)
+    model, _ = fit(transformed_dataset(train, output), None, cardinalities(output), CONFIG)
+    export_model(model, output, str(root / "saved"))
+    return model, output, tf.saved_model.load(str(root / "saved"))
+
+
+def serve(loaded, rows):
+    outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
+    return {head: value.numpy() for head, value in outputs.items()}
+
+
+def test_signature_names_and_output_keys_are_exact(exported):
+    _, _, loaded = exported
+    assert set(loaded.signatures) == set(SIGNATURES)
+    serving = loaded.signatures[SERVING_DEFAULT]
+    assert set(serving.structured_outputs) == set(F.HEADS)
+    assert set(serving.structured_input_signature[1]) == {"examples"}
+    assert set(loaded.signatures[PREDICT_RAW].structured_input_signature[1]) == set(
+        F.MODEL_INPUT_KEYS)
+
+
+def test_reloaded_model_matches_the_in_memory_model(exported):
+    model, output, loaded = exported
+    rows = [KNOWN, {**KNOWN, "user_id": 7, "item_id": 2, "gender": "F"}]
+    served = serve(loaded, rows)
+    raw_spec = {k: v for k, v in output.raw_feature_spec().items() if k in F.MODEL_INPUT_KEYS}
+    parsed = tf.io.parse_example(tf.constant(to_examples(rows)), raw_spec)
+    direct = model(output.transform_features_layer()(parsed), training=False)
+    for head in F.HEADS:
+        np.testing.assert_allclose(served[head], direct[head].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_raw_signature_agrees_with_the_example_signature(exported):
+    _, _, loaded = exported
+    raw = {key: tf.constant([KNOWN[key]]) for key in F.MODEL_INPUT_KEYS}
+    raw = {k: tf.cast(v, tf.int64) if v.dtype == tf.int32 else v for k, v in raw.items()}
+    by_raw = loaded.signatures[PREDICT_RAW](**raw)
+    by_example = serve(loaded, [KNOWN])
+    for head in F.HEADS:
+        np.testing.assert_allclose(by_raw[head].numpy(), by_example[head], rtol=1e-5)
+
+
+def test_predictions_respond_to_the_inputs(exported):
+    _, _, loaded = exported
+    base = serve(loaded, [KNOWN])
+    for change in ({"item_id": 9}, {"user_id": 20}, {"gender": "F", "genres": "Romance"}):
+        other = serve(loaded, [{**KNOWN, **change}])
+        assert any(abs(other[h][0] - base[h][0]) > 1e-6 for h in F.HEADS), change
+
+
+def test_unknown_ids_are_served_from_oov_buckets_and_features_still_count(exported):
+    _, _, loaded = exported
+    cold = {**KNOWN, "user_id": 987_654, "item_id": 123_456}
+    scores = serve(loaded, [cold, {**cold, "gender": "F", "age": 41, "occupation": "writer"}])
+    assert np.all(np.isfinite(scores[F.RATING]))
+    assert abs(scores[F.CLICK][0] - scores[F.CLICK][1]) > 1e-6  # Side features still count.
+    sparse = serve(loaded, [{"user_id": 987_654, "item_id": 5}])  # Everything else left out.
+    assert np.isfinite(sparse[F.RATING][0]) and 0 < sparse[F.CLICK][0] < 1
+
+
+def test_transform_features_signature_gives_tfma_the_masked_labels(exported):
+    _, _, loaded = exported
+    rows = [{**KNOWN, "rating": 4.0, "click": 1, "purchase": 1},
+            {**KNOWN, "click": 0, "purchase": 0}]
+    out = loaded.signatures[TRANSFORM_FEATURES](examples=tf.constant(to_examples(rows)))
+    assert out[F.RATING_WEIGHT_XF].numpy().tolist() == [1.0, 0.0]
+    assert out[F.LABEL_XF[F.RATING]].numpy().tolist() == [4.0, 0.0]
+    assert out[F.LABEL_XF[F.CLICK]].numpy().tolist() == [1.0, 0.0]

@@ -1,0 +1,128 @@
+"""Model unit tests on hand-made transformed features (no Transform run needed)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from models import features as F
+from models.hparams import ModelConfig
+from models.model import MLP, MaskedMeanSquaredError, MultiTaskRecommender, SideEncoder, Tower
+from models.training import build_model, fit, label_priors
+
+CARDS = {"user_id_xf": 11, "gender_xf": 3, "occupation_xf": 4, "zip_prefix_xf": 5,
+         "age_bucket_xf": 7, "item_id_xf": 13, "year_bucket_xf": 10, "genres_xf": 6,
+         "title_xf": 20}
+SMALL = ModelConfig(embedding_dim=4, side_dim=8, bottom_units=(8,), head_units=(4,),
+                    batch_size=16, epochs=2)
+
+
+def transformed_batch(n: int = 32, seed: int = 0) -> dict:
+    """A batch shaped like Transform's output: ids, bags of tokens, numbers, labels."""
+    rng = np.random.default_rng(seed)
+    batch = {key: tf.constant(rng.integers(0, card - 1, n), tf.int64)
+             for key, card in CARDS.items() if key not in F.ITEM_MULTIVALENT_XF}
+    for key in F.ITEM_MULTIVALENT_XF:
+        lengths = rng.integers(0, 3, n)
+        indices = [[row, j] for row, length in enumerate(lengths) for j in range(length)]
+        values = rng.integers(0, CARDS[key] - 1, len(indices))
+        batch[key] = tf.SparseTensor(np.array(indices, np.int64).reshape(-1, 2), values,
+                                     [n, max(int(lengths.max()), 1)])
+    batch["age_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
+    batch["year_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
+    click = rng.integers(0, 2, n).astype(np.float32)
+    batch[F.LABEL_XF[F.CLICK]] = tf.constant(click)
+    batch[F.LABEL_XF[F.PURCHASE]] = tf.constant(click * rng.integers(0, 2, n))
+    batch[F.LABEL_XF[F.RATING]] = tf.constant(click * rng.integers(1, 6, n), tf.float32)
+    batch[F.RATING_WEIGHT_XF] = tf.constant(click)
+    return batch
+
+
+def test_masked_rating_loss_ignores_non_interactions():
+    y_true = tf.constant([4.0, 0.0, 2.0, 0.0])
+    y_pred = tf.constant([3.0, 5.0, 2.5, 1.0])
+    weight = tf.constant([1.0, 0.0, 1.0, 0.0])
+    # Hand-computed over the two observed ratings only: ((4-3)^2 + (2-2.5)^2) / 2.
+    assert float(MaskedMeanSquaredError()(y_true, y_pred, weight)) == pytest.approx(0.625)
+    # Changing the prediction of a non-interaction changes nothing.
+    moved = tf.constant([3.0, -40.0, 2.5, 9.0])
+    assert float(MaskedMeanSquaredError()(y_true, moved, weight)) == pytest.approx(0.625)
+    assert float(MaskedMeanSquaredError()(y_true, y_pred, tf.zeros(4))) == 0.0
+
+
+def test_outputs_are_one_score_per_head_per_example():
+    model = MultiTaskRecommender(CARDS, SMALL)
+    outputs = model(transformed_batch(5))
+    assert set(outputs) == set(F.HEADS)
+    for head in F.HEADS:
+        assert outputs[head].shape == (5,)
+    for head in F.BINARY_HEADS:
+        assert np.all((outputs[head].numpy() > 0) & (outputs[head].numpy() < 1))
+
+
+def test_metric_names_per_head_are_exact():
+    model = build_model(CARDS, SMALL)
+    dataset = tf.data.Dataset.from_tensors(transformed_batch(32))
+    logs = model.evaluate(dataset, return_dict=True, verbose=0)
+    per_head = {head: {k for k in logs if k.startswith(f"{head}_")} for head in F.HEADS}
+    assert per_head == {
+        F.RATING: {"rating_rmse", "rating_mae"},
+        F.CLICK: {"click_auc", "click_logloss"},
+        F.PURCHASE: {"purchase_auc", "purchase_logloss"},
+    }
+    assert set(logs) - set().union(*per_head.values()) == {
+        "loss", "regularization_loss", "total_loss"}
+
+
+def test_training_lowers_the_loss_and_priors_set_the_start():
+    dataset = tf.data.Dataset.from_tensors(transformed_batch(64, seed=1)).repeat(4)
+    priors = label_priors(dataset)
+    assert priors[F.CLICK] == pytest.approx(float(tf.reduce_mean(
+        transformed_batch(64, seed=1)[F.LABEL_XF[F.CLICK]])))
+    model, history = fit(dataset, None, CARDS, ModelConfig(**{**SMALL.to_dict(), "epochs": 5,
+                                                             "bottom_units": [8]}))
+    assert history["total_loss"][-1] < history["total_loss"][0]
+    # The rating head starts at the observed-rating mean, not at 0.
+    fresh = MultiTaskRecommender(CARDS, SMALL, priors)
+    start = fresh(transformed_batch(8), training=False)[F.RATING].numpy()
+    assert abs(start.mean() - priors[F.RATING]) < 1.0
+
+
+def test_id_dropout_sends_ids_to_the_oov_bucket_only_in_training():
+    encoder = SideEncoder(CARDS, ["user_id_xf"], [], [], id_key="user_id_xf",
+                          embedding_dim=4, output_dim=4, id_dropout=0.999)
+    ids = tf.constant([0, 1, 2, 3], tf.int64)
+    assert encoder.drop_ids(ids, training=True).numpy().tolist() == [10, 10, 10, 10]
+    assert encoder.drop_ids(ids, training=False).numpy().tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("layer", [
+    SideEncoder(CARDS, ["user_id_xf"], ["genres_xf"], ["age_z_xf"], id_key="user_id_xf",
+                embedding_dim=4, output_dim=8, id_dropout=0.2, l2=1e-4),
+    MLP([8, 4], dropout=0.1),
+    Tower([4], dropout=0.0, output_bias=1.5),
+])
+def test_layers_round_trip_through_get_config(layer):
+    config = layer.get_config()
+    clone = type(layer).from_config(config)
+    assert clone.get_config() == config
+    registered = tf_keras.utils.get_registered_object(f"mtrec>{type(layer).__name__}")
+    assert registered is type(layer)
+
+
+def test_model_round_trips_through_get_config():
+    model = MultiTaskRecommender(CARDS, SMALL, {F.RATING: 3.2, F.CLICK: 0.3, F.PURCHASE: 0.1})
+    clone = MultiTaskRecommender.from_config(model.get_config())
+    batch = transformed_batch(4)
+    model(batch)
+    clone(batch)
+    assert clone.get_config() == model.get_config()
+    assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
+
+
+def test_model_config_round_trips_and_rejects_unknown_keys():
+    assert ModelConfig.from_dict(SMALL.to_dict()) == SMALL
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"embeding_dim": 3})
+    with pytest.raises(ValueError, match="distribution"):
+        ModelConfig(distribution="tpu")
