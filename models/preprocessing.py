@@ -19,6 +19,7 @@ AGE_BOUNDARIES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
 YEAR_BUCKETS = 10
 TITLE_TOP_K = 5_000
 TITLE_MIN_FREQUENCY = 2
+Z_CLIP = 5.0
 CATEGORICAL_KEYS = (F.USER_ID, F.ITEM_ID, F.GENDER, F.OCCUPATION, F.ZIP_PREFIX)
 
 
@@ -29,6 +30,18 @@ def _dense(tensor: tf.Tensor | tf.SparseTensor, default: Any) -> tf.Tensor:
             tf.SparseTensor(tensor.indices, tensor.values, [tensor.dense_shape[0], 1]),
             default_value=default)
     return tf.reshape(tensor, [-1])
+
+
+def _fill_unknown(values: tf.Tensor) -> tf.Tensor:
+    """Replace unknown values (<= 0, e.g. a feature a request left out) with the training
+    mean of the known ones, so a missing age or year is neutral rather than extreme."""
+    known_mean = tft.mean(tf.boolean_mask(values, values > 0))
+    return tf.where(values > 0, values, tf.cast(known_mean, values.dtype))
+
+
+def _clipped_z_score(values: tf.Tensor) -> tf.Tensor:
+    """z-score against the training split, clipped so out-of-range inputs stay bounded."""
+    return tf.clip_by_value(tft.scale_to_z_score(values), -Z_CLIP, Z_CLIP)
 
 
 def _as_string(tensor: tf.Tensor) -> tf.Tensor:
@@ -52,12 +65,12 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict | None = None) 
             _as_string(_dense(inputs[key], default=_empty(inputs[key]))),
             num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=key)
 
-    age = tf.cast(_dense(inputs[F.AGE], default=0), tf.float32)
-    outputs[F.transformed_name(F.AGE_Z)] = tft.scale_to_z_score(age)
+    age = _fill_unknown(tf.cast(_dense(inputs[F.AGE], default=0), tf.float32))
+    outputs[F.transformed_name(F.AGE_Z)] = _clipped_z_score(age)
     outputs[F.transformed_name(F.AGE_BUCKET)] = tft.apply_buckets(
         age, bucket_boundaries=tf.constant([AGE_BOUNDARIES]))
-    year = tf.cast(_dense(inputs[F.YEAR], default=0), tf.float32)
-    outputs[F.transformed_name(F.YEAR_Z)] = tft.scale_to_z_score(year)
+    year = _fill_unknown(tf.cast(_dense(inputs[F.YEAR], default=0), tf.float32))
+    outputs[F.transformed_name(F.YEAR_Z)] = _clipped_z_score(year)
     outputs[F.transformed_name(F.YEAR_BUCKET)] = tft.bucketize(year, num_buckets=YEAR_BUCKETS)
 
     genres = _tokens(_dense(inputs[F.GENRES], default=""), F.GENRE_SEPARATOR)

@@ -114,7 +114,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         examples_dir=info.root,
         serving_model_dir=str(output_dir / "serving_model"),
         model=model,
-        thresholds=EvalThresholds.from_baseline(info.baseline_rating_rmse),
+        thresholds=EvalThresholds.from_baseline(info.baseline_rating_rmse, **(
+            {"min_slice_size": args.min_slice_size} if args.min_slice_size else {})),
         schema_path=schema,
         beam_pipeline_args=tuple(args.beam_arg) if args.beam_arg
         else local_runner.default_beam_args(),
@@ -209,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(run)
     run.add_argument("--epochs", type=int, help=f"default {ModelConfig.epochs}")
     run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
+    run.add_argument("--min-slice-size", type=int,
+                     help="smallest slice (eval examples) that is reported and gated "
+                          "(default 1000)")
     run.add_argument("--schema", help="schema.pbtxt to import instead of the default")
     run.add_argument("--infer-schema", action="store_true",
                      help="infer the schema with SchemaGen instead of the curated one")

@@ -29,15 +29,18 @@ class EvalThresholds:
     auc_tolerance: float = 0.01
     slice_max_rating_rmse: float = 1.25
     slice_min_auc: float = 0.55
+    # Slices with fewer eval examples are not reported or gated: their metrics are noise.
+    min_slice_size: int = 1000
 
     @staticmethod
     def from_baseline(baseline_rmse: float | None, margin: float = 0.95,
-                      slice_margin: float = 1.15) -> EvalThresholds:
+                      slice_margin: float = 1.25, **overrides: float) -> EvalThresholds:
         """Bounds relative to the eval RMSE of predicting the training mean rating."""
         if baseline_rmse is None:
-            return EvalThresholds()
-        return EvalThresholds(max_rating_rmse=round(baseline_rmse * margin, 4),
-                              slice_max_rating_rmse=round(baseline_rmse * slice_margin, 4))
+            return EvalThresholds(**overrides)
+        return EvalThresholds(**{"max_rating_rmse": round(baseline_rmse * margin, 4),
+                                 "slice_max_rating_rmse": round(baseline_rmse * slice_margin, 4),
+                                 **overrides})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -65,5 +65,6 @@ def make_eval_config(thresholds: EvalThresholds,
         metrics_specs=specs,
         slicing_specs=[tfma.SlicingSpec()] + [
             tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
-        options=tfma.Options(include_default_metrics={"value": False}),
+        options=tfma.Options(include_default_metrics={"value": False},
+                             min_slice_size={"value": t.min_slice_size}),
     )

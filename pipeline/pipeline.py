@@ -8,6 +8,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.anomalies_gate import AnomaliesGate
+from components.baseline_resolver import BaselineModelStrategy
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import make_eval_config
 
@@ -19,7 +20,7 @@ SPLITS = ("train", "valid", "eval")
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config: Any | None = None) -> tfx.dsl.Pipeline:
     """ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → AnomaliesGate → Transform
-    → Trainer → (latest blessed model) Evaluator → Pusher."""
+    → Trainer → (baseline: the blessed model the candidate would replace) Evaluator → Pusher."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.examples_dir,
         input_config=example_gen_pb2.Input(splits=[
@@ -51,10 +52,11 @@ def create_pipeline(config: PipelineConfig,
         custom_config={"model": config.model.to_dict(), **code})
 
     model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        strategy_class=BaselineModelStrategy,
+        candidate=trainer.outputs["model"],
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+    ).with_id("baseline_model_resolver")
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],

@@ -13,7 +13,7 @@ Value = int | float | str | bytes | Sequence[int | float | str | bytes]
 
 def to_feature(value: Value) -> tf.train.Feature:
     """One tf.train.Feature from a scalar or a list of int, float, str or bytes."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    values = list(value) if isinstance(value, list | tuple) else [value]
     if not values:
         raise ValueError("a feature needs at least one value; leave it out instead")
     if all(isinstance(v, bool | int) for v in values):
@@ -30,7 +30,7 @@ def to_example(row: Mapping[str, Value]) -> bytes:
     """Serialize one request row; genres may be a list and are joined as the model expects."""
     features = {}
     for key, value in row.items():
-        if key == F.GENRES and isinstance(value, (list, tuple)):
+        if key == F.GENRES and isinstance(value, list | tuple):
             value = F.GENRE_SEPARATOR.join(value)
         features[key] = to_feature(value)
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()

@@ -117,8 +117,11 @@ def test_unknown_ids_are_served_from_oov_buckets_and_features_still_count(export
     scores = serve(loaded, [cold, {**cold, "gender": "F", "age": 41, "occupation": "writer"}])
     assert np.all(np.isfinite(scores[F.RATING]))
     assert abs(scores[F.CLICK][0] - scores[F.CLICK][1]) > 1e-6  # Side features still count.
-    sparse = serve(loaded, [{"user_id": 987_654, "item_id": 5}])  # Everything else left out.
-    assert np.isfinite(sparse[F.RATING][0]) and 0 < sparse[F.CLICK][0] < 1
+    # Everything else left out: neutral defaults, not extreme scores.
+    sparse = serve(loaded, [{"user_id": 987_654, "item_id": 5}])
+    assert 1.0 < sparse[F.RATING][0] < 5.5
+    for head in F.BINARY_HEADS:
+        assert 1e-3 < sparse[head][0] < 1 - 1e-3
 
 
 def test_transform_features_signature_gives_tfma_the_masked_labels(exported):

@@ -1,0 +1,139 @@
+"""End to end: the real pipeline with LocalDagRunner, SQLite MLMD and Beam, on synthetic
+MovieLens-shaped data (about 6,000 examples) made in the test."""
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import features as F
+from models.export import SERVING_DEFAULT, SIGNATURES
+from pipeline import results
+from pipeline.cli import main
+from pipeline.config import DEFAULT_PIPELINE_NAME
+from serving.examples import to_examples
+from tests.synthetic import make_interactions_csv, make_movielens_dir
+
+NODES = {"ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
+         "AnomaliesGate", "Transform", "Trainer", "baseline_model_resolver", "Evaluator",
+         "Pusher"}
+ARTIFACT_TYPES = {"Examples", "Schema", "ExampleStatistics", "ExampleAnomalies",
+                  "TransformGraph", "Model", "ModelRun", "ModelEvaluation", "ModelBlessing",
+                  "PushedModel"}
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(directory: Path) -> dict[str, float]:
+    return {str(p.relative_to(directory)): p.stat().st_mtime for p in directory.rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    source = make_movielens_dir(root / "ml", n_users=120, n_items=100, ratings_per_user=10)
+    output = root / "out"
+    run_args = ("run", "--output-dir", str(output), "--movielens-dir", str(source),
+                "--epochs", "8", "--batch-size", "128", "--min-slice-size", "100")
+    first = run_cli(*run_args)
+    store = results.open_store(str(output / "metadata.sqlite"))
+    summary = results.latest_run(store, DEFAULT_PIPELINE_NAME)
+    return {"root": root, "output": output, "args": run_args, "first": first,
+            "summary": summary, "store": store}
+
+
+def test_every_component_executed_once_and_recorded_artifacts(workspace):
+    code, stdout, stderr = workspace["first"]
+    assert code == 0, stderr
+    summary = workspace["summary"]
+    assert sorted(c.node for c in summary.components) == sorted(NODES)
+    assert {c.state for c in summary.components} == {"executed"}
+    store = workspace["store"]
+    recorded = {store.get_artifact_types_by_id([a.type_id])[0].name
+                for a in store.get_artifacts()}
+    assert ARTIFACT_TYPES <= recorded
+    assert "Model BLESSED and pushed to" in stdout
+
+
+def test_evaluator_blessed_the_model_on_every_head(workspace):
+    summary = workspace["summary"]
+    assert summary.blessed is True, summary.failed_thresholds
+    assert summary.failed_thresholds == []
+    assert set(summary.metrics) == set(F.HEADS)
+    assert 0.0 < summary.metrics[F.RATING]["root_mean_squared_error"] < 1.2
+    for head in F.BINARY_HEADS:
+        assert 0.6 < summary.metrics[head]["auc"] <= 1.0
+    # Rating metrics count observed interactions only: a fifth of eval examples.
+    rated = summary.metrics[F.RATING]["weighted_example_count"]
+    assert rated == pytest.approx(summary.metrics[F.CLICK]["example_count"] / 5, rel=0.01)
+
+
+def test_pushed_model_is_a_versioned_savedmodel_that_responds(workspace):
+    pushed = Path(workspace["summary"].pushed_to)
+    assert pushed.parent == workspace["output"] / "serving_model"
+    assert pushed.name.isdigit() and (pushed / "saved_model.pb").is_file()
+    loaded = tf.saved_model.load(str(pushed))
+    assert set(loaded.signatures) == set(SIGNATURES)
+    rows = [{"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"},
+            {"user_id": 2, "item_id": 7, "gender": "F", "genres": "Romance"}]
+    outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
+    assert set(outputs) == set(F.HEADS)
+    for head in F.HEADS:
+        values = outputs[head].numpy()
+        assert values.shape == (2,) and np.all(np.isfinite(values))
+        assert abs(values[0] - values[1]) > 1e-6
+
+
+def test_second_run_is_served_from_cache(workspace):
+    code, stdout, stderr = run_cli(*workspace["args"])
+    assert code == 0, stderr
+    summary = results.latest_run(workspace["store"], DEFAULT_PIPELINE_NAME)
+    states = {c.node: c.state for c in summary.components}
+    assert {node for node, state in states.items() if state == "cached"} == (
+        NODES - {"ImportSchemaGen", "baseline_model_resolver"}) | (
+        {"ImportSchemaGen"} if states.get("ImportSchemaGen") == "cached" else set())
+    assert "Reused" in stdout and "cached component(s)" in stdout
+    versions = list((workspace["output"] / "serving_model").iterdir())
+    assert len(versions) == 1  # The cached Pusher pushed nothing new.
+
+
+def test_bad_csv_fails_early_and_leaves_the_pushed_model_alone(workspace, tmp_path):
+    serving = workspace["output"] / "serving_model"
+    before = snapshot(serving)
+    bad = tmp_path / "clicks.csv"
+    bad.write_text("user_id,item_id,rating,click,purchase\n1,2,four,1,1\n")
+    code, stdout, stderr = run_cli("run", "--output-dir", str(workspace["output"]),
+                                   "--interactions", str(bad))
+    assert code == 2
+    assert stderr.strip() == (f"mtrec: error: {bad}: column 'rating' must be numeric; "
+                              "row 1 has 'four'")
+    assert "Traceback" not in stderr
+    assert snapshot(serving) == before
+
+
+def test_schema_anomalies_stop_the_run_before_training(workspace, tmp_path):
+    serving = workspace["output"] / "serving_model"
+    before = snapshot(serving)
+    logs = make_interactions_csv(tmp_path / "logs.csv", n_rows=300, seed=3)
+    text = logs.read_text().splitlines()
+    header = text[0].split(",")
+    rating_at = header.index("rating")
+    rows = [line.split(",") for line in text[1:]]
+    for row in rows[:40]:  # Ratings out of the curated schema's [1, 5] domain.
+        row[rating_at] = "9.0"
+    logs.write_text("\n".join([text[0]] + [",".join(r) for r in rows]) + "\n")
+    code, _, stderr = run_cli("run", "--output-dir", str(workspace["output"]),
+                              "--interactions", str(logs), "--schema",
+                              str(Path(__file__).parent.parent / "pipeline" / "schema" /
+                                  "schema.pbtxt"))
+    assert code == 2
+    assert "ExampleValidator found anomalies" in stderr and "'rating'" in stderr
+    assert snapshot(serving) == before
