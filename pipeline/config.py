@@ -9,6 +9,10 @@ from pathlib import Path
 from models import features as F
 from models.hparams import ModelConfig
 
+# How the Evaluator's baseline is resolved: "replaced_model" (the newest blessed model older
+# than the candidate, so cached re-runs stay cached) or "latest_blessed" (TFX's built-in
+# strategy, the only one Kubeflow V2 can compile).
+BASELINE_STRATEGIES = ("replaced_model", "latest_blessed")
 CURATED_SCHEMA = str(Path(__file__).parent / "schema" / "schema.pbtxt")
 DEFAULT_PIPELINE_NAME = "mtrec"
 
@@ -57,7 +61,13 @@ class PipelineConfig:
     slice_features: tuple[str, ...] = F.SLICE_FEATURES
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
+    baseline_strategy: str = "replaced_model"
     code_fingerprint: str = dataclasses.field(default_factory=lambda: package_fingerprint())
+
+
+    def __post_init__(self) -> None:
+        if self.baseline_strategy not in BASELINE_STRATEGIES:
+            raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}")
 
 
 def package_fingerprint() -> str:

@@ -406,6 +406,9 @@ def build_from_files(train_path: Path, eval_path: Path | None, out_dir: Path,
     mode); without it, ``train_path`` is split by time like the default data.
     """
     paths = [Path(train_path)] + ([Path(eval_path)] if eval_path else [])
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path}: no such file")
     fingerprint = _fingerprint("files", _file_digest(paths), bool(eval_path), config)
     root = Path(out_dir) / f"custom-{fingerprint}"
     if cached := _cached(root, fingerprint):

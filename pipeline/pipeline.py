@@ -51,12 +51,7 @@ def create_pipeline(config: PipelineConfig,
         eval_args=tfx.proto.EvalArgs(splits=["valid"]),
         custom_config={"model": config.model.to_dict(), **code})
 
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=BaselineModelStrategy,
-        candidate=trainer.outputs["model"],
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("baseline_model_resolver")
+    model_resolver = _baseline_resolver(config.baseline_strategy, trainer.outputs["model"])
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -81,3 +76,17 @@ def create_pipeline(config: PipelineConfig,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),
     )
+
+
+def _baseline_resolver(strategy: str, candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
+    """The Resolver that picks the Evaluator's baseline (see PipelineConfig)."""
+    models = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
+    blessings = tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
+    if strategy == "latest_blessed":
+        resolver = tfx.dsl.Resolver(
+            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+            model=models, model_blessing=blessings)
+    else:
+        resolver = tfx.dsl.Resolver(strategy_class=BaselineModelStrategy, candidate=candidate,
+                                    model=models, model_blessing=blessings)
+    return resolver.with_id("baseline_model_resolver")

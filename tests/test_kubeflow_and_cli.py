@@ -1,0 +1,61 @@
+"""The Kubeflow V2 compile path and the command line's help."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.cli import build_parser, main
+
+SUBCOMMANDS = ("data", "run", "compile-kubeflow")
+
+
+def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
+    output = tmp_path / "pipeline.json"
+    image = "registry.example.com/mtrec:1.2.3"
+    assert main(["compile-kubeflow", "--image", image, "--pipeline-root", "gs://bucket/mtrec",
+                 "--output", str(output)]) == 0
+    spec = json.loads(output.read_text())["pipelineSpec"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {
+        "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+        "AnomaliesGate", "Transform", "Trainer", "Evaluator", "Pusher",
+        "baseline_model_resolver-model-resolver",
+        "baseline_model_resolver-model-blessing-resolver"}
+    # Anomalies stop the run before Transform; only an evaluated model reaches the Pusher.
+    assert "AnomaliesGate" in tasks["Transform"]["dependentTasks"]
+    assert set(tasks["Pusher"]["dependentTasks"]) == {"Evaluator", "Trainer"}
+    assert "baseline_model_resolver-model-resolver" in tasks["Evaluator"]["dependentTasks"]
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values() if "container" in e}
+    assert images == {image}
+    text = json.dumps(spec)
+    assert "models.modules.trainer_module.run_fn" in text
+    assert "models.modules.transform_module.preprocessing_fn" in text
+    assert json.loads(output.read_text())["runtimeConfig"]["gcsOutputDirectory"] == (
+        "gs://bucket/mtrec/pipeline_root")
+
+
+def test_help_lists_every_subcommand_and_each_has_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    listing = capsys.readouterr().out
+    for command in SUBCOMMANDS:
+        assert command in listing
+    for command in (["data", "fetch"], ["data", "build"], ["run"], ["compile-kubeflow"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([*command, "--help"])
+        assert exit_info.value.code == 0
+        assert "usage: mtrec" in capsys.readouterr().out
+
+
+def test_console_script_reports_user_errors_in_one_line(tmp_path):
+    missing = tmp_path / "nope.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "data", "build", "--output-dir", str(tmp_path),
+         "--interactions", str(missing)], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"mtrec: error: {missing}: no such file"
+    assert "Traceback" not in result.stderr
