@@ -8,10 +8,10 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipeline.errors import MtrecError
 
@@ -64,17 +64,32 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _configure_logging(verbose: bool) -> None:
-    level = logging.INFO if verbose else logging.WARNING
+    """Quiet by default: our own progress and errors, not TF/Beam/absl chatter."""
+    # Environment first: TensorFlow and the Beam worker processes read it when they start.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
+    if not verbose:
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        sys.unraisablehook = _ignore_tf_function_teardown
+    level = logging.INFO if verbose else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mtrec").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for ours in ("mtrec", "pipeline"):
+        logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("absl", "apache_beam", "tensorflow"):
         logging.getLogger(noisy).setLevel(level)
     try:
         from absl import logging as absl_logging
 
-        absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.WARNING)
+        absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     except ImportError:
         pass
+
+
+def _ignore_tf_function_teardown(unraisable: sys.UnraisableHookArgs) -> None:
+    """TF 2.16 reports harmless TypeErrors from AtomicFunction.__del__ at teardown."""
+    if "AtomicFunction.__del__" not in repr(unraisable.object):
+        sys.__unraisablehook__(unraisable)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -108,14 +123,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     using_movielens = not (args.train_file or args.interactions)
     schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema
                              else None)
+    thresholds = EvalThresholds.from_baseline(info.baseline_rating_rmse, **(
+        {"min_slice_size": args.min_slice_size} if args.min_slice_size else {}))
     config = PipelineConfig(
         pipeline_name=args.pipeline_name,
         pipeline_root=str(output_dir / "pipeline_root"),
         examples_dir=info.root,
         serving_model_dir=str(output_dir / "serving_model"),
         model=model,
-        thresholds=EvalThresholds.from_baseline(info.baseline_rating_rmse, **(
-            {"min_slice_size": args.min_slice_size} if args.min_slice_size else {})),
+        thresholds=thresholds,
+        gated_slices=info.slices_at_least(thresholds.min_slice_size),
         schema_path=schema,
         beam_pipeline_args=tuple(args.beam_arg) if args.beam_arg
         else local_runner.default_beam_args(),
@@ -211,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--epochs", type=int, help=f"default {ModelConfig.epochs}")
     run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
     run.add_argument("--min-slice-size", type=int,
-                     help="smallest slice (eval examples) that is reported and gated "
-                          "(default 1000)")
+                     help="smallest slice (eval examples) whose metrics are gated; every "
+                          "slice is reported (default 1000)")
     run.add_argument("--schema", help="schema.pbtxt to import instead of the default")
     run.add_argument("--infer-schema", action="store_true",
                      help="infer the schema with SchemaGen instead of the curated one")

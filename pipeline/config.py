@@ -33,7 +33,8 @@ class EvalThresholds:
     auc_tolerance: float = 0.01
     slice_max_rating_rmse: float = 1.25
     slice_min_auc: float = 0.55
-    # Slices with fewer eval examples are not reported or gated: their metrics are noise.
+    # Only slices with at least this many eval examples are gated (all are reported):
+    # smaller ones are noise. The runner turns this into PipelineConfig.gated_slices.
     min_slice_size: int = 1000
 
     @staticmethod
@@ -59,6 +60,8 @@ class PipelineConfig:
     thresholds: EvalThresholds = dataclasses.field(default_factory=EvalThresholds)
     schema_path: str | None = CURATED_SCHEMA
     slice_features: tuple[str, ...] = F.SLICE_FEATURES
+    # (feature, value) slices whose per-slice floors are enforced, e.g. ("gender", "F").
+    gated_slices: tuple[tuple[str, str], ...] = ()
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
     baseline_strategy: str = "replaced_model"

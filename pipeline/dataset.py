@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "eval")
 MANIFEST = "dataset.json"
+FORMAT_VERSION = 2  # Part of every fingerprint: bump when what is written changes.
 REQUIRED_COLUMNS = (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
 OPTIONAL_DEFAULTS: dict[str, object] = {
     F.RATING: np.nan, F.TIMESTAMP: 0, F.AGE: 0, F.GENDER: "unknown",
@@ -68,6 +69,12 @@ class DatasetInfo:
 
     root: str
     manifest: dict
+
+    def slices_at_least(self, min_examples: int) -> tuple[tuple[str, str], ...]:
+        """(feature, value) slices with at least ``min_examples`` eval examples."""
+        counts = self.manifest.get("eval_slice_counts", {})
+        return tuple((key, value) for key, by_value in sorted(counts.items())
+                     for value, count in sorted(by_value.items()) if count >= min_examples)
 
     @property
     def baseline_rating_rmse(self) -> float | None:
@@ -337,6 +344,10 @@ def summarise(splits: Mapping[str, pd.DataFrame]) -> dict:
             "purchases": int(frame[F.PURCHASE].sum()), "rated": int(frame[F.RATING].notna().sum()),
             "users": int(frame[F.USER_ID].nunique()), "items": int(frame[F.ITEM_ID].nunique()),
         }
+    summary["eval_slice_counts"] = {
+        key: {str(value): int(count)
+              for value, count in splits["eval"][key].value_counts().sort_index().items()}
+        for key in F.SLICE_FEATURES}
     train_ratings = splits["train"][F.RATING].dropna()
     eval_ratings = splits["eval"][F.RATING].dropna()
     if len(train_ratings) and len(eval_ratings):
@@ -350,7 +361,7 @@ def summarise(splits: Mapping[str, pd.DataFrame]) -> dict:
 
 
 def _fingerprint(*parts: object) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(str(FORMAT_VERSION).encode())
     for part in parts:
         digest.update(repr(part).encode())
     return digest.hexdigest()[:16]

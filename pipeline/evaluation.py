@@ -23,38 +23,41 @@ def _bound(higher: bool, value: float) -> tfma.GenericValueThreshold:
 
 
 def _gated(name: str, higher: bool, overall: float, change: float, per_slice: float,
-           slice_features: tuple[str, ...]) -> tfma.MetricConfig:
-    """A metric with strict overall value and change thresholds and a per-slice floor."""
+           gated_slices: tuple[tuple[str, str], ...]) -> tfma.MetricConfig:
+    """A metric with strict overall value and change thresholds, and a floor on each slice
+    in ``gated_slices``."""
     overall_threshold = tfma.MetricThreshold(
         value_threshold=_bound(higher, overall),
         change_threshold=tfma.GenericChangeThreshold(
             direction=(tfma.MetricDirection.HIGHER_IS_BETTER if higher
                        else tfma.MetricDirection.LOWER_IS_BETTER),
             absolute={"value": -change if higher else change}))
-    return tfma.MetricConfig(class_name=name, per_slice_thresholds=[
-        tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
-                                     threshold=overall_threshold),
-        tfma.PerSliceMetricThreshold(
-            slicing_specs=[tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
-            threshold=tfma.MetricThreshold(value_threshold=_bound(higher, per_slice))),
-    ])
+    thresholds = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
+                                               threshold=overall_threshold)]
+    if gated_slices:
+        thresholds.append(tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec(feature_values={key: value})
+                           for key, value in gated_slices],
+            threshold=tfma.MetricThreshold(value_threshold=_bound(higher, per_slice))))
+    return tfma.MetricConfig(class_name=name, per_slice_thresholds=thresholds)
 
 
 def make_eval_config(thresholds: EvalThresholds,
-                     slice_features: tuple[str, ...] = F.SLICE_FEATURES) -> tfma.EvalConfig:
+                     slice_features: tuple[str, ...] = F.SLICE_FEATURES,
+                     gated_slices: tuple[tuple[str, str], ...] = ()) -> tfma.EvalConfig:
     """Labels and the rating weight come from the model's transform_features signature, so
     rating metrics count observed interactions only."""
     t = thresholds
     rating_metrics = [tfma.MetricConfig(class_name=name) for name in RATING_METRICS
                       if name != GATED[F.RATING]]
     rating_metrics.append(_gated(GATED[F.RATING], False, t.max_rating_rmse, t.rmse_tolerance,
-                                 t.slice_max_rating_rmse, slice_features))
+                                 t.slice_max_rating_rmse, gated_slices))
     specs = [tfma.MetricsSpec(output_names=[F.RATING], metrics=rating_metrics)]
     for head in F.BINARY_HEADS:
         metrics = [tfma.MetricConfig(class_name=name) for name in BINARY_METRICS
                    if name != GATED[head]]
         metrics.append(_gated(GATED[head], True, t.min_auc, t.auc_tolerance, t.slice_min_auc,
-                              slice_features))
+                              gated_slices))
         specs.append(tfma.MetricsSpec(output_names=[head], metrics=metrics))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
@@ -65,6 +68,5 @@ def make_eval_config(thresholds: EvalThresholds,
         metrics_specs=specs,
         slicing_specs=[tfma.SlicingSpec()] + [
             tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
-        options=tfma.Options(include_default_metrics={"value": False},
-                             min_slice_size={"value": t.min_slice_size}),
+        options=tfma.Options(include_default_metrics={"value": False}),
     )

@@ -58,7 +58,8 @@ def create_pipeline(config: PipelineConfig,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         example_splits=["eval"],
-        eval_config=make_eval_config(config.thresholds, config.slice_features))
+        eval_config=make_eval_config(config.thresholds, config.slice_features,
+                                     config.gated_slices))
 
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
