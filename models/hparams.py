@@ -12,20 +12,21 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 class ModelConfig:
     """Everything the Trainer needs to build and fit the multi-task model.
 
-    Defaults were chosen on the validation split of MovieLens-100K (never on eval).
+    Defaults were chosen on the validation split of MovieLens-100K (never on eval): with
+    them the validation loss keeps improving for about five epochs instead of one.
     """
 
-    embedding_dim: int = 32
-    side_dim: int = 64
+    embedding_dim: int = 16
+    side_dim: int = 32
     bottom_units: tuple[int, ...] = (128, 64)
     head_units: tuple[int, ...] = (32,)
     dropout: float = 0.1
     id_dropout: float = 0.1
-    l2: float = 1e-6
+    l2: float = 1e-5
     rating_loss_weight: float = 1.0
     click_loss_weight: float = 1.0
     purchase_loss_weight: float = 1.0
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
     batch_size: int = 1024
     epochs: int = 6
     early_stopping_patience: int = 2

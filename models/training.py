@@ -38,10 +38,11 @@ def cardinalities(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     return {key: int(tft_output.num_buckets_for_transformed_feature(key)) for key in EMBEDDED_XF}
 
 
-def label_priors(dataset: tf.data.Dataset) -> dict[str, float]:
-    """Training means of each label (rating over observed interactions only)."""
+def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, float]:
+    """Training means of each label (rating over observed interactions only), from the
+    first ``max_batches`` shuffled batches: they only set each head's starting bias."""
     sums = {"rating": 0.0, "rated": 0.0, "click": 0.0, "purchase": 0.0, "n": 0.0}
-    for batch in dataset:
+    for batch in dataset.take(max_batches):
         weight = batch[F.RATING_WEIGHT_XF]
         sums["rating"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.RATING]] * weight))
         sums["rated"] += float(tf.reduce_sum(weight))
@@ -65,10 +66,11 @@ def build_model(cards: dict[str, int], config: ModelConfig,
 def fit(train: tf.data.Dataset, valid: tf.data.Dataset | None, cards: dict[str, int],
         config: ModelConfig, log_dir: str | None = None) -> tuple[MultiTaskRecommender, dict]:
     """Train under the configured strategy with early stopping on validation loss."""
+    strategy = make_strategy(config.distribution)  # Before other ops, as MWMS requires.
     tf_keras.utils.set_random_seed(config.seed)
     priors = label_priors(train)
     log.info("Label priors from the training split: %s", priors)
-    with make_strategy(config.distribution).scope():
+    with strategy.scope():
         model = build_model(cards, config, priors)
     callbacks: list[tf_keras.callbacks.Callback] = []
     if valid is not None:

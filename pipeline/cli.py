@@ -117,8 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir).resolve()
     info = _build_examples(args, output_dir)
     model = ModelConfig()
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size))
-                 if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                   ("distribution", args.distribution)) if v is not None}
     model = dataclasses.replace(model, **overrides)
     using_movielens = not (args.train_file or args.interactions)
     schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema
@@ -182,12 +182,14 @@ def format_summary(summary, baseline_rmse: float | None) -> str:
 
 
 def cmd_compile_kubeflow(args: argparse.Namespace) -> int:
+    from models.hparams import ModelConfig
     from pipeline import kubeflow_runner
     from pipeline.config import PipelineConfig
 
     root = args.pipeline_root.rstrip("/")
     config = PipelineConfig(
         pipeline_name=args.pipeline_name, pipeline_root=f"{root}/pipeline_root",
+        model=ModelConfig(distribution=args.distribution),
         examples_dir=args.examples_dir or f"{root}/data",
         serving_model_dir=args.serving_model_dir or f"{root}/serving_model",
         beam_pipeline_args=tuple(args.beam_arg or ()))
@@ -201,7 +203,7 @@ def cmd_compile_kubeflow(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree; ``mtrec --help`` lists the subcommands."""
-    from models.hparams import ModelConfig
+    from models.hparams import STRATEGIES, ModelConfig
     from pipeline.config import DEFAULT_PIPELINE_NAME
 
     parser = argparse.ArgumentParser(
@@ -227,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(run)
     run.add_argument("--epochs", type=int, help=f"default {ModelConfig.epochs}")
     run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
+    run.add_argument("--distribution", choices=STRATEGIES,
+                     help="tf.distribute strategy for the Trainer (default: default)")
     run.add_argument("--min-slice-size", type=int,
                      help="smallest slice (eval examples) whose metrics are gated; every "
                           "slice is reported (default 1000)")
@@ -245,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     kfp.add_argument("--pipeline-root", required=True, help="e.g. gs://bucket/mtrec")
     kfp.add_argument("--examples-dir", help="default: <pipeline-root>/data")
     kfp.add_argument("--serving-model-dir", help="default: <pipeline-root>/serving_model")
+    kfp.add_argument("--distribution", choices=STRATEGIES, default="multi_worker_mirrored",
+                     help="tf.distribute strategy for the Trainer; the cluster comes from "
+                          "TF_CONFIG (default: multi_worker_mirrored)")
     kfp.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
     kfp.add_argument("--beam-arg", action="append", metavar="ARG")
     kfp.add_argument("--output", default="kubeflow_pipeline.json")

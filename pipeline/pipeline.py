@@ -39,6 +39,7 @@ def create_pipeline(config: PipelineConfig,
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN, custom_config=code,
+        disable_statistics=True,  # StatisticsGen already profiles the raw data.
         splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
     transform.add_upstream_node(anomalies_gate)
 

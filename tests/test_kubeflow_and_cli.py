@@ -35,6 +35,7 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     assert "models.modules.transform_module.preprocessing_fn" in text
     assert json.loads(output.read_text())["runtimeConfig"]["gcsOutputDirectory"] == (
         "gs://bucket/mtrec/pipeline_root")
+    assert '\\"distribution\\": \\"multi_worker_mirrored\\"' in text  # Trainer config.
 
 
 def test_help_lists_every_subcommand_and_each_has_help(capsys):
