@@ -20,8 +20,26 @@ from models.hparams import ModelConfig
 serializable = tf_keras.utils.register_keras_serializable(package="mtrec")
 
 
+class ReplicaMeanLoss(tf_keras.losses.Loss):
+    """Weighted mean of a per-example loss: sum(w·loss) / sum(w), scaled for tf.distribute.
+
+    Keras's own reductions are refused under a distribution strategy outside compile(), and
+    divide by the batch size rather than the weight; this reduces itself instead.
+    """
+
+    def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor,
+                 sample_weight: tf.Tensor | None = None) -> tf.Tensor:
+        per_example = tf.reshape(self.call(tf.cast(y_true, tf.float32),
+                                           tf.cast(y_pred, tf.float32)), [-1])
+        weight = (tf.ones_like(per_example) if sample_weight is None
+                  else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        total = tf.reduce_sum(weight * per_example)
+        return tf.math.divide_no_nan(total, tf.reduce_sum(weight)) / replicas
+
+
 @serializable
-class MaskedMeanSquaredError(tf_keras.losses.Loss):
+class MaskedMeanSquaredError(ReplicaMeanLoss):
     """Mean squared error over the examples with weight > 0: sum(w·e²) / sum(w).
 
     Sampled non-interactions carry weight 0, so an unknown rating is never a target, and
@@ -31,18 +49,20 @@ class MaskedMeanSquaredError(tf_keras.losses.Loss):
     def __init__(self, name: str = "masked_mse", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
 
-    def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor,
-                 sample_weight: tf.Tensor | None = None) -> tf.Tensor:
-        y_true = tf.reshape(tf.cast(y_true, tf.float32), [-1])
-        y_pred = tf.reshape(tf.cast(y_pred, tf.float32), [-1])
-        weight = (tf.ones_like(y_true) if sample_weight is None
-                  else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        total = tf.reduce_sum(weight * tf.square(y_true - y_pred))
-        return tf.math.divide_no_nan(total, tf.reduce_sum(weight)) / replicas
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return tf.square(tf.reshape(y_true, [-1]) - tf.reshape(y_pred, [-1]))
+
+
+@serializable
+class MeanBinaryCrossentropy(ReplicaMeanLoss):
+    """Binary cross-entropy on probabilities, averaged over the (weighted) examples."""
+
+    def __init__(self, name: str = "mean_bce", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        return tf.square(tf.cast(y_true, tf.float32) - tf.cast(y_pred, tf.float32))
+        return tf_keras.losses.binary_crossentropy(tf.reshape(y_true, [-1, 1]),
+                                                   tf.reshape(y_pred, [-1, 1]))
 
 
 @serializable
@@ -212,9 +232,9 @@ class MultiTaskRecommender(tfrs.models.Model):
         self.tasks = {
             F.RATING: tfrs.tasks.Ranking(loss=MaskedMeanSquaredError(),
                                          metrics=head_metrics(F.RATING), name="rating_task"),
-            F.CLICK: tfrs.tasks.Ranking(loss=tf_keras.losses.BinaryCrossentropy(),
+            F.CLICK: tfrs.tasks.Ranking(loss=MeanBinaryCrossentropy(),
                                         metrics=head_metrics(F.CLICK), name="click_task"),
-            F.PURCHASE: tfrs.tasks.Ranking(loss=tf_keras.losses.BinaryCrossentropy(),
+            F.PURCHASE: tfrs.tasks.Ranking(loss=MeanBinaryCrossentropy(),
                                            metrics=head_metrics(F.PURCHASE),
                                            name="purchase_task"),
         }

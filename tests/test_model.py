@@ -7,7 +7,14 @@ import tf_keras
 
 from models import features as F
 from models.hparams import ModelConfig
-from models.model import MLP, MaskedMeanSquaredError, MultiTaskRecommender, SideEncoder, Tower
+from models.model import (
+    MLP,
+    MaskedMeanSquaredError,
+    MeanBinaryCrossentropy,
+    MultiTaskRecommender,
+    SideEncoder,
+    Tower,
+)
 from models.training import build_model, fit, label_priors
 
 CARDS = {"user_id_xf": 11, "gender_xf": 3, "occupation_xf": 4, "zip_prefix_xf": 5,
@@ -48,6 +55,12 @@ def test_masked_rating_loss_ignores_non_interactions():
     moved = tf.constant([3.0, -40.0, 2.5, 9.0])
     assert float(MaskedMeanSquaredError()(y_true, moved, weight)) == pytest.approx(0.625)
     assert float(MaskedMeanSquaredError()(y_true, y_pred, tf.zeros(4))) == 0.0
+
+
+def test_binary_loss_is_the_plain_mean_cross_entropy():
+    y_true, y_pred = tf.constant([1.0, 0.0, 1.0]), tf.constant([0.8, 0.4, 0.5])
+    expected = -(np.log(0.8) + np.log(0.6) + np.log(0.5)) / 3
+    assert float(MeanBinaryCrossentropy()(y_true, y_pred)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_outputs_are_one_score_per_head_per_example():
