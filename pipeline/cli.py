@@ -10,10 +10,14 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
 from pipeline.errors import MtrecError
+
+if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
+    from pipeline.dataset import DataConfig, DatasetInfo
 
 DEFAULT_OUTPUT = "mtrec_output"
 log = logging.getLogger("mtrec")
@@ -22,22 +26,27 @@ log = logging.getLogger("mtrec")
 # ----------------------------------------------------------------------------- helpers
 
 
-def _data_config(args: argparse.Namespace):
+def _data_config(args: argparse.Namespace) -> DataConfig:
     from pipeline.dataset import DataConfig
 
-    return DataConfig(negatives_per_positive=args.negatives, eval_fraction=args.eval_fraction,
-                      valid_fraction=args.valid_fraction, seed=args.seed)
+    try:
+        return DataConfig(negatives_per_positive=args.negatives,
+                          eval_fraction=args.eval_fraction,
+                          valid_fraction=args.valid_fraction, seed=args.seed)
+    except ValueError as err:
+        raise MtrecError(str(err)) from None
 
 
-def _build_examples(args: argparse.Namespace, output_dir: Path):
+def _build_examples(args: argparse.Namespace, output_dir: Path) -> DatasetInfo:
     """Build (or reuse) the examples for the chosen data source."""
     from pipeline import dataset, movielens
 
     config = _data_config(args)
     data_dir = output_dir / "data"
+    if bool(args.train_file) != bool(args.eval_file):
+        raise MtrecError("--train-file and --eval-file go together "
+                         "(or use --interactions FILE for a time split)")
     if args.train_file or args.interactions:
-        if args.train_file and not args.eval_file:
-            raise MtrecError("--train-file needs --eval-file (or use --interactions FILE)")
         return dataset.build_from_files(Path(args.train_file or args.interactions),
                                         Path(args.eval_file) if args.eval_file else None,
                                         data_dir, config)

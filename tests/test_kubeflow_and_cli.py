@@ -60,3 +60,12 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"mtrec: error: {missing}: no such file"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--eval-fraction", "2"], "mtrec: error: eval_fraction must be in (0, 1)"),
+    (["--eval-file", "b.csv"], "mtrec: error: --train-file and --eval-file go together"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    assert main(["data", "build", "--output-dir", str(tmp_path), *args]) == 2
+    assert capsys.readouterr().err.strip().startswith(message)
