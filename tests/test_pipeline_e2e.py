@@ -137,3 +137,23 @@ def test_schema_anomalies_stop_the_run_before_training(workspace, tmp_path):
     assert code == 2
     assert "ExampleValidator found anomalies" in stderr and "'rating'" in stderr
     assert snapshot(serving) == before
+
+
+def test_own_logs_with_noise_labels_use_an_inferred_schema_and_are_not_pushed(tmp_path):
+    """Bring-your-own logs: SchemaGen instead of the curated schema, and a model trained on
+    random click labels fails the AUC threshold, so the Pusher pushes nothing."""
+    logs = make_interactions_csv(tmp_path / "logs.csv", n_rows=2000, seed=5)
+    output = tmp_path / "out"
+    code, stdout, stderr = run_cli("run", "--output-dir", str(output), "--interactions",
+                                   str(logs), "--epochs", "2", "--batch-size", "64",
+                                   "--min-slice-size", "50")
+    assert code == 0, stderr
+    summary = results.latest_run(results.open_store(str(output / "metadata.sqlite")),
+                                 DEFAULT_PIPELINE_NAME)
+    nodes = {c.node for c in summary.components}
+    assert "SchemaGen" in nodes and "ImportSchemaGen" not in nodes
+    assert summary.blessed is False and summary.pushed_to is None
+    assert any(line.startswith("click/auc value on overall") for line in
+               summary.failed_thresholds)
+    assert "Model NOT blessed: nothing was pushed" in stdout
+    assert not (output / "serving_model").exists()
