@@ -10,6 +10,7 @@ Features a request leaves out take neutral defaults, and unknown ids map to OOV 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import tensorflow as tf
@@ -30,10 +31,10 @@ def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFe
     for key in F.MODEL_INPUT_KEYS:
         feature = raw_spec[key]
         default = "" if feature.dtype == tf.string else 0
-        shape = list(getattr(feature, "shape", [1]) or [])
-        size = int(tf.reduce_prod(shape)) if shape else 1
-        spec[key] = tf.io.FixedLenFeature(shape, feature.dtype, default_value=[default] * size
-                                          if shape else default)
+        # A VarLenFeature (no shape) is served as one value per example.
+        shape = list(feature.shape) if hasattr(feature, "shape") else [1]
+        spec[key] = tf.io.FixedLenFeature(
+            shape, feature.dtype, default_value=[default] * math.prod(shape) if shape else default)
     return spec
 
 

@@ -11,7 +11,6 @@ from ml_metadata.proto import metadata_store_pb2
 
 from models import features as F
 
-CACHED = metadata_store_pb2.Execution.CACHED
 STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
     metadata_store_pb2.Execution.CACHED: "cached",
@@ -86,26 +85,26 @@ def latest_run(store: mlmd.MetadataStore, pipeline_name: str) -> RunSummary:
                      (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0)
         for e in executions])
     for execution in executions:
-        node = _node_name(store, execution.id)
         for event in store.get_events_by_execution_ids([execution.id]):
             if event.type != metadata_store_pb2.Event.OUTPUT:
                 continue
             artifact = store.get_artifacts_by_id([event.artifact_id])[0]
-            _read_output(summary, node, artifact)
+            type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
+            _read_output(summary, type_name, artifact)
     if summary.evaluation_uri:
         summary.metrics, summary.failed_thresholds = read_evaluation(summary.evaluation_uri)
     return summary
 
 
-def _read_output(summary: RunSummary, node: str, artifact: Any) -> None:
+def _read_output(summary: RunSummary, type_name: str, artifact: Any) -> None:
     props = artifact.custom_properties
-    if node == "Evaluator" and "blessed" in props:
+    if type_name == "ModelBlessing":
         summary.blessed = bool(props["blessed"].int_value)
-    elif node == "Evaluator":
+    elif type_name == "ModelEvaluation":
         summary.evaluation_uri = artifact.uri
-    elif node == "Trainer" and artifact.uri.rstrip("/").split("/")[-2] == "model":
+    elif type_name == "Model":
         summary.model_uri = artifact.uri
-    elif node == "Pusher" and props.get("pushed") and props["pushed"].int_value:
+    elif type_name == "PushedModel" and "pushed" in props and props["pushed"].int_value:
         summary.pushed_to = props["pushed_destination"].string_value
 
 
