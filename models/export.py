@@ -6,11 +6,14 @@ Signatures:
 - ``transform_features``: serialized tf.Example in, dense transformed features out (TFMA
   reads labels and the rating weight from it).
 Features a request leaves out take neutral defaults, and unknown ids map to OOV buckets.
+The export also writes ``assets.extra/tf_serving_warmup_requests``, which TF Serving replays
+before it serves a new version.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import tensorflow as tf
@@ -23,6 +26,8 @@ PREDICT_RAW = "predict_raw"
 TRANSFORM_FEATURES = "transform_features"
 SIGNATURES = (SERVING_DEFAULT, PREDICT_RAW, TRANSFORM_FEATURES)
 EXAMPLES_INPUT = "examples"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+WARMUP_BATCH = 8
 
 
 def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFeature]:
@@ -76,3 +81,34 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
         PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
         TRANSFORM_FEATURES: transform_features,
     })
+    write_warmup_requests(export_dir, warmup_examples(tft_output))
+
+
+def warmup_examples(tft_output: tft.TFTransformOutput) -> list[bytes]:
+    """Requests for the most frequent training users and items, plus one unknown pair."""
+    from serving.examples import to_examples  # Deferred: serving depends on models.
+
+    users = tft_output.vocabulary_by_name(F.USER_ID)[:WARMUP_BATCH]
+    items = tft_output.vocabulary_by_name(F.ITEM_ID)[:WARMUP_BATCH]
+    rows = [{F.USER_ID: int(user), F.ITEM_ID: int(item)} for user, item in zip(
+        users, items, strict=False)]
+    rows.append({F.USER_ID: -1, F.ITEM_ID: -1})  # Cold start: both ids unknown.
+    return to_examples(rows)
+
+
+def write_warmup_requests(export_dir: str, examples: list[bytes]) -> str:
+    """TF Serving's warmup file: one batch Predict request and one single-example request."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(export_dir, WARMUP_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in (examples, examples[:1]):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=SERVING_DEFAULT))
+            request.inputs[EXAMPLES_INPUT].CopyFrom(
+                tf.make_tensor_proto(batch, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path

@@ -14,7 +14,15 @@ from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, sche
 from tfx_bsl.public import tfxio
 
 from models import features as F
-from models.export import PREDICT_RAW, SERVING_DEFAULT, SIGNATURES, TRANSFORM_FEATURES, export_model
+from models.export import (
+    PREDICT_RAW,
+    SERVING_DEFAULT,
+    SIGNATURES,
+    TRANSFORM_FEATURES,
+    export_model,
+    warmup_examples,
+    write_warmup_requests,
+)
 from models.hparams import ModelConfig
 from models.preprocessing import preprocessing_fn
 from models.training import cardinalities, fit
@@ -132,3 +140,19 @@ def test_transform_features_signature_gives_tfma_the_masked_labels(exported):
     assert out[F.RATING_WEIGHT_XF].numpy().tolist() == [1.0, 0.0]
     assert out[F.LABEL_XF[F.RATING]].numpy().tolist() == [4.0, 0.0]
     assert out[F.LABEL_XF[F.CLICK]].numpy().tolist() == [1.0, 0.0]
+
+
+def test_export_writes_tf_serving_warmup_requests_that_the_model_answers(exported, tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, output, loaded = exported
+    path = write_warmup_requests(str(tmp_path), warmup_examples(output))
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(path)]
+    assert [len(r.predict_log.request.inputs["examples"].string_val) for r in records] == [9, 1]
+    for record in records:
+        request = record.predict_log.request
+        assert request.model_spec.signature_name == SERVING_DEFAULT
+        examples = tf.make_ndarray(request.inputs["examples"])
+        outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(examples))
+        assert all(np.all(np.isfinite(outputs[h].numpy())) for h in F.HEADS)

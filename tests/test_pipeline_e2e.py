@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from models import features as F
-from models.export import SERVING_DEFAULT, SIGNATURES
+from models.export import SERVING_DEFAULT, SIGNATURES, WARMUP_FILE
 from pipeline import results
 from pipeline.cli import main
 from pipeline.config import DEFAULT_PIPELINE_NAME
@@ -80,6 +80,7 @@ def test_pushed_model_is_a_versioned_savedmodel_that_responds(workspace):
     pushed = Path(workspace["summary"].pushed_to)
     assert pushed.parent == workspace["output"] / "serving_model"
     assert pushed.name.isdigit() and (pushed / "saved_model.pb").is_file()
+    assert (pushed / WARMUP_FILE).is_file()  # TF Serving replays it before serving.
     loaded = tf.saved_model.load(str(pushed))
     assert set(loaded.signatures) == set(SIGNATURES)
     rows = [{"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"},
