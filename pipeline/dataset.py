@@ -241,11 +241,15 @@ def validate_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
-def read_interactions(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a bring-your-own CSV or TFRecord file and validate it (see README contract)."""
-    path = Path(path)
+def _require_file(path: Path) -> Path:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    return path
+
+
+def read_interactions(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a bring-your-own CSV or TFRecord file and validate it (see README contract)."""
+    path = _require_file(Path(path))
     if path.suffix in (".tfrecord", ".gz") or path.name.endswith((".tfrecord.gz", ".tfr")):
         frame = _read_tfrecord(path)
     else:
@@ -416,10 +420,7 @@ def build_from_files(train_path: Path, eval_path: Path | None, out_dir: Path,
     With ``eval_path`` the two files are the train and eval splits as they are (explicit
     mode); without it, ``train_path`` is split by time like the default data.
     """
-    paths = [Path(train_path)] + ([Path(eval_path)] if eval_path else [])
-    for path in paths:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
+    paths = [_require_file(Path(p)) for p in (train_path, eval_path) if p]
     fingerprint = _fingerprint("files", _file_digest(paths), bool(eval_path), config)
     root = Path(out_dir) / f"custom-{fingerprint}"
     if cached := _cached(root, fingerprint):
