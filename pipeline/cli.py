@@ -9,8 +9,9 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
@@ -18,6 +19,9 @@ from pipeline.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
     from pipeline.dataset import DataConfig, DatasetInfo
+    from pipeline.results import RunSummary
+
+T = TypeVar("T")
 
 DEFAULT_OUTPUT = "mtrec_output"
 log = logging.getLogger("mtrec")
@@ -26,15 +30,20 @@ log = logging.getLogger("mtrec")
 # ----------------------------------------------------------------------------- helpers
 
 
+def _checked(factory: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Build a config; its validation errors are the user's options, so report them plainly."""
+    try:
+        return factory(*args, **kwargs)
+    except ValueError as err:
+        raise MtrecError(str(err)) from None
+
+
 def _data_config(args: argparse.Namespace) -> DataConfig:
     from pipeline.dataset import DataConfig
 
-    try:
-        return DataConfig(negatives_per_positive=args.negatives,
-                          eval_fraction=args.eval_fraction,
-                          valid_fraction=args.valid_fraction, seed=args.seed)
-    except ValueError as err:
-        raise MtrecError(str(err)) from None
+    return _checked(DataConfig, negatives_per_positive=args.negatives,
+                    eval_fraction=args.eval_fraction, valid_fraction=args.valid_fraction,
+                    seed=args.seed)
 
 
 def _build_examples(args: argparse.Namespace, output_dir: Path) -> DatasetInfo:
@@ -124,11 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import CURATED_SCHEMA, EvalThresholds, PipelineConfig
 
     output_dir = Path(args.output_dir).resolve()
-    info = _build_examples(args, output_dir)
-    model = ModelConfig()
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                    ("distribution", args.distribution)) if v is not None}
-    model = dataclasses.replace(model, **overrides)
+    model = _checked(dataclasses.replace, ModelConfig(), **overrides)  # Before any work.
+    info = _build_examples(args, output_dir)
     using_movielens = not (args.train_file or args.interactions)
     schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema
                              else None)
@@ -165,7 +173,7 @@ def _root_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def format_summary(summary, baseline_rmse: float | None) -> str:
+def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
     """The end-of-run report: components (and cache hits), blessing, push, metrics."""
     lines = [f"Pipeline run {summary.run_id}", f"  {'component':<32}{'state':<10}{'seconds':>8}"]
     lines += [f"  {c.node:<32}{c.state:<10}{c.seconds:>8.1f}" for c in summary.components]

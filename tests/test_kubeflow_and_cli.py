@@ -69,3 +69,12 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path):
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert main(["data", "build", "--output-dir", str(tmp_path), *args]) == 2
     assert capsys.readouterr().err.strip().startswith(message)
+
+
+def test_bad_model_options_are_one_line_errors_before_any_work(tmp_path, capsys):
+    ml = tmp_path / "missing-ml"  # Never read: the options are rejected first.
+    ml.mkdir()
+    assert main(["run", "--output-dir", str(tmp_path / "out"), "--epochs", "0",
+                 "--movielens-dir", str(ml)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "mtrec: error: epochs and batch_size must be positive")
