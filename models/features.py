@@ -26,7 +26,9 @@ GENRE_SEPARATOR = "|"
 
 # Columns written for TFMA slicing only; the model never reads them.
 AGE_BUCKET = "age_bucket"
-USER_ACTIVITY = "user_activity"
+USER_ACTIVITY = "user_activity"  # cold / warm, by the user's training interactions.
+ITEM_POPULARITY = "item_popularity"  # cold / mid / popular, by the item's training clicks.
+GENRE = "genre"  # The item's genres as a multivalent list: an example is in each genre slice.
 
 USER_FEATURES: tuple[str, ...] = (AGE, GENDER, OCCUPATION, ZIP_PREFIX)
 ITEM_FEATURES: tuple[str, ...] = (GENRES, YEAR, TITLE)
@@ -36,16 +38,19 @@ MODEL_INPUT_KEYS: tuple[str, ...] = (USER_ID, ITEM_ID, *USER_FEATURES, *ITEM_FEA
 INT_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, CLICK, PURCHASE, TIMESTAMP, AGE, YEAR)
 FLOAT_COLUMNS: tuple[str, ...] = (RATING,)
 STRING_COLUMNS: tuple[str, ...] = (
-    GENDER, OCCUPATION, ZIP_PREFIX, GENRES, TITLE, AGE_BUCKET, USER_ACTIVITY,
+    GENDER, OCCUPATION, ZIP_PREFIX, GENRES, TITLE, AGE_BUCKET, USER_ACTIVITY, ITEM_POPULARITY,
 )
+STRING_LIST_COLUMNS: tuple[str, ...] = (GENRE,)
 # Every column of the pipeline's input examples, in file order.
 EXAMPLE_COLUMNS: tuple[str, ...] = (
     USER_ID, ITEM_ID, RATING, CLICK, PURCHASE, TIMESTAMP,
     AGE, GENDER, OCCUPATION, ZIP_PREFIX, GENRES, YEAR, TITLE,
-    AGE_BUCKET, USER_ACTIVITY,
+    AGE_BUCKET, USER_ACTIVITY, ITEM_POPULARITY, GENRE,
 )
 
-SLICE_FEATURES: tuple[str, ...] = (GENDER, AGE_BUCKET, OCCUPATION, USER_ACTIVITY)
+SLICE_FEATURES: tuple[str, ...] = (
+    GENDER, AGE_BUCKET, OCCUPATION, USER_ACTIVITY, ITEM_POPULARITY, GENRE,
+)
 
 # Transformed-feature names (outputs of preprocessing_fn).
 RATING_WEIGHT = "rating_weight"

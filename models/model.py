@@ -238,6 +238,9 @@ class MultiTaskRecommender(tfrs.models.Model):
                                            metrics=head_metrics(F.PURCHASE),
                                            name="purchase_task"),
         }
+        # Each head's unweighted loss per epoch (train and val), for curves per head.
+        self.loss_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_loss")
+                              for head in F.HEADS}
 
     def shared_representation(self, features: Mapping[str, Any],
                               training: bool | None = None) -> tf.Tensor:
@@ -265,6 +268,8 @@ class MultiTaskRecommender(tfrs.models.Model):
             loss = task(labels=column(features[F.LABEL_XF[head]]),
                         predictions=column(predictions[head]),
                         sample_weight=sample_weight, training=training)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            self.loss_trackers[head].update_state(loss * replicas)
             total += weights[head] * loss
         return total
 

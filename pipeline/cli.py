@@ -1,4 +1,4 @@
-"""The ``mtrec`` command line: data, run, compile-kubeflow."""
+"""The ``mtrec`` command line: data, run, inspect, report, compile-kubeflow."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pipeline.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
     from pipeline.dataset import DataConfig, DatasetInfo
+    from pipeline.inspection import Inspection
     from pipeline.results import RunSummary
 
 T = TypeVar("T")
@@ -198,6 +199,59 @@ def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
     return "\n".join(lines)
 
 
+def _load_inspection(args: argparse.Namespace) -> Inspection:
+    """The evaluation named by --evaluation, or the latest evaluated run's, via MLMD."""
+    from pipeline import inspection, local_runner, results
+
+    rule = _checked(inspection.FlagRule, auc_margin=args.auc_margin,
+                    rmse_ratio=args.rmse_ratio, min_count=args.min_count)
+    try:
+        if args.evaluation:
+            return inspection.inspect_evaluation(args.evaluation, rule=rule)
+        store = results.open_store(local_runner.metadata_path(Path(args.output_dir).resolve()))
+        run = results.latest_run(store, args.pipeline_name, evaluated=True)
+        return inspection.inspect_evaluation(run.evaluation_uri, run=run, rule=rule)
+    except (FileNotFoundError, LookupError) as err:
+        raise MtrecError(f"{err.args[0] if err.args else err}") from None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from pipeline.inspection import format_text
+
+    found = _load_inspection(args)
+    print(json.dumps(found.to_json(), indent=2) if args.format == "json"
+          else format_text(found))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.report import write_report
+
+    path = write_report(_load_inspection(args), args.html)
+    print(f"Report written to {path}")
+    return 0
+
+
+def _add_inspect_args(parser: argparse.ArgumentParser) -> None:
+    from pipeline.config import DEFAULT_PIPELINE_NAME
+    from pipeline.inspection import FlagRule
+
+    source = parser.add_argument_group("which evaluation (default: the latest run's, via MLMD)")
+    source.add_argument("--output-dir", default=DEFAULT_OUTPUT,
+                        help=f"the pipeline's output directory (default ./{DEFAULT_OUTPUT})")
+    source.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
+    source.add_argument("--evaluation", metavar="DIR",
+                        help="an Evaluator output (ModelEvaluation artifact) directory instead")
+    flags = parser.add_argument_group("flagging slices much worse than overall")
+    rule = FlagRule()
+    flags.add_argument("--auc-margin", type=float, default=rule.auc_margin,
+                       help=f"AUC this far below overall (default {rule.auc_margin})")
+    flags.add_argument("--rmse-ratio", type=float, default=rule.rmse_ratio,
+                       help=f"RMSE this many times overall (default {rule.rmse_ratio})")
+    flags.add_argument("--min-count", type=int, default=rule.min_count,
+                       help=f"smallest slice that can be flagged (default {rule.min_count})")
+
+
 def cmd_compile_kubeflow(args: argparse.Namespace) -> int:
     from models.hparams import ModelConfig
     from pipeline import kubeflow_runner
@@ -259,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "e.g. --beam-arg=--runner=FlinkRunner")
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
     run.set_defaults(func=cmd_run)
+
+    inspect = commands.add_parser(
+        "inspect", help="print blessing, thresholds and metrics per head and slice")
+    _add_inspect_args(inspect)
+    inspect.add_argument("--format", choices=("text", "json"), default="text")
+    inspect.set_defaults(func=cmd_inspect)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report.add_argument("--html", required=True, metavar="OUT",
+                        help="the report file to write, e.g. report.html")
+    _add_inspect_args(report)
+    report.set_defaults(func=cmd_report)
 
     kfp = commands.add_parser("compile-kubeflow",
                               help="compile the pipeline to a Kubeflow/Vertex pipeline spec")

@@ -34,12 +34,14 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "eval")
 MANIFEST = "dataset.json"
-FORMAT_VERSION = 2  # Part of every fingerprint: bump when what is written changes.
+FORMAT_VERSION = 3  # Part of every fingerprint: bump when what is written changes.
 REQUIRED_COLUMNS = (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
 OPTIONAL_DEFAULTS: dict[str, object] = {
     F.RATING: np.nan, F.TIMESTAMP: 0, F.AGE: 0, F.GENDER: "unknown",
     F.OCCUPATION: "unknown", F.ZIP_PREFIX: "unknown", F.GENRES: "", F.YEAR: 0, F.TITLE: "",
 }
+# Item popularity by training clicks: at most the first bound is "cold", then "mid".
+ITEM_POPULARITY_BOUNDS = ((20, "cold"), (100, "mid"))
 AGE_BUCKETS = ((1, "under 18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"),
                (50, "50-55"), (56, "56+"))
 
@@ -176,16 +178,36 @@ def carve_validation(train: pd.DataFrame, fraction: float,
 
 def add_slice_columns(splits: Mapping[str, pd.DataFrame],
                       cold_max: int) -> dict[str, pd.DataFrame]:
-    """Add age_bucket and user_activity (cold/warm by the user's training interactions)."""
-    train_counts = splits["train"].loc[splits["train"][F.CLICK] == 1, F.USER_ID].value_counts()
+    """Add the slice-only columns: age_bucket, user_activity (cold/warm by the user's
+    training clicks), item_popularity (by the item's training clicks) and genre (a list)."""
+    clicked = splits["train"][splits["train"][F.CLICK] == 1]
+    user_clicks = clicked[F.USER_ID].value_counts()
+    item_clicks = clicked[F.ITEM_ID].value_counts()
     out = {}
     for name, frame in splits.items():
         frame = frame.copy()
-        counts = frame[F.USER_ID].map(train_counts).fillna(0)
+        counts = frame[F.USER_ID].map(user_clicks).fillna(0)
         frame[F.USER_ACTIVITY] = np.where(counts <= cold_max, "cold", "warm")
+        frame[F.ITEM_POPULARITY] = item_popularity(frame[F.ITEM_ID].map(item_clicks).fillna(0))
         frame[F.AGE_BUCKET] = age_bucket(frame[F.AGE])
+        frame[F.GENRE] = genre_lists(frame[F.GENRES])
         out[name] = frame
     return out
+
+
+def item_popularity(clicks: pd.Series) -> np.ndarray:
+    """'cold' (<= 20 training clicks), 'mid' (<= 100) or 'popular'."""
+    labels = np.full(len(clicks), "popular", dtype=object)
+    values = clicks.to_numpy()
+    for upper, label in reversed(ITEM_POPULARITY_BOUNDS):
+        labels[values <= upper] = label
+    return labels
+
+
+def genre_lists(genres: pd.Series) -> list[list[str]]:
+    """Split joined genres into lists; an item without genres is in the 'unknown' slice."""
+    return [[g for g in str(text).split(F.GENRE_SEPARATOR) if g] or ["unknown"]
+            for text in genres]
 
 
 def age_bucket(age: pd.Series) -> np.ndarray:
@@ -289,10 +311,16 @@ def _read_tfrecord(path: Path) -> pd.DataFrame:
 
 
 def to_record_batch(frame: pd.DataFrame) -> pa.RecordBatch:
-    """One single-valued list column per example column; an unknown rating is null."""
+    """One list column per example column, single-valued but for the string lists; an
+    unknown rating is null."""
     arrays, names = [], []
     for column in F.EXAMPLE_COLUMNS:
         values = frame[column]
+        if column in F.STRING_LIST_COLUMNS:
+            arrays.append(pa.array([[str(v) for v in row] for row in values],
+                                   type=pa.large_list(pa.large_binary())))
+            names.append(column)
+            continue
         if column in F.INT_COLUMNS:
             flat = pa.array(values.to_numpy().astype(np.int64))
         elif column in F.FLOAT_COLUMNS:
@@ -349,8 +377,8 @@ def summarise(splits: Mapping[str, pd.DataFrame]) -> dict:
             "users": int(frame[F.USER_ID].nunique()), "items": int(frame[F.ITEM_ID].nunique()),
         }
     summary["eval_slice_counts"] = {
-        key: {str(value): int(count)
-              for value, count in splits["eval"][key].value_counts().sort_index().items()}
+        key: {str(value): int(count) for value, count in
+              splits["eval"][key].explode().value_counts().sort_index().items()}
         for key in F.SLICE_FEATURES}
     train_ratings = splits["train"][F.RATING].dropna()
     eval_ratings = splits["eval"][F.RATING].dropna()

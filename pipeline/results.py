@@ -43,8 +43,14 @@ class RunSummary:
     components: list[ComponentRun]
     blessed: bool | None = None
     pushed_to: str | None = None
+    pushed_version: str | None = None
     evaluation_uri: str | None = None
     model_uri: str | None = None
+    baseline_model_uri: str | None = None
+    model_run_uri: str | None = None
+    examples_uri: str | None = None
+    statistics_uri: str | None = None
+    anomalies_uri: str | None = None
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     failed_thresholds: list[str] = dataclasses.field(default_factory=list)
 
@@ -71,32 +77,46 @@ def _node_name(store: mlmd.MetadataStore, execution_id: int) -> str:
     return "?"
 
 
-def latest_run(store: mlmd.MetadataStore, pipeline_name: str) -> RunSummary:
-    """Summarise the most recent run of ``pipeline_name``."""
+def latest_run(store: mlmd.MetadataStore, pipeline_name: str,
+               evaluated: bool = False) -> RunSummary:
+    """Summarise the most recent run of ``pipeline_name`` (with ``evaluated``, the most
+    recent one whose Evaluator produced an evaluation, run or cached)."""
     runs = [c for c in store.get_contexts_by_type("pipeline_run")
             if c.properties["pipeline_name"].string_value in ("", pipeline_name)]
     if not runs:
         raise LookupError(f"no run of pipeline '{pipeline_name}' in MLMD")
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+    for run in sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id), reverse=True):
+        summary = _summarise(store, run)
+        if summary.evaluation_uri or not evaluated:
+            if summary.evaluation_uri:
+                summary.metrics, summary.failed_thresholds = read_evaluation(
+                    summary.evaluation_uri)
+            return summary
+    raise LookupError(f"no run of pipeline '{pipeline_name}' reached the Evaluator")
+
+
+def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
     executions = sorted(store.get_executions_by_context(run.id),
                         key=lambda e: (e.create_time_since_epoch, e.id))
-    summary = RunSummary(run_id=run.name, components=[
-        ComponentRun(_node_name(store, e.id), STATE_NAMES.get(e.last_known_state, "?"),
-                     (e.last_update_time_since_epoch - e.create_time_since_epoch) / 1000.0)
-        for e in executions])
+    summary = RunSummary(run_id=run.name, components=[])
     for execution in executions:
+        node = _node_name(store, execution.id)
+        summary.components.append(ComponentRun(
+            node, STATE_NAMES.get(execution.last_known_state, "?"),
+            (execution.last_update_time_since_epoch - execution.create_time_since_epoch)
+            / 1000.0))
         for event in store.get_events_by_execution_ids([execution.id]):
-            if event.type != metadata_store_pb2.Event.OUTPUT:
-                continue
             artifact = store.get_artifacts_by_id([event.artifact_id])[0]
             type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
-            _read_output(summary, type_name, artifact)
-    if summary.evaluation_uri:
-        summary.metrics, summary.failed_thresholds = read_evaluation(summary.evaluation_uri)
+            if event.type == metadata_store_pb2.Event.OUTPUT:
+                _read_output(summary, node, type_name, artifact)
+            elif (event.type == metadata_store_pb2.Event.INPUT and type_name == "Model"
+                  and event.path.steps and event.path.steps[0].key == "baseline_model"):
+                summary.baseline_model_uri = artifact.uri
     return summary
 
 
-def _read_output(summary: RunSummary, type_name: str, artifact: Any) -> None:
+def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) -> None:
     props = artifact.custom_properties
     if type_name == "ModelBlessing":
         summary.blessed = bool(props["blessed"].int_value)
@@ -104,8 +124,17 @@ def _read_output(summary: RunSummary, type_name: str, artifact: Any) -> None:
         summary.evaluation_uri = artifact.uri
     elif type_name == "Model":
         summary.model_uri = artifact.uri
+    elif type_name == "ModelRun":
+        summary.model_run_uri = artifact.uri
+    elif type_name == "Examples" and "ExampleGen" in node:
+        summary.examples_uri = artifact.uri
+    elif type_name == "ExampleStatistics":
+        summary.statistics_uri = artifact.uri
+    elif type_name == "ExampleAnomalies":
+        summary.anomalies_uri = artifact.uri
     elif type_name == "PushedModel" and "pushed" in props and props["pushed"].int_value:
         summary.pushed_to = props["pushed_destination"].string_value
+        summary.pushed_version = props["pushed_version"].string_value or None
 
 
 def read_evaluation(uri: str) -> tuple[dict[str, dict[str, float]], list[str]]:

@@ -44,12 +44,19 @@ def test_time_split_puts_the_most_recent_rows_in_eval():
     assert len(recent) == 20 and past[F.TIMESTAMP].max() < recent[F.TIMESTAMP].min()
 
 
-def test_cold_warm_activity_comes_from_training_interactions():
-    train = pd.DataFrame({F.USER_ID: [1] * 3 + [2] * 30, F.CLICK: 1, F.AGE: 30})
-    evaluation = pd.DataFrame({F.USER_ID: [1, 2, 3], F.CLICK: 1, F.AGE: [17, 30, 60]})
+def test_slice_columns_come_from_training_interactions():
+    train = pd.DataFrame({F.USER_ID: [1] * 3 + [2] * 30 + [4] * 101,
+                          F.ITEM_ID: [7] * 3 + [8] * 30 + [9] * 101, F.CLICK: 1, F.AGE: 30,
+                          F.GENRES: "Drama"})
+    evaluation = pd.DataFrame({F.USER_ID: [1, 2, 3, 4], F.ITEM_ID: [7, 8, 9, 10], F.CLICK: 1,
+                               F.AGE: [17, 30, 60, 0],
+                               F.GENRES: ["Comedy|Drama", "Drama", "", "Action"]})
     out = dataset.add_slice_columns({"train": train, "eval": evaluation}, cold_max=20)
-    assert out["eval"][F.USER_ACTIVITY].tolist() == ["cold", "warm", "cold"]
-    assert out["eval"][F.AGE_BUCKET].tolist() == ["under 18", "25-34", "56+"]
+    assert out["eval"][F.USER_ACTIVITY].tolist() == ["cold", "warm", "cold", "warm"]
+    assert out["eval"][F.ITEM_POPULARITY].tolist() == ["cold", "mid", "popular", "cold"]
+    assert out["eval"][F.AGE_BUCKET].tolist() == ["under 18", "25-34", "56+", "unknown"]
+    assert out["eval"][F.GENRE].tolist() == [["Comedy", "Drama"], ["Drama"], ["unknown"],
+                                             ["Action"]]
 
 
 def test_grouplens_and_recbole_layouts_parse_to_the_same_tables(tmp_path: Path):

@@ -79,12 +79,16 @@ def test_metric_names_per_head_are_exact():
     logs = model.evaluate(dataset, return_dict=True, verbose=0)
     per_head = {head: {k for k in logs if k.startswith(f"{head}_")} for head in F.HEADS}
     assert per_head == {
-        F.RATING: {"rating_rmse", "rating_mae"},
-        F.CLICK: {"click_auc", "click_logloss"},
-        F.PURCHASE: {"purchase_auc", "purchase_logloss"},
+        F.RATING: {"rating_rmse", "rating_mae", "rating_loss"},
+        F.CLICK: {"click_auc", "click_logloss", "click_loss"},
+        F.PURCHASE: {"purchase_auc", "purchase_logloss", "purchase_loss"},
     }
     assert set(logs) - set().union(*per_head.values()) == {
         "loss", "regularization_loss", "total_loss"}
+    # The per-head losses are what the total is made of.
+    weighted = sum(SMALL.loss_weights[head] * logs[f"{head}_loss"] for head in F.HEADS)
+    assert weighted == pytest.approx(logs["loss"], rel=1e-4)
+    assert logs["click_loss"] == pytest.approx(logs["click_logloss"], rel=1e-3)
 
 
 def test_training_lowers_the_loss_and_priors_set_the_start():

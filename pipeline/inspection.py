@@ -1,0 +1,421 @@
+"""What an evaluation says, per head and per slice: blessing, thresholds, metrics, the
+candidate against the baseline, and slices much worse than overall.
+
+Reads TFMA's own output files (metrics, validation result, eval config) and, when the
+evaluation is found through MLMD, the run's blessing and pushed version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from models import features as F
+from pipeline.results import RunSummary
+
+OVERALL = "overall"
+# Metrics shown per head (TFMA names), the first one being the head's headline metric.
+HEAD_METRICS: dict[str, tuple[str, ...]] = {
+    F.RATING: ("root_mean_squared_error", "mean_absolute_error"),
+    F.CLICK: ("auc", "binary_crossentropy", "calibration"),
+    F.PURCHASE: ("auc", "binary_crossentropy", "calibration"),
+}
+SHORT_NAMES = {"root_mean_squared_error": "RMSE", "mean_absolute_error": "MAE", "auc": "AUC",
+               "binary_crossentropy": "logloss", "calibration": "calibration"}
+HIGHER_IS_BETTER = {"auc": True, "root_mean_squared_error": False,
+                    "mean_absolute_error": False, "binary_crossentropy": False}
+# The example count shown per head: rating metrics count rated examples only (weight 1).
+COUNT_METRIC = {F.RATING: "weighted_example_count", F.CLICK: "example_count",
+                F.PURCHASE: "example_count"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FlagRule:
+    """When a slice is "much worse" than overall on a head's headline metric."""
+
+    auc_margin: float = 0.05  # AUC this far below overall.
+    rmse_ratio: float = 1.10  # RMSE this many times overall.
+    min_count: int = 100  # Smaller slices are too noisy to flag.
+
+    def __post_init__(self) -> None:
+        if self.auc_margin < 0:
+            raise ValueError("--auc-margin must be >= 0")
+        if self.rmse_ratio < 1:
+            raise ValueError("--rmse-ratio must be >= 1")
+        if self.min_count < 0:
+            raise ValueError("--min-count must be >= 0")
+
+
+@dataclasses.dataclass
+class ThresholdCheck:
+    """One threshold of the eval config on one slice, and whether it held."""
+
+    head: str
+    metric: str
+    slice: str
+    kind: str  # "value" or "change"
+    value: float | None
+    bound: str
+    status: str  # "passed", "failed" or "skipped" (a change threshold with no baseline)
+
+
+@dataclasses.dataclass
+class SliceMetrics:
+    """One slice's metrics per head, for the candidate and (if any) the baseline."""
+
+    slice: str
+    feature: str
+    value: str
+    counts: dict[str, float]
+    candidate: dict[str, dict[str, float]]
+    baseline: dict[str, dict[str, float]]
+
+
+@dataclasses.dataclass
+class Flag:
+    """A slice whose headline metric is much worse than overall."""
+
+    head: str
+    metric: str
+    slice: str
+    value: float
+    overall: float
+    count: float
+
+    def describe(self) -> str:
+        return (f"{self.head} {SHORT_NAMES[self.metric]} on {self.slice}: {self.value:.4f} "
+                f"vs {self.overall:.4f} overall (n={self.count:.0f})")
+
+
+@dataclasses.dataclass
+class Inspection:
+    """Everything ``mtrec inspect`` prints and ``mtrec report`` draws on."""
+
+    evaluation_uri: str
+    validation_ok: bool
+    has_baseline: bool
+    thresholds: list[ThresholdCheck]
+    slices: list[SliceMetrics]
+    flags: list[Flag]
+    run: RunSummary | None = None
+
+    @property
+    def overall(self) -> SliceMetrics:
+        return next(s for s in self.slices if s.slice == OVERALL)
+
+    @property
+    def blessed(self) -> bool:
+        """MLMD's blessing where known, else TFMA's validation outcome."""
+        if self.run is not None and self.run.blessed is not None:
+            return self.run.blessed
+        return self.validation_ok
+
+    def to_json(self) -> dict[str, Any]:
+        run = self.run
+        return {
+            "evaluation_uri": self.evaluation_uri,
+            "run_id": run.run_id if run else None,
+            "model": {
+                "uri": run.model_uri if run else None,
+                "version": run.pushed_version if run else None,
+                "pushed_to": run.pushed_to if run else None,
+                "blessed": self.blessed,
+                "baseline_uri": run.baseline_model_uri if run else None,
+            },
+            "validation_ok": self.validation_ok,
+            "has_baseline": self.has_baseline,
+            "thresholds": [dataclasses.asdict(t) for t in self.thresholds],
+            "slices": [_finite(dataclasses.asdict(s)) for s in self.slices],
+            "flags": [dataclasses.asdict(f) for f in self.flags],
+        }
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def inspect_evaluation(uri: str, run: RunSummary | None = None,
+                       rule: FlagRule | None = None) -> Inspection:
+    """Read one Evaluator output directory (a ModelEvaluation artifact's URI)."""
+    import tensorflow_model_analysis as tfma  # Deferred: slow to import.
+    from tensorflow_model_analysis.writers import eval_config_writer
+
+    try:
+        eval_config = eval_config_writer.load_eval_run(uri)[0]
+        metrics = list(tfma.load_metrics(uri))
+        validation = tfma.load_validation_result(uri)
+    except Exception as err:  # Any unreadable output is the same user error.
+        raise FileNotFoundError(f"{uri}: not a TFMA evaluation output ({err})") from None
+    slices = [_slice_metrics(m) for m in metrics]
+    slices.sort(key=lambda s: (s.slice != OVERALL, _feature_order(s.feature), s.value))
+    has_baseline = any(s.baseline for s in slices)
+    failures = _failure_keys(validation)
+    return Inspection(
+        evaluation_uri=uri, validation_ok=bool(validation.validation_ok),
+        has_baseline=has_baseline,
+        thresholds=list(_threshold_checks(eval_config, slices, metrics, failures,
+                                          has_baseline)),
+        slices=slices, flags=find_flags(slices, rule or FlagRule()), run=run)
+
+
+def _feature_order(feature: str) -> int:
+    order = ("", *F.SLICE_FEATURES)
+    return order.index(feature) if feature in order else len(order)
+
+
+def slice_name(slice_key: Any) -> tuple[str, str, str]:
+    """(display name, feature, value) of a TFMA SliceKey proto; () is overall."""
+    parts = []
+    for single in slice_key.single_slice_keys:
+        kind = single.WhichOneof("kind")
+        value = getattr(single, kind) if kind else ""
+        parts.append((single.column, value.decode() if isinstance(value, bytes) else
+                      f"{value:g}" if isinstance(value, float) else str(value)))
+    if not parts:
+        return OVERALL, "", ""
+    name = ", ".join(f"{column}={value}" for column, value in parts)
+    return name, ",".join(c for c, _ in parts), ",".join(v for _, v in parts)
+
+
+def _metric_value(value: Any) -> float | None:
+    if value.HasField("double_value"):
+        return float(value.double_value.value)
+    if value.HasField("bounded_value"):
+        return float(value.bounded_value.value.value)
+    return None
+
+
+def _slice_metrics(metrics_for_slice: Any) -> SliceMetrics:
+    import tensorflow_model_analysis as tfma
+
+    name, feature, value = slice_name(metrics_for_slice.slice_key)
+    found: dict[tuple[bool, str, str], dict[bool, float]] = {}
+    for entry in metrics_for_slice.metric_keys_and_values:
+        key = entry.key
+        number = _metric_value(entry.value)
+        if number is None or key.is_diff or key.HasField("sub_key"):
+            continue
+        is_baseline = key.model_name == tfma.BASELINE_KEY
+        found.setdefault((is_baseline, key.output_name, key.name), {})[
+            key.example_weighted.value] = number
+    candidate: dict[str, dict[str, float]] = {}
+    baseline: dict[str, dict[str, float]] = {}
+    for (is_baseline, head, metric), by_weighting in found.items():
+        # Rating errors are weighted (observed ratings only): the weighted value wins.
+        (baseline if is_baseline else candidate).setdefault(head, {})[metric] = (
+            by_weighting.get(True, by_weighting.get(False)))
+    counts = {head: candidate.get(head, {}).get(COUNT_METRIC[head], 0.0) for head in F.HEADS}
+    return SliceMetrics(name, feature, value, counts, candidate, baseline)
+
+
+def _failure_keys(validation: Any) -> set[tuple[str, str, bool, str]]:
+    failed = set()
+    for per_slice in validation.metric_validations_per_slice:
+        where = slice_name(per_slice.slice_key)[0]
+        for failure in per_slice.failures:
+            key = failure.metric_key
+            failed.add((key.output_name, key.name, key.is_diff, where))
+    return failed
+
+
+def _threshold_checks(eval_config: Any, slices: list[SliceMetrics], metrics: list[Any],
+                      failures: set[tuple[str, str, bool, str]],
+                      has_baseline: bool) -> Iterable[ThresholdCheck]:
+    """Every (threshold, slice) pair of the config, with its value and outcome."""
+    by_name = {s.slice: s for s in slices}
+    diffs = _diff_values(metrics)
+    for spec in eval_config.metrics_specs:
+        for head in spec.output_names:
+            for metric in spec.metrics:
+                for per_slice in metric.per_slice_thresholds:
+                    for slicing in per_slice.slicing_specs:
+                        where = _spec_slice_name(slicing)
+                        if where not in by_name:
+                            continue  # No eval example in that slice.
+                        yield from _checks_for(head, per_slice.threshold, where, by_name,
+                                               diffs, failures, has_baseline)
+
+
+def _checks_for(head: str, threshold: Any, where: str, by_name: Mapping[str, SliceMetrics],
+                diffs: Mapping[tuple[str, str, str], float],
+                failures: set[tuple[str, str, bool, str]],
+                has_baseline: bool) -> Iterable[ThresholdCheck]:
+    for name in _metric_names_of(threshold, by_name[where], head):
+        if threshold.HasField("value_threshold"):
+            bound = threshold.value_threshold
+            text = (f">= {bound.lower_bound.value:g}" if bound.HasField("lower_bound")
+                    else f"<= {bound.upper_bound.value:g}")
+            failed = (head, name, False, where) in failures
+            yield ThresholdCheck(head, name, where, "value",
+                                 by_name[where].candidate.get(head, {}).get(name),
+                                 text, "failed" if failed else "passed")
+        if threshold.HasField("change_threshold"):
+            change = threshold.change_threshold
+            text = f"change {change.absolute.value:+g} at most"
+            if not has_baseline:
+                yield ThresholdCheck(head, name, where, "change", None, text, "skipped")
+                continue
+            failed = (head, name, True, where) in failures
+            yield ThresholdCheck(head, name, where, "change", diffs.get((head, name, where)),
+                                 text, "failed" if failed else "passed")
+
+
+def _metric_names_of(threshold: Any, slice_metrics: SliceMetrics, head: str) -> list[str]:
+    """The TFMA metric name a threshold applies to: the head's gated headline metric."""
+    del threshold
+    name = HEAD_METRICS[head][0]
+    return [name] if name in slice_metrics.candidate.get(head, {}) else []
+
+
+def _spec_slice_name(slicing: Any) -> str:
+    if slicing.feature_values:
+        return ", ".join(f"{k}={v}" for k, v in sorted(slicing.feature_values.items()))
+    if slicing.feature_keys:
+        return ",".join(slicing.feature_keys)
+    return OVERALL
+
+
+def _diff_values(metrics: list[Any]) -> dict[tuple[str, str, str], float]:
+    diffs = {}
+    for metrics_for_slice in metrics:
+        where = slice_name(metrics_for_slice.slice_key)[0]
+        for entry in metrics_for_slice.metric_keys_and_values:
+            number = _metric_value(entry.value)
+            if entry.key.is_diff and number is not None:
+                diffs[(entry.key.output_name, entry.key.name, where)] = number
+    return diffs
+
+
+def find_flags(slices: list[SliceMetrics], rule: FlagRule | None = None) -> list[Flag]:
+    """Slices of at least ``rule.min_count`` examples that are much worse than overall."""
+    rule = rule or FlagRule()
+    overall = next((s for s in slices if s.slice == OVERALL), None)
+    if overall is None:
+        return []
+    flags = []
+    for row in slices:
+        if row.slice == OVERALL:
+            continue
+        for head in F.HEADS:
+            name = HEAD_METRICS[head][0]
+            value = row.candidate.get(head, {}).get(name)
+            reference = overall.candidate.get(head, {}).get(name)
+            if value is None or reference is None or row.counts[head] < rule.min_count:
+                continue
+            worse = (value < reference - rule.auc_margin if HIGHER_IS_BETTER[name]
+                     else value > reference * rule.rmse_ratio)
+            if worse:
+                flags.append(Flag(head, name, row.slice, value, reference, row.counts[head]))
+    return flags
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: turn non-finite floats into null, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def format_text(inspection: Inspection) -> str:
+    """The terminal view: model, thresholds, per-head tables, baseline diff, flags."""
+    lines = _header_lines(inspection)
+    lines += _threshold_lines(inspection)
+    for head in F.HEADS:
+        lines += ["", *_head_table(inspection, head)]
+    lines += ["", *_baseline_lines(inspection)]
+    lines += ["", *_flag_lines(inspection)]
+    return "\n".join(lines)
+
+
+def _header_lines(inspection: Inspection) -> list[str]:
+    run = inspection.run
+    lines = []
+    if run is not None:
+        lines.append(f"Pipeline run {run.run_id}")
+        version = (f"version {run.pushed_version} at {run.pushed_to}" if run.pushed_to
+                   else "not pushed")
+        lines.append(f"Model: {run.model_uri} ({version})")
+    verdict = "BLESSED" if inspection.blessed else "NOT BLESSED"
+    lines.append(f"Blessing: {verdict}")
+    if inspection.has_baseline:
+        where = run.baseline_model_uri if run and run.baseline_model_uri else "in evaluation"
+        lines.append(f"Baseline: {where}")
+    else:
+        lines.append("Baseline: none (no earlier blessed model; change thresholds skipped)")
+    lines.append(f"Evaluation: {inspection.evaluation_uri}")
+    return lines
+
+
+def _threshold_lines(inspection: Inspection) -> list[str]:
+    checks = inspection.thresholds
+    count = {status: sum(c.status == status for c in checks)
+             for status in ("passed", "failed", "skipped")}
+    lines = ["", f"Thresholds: {count['passed']} passed, {count['failed']} failed, "
+                 f"{count['skipped']} skipped"]
+    # Failures first: they are why a model was not blessed.
+    for check in sorted(checks, key=lambda c: (c.status != "failed", c.status, c.head,
+                                               c.slice != OVERALL, c.slice, c.kind)):
+        value = "n/a" if check.value is None else f"{check.value:+.4f}" if (
+            check.kind == "change") else f"{check.value:.4f}"
+        lines.append(f"  {check.status.upper():<8}{check.head}/{SHORT_NAMES[check.metric]} "
+                     f"{check.kind} on {check.slice}: {value} ({check.bound})")
+    return lines
+
+
+def _head_table(inspection: Inspection, head: str) -> list[str]:
+    names = HEAD_METRICS[head]
+    count_label = "rated" if head == F.RATING else "n"
+    width = max(len(s.slice) for s in inspection.slices) + 2
+    header = f"{head:<{width}}{count_label:>8}" + "".join(
+        f"{SHORT_NAMES[n]:>13}" for n in names)
+    if inspection.has_baseline:
+        header += f"{'baseline':>11}{'delta':>9}"
+    lines = [header]
+    headline = names[0]
+    flagged = {f.slice for f in inspection.flags if f.head == head}
+    for row in inspection.slices:
+        values = row.candidate.get(head, {})
+        if not values or not row.counts[head]:
+            continue
+        line = f"{row.slice:<{width}}{row.counts[head]:>8.0f}" + "".join(
+            f"{values.get(n, math.nan):>13.4f}" for n in names)
+        base = row.baseline.get(head, {}).get(headline)
+        if inspection.has_baseline:
+            line += (f"{base:>11.4f}{values.get(headline, math.nan) - base:>+9.4f}"
+                     if base is not None else f"{'':>20}")
+        lines.append(line + ("  !" if row.slice in flagged else ""))
+    return lines
+
+
+def _baseline_lines(inspection: Inspection) -> list[str]:
+    if not inspection.has_baseline:
+        return ["Candidate vs baseline: no baseline in this evaluation."]
+    lines = ["Candidate vs baseline (overall):"]
+    overall = inspection.overall
+    for head in F.HEADS:
+        for name in HEAD_METRICS[head]:
+            new = overall.candidate.get(head, {}).get(name)
+            old = overall.baseline.get(head, {}).get(name)
+            if new is None or old is None:
+                continue
+            better = HIGHER_IS_BETTER.get(name)
+            verdict = "" if better is None or new == old else (
+                " better" if (new > old) == better else " worse")
+            lines.append(f"  {head}/{SHORT_NAMES[name]:<12}{old:>9.4f} -> {new:.4f} "
+                         f"({new - old:+.4f}){verdict}")
+    return lines
+
+
+def _flag_lines(inspection: Inspection) -> list[str]:
+    if not inspection.flags:
+        return ["Flagged slices: none much worse than overall."]
+    return ["Flagged slices (much worse than overall; marked ! above):"] + [
+        f"  ! {flag.describe()}" for flag in inspection.flags]

@@ -1,0 +1,482 @@
+"""``mtrec report``: one self-contained HTML page (plots embedded as PNG data URIs) with the
+metrics per head and slice, calibration, rating errors, the baseline comparison, data
+statistics and anomalies, and the training curves per head.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from models import features as F
+from pipeline.inspection import (
+    HEAD_METRICS,
+    HIGHER_IS_BETTER,
+    OVERALL,
+    SHORT_NAMES,
+    Inspection,
+)
+
+CALIBRATED_HEADS = F.BINARY_HEADS
+MAX_ERROR_EXAMPLES = 50_000  # Rated eval examples scored for the error histogram.
+STAT_SPLITS = ("train", "eval")
+
+STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em;
+       margin-top: 2em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+table.text td, table.text th { text-align: left; } summary { cursor: pointer; color: #1565c0; }
+tr.flagged td { background: #fde8e8; } tr.overall td { font-weight: bold; }
+.badge { display: inline-block; padding: 2px 10px; border-radius: 4px; color: white;
+         font-weight: bold; } .ok { background: #2e7d32; } .bad { background: #c62828; }
+.skipped { color: #888; } .failed { color: #c62828; font-weight: bold; }
+.passed { color: #2e7d32; } .note { color: #666; font-size: 13px; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+"""
+# Lets a headless browser (and a person with devtools) confirm that the page is whole:
+# every image decoded, no script error.
+CHECK_SCRIPT = """
+window.mtrecErrors = [];
+window.addEventListener('error', function (e) { window.mtrecErrors.push(String(e.message)); });
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.images);
+  var ok = images.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-images', String(images.length));
+  document.body.setAttribute('data-images-loaded', String(ok.length));
+  document.body.setAttribute('data-errors', String(window.mtrecErrors.length));
+});
+"""
+
+
+# ----------------------------------------------------------------------------- page
+
+
+def write_report(inspection: Inspection, path: str | os.PathLike) -> Path:
+    """Render the report and write it atomically to ``path``."""
+    page = render(inspection)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp")
+    staging.write_text(page, encoding="utf-8")
+    staging.replace(target)
+    return target
+
+
+def render(inspection: Inspection) -> str:
+    """The whole page as one HTML string."""
+    run = inspection.run
+    sections = [
+        ("Metrics per head and slice", _metrics_html(inspection)),
+        ("Headline metric per slice", _section_or_note(lambda: _slice_charts(inspection))),
+        ("Calibration", _section_or_note(lambda: _calibration_html(inspection))),
+        ("Rating error distribution", _section_or_note(lambda: _rating_errors_html(run))),
+        ("Candidate vs baseline", _baseline_html(inspection)),
+        ("Data: statistics and anomalies", _section_or_note(lambda: _data_html(run))),
+        ("Training curves", _section_or_note(lambda: _training_html(run))),
+        ("Thresholds", _thresholds_html(inspection)),
+    ]
+    body = [f"<h1>mtrec evaluation report</h1>{_summary_html(inspection)}"]
+    body += [f"<h2>{html.escape(title)}</h2>\n{content}" for title, content in sections]
+    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            "<title>mtrec evaluation report</title>"
+            f"<style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def _section_or_note(build: Callable[[], str]) -> str:
+    """A section that needs files the evaluation may not have says so instead of failing."""
+    try:
+        return build()
+    except _UnavailableError as missing:
+        return f"<p class='note'>Not available: {html.escape(str(missing))}</p>"
+
+
+class _UnavailableError(Exception):
+    """A report section's inputs are missing (e.g. only an Evaluator output was given)."""
+
+
+def _summary_html(inspection: Inspection) -> str:
+    run = inspection.run
+    badge = ("<span class='badge ok'>BLESSED</span>" if inspection.blessed
+             else "<span class='badge bad'>NOT BLESSED</span>")
+    rows = [("Blessing", badge)]
+    if run is not None:
+        rows += [("Pipeline run", html.escape(run.run_id)),
+                 ("Model", html.escape(run.model_uri or "?")),
+                 ("Pushed", html.escape(f"version {run.pushed_version} to {run.pushed_to}"
+                                        if run.pushed_to else "not pushed"))]
+    rows.append(("Baseline", html.escape(
+        (run.baseline_model_uri if run and run.baseline_model_uri else "in evaluation")
+        if inspection.has_baseline else "none (no earlier blessed model)")))
+    rows.append(("Evaluation", html.escape(inspection.evaluation_uri)))
+    return _table(["", ""], rows, show_header=False)
+
+
+def _table(header: list[str], rows: Iterable[Iterable[Any]], show_header: bool = True,
+           row_classes: list[str] | None = None, css_class: str = "") -> str:
+    """An HTML table; cells are already-escaped HTML."""
+    head = ("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+            if show_header else "")
+    body = []
+    for index, row in enumerate(rows):
+        css = f" class='{row_classes[index]}'" if row_classes and row_classes[index] else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+    return f"<table class='{css_class}'>{head}{''.join(body)}</table>"
+
+
+def _number(value: float | None, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:+.4f}" if signed else f"{value:.4f}"
+
+
+def _thresholds_html(inspection: Inspection) -> str:
+    """Failed thresholds and the overall ones up front; the rest folded away."""
+    checks = sorted(inspection.thresholds, key=lambda c: (c.status != "failed", c.head,
+                                                          c.slice != OVERALL, c.slice))
+    header = ["status", "head", "metric", "slice", "kind", "value", "threshold"]
+
+    def rows(selected: list) -> list:
+        return [(f"<span class='{c.status}'>{c.status}</span>", c.head,
+                 SHORT_NAMES[c.metric], html.escape(c.slice), c.kind,
+                 _number(c.value, signed=c.kind == "change"), html.escape(c.bound))
+                for c in selected]
+
+    shown = [c for c in checks if c.status == "failed" or c.slice == OVERALL]
+    count = {status: sum(c.status == status for c in checks)
+             for status in ("passed", "failed", "skipped")}
+    return (f"<p>{count['passed']} passed, {count['failed']} failed, {count['skipped']} "
+            "skipped. Failed thresholds and the overall ones:</p>"
+            + _table(header, rows(shown))
+            + f"<details><summary>All {len(checks)} thresholds</summary>"
+            + _table(header, rows(checks)) + "</details>")
+
+
+def _metrics_html(inspection: Inspection) -> str:
+    """One row per slice, every head side by side; flagged cells in red."""
+    header = ["slice", "examples", "rated"]
+    for head in F.HEADS:
+        header += [f"{head} {SHORT_NAMES[n]}" for n in HEAD_METRICS[head]]
+        if inspection.has_baseline:
+            header.append(f"{head} Δ{SHORT_NAMES[HEAD_METRICS[head][0]]}")
+    flagged = {(f.head, f.slice) for f in inspection.flags}
+    rows, classes = [], []
+    for row in inspection.slices:
+        if not row.counts[F.CLICK] and not row.counts[F.RATING]:
+            continue
+        cells = [html.escape(row.slice), f"{row.counts[F.CLICK]:,.0f}",
+                 f"{row.counts[F.RATING]:,.0f}"]
+        for head in F.HEADS:
+            names = HEAD_METRICS[head]
+            values = row.candidate.get(head, {}) if row.counts[head] else {}
+            for index, name in enumerate(names):
+                text = _number(values.get(name))
+                if index == 0 and (head, row.slice) in flagged:
+                    text = f"<span class='failed'>{text}</span>"
+                cells.append(text)
+            if inspection.has_baseline:
+                base = row.baseline.get(head, {}).get(names[0])
+                cells.append(_number(None if base is None or not values else
+                                     values.get(names[0], math.nan) - base, True))
+        rows.append(cells)
+        classes.append("overall" if row.slice == OVERALL else "")
+    note = ("<p class='note'>Rating metrics count rated examples only. Red: much worse than "
+            "overall (AUC more than the margin below, or RMSE more than the ratio above, on "
+            "a slice large enough to judge).</p>")
+    flags = (f"<details><summary>{len(inspection.flags)} flagged slice metrics</summary><ul>"
+             + "".join(f"<li>{html.escape(f.describe())}</li>" for f in inspection.flags)
+             + "</ul></details>" if inspection.flags else
+             "<p class='note'>No slice is much worse than overall.</p>")
+    return _table(header, rows, row_classes=classes) + note + flags
+
+
+def _baseline_html(inspection: Inspection) -> str:
+    if not inspection.has_baseline:
+        return ("<p class='note'>This evaluation has no baseline: the candidate was the "
+                "first model to be evaluated, so change thresholds were skipped.</p>")
+    rows = []
+    overall = inspection.overall
+    for head in F.HEADS:
+        for name in HEAD_METRICS[head]:
+            new = overall.candidate.get(head, {}).get(name)
+            old = overall.baseline.get(head, {}).get(name)
+            if new is None or old is None:
+                continue
+            better = HIGHER_IS_BETTER.get(name)
+            verdict = "" if better is None or new == old else (
+                "better" if (new > old) == better else "worse")
+            rows.append((head, SHORT_NAMES[name], _number(old), _number(new),
+                         _number(new - old, True), verdict))
+    return _table(["head", "metric", "baseline", "candidate", "delta", ""], rows)
+
+
+# ----------------------------------------------------------------------------- plots
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # No display: render to PNG in memory.
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _image(figure: Any, alt: str) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    _pyplot().close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _slice_charts(inspection: Inspection) -> str:
+    plt = _pyplot()
+    features = [f for f in F.SLICE_FEATURES if any(s.feature == f for s in inspection.slices)]
+    if not features:
+        raise _UnavailableError("the evaluation has no per-slice metrics")
+    images = []
+    for head in F.HEADS:
+        name = HEAD_METRICS[head][0]
+        overall = inspection.overall.candidate.get(head, {}).get(name)
+        columns = 3
+        rows = math.ceil(len(features) / columns)
+        figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
+        for index, feature in enumerate(features):
+            axis = axes[index // columns][index % columns]
+            slices = [s for s in inspection.slices if s.feature == feature
+                      and name in s.candidate.get(head, {}) and s.counts[head]]
+            labels = [s.value for s in slices]
+            values = [s.candidate[head][name] for s in slices]
+            colors = ["#c62828" if any(f.head == head and f.slice == s.slice
+                                       for f in inspection.flags) else "#1565c0"
+                      for s in slices]
+            axis.barh(labels, values, color=colors)
+            low, high = min(values + [overall or values[0]]), max(values + [overall or 0.0])
+            spread = max(high - low, 0.02)  # Zoom in: slices differ by hundredths.
+            axis.set_xlim(max(0.0, low - 0.3 * spread), high + 0.15 * spread)
+            if overall is not None:
+                axis.axvline(overall, color="black", linestyle="--", linewidth=1,
+                             label="overall")
+            axis.set_title(feature, fontsize=10)
+            axis.tick_params(labelsize=8)
+            axis.set_xlabel(SHORT_NAMES[name], fontsize=8)
+        for index in range(len(features), rows * columns):
+            axes[index // columns][index % columns].axis("off")
+        figure.suptitle(f"{head}: {SHORT_NAMES[name]} per slice (dashed: overall; red: "
+                        "flagged)", fontsize=11)
+        figure.tight_layout()
+        images.append(_image(figure, f"{head} {SHORT_NAMES[name]} per slice"))
+    return "\n".join(images)
+
+
+def calibration_points(uri: str, head: str) -> list[tuple[float, float, float]]:
+    """(mean prediction, observed rate, examples) per non-empty bucket of TFMA's overall
+    calibration plot for ``head``."""
+    import tensorflow_model_analysis as tfma
+
+    for plots in tfma.load_plots(uri):
+        if plots.slice_key.single_slice_keys:
+            continue
+        for entry in plots.plot_keys_and_values:
+            if entry.key.output_name != head or entry.key.model_name == tfma.BASELINE_KEY:
+                continue
+            points = []
+            for bucket in entry.value.calibration_histogram_buckets.buckets:
+                examples = bucket.num_weighted_examples.value  # Wrapped doubles.
+                if examples > 0:
+                    points.append((bucket.total_weighted_refined_prediction.value / examples,
+                                   bucket.total_weighted_label.value / examples, examples))
+            return points
+    return []
+
+
+def _calibration_html(inspection: Inspection) -> str:
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(CALIBRATED_HEADS), figsize=(11, 4.6), squeeze=False)
+    found = False
+    for axis, head in zip(axes[0], CALIBRATED_HEADS, strict=True):
+        points = calibration_points(inspection.evaluation_uri, head)
+        found = found or bool(points)
+        if points:
+            predicted, observed, counts = zip(*points, strict=True)
+            sizes = [10 + 200 * c / max(counts) for c in counts]
+            axis.scatter(predicted, observed, s=sizes, alpha=0.7, color="#1565c0",
+                         label="bucket (size: examples)")
+        axis.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("mean predicted probability")
+        axis.set_ylabel("observed rate")
+        axis.set_title(f"{head} (overall)")
+        axis.legend(fontsize=8, loc="upper left")
+    if not found:
+        plt.close(figure)
+        raise _UnavailableError("the evaluation has no calibration plots")
+    figure.tight_layout()
+    return _image(figure, "calibration plots")
+
+
+def rating_errors(run: Any) -> list[float]:
+    """Prediction minus rating for rated eval examples, scored with the candidate's
+    serving signature on the run's eval split."""
+    import tensorflow as tf
+
+    from models.export import SERVING_DEFAULT
+
+    if run is None or not run.model_uri or not run.examples_uri:
+        raise _UnavailableError("needs the run's model and eval examples (found through MLMD)")
+    files = tf.io.gfile.glob(os.path.join(run.examples_uri, "Split-eval", "*"))
+    if not files:
+        raise _UnavailableError(f"no eval split under {run.examples_uri}")
+    model = tf.saved_model.load(os.path.join(run.model_uri, "Format-Serving"))
+    predict = model.signatures[SERVING_DEFAULT]
+    parse = {F.RATING: tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
+    errors: list[float] = []
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(2048)
+    for batch in dataset:
+        ratings = tf.io.parse_example(batch, parse)[F.RATING][:, 0].numpy()
+        rated = ratings > 0
+        if not rated.any():
+            continue
+        predicted = predict(examples=tf.boolean_mask(batch, rated))[F.RATING].numpy()
+        errors.extend((predicted - ratings[rated]).tolist())
+        if len(errors) >= MAX_ERROR_EXAMPLES:
+            break
+    if not errors:
+        raise _UnavailableError("the eval split has no rated examples")
+    return errors
+
+
+def _rating_errors_html(run: Any) -> str:
+    plt = _pyplot()
+    errors = rating_errors(run)
+    mean = sum(errors) / len(errors)
+    rmse = math.sqrt(sum(e * e for e in errors) / len(errors))
+    figure, axis = plt.subplots(figsize=(8, 3.6))
+    axis.hist(errors, bins=60, color="#1565c0")
+    axis.axvline(0, color="black", linewidth=1)
+    axis.set_xlabel("predicted rating - true rating")
+    axis.set_ylabel("eval examples")
+    axis.set_title(f"rating error over {len(errors):,} rated eval examples "
+                   f"(mean {mean:+.3f}, RMSE {rmse:.3f})")
+    figure.tight_layout()
+    return _image(figure, "rating error distribution")
+
+
+def _training_html(run: Any) -> str:
+    if run is None or not run.model_run_uri:
+        raise _UnavailableError("needs the Trainer's ModelRun output (found through MLMD)")
+    path = os.path.join(run.model_run_uri, "history.json")
+    if not os.path.exists(path):
+        raise _UnavailableError(f"no {path}")
+    history = json.loads(Path(path).read_text())
+    keys = [k for k in (f"{head}_loss" for head in F.HEADS) if k in history] or ["total_loss"]
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
+    for axis, key in zip(axes[0], keys, strict=True):
+        epochs = range(1, len(history[key]) + 1)
+        axis.plot(epochs, history[key], marker="o", label="train")
+        if f"val_{key}" in history:
+            axis.plot(epochs, history[f"val_{key}"], marker="o", label="validation")
+        axis.set_title(key.replace("_", " "))
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    note = ("<p class='note'>Per-head losses are epoch means (rating: MSE on rated examples; "
+            "click and purchase: log loss). TensorBoard logs of the same run: "
+            f"<code>tensorboard --logdir {html.escape(run.model_run_uri)}</code></p>")
+    return _image(figure, "training curves") + note
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _data_html(run: Any) -> str:
+    if run is None or not run.statistics_uri:
+        raise _UnavailableError("needs the run's StatisticsGen output (found through MLMD)")
+    parts = []
+    for split in STAT_SPLITS:
+        path = os.path.join(run.statistics_uri, f"Split-{split}", "FeatureStats.pb")
+        if os.path.exists(path):
+            parts.append(f"<h3>{split} split</h3>" + _statistics_table(path))
+    parts.append("<h3>Anomalies (ExampleValidator)</h3>" + _anomalies_html(run))
+    return "\n".join(parts)
+
+
+def feature_statistics(path: str) -> tuple[int, list[dict[str, Any]]]:
+    """(examples, one row per feature) from a TFDV FeatureStats.pb."""
+    import tensorflow_data_validation as tfdv
+
+    stats = tfdv.load_stats_binary(path).datasets[0]
+    rows = []
+    for feature in stats.features:
+        name = ".".join(feature.path.step) or feature.name
+        kind = feature.WhichOneof("stats")
+        if kind == "num_stats":
+            numbers = feature.num_stats
+            common = numbers.common_stats
+            summary = (f"mean {numbers.mean:.3g}, std {numbers.std_dev:.3g}, "
+                       f"min {numbers.min:g}, max {numbers.max:g}")
+        elif kind == "string_stats":
+            strings = feature.string_stats
+            common = strings.common_stats
+            top = ", ".join(f"{v.value} ({v.frequency:.0f})" for v in strings.top_values[:3])
+            summary = f"{strings.unique} unique; top: {top}"
+        else:
+            continue
+        total = common.num_non_missing + common.num_missing
+        rows.append({"feature": name, "non_missing": int(common.num_non_missing),
+                     "missing_pct": 100.0 * common.num_missing / total if total else 0.0,
+                     "summary": summary})
+    return int(stats.num_examples), rows
+
+
+def _statistics_table(path: str) -> str:
+    examples, rows = feature_statistics(path)
+    cells = [(html.escape(r["feature"]), f"{r['non_missing']:,}", f"{r['missing_pct']:.1f}%",
+              html.escape(r["summary"])) for r in rows]
+    return (f"<p>{examples:,} examples</p>"
+            + _table(["feature", "present", "missing", "summary"], cells, css_class="text"))
+
+
+def anomalies(run: Any) -> dict[str, dict[str, str]]:
+    """ExampleValidator's findings per split: {split: {feature: description}}."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    found: dict[str, dict[str, str]] = {}
+    if run is None or not run.anomalies_uri:
+        return found
+    for split_dir in sorted(Path(run.anomalies_uri).glob("Split-*")):
+        path = split_dir / "SchemaDiff.pb"
+        if not path.exists():
+            continue
+        proto = anomalies_pb2.Anomalies()
+        proto.ParseFromString(path.read_bytes())
+        found[split_dir.name.removeprefix("Split-")] = {
+            feature: info.description or info.short_description
+            for feature, info in proto.anomaly_info.items()}
+    return found
+
+
+def _anomalies_html(run: Any) -> str:
+    found = anomalies(run)
+    if not found:
+        return "<p class='note'>No ExampleValidator output found.</p>"
+    rows = [(split, html.escape(feature), html.escape(text))
+            for split, per_feature in found.items() for feature, text in per_feature.items()]
+    if not rows:
+        return (f"<p class='passed'>No anomalies in {', '.join(found)} against the "
+                "schema.</p>")
+    return _table(["split", "feature", "anomaly"], rows, css_class="text")
