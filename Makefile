@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint lock clean
+.PHONY: install system-deps run test lint lock clean
 
 install: $(STAMP)
 
@@ -18,6 +18,11 @@ $(STAMP): requirements/stack.txt requirements/constraints.txt setup.py
 	$(BIN)/pip install --no-deps -e .
 	$(BIN)/python -c "import tfx, tensorflow_recommenders, tensorflow_model_analysis"
 	touch $@
+
+# Debian's Chromium, for the test that renders `mtrec report` headless (needs root/apt).
+system-deps:
+	command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 run: install
 	$(BIN)/mtrec run

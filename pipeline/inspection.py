@@ -409,8 +409,8 @@ def _baseline_lines(inspection: Inspection) -> list[str]:
             better = HIGHER_IS_BETTER.get(name)
             verdict = "" if better is None or new == old else (
                 " better" if (new > old) == better else " worse")
-            lines.append(f"  {head}/{SHORT_NAMES[name]:<12}{old:>9.4f} -> {new:.4f} "
-                         f"({new - old:+.4f}){verdict}")
+            label = f"{head}/{SHORT_NAMES[name]}"
+            lines.append(f"  {label:<22}{old:>9.4f} -> {new:.4f} ({new - old:+.4f}){verdict}")
     return lines
 
 

@@ -120,7 +120,7 @@ def _summary_html(inspection: Inspection) -> str:
         (run.baseline_model_uri if run and run.baseline_model_uri else "in evaluation")
         if inspection.has_baseline else "none (no earlier blessed model)")))
     rows.append(("Evaluation", html.escape(inspection.evaluation_uri)))
-    return _table(["", ""], rows, show_header=False)
+    return _table(["", ""], rows, show_header=False, css_class="text")
 
 
 def _table(header: list[str], rows: Iterable[Iterable[Any]], show_header: bool = True,
@@ -262,8 +262,12 @@ def _slice_charts(inspection: Inspection) -> str:
             colors = ["#c62828" if any(f.head == head and f.slice == s.slice
                                        for f in inspection.flags) else "#1565c0"
                       for s in slices]
+            if not values:
+                axis.axis("off")
+                continue
             axis.barh(labels, values, color=colors)
-            low, high = min(values + [overall or values[0]]), max(values + [overall or 0.0])
+            reference = [] if overall is None else [overall]
+            low, high = min([*values, *reference]), max([*values, *reference])
             spread = max(high - low, 0.02)  # Zoom in: slices differ by hundredths.
             axis.set_xlim(max(0.0, low - 0.3 * spread), high + 0.15 * spread)
             if overall is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.cli import build_parser, main
 
-SUBCOMMANDS = ("data", "run", "compile-kubeflow")
+SUBCOMMANDS = ("data", "run", "inspect", "report", "compile-kubeflow")
 
 
 def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
@@ -45,7 +45,8 @@ def test_help_lists_every_subcommand_and_each_has_help(capsys):
     listing = capsys.readouterr().out
     for command in SUBCOMMANDS:
         assert command in listing
-    for command in (["data", "fetch"], ["data", "build"], ["run"], ["compile-kubeflow"]):
+    for command in (["data", "fetch"], ["data", "build"], ["run"], ["inspect"], ["report"],
+                    ["compile-kubeflow"]):
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args([*command, "--help"])
         assert exit_info.value.code == 0

@@ -3,6 +3,8 @@ MovieLens-shaped data (about 6,000 examples) made in the test."""
 
 import contextlib
 import io
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +160,112 @@ def test_own_logs_with_noise_labels_use_an_inferred_schema_and_are_not_pushed(tm
                summary.failed_thresholds)
     assert "Model NOT blessed: nothing was pushed" in stdout
     assert not (output / "serving_model").exists()
+
+
+# ----------------------------------------------------------------------------- inspecting
+
+
+def test_inspect_explains_the_blessing_per_head_and_slice(workspace):
+    code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]))
+    assert code == 0, stderr
+    summary = workspace["summary"]
+    assert f"Pipeline run {summary.run_id}" in stdout  # The run that reached the Evaluator.
+    assert "Blessing: BLESSED" in stdout
+    assert f"(version {Path(summary.pushed_to).name} at {summary.pushed_to})" in stdout
+    assert "Baseline: none" in stdout
+    counts = stdout.split("Thresholds: ", 1)[1].split("\n", 1)[0]
+    passed = int(counts.split(" passed")[0])
+    assert passed >= 3 and " 0 failed" in counts  # At least the overall one per head.
+    for feature in F.SLICE_FEATURES:
+        assert f"\n{feature}=" in stdout, feature
+    overall = {line.split()[0]: line.split() for line in stdout.splitlines()
+               if line.startswith("overall ")}
+    assert overall  # One overall row per head table.
+
+
+def test_inspect_json_matches_the_pipeline_summary(workspace):
+    code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]),
+                                   "--format", "json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    summary = workspace["summary"]
+    assert data["model"]["blessed"] is True and data["validation_ok"] is True
+    assert data["model"]["version"] == Path(summary.pushed_to).name
+    overall = next(s for s in data["slices"] if s["slice"] == "overall")
+    assert overall["candidate"][F.RATING]["root_mean_squared_error"] == pytest.approx(
+        summary.metrics[F.RATING]["root_mean_squared_error"])
+    for head in F.BINARY_HEADS:
+        assert overall["candidate"][head]["auc"] == pytest.approx(summary.metrics[head]["auc"])
+        assert overall["counts"][head] == summary.metrics[head]["example_count"]
+    assert {s["feature"] for s in data["slices"]} == {"", *F.SLICE_FEATURES}
+    assert {t["status"] for t in data["thresholds"]} == {"passed"}
+    # Each genre slice counts the examples of that genre: more than overall in total.
+    genre_total = sum(s["counts"][F.CLICK] for s in data["slices"] if s["feature"] == F.GENRE)
+    assert genre_total > overall["counts"][F.CLICK]
+
+
+def test_tfma_notebook_api_reads_the_evaluator_output(workspace):
+    """The README's notebook snippet: the same output through TFMA's own loaders."""
+    import tensorflow_model_analysis as tfma
+
+    uri = workspace["summary"].evaluation_uri
+    result = tfma.load_eval_result(uri)
+    slices = {key for key, _ in result.slicing_metrics}
+    assert () in slices and (("gender", "F"),) in slices
+    overall = dict(result.slicing_metrics)[()]
+    assert set(overall) == set(F.HEADS)
+    validation = tfma.load_validation_result(uri)
+    assert validation.validation_ok
+
+
+def test_html_report_renders_in_headless_chromium(workspace, tmp_path):
+    from tests import browser
+
+    page = tmp_path / "report.html"
+    code, stdout, stderr = run_cli("report", "--html", str(page), "--output-dir",
+                                   str(workspace["output"]))
+    assert code == 0, stderr
+    text = page.read_text()
+    assert "Not available" not in text  # Every section found its inputs through MLMD.
+    # Charts per head, calibration, rating errors, training curves.
+    images = text.count("<img ")
+    assert images == len(F.HEADS) + 3
+    if browser.chromium() is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: .ci/run installs it (make system-deps)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    dom = browser.dump_dom(page)
+    assert f'data-images="{images}"' in dom
+    assert f'data-images-loaded="{images}"' in dom  # Every embedded image decoded.
+    assert 'data-errors="0"' in dom  # No script error.
+    shot = browser.screenshot(page, tmp_path / "report.png", 1280, 2000)
+    from PIL import Image
+
+    with Image.open(shot) as picture:
+        assert picture.size == (1280, 2000)
+        colours = picture.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # Text, tables and charts, not blank.
+
+
+def test_retrained_model_is_compared_with_the_blessed_baseline(workspace):
+    """A changed Trainer config re-trains; the Evaluator compares with the first model."""
+    args = list(workspace["args"])
+    args[args.index("--epochs") + 1] = "9"
+    code, _, stderr = run_cli(*args)
+    assert code == 0, stderr
+    code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]),
+                                   "--format", "json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    first = workspace["summary"]
+    assert data["has_baseline"] is True
+    assert data["model"]["baseline_uri"] == first.model_uri
+    assert data["model"]["uri"] != first.model_uri
+    changes = [t for t in data["thresholds"] if t["kind"] == "change"]
+    assert {t["head"] for t in changes} == set(F.HEADS)
+    assert all(t["value"] is not None and t["status"] in ("passed", "failed")
+               for t in changes)
+    overall = next(s for s in data["slices"] if s["slice"] == "overall")
+    assert overall["baseline"][F.CLICK]["auc"] == pytest.approx(first.metrics[F.CLICK]["auc"])
+    code, text, _ = run_cli("inspect", "--output-dir", str(workspace["output"]))
+    assert "Candidate vs baseline (overall):" in text
