@@ -5,6 +5,10 @@ Signatures:
 - ``predict_raw``: one rank-1 tensor per raw feature, for clients that build no tf.Example.
 - ``transform_features``: serialized tf.Example in, dense transformed features out (TFMA
   reads labels and the rating weight from it).
+- ``regress_rating``, ``classify_click``, ``classify_purchase``: TF Serving's Regress and
+  Classify APIs (input ``inputs``: serialized tf.Examples; outputs ``outputs``, or
+  ``scores`` and ``classes`` for the labels "0" and "1"). ``tf.saved_model.save`` writes
+  every signature as a predict signature, so their method names are set afterwards.
 Features a request leaves out take neutral defaults, and unknown ids map to OOV buckets.
 The export also writes ``assets.extra/tf_serving_warmup_requests``, which TF Serving replays
 before it serves a new version.
@@ -24,8 +28,14 @@ from models import features as F
 SERVING_DEFAULT = "serving_default"
 PREDICT_RAW = "predict_raw"
 TRANSFORM_FEATURES = "transform_features"
-SIGNATURES = (SERVING_DEFAULT, PREDICT_RAW, TRANSFORM_FEATURES)
+REGRESS_RATING = "regress_rating"
+CLASSIFY = {F.CLICK: "classify_click", F.PURCHASE: "classify_purchase"}
+SIGNATURES = (SERVING_DEFAULT, PREDICT_RAW, TRANSFORM_FEATURES, REGRESS_RATING,
+              *CLASSIFY.values())
+METHOD_NAMES = {REGRESS_RATING: "tensorflow/serving/regress",
+                **{name: "tensorflow/serving/classify" for name in CLASSIFY.values()}}
 EXAMPLES_INPUT = "examples"
+TF_SERVING_INPUTS = "inputs"  # The input name TF Serving's Classify and Regress require.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH = 8
 
@@ -76,12 +86,45 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
         return {key: value for key, value in transformed.items()
                 if isinstance(value, tf.Tensor)}  # Signatures carry dense tensors only.
 
+    examples_spec = [tf.TensorSpec([None], tf.string, name=TF_SERVING_INPUTS)]
+
+    @tf.function(input_signature=examples_spec)
+    def regress_rating(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"outputs": serve_examples(inputs)[F.RATING]}
+
+    def classifier(head: str) -> Any:
+        @tf.function(input_signature=examples_spec)
+        def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+            positive = serve_examples(inputs)[head]
+            scores = tf.stack([1.0 - positive, positive], axis=1)
+            classes = tf.broadcast_to(tf.constant([b"0", b"1"]), tf.shape(scores))
+            return {"scores": scores, "classes": classes}
+        return classify
+
     tf.saved_model.save(module, export_dir, signatures={
         SERVING_DEFAULT: serve_examples,
         PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
         TRANSFORM_FEATURES: transform_features,
+        REGRESS_RATING: regress_rating,
+        **{name: classifier(head) for head, name in CLASSIFY.items()},
     })
+    set_method_names(export_dir, METHOD_NAMES)
     write_warmup_requests(export_dir, warmup_examples(tft_output))
+
+
+def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
+    """Mark signatures as classify/regress in saved_model.pb, as TF Serving requires."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(export_dir, "saved_model.pb")
+    proto = saved_model_pb2.SavedModel()
+    with tf.io.gfile.GFile(path, "rb") as source:
+        proto.ParseFromString(source.read())
+    for graph in proto.meta_graphs:
+        for name, method in methods.items():
+            graph.signature_def[name].method_name = method
+    with tf.io.gfile.GFile(path, "wb") as target:
+        target.write(proto.SerializeToString())
 
 
 def warmup_examples(tft_output: tft.TFTransformOutput) -> list[bytes]:

@@ -41,6 +41,8 @@ class ModelConfig:
             )
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if not self.learning_rate > 0:
+            raise ValueError("learning_rate must be positive")
         for name in ("dropout", "id_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")

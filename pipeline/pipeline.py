@@ -9,6 +9,7 @@ from tfx.proto import example_gen_pb2
 
 from components.anomalies_gate import AnomaliesGate
 from components.baseline_resolver import BaselineModelStrategy
+from components.serving_validator import ServingValidator
 from pipeline.config import PipelineConfig
 from pipeline.evaluation import make_eval_config
 
@@ -20,7 +21,8 @@ SPLITS = ("train", "valid", "eval")
 def create_pipeline(config: PipelineConfig,
                     metadata_connection_config: Any | None = None) -> tfx.dsl.Pipeline:
     """ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → AnomaliesGate → Transform
-    → Trainer → (baseline: the blessed model the candidate would replace) Evaluator → Pusher."""
+    → Trainer → (baseline: the blessed model the candidate would replace) Evaluator
+    → ServingValidator (the candidate served over gRPC) → Pusher."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.examples_dir,
         input_config=example_gen_pb2.Input(splits=[
@@ -62,9 +64,15 @@ def create_pipeline(config: PipelineConfig,
         eval_config=make_eval_config(config.thresholds, config.slice_features,
                                      config.gated_slices))
 
+    # InfraValidator's role: serve the candidate over gRPC before anything is pushed.
+    serving_validator = ServingValidator(
+        model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
+        model_blessing=evaluator.outputs["blessing"])
+
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=config.serving_model_dir)))
@@ -73,7 +81,7 @@ def create_pipeline(config: PipelineConfig,
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                    transform, trainer, model_resolver, evaluator, pusher],
+                    transform, trainer, model_resolver, evaluator, serving_validator, pusher],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),

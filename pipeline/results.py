@@ -42,6 +42,8 @@ class RunSummary:
     run_id: str
     components: list[ComponentRun]
     blessed: bool | None = None
+    infra_blessed: bool | None = None
+    infra_reason: str = ""
     pushed_to: str | None = None
     pushed_version: str | None = None
     evaluation_uri: str | None = None
@@ -120,6 +122,9 @@ def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) 
     props = artifact.custom_properties
     if type_name == "ModelBlessing":
         summary.blessed = bool(props["blessed"].int_value)
+    elif type_name == "InfraBlessing":
+        summary.infra_blessed = bool(props["blessed"].int_value)
+        summary.infra_reason = props["reason"].string_value if "reason" in props else ""
     elif type_name == "ModelEvaluation":
         summary.evaluation_uri = artifact.uri
     elif type_name == "Model":

@@ -15,7 +15,10 @@ from tfx_bsl.public import tfxio
 
 from models import features as F
 from models.export import (
+    CLASSIFY,
+    METHOD_NAMES,
     PREDICT_RAW,
+    REGRESS_RATING,
     SERVING_DEFAULT,
     SIGNATURES,
     TRANSFORM_FEATURES,
@@ -72,7 +75,9 @@ def exported(tmp_path_factory):
     output = run_transform(train, root)
     model, _ = fit(transformed_dataset(train, output), None, cardinalities(output), CONFIG)
     export_model(model, output, str(root / "saved"))
-    return model, output, tf.saved_model.load(str(root / "saved"))
+    loaded = tf.saved_model.load(str(root / "saved"))
+    loaded.export_dir = str(root / "saved")  # For the tests that read saved_model.pb.
+    return model, output, loaded
 
 
 def serve(loaded, rows):
@@ -88,6 +93,30 @@ def test_signature_names_and_output_keys_are_exact(exported):
     assert set(serving.structured_input_signature[1]) == {"examples"}
     assert set(loaded.signatures[PREDICT_RAW].structured_input_signature[1]) == set(
         F.MODEL_INPUT_KEYS)
+
+
+def test_classify_and_regress_signatures_are_what_tf_serving_requires(exported):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, loaded = exported
+    proto = saved_model_pb2.SavedModel.FromString(
+        (Path(loaded.export_dir) / "saved_model.pb").read_bytes())
+    defs = proto.meta_graphs[0].signature_def
+    assert {name: defs[name].method_name for name in METHOD_NAMES} == METHOD_NAMES
+    assert defs[SERVING_DEFAULT].method_name == "tensorflow/serving/predict"
+    assert set(defs[REGRESS_RATING].inputs) == {"inputs"}
+    assert set(defs[REGRESS_RATING].outputs) == {"outputs"}
+    assert set(defs[CLASSIFY[F.CLICK]].outputs) == {"scores", "classes"}
+    rows = [KNOWN, {**KNOWN, "user_id": 7, "item_id": 2, "gender": "F"}]
+    examples = tf.constant(to_examples(rows))
+    served = serve(loaded, rows)
+    rating = loaded.signatures[REGRESS_RATING](inputs=examples)["outputs"].numpy()
+    np.testing.assert_allclose(rating, served[F.RATING], rtol=1e-5)
+    for head, name in CLASSIFY.items():
+        out = loaded.signatures[name](inputs=examples)
+        np.testing.assert_allclose(out["scores"].numpy()[:, 1], served[head], rtol=1e-5)
+        np.testing.assert_allclose(out["scores"].numpy().sum(axis=1), 1.0, rtol=1e-5)
+        assert out["classes"].numpy().tolist() == [[b"0", b"1"]] * 2
 
 
 def test_reloaded_model_matches_the_in_memory_model(exported):

@@ -20,12 +20,16 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {
         "ImportExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
-        "AnomaliesGate", "Transform", "Trainer", "Evaluator", "Pusher",
+        "AnomaliesGate", "Transform", "Trainer", "Evaluator", "ServingValidator", "Pusher",
         "baseline_model_resolver-model-resolver",
         "baseline_model_resolver-model-blessing-resolver"}
-    # Anomalies stop the run before Transform; only an evaluated model reaches the Pusher.
+    # Anomalies stop the run before Transform; only an evaluated model that was served
+    # correctly reaches the Pusher.
     assert "AnomaliesGate" in tasks["Transform"]["dependentTasks"]
-    assert set(tasks["Pusher"]["dependentTasks"]) == {"Evaluator", "Trainer"}
+    assert set(tasks["ServingValidator"]["dependentTasks"]) == {
+        "Evaluator", "Trainer", "ImportExampleGen"}
+    assert set(tasks["Pusher"]["dependentTasks"]) == {"Evaluator", "Trainer",
+                                                      "ServingValidator"}
     assert "baseline_model_resolver-model-resolver" in tasks["Evaluator"]["dependentTasks"]
     executors = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values() if "container" in e}

@@ -21,10 +21,10 @@ from tests.synthetic import make_interactions_csv, make_movielens_dir
 
 NODES = {"ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
          "AnomaliesGate", "Transform", "Trainer", "baseline_model_resolver", "Evaluator",
-         "Pusher"}
+         "ServingValidator", "Pusher"}
 ARTIFACT_TYPES = {"Examples", "Schema", "ExampleStatistics", "ExampleAnomalies",
                   "TransformGraph", "Model", "ModelRun", "ModelEvaluation", "ModelBlessing",
-                  "PushedModel"}
+                  "InfraBlessing", "PushedModel"}
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -63,6 +63,8 @@ def test_every_component_executed_once_and_recorded_artifacts(workspace):
                 for a in store.get_artifacts()}
     assert ARTIFACT_TYPES <= recorded
     assert "Model BLESSED and pushed to" in stdout
+    assert "ServingValidator: INFRA_BLESSED: served " in stdout
+    assert workspace["summary"].infra_blessed is True
 
 
 def test_evaluator_blessed_the_model_on_every_head(workspace):

@@ -1,0 +1,140 @@
+"""Server-side batching: concurrent small requests become one model call.
+
+Requests for the same (servable, signature, input layout) wait in one queue. A batch
+thread takes the oldest request, then keeps taking requests until the batch holds
+``max_batch_size`` rows or ``batch_timeout_micros`` have passed, runs the model once on the
+rows concatenated along axis 0, and hands each request its slice of every output.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import grpc
+import numpy as np
+
+from serving.config import BatchingConfig
+from serving.errors import ServingError
+
+Arrays = dict[str, np.ndarray]
+Run = Callable[[Mapping[str, np.ndarray]], Arrays]
+
+
+class _Request:
+    __slots__ = ("future", "inputs", "rows")
+
+    def __init__(self, inputs: Mapping[str, np.ndarray], rows: int) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+class Batcher:
+    """Merges requests per key; ``submit`` blocks until the request's outputs are ready."""
+
+    def __init__(self, config: BatchingConfig) -> None:
+        self.config = config
+        self._queues: dict[tuple, collections.deque[_Request]] = {}
+        self._runs: dict[tuple, Run] = {}
+        self._ready = threading.Condition()
+        self._pending = 0
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
+                         for i in range(config.num_batch_threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, key: tuple, run: Run, inputs: Mapping[str, np.ndarray]) -> Arrays:
+        """Run ``inputs`` (each with the same leading batch size) in some batch."""
+        rows = {int(v.shape[0]) for v in inputs.values() if v.ndim}
+        if len(rows) != 1 or any(v.ndim == 0 for v in inputs.values()):
+            return run(inputs)  # Not batchable along axis 0: run alone.
+        request = _Request(inputs, rows.pop())
+        if request.rows >= self.config.max_batch_size:
+            return run(inputs)  # Already a full batch.
+        layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
+        full_key = (key, layout)
+        with self._ready:
+            if self._closed:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+            max_queued = self.config.max_enqueued_batches * self.config.max_batch_size
+            if self._pending >= max_queued:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                   "the batching queue is full; retry later")
+            self._queues.setdefault(full_key, collections.deque()).append(request)
+            self._runs[full_key] = run
+            self._pending += 1
+            self._ready.notify()
+        return request.future.result()
+
+    def _take_batch(self) -> tuple[Run, list[_Request]] | None:
+        """The next batch: wait for a first request, then fill until full or timed out."""
+        timeout = self.config.batch_timeout_micros / 1e6
+        with self._ready:
+            while not self._closed and not any(self._queues.values()):
+                self._ready.wait()
+            if self._closed and not any(self._queues.values()):
+                return None
+            key = min((k for k, q in self._queues.items() if q),
+                      key=lambda k: id(self._queues[k][0]))  # Any non-empty queue.
+            queue = self._queues[key]
+            batch = [queue.popleft()]
+            rows = batch[0].rows
+            deadline = time.monotonic() + timeout
+            while rows < self.config.max_batch_size:
+                if queue and rows + queue[0].rows <= self.config.max_batch_size:
+                    request = queue.popleft()
+                    batch.append(request)
+                    rows += request.rows
+                    continue
+                if queue:  # The next request does not fit: run what we have.
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._ready.wait(remaining)
+            self._pending -= len(batch)
+            return self._runs[key], batch
+
+    def _work(self) -> None:
+        while True:
+            taken = self._take_batch()
+            if taken is None:
+                return
+            run, batch = taken
+            _run_batch(run, batch)
+
+    def close(self) -> None:
+        """Finish queued requests, then stop the batch threads."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def _run_batch(run: Run, batch: list[_Request]) -> None:
+    try:
+        if len(batch) == 1:
+            batch[0].future.set_result(run(batch[0].inputs))
+            return
+        merged = {k: np.concatenate([r.inputs[k] for r in batch]) for k in batch[0].inputs}
+        outputs = run(merged)
+        total = sum(r.rows for r in batch)
+        if any(v.ndim == 0 or v.shape[0] != total for v in outputs.values()):
+            for request in batch:  # Outputs not split by row: run one by one.
+                request.future.set_result(run(request.inputs))
+            return
+        start = 0
+        for request in batch:
+            stop = start + request.rows
+            request.future.set_result({k: v[start:stop] for k, v in outputs.items()})
+            start = stop
+    except Exception as err:  # Every waiting request gets the error; the thread lives on.
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(err)

@@ -1,0 +1,198 @@
+"""TF Serving's configuration files, read the way `tensorflow_model_server` reads them.
+
+- ``--model_config_file``: a text-format ``ModelServerConfig`` (the protos come from
+  ``tensorflow-serving-api``): several models, each with a base path, a version policy
+  (latest N, all, specific versions) and version labels.
+- ``--batching_parameters_file``: a text-format ``BatchingParameters``. That proto is not in
+  the pip package, so its fields are parsed here; ``write_batching_file`` writes a file that
+  the real server reads unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from serving.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions under a base path are served: ``latest`` N, ``all``, or ``specific``."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: tuple[int, ...] = ()
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to serve out of those found on disk."""
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[-self.num_versions:] if self.num_versions > 0 else []
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One served model: name, base path (holding numbered version folders), policy, labels."""
+
+    name: str
+    base_path: str
+    policy: VersionPolicy = dataclasses.field(default_factory=VersionPolicy)
+    labels: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def label_map(self) -> dict[str, int]:
+        return dict(self.labels)
+
+
+def single_model(name: str, base_path: str) -> list[ModelSpec]:
+    """What ``--model_name`` and ``--model_base_path`` mean: one model, latest version."""
+    return [ModelSpec(name=name, base_path=str(Path(base_path).resolve()))]
+
+
+def parse_model_config(text: str, source: str = "model config") -> list[ModelSpec]:
+    """Models from a text-format ``ModelServerConfig`` (``model_config_list`` only)."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        raise ConfigError(f"{source}: not a ModelServerConfig: {err}") from None
+    if config.WhichOneof("config") != "model_config_list":
+        raise ConfigError(f"{source}: needs a model_config_list")
+    specs = []
+    for model in config.model_config_list.config:
+        if not model.name or not model.base_path:
+            raise ConfigError(f"{source}: every model needs a name and a base_path")
+        specs.append(ModelSpec(name=model.name, base_path=model.base_path,
+                               policy=_policy(model.model_version_policy),
+                               labels=tuple(sorted(model.version_labels.items()))))
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: model names must be unique, got {names}")
+    return specs
+
+
+def read_model_config_file(path: str | Path) -> list[ModelSpec]:
+    """``--model_config_file``; a relative base path resolves against the file's folder."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such model config file")
+    specs = parse_model_config(file.read_text(), str(file))
+    return [dataclasses.replace(s, base_path=str((file.parent / s.base_path).resolve()))
+            for s in specs]
+
+
+def _policy(proto: object) -> VersionPolicy:
+    which = proto.WhichOneof("policy_choice")
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        return VersionPolicy("specific", versions=tuple(proto.specific.versions))
+    if which == "latest":
+        return VersionPolicy("latest", num_versions=proto.latest.num_versions or 1)
+    return VersionPolicy()
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingConfig:
+    """Server-side batching: merge concurrent requests into one model call of at most
+    ``max_batch_size`` rows, waiting at most ``batch_timeout_micros`` for a batch to fill."""
+
+    max_batch_size: int = 64
+    batch_timeout_micros: int = 2000
+    max_enqueued_batches: int = 1000
+    num_batch_threads: int = 2
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value < (0 if field.name == "batch_timeout_micros" else 1):
+                raise ConfigError(f"batching parameter {field.name} must be positive, "
+                                  f"got {value}")
+
+
+# TF Serving's BatchingParameters fields we honour; the others are accepted and ignored.
+_BATCHING_FIELDS = {f.name for f in dataclasses.fields(BatchingConfig)}
+_IGNORED_BATCHING_FIELDS = {"allowed_batch_sizes", "pad_variable_length_inputs",
+                            "thread_pool_name", "enable_large_batch_splitting",
+                            "max_execution_batch_size"}
+_FIELD = re.compile(r"(\w+)\s*\{\s*value\s*:\s*(\S+?)\s*\}|(\w+)\s*:\s*(\S+)")
+
+
+def parse_batching_text(text: str, source: str = "batching parameters") -> BatchingConfig:
+    """Fields of a text-format ``BatchingParameters`` such as
+    ``max_batch_size { value: 64 }``."""
+    values: dict[str, int] = {}
+    body = re.sub(r"#.*", "", text)
+    for match in _FIELD.finditer(body):
+        name = match.group(1) or match.group(3)
+        raw = match.group(2) or match.group(4)
+        if name in _IGNORED_BATCHING_FIELDS:
+            continue
+        if name not in _BATCHING_FIELDS:
+            raise ConfigError(f"{source}: unknown batching parameter '{name}'")
+        try:
+            values[name] = int(raw.strip('"'))
+        except ValueError:
+            raise ConfigError(f"{source}: {name} must be an integer, got {raw}") from None
+    return BatchingConfig(**values)
+
+
+def read_batching_file(path: str | Path) -> BatchingConfig:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such batching parameters file")
+    return parse_batching_text(file.read_text(), str(file))
+
+
+def batching_text(config: BatchingConfig) -> str:
+    """``config`` in the text format TF Serving's ``--batching_parameters_file`` reads."""
+    return "".join(f"{f.name} {{ value: {getattr(config, f.name)} }}\n"
+                   for f in dataclasses.fields(config))
+
+
+def write_batching_file(config: BatchingConfig, path: str | Path) -> Path:
+    file = Path(path)
+    file.write_text(batching_text(config))
+    return file
+
+
+def model_config_text(specs: list[ModelSpec]) -> str:
+    """``specs`` as a text-format ``ModelServerConfig`` for ``--model_config_file``."""
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    for spec in specs:
+        model = config.model_config_list.config.add(name=spec.name, base_path=spec.base_path,
+                                                    model_platform="tensorflow")
+        if spec.policy.kind == "all":
+            model.model_version_policy.all.SetInParent()
+        elif spec.policy.kind == "specific":
+            model.model_version_policy.specific.versions.extend(spec.policy.versions)
+        else:
+            model.model_version_policy.latest.num_versions = spec.policy.num_versions
+        for label, version in spec.labels:
+            model.version_labels[label] = version
+    return text_format.MessageToString(config)
+
+
+def docker_command(config_dir: Path, push_dir: str, model_name: str = "mtrec",
+                   image: str = "tensorflow/serving:2.16.1") -> str:
+    """The production command: the real server on the same push folder and configs."""
+    config_dir = Path(config_dir).resolve()
+    return (f"docker run --rm -p 8500:8500 -p 8501:8501 \\\n"
+            f"  -v {Path(push_dir).resolve()}:/models/{model_name} \\\n"
+            f"  -v {config_dir}:/config \\\n"
+            f"  {image} \\\n"
+            f"  --port=8500 --rest_api_port=8501 \\\n"
+            f"  --model_config_file=/config/models.config \\\n"
+            f"  --enable_batching=true --batching_parameters_file=/config/batching.config \\\n"
+            f"  --file_system_poll_wait_seconds=1")

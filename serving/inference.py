@@ -1,0 +1,114 @@
+"""What both front ends (gRPC and REST) call: Predict, Classify, Regress, metadata and
+status, over the model manager and the optional batcher."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from serving.batching import Batcher
+from serving.errors import ServingError, invalid
+from serving.manager import ModelManager, Servable
+from serving.tensors import check_inputs
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+class Inference:
+    """Resolves the servable, checks the request against the signature, runs it."""
+
+    def __init__(self, manager: ModelManager, batcher: Batcher | None = None) -> None:
+        self.manager = manager
+        self.batcher = batcher
+
+    def predict(self, name: str, version: int | None, label: str | None,
+                signature_name: str, inputs: Mapping[str, np.ndarray],
+                output_filter: Sequence[str] = ()) -> tuple[Servable, str, dict[str, Any]]:
+        servable = self.manager.resolve(name, version, label)
+        signature = signature_name or DEFAULT_SIGNATURE
+        outputs = self.predict_on(servable, signature, inputs)
+        if output_filter:
+            unknown = sorted(set(output_filter) - set(outputs))
+            if unknown:
+                raise invalid(f"output_filter names '{unknown[0]}', which signature "
+                              f"'{signature}' does not output (outputs: "
+                              f"{', '.join(sorted(outputs))})")
+            outputs = {k: outputs[k] for k in output_filter}
+        return servable, signature, outputs
+
+    def predict_on(self, servable: Servable, signature: str,
+                   inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Check ``inputs`` against ``signature`` of a given servable and run it."""
+        function = servable.signature(signature)
+        checked = check_inputs(signature, function, inputs)
+        if self.batcher is None:
+            return call_signature(function, checked)
+        key = (servable.name, servable.version, id(servable), signature)
+        return self.batcher.submit(key, lambda batch: call_signature(function, batch),
+                                   checked)
+
+    def run_examples(self, name: str, version: int | None, label: str | None,
+                     signature_name: str, method: str,
+                     examples: list[bytes]) -> tuple[Servable, str, dict[str, Any]]:
+        """Classify or Regress: serialized tf.Examples into a signature of ``method``."""
+        servable = self.manager.resolve(name, version, label)
+        signature = signature_name or DEFAULT_SIGNATURE
+        return servable, signature, self.examples_on(servable, signature, method, examples)
+
+    def examples_on(self, servable: Servable, signature: str, method: str,
+                    examples: list[bytes]) -> dict[str, np.ndarray]:
+        definition = servable.signature_defs.get(signature)
+        servable.signature(signature)  # NOT_FOUND for an unknown signature.
+        actual = definition.method_name if definition is not None else PREDICT_METHOD
+        if actual != method:
+            kind = "classification" if method == CLASSIFY_METHOD else "regression"
+            raise invalid(f"Expected {kind} signature method_name to be {method}. Was: "
+                          f"{actual} (signature '{signature}')")
+        if not examples:
+            raise invalid("Input is empty: the request has no examples")
+        return self.predict_on(servable, signature,
+                               {"inputs": np.array(examples, dtype=object)})
+
+
+def call_signature(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Call a concrete function; TensorFlow's complaints about the data are the client's."""
+    import tensorflow as tf
+
+    try:
+        outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+    except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:
+        message = getattr(err, "message", str(err)).strip().splitlines()[0]
+        raise invalid(message[:500]) from None
+    return {k: v.numpy() for k, v in outputs.items()}
+
+
+def examples_from_input(input_proto: Any) -> list[bytes]:
+    """A tensorflow_serving.Input (example_list, or example_list_with_context, whose context
+    features are merged into every example) as serialized tf.Examples."""
+    kind = input_proto.WhichOneof("kind")
+    if kind == "example_list":
+        return [e.SerializeToString() for e in input_proto.example_list.examples]
+    if kind == "example_list_with_context":
+        listed = input_proto.example_list_with_context
+        merged = []
+        for example in listed.examples:
+            combined = type(example)()
+            combined.CopyFrom(listed.context)
+            combined.MergeFrom(example)
+            merged.append(combined.SerializeToString())
+        return merged
+    raise invalid("Input is empty: set input.example_list or input.example_list_with_context")
+
+
+def raise_for(error: BaseException) -> ServingError:
+    """Any exception as a ServingError (INTERNAL unless it already is one)."""
+    import grpc
+
+    if isinstance(error, ServingError):
+        return error
+    return ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")

@@ -1,0 +1,215 @@
+"""Loads, warms up, swaps and unloads model versions, as TF Serving's manager does.
+
+Each poll lists the numbered version folders under every model's base path and applies the
+version policy to those that can be loaded. A new version is loaded and warmed up (from
+``assets.extra/tf_serving_warmup_requests``) before it is swapped in, by replacing one
+dictionary reference. A version that fails to load is reported in the status and the log
+and is not retried until its files change. With the ``latest`` policy the newest *loadable*
+versions are served, so a corrupt push leaves the previous version serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from serving.config import ModelSpec
+from serving.errors import not_found
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+SAVED_MODEL_FILE = "saved_model.pb"
+
+
+@dataclasses.dataclass
+class Servable:
+    """One loaded model version and what is needed to call and describe it."""
+
+    name: str
+    version: int
+    path: str
+    model: Any
+    signature_defs: dict[str, Any]  # name -> tensorflow.core.protobuf.meta_graph_pb2.SignatureDef
+
+    def signature(self, name: str) -> Any:
+        """The concrete function of signature ``name``."""
+        if name not in self.model.signatures:
+            raise not_found(f"signature '{name}' not found in model '{self.name}' version "
+                            f"{self.version}; it has: {', '.join(sorted(self.model.signatures))}")
+        return self.model.signatures[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionStatus:
+    """TF Serving's ModelVersionStatus: a state and, after a failure, its error."""
+
+    version: int
+    state: str  # START, LOADING, AVAILABLE, UNLOADING or END, as in get_model_status.proto.
+    error: str = ""
+
+
+def load_servable(name: str, version: int, path: str) -> Servable:
+    """Load a SavedModel and read its SignatureDefs (for metadata and method names)."""
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = tf.saved_model.load(path)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString(Path(path, SAVED_MODEL_FILE).read_bytes())
+    defs = dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
+    return Servable(name=name, version=version, path=path, model=model, signature_defs=defs)
+
+
+def _fingerprint(path: Path) -> tuple[int, float]:
+    """Changes whenever a version folder's files change (so a failed load is retried)."""
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), max((p.stat().st_mtime for p in files), default=0.0)
+
+
+class ModelManager:
+    """Serves the versions each ``ModelSpec`` asks for; safe to call from many threads."""
+
+    def __init__(self, specs: list[ModelSpec],
+                 warmup: Callable[[Servable], int] | None = None,
+                 loader: Callable[[str, int, str], Servable] = load_servable) -> None:
+        self.specs = {spec.name: spec for spec in specs}
+        self._warmup = warmup
+        self._loader = loader
+        self._serving: dict[str, dict[int, Servable]] = {name: {} for name in self.specs}
+        self._status: dict[str, dict[int, VersionStatus]] = {name: {} for name in self.specs}
+        self._failed: dict[tuple[str, int], tuple[int, float]] = {}
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------- polling
+
+    def poll(self) -> None:
+        """One pass over every base path: load, warm up, swap in, unload."""
+        with self._poll_lock:
+            for spec in self.specs.values():
+                self._poll_model(spec)
+
+    def _poll_model(self, spec: ModelSpec) -> None:
+        base = Path(spec.base_path)
+        if not base.is_dir():
+            log.error("model '%s': base path %s does not exist", spec.name, base)
+            return
+        on_disk = {int(p.name): p for p in base.iterdir()
+                   if p.is_dir() and p.name.isdigit() and (p / SAVED_MODEL_FILE).exists()}
+        current = self._serving[spec.name]
+        loadable = [v for v, p in on_disk.items()
+                    if v in current or self._failed.get((spec.name, v)) != _fingerprint(p)]
+        wanted = spec.policy.select(loadable)
+        serving = {v: current[v] for v in wanted if v in current}
+        for version in wanted:
+            if version not in serving:
+                loaded = self._load(spec.name, version, on_disk[version])
+                if loaded is not None:
+                    serving[version] = loaded
+        if spec.policy.kind == "latest" and len(serving) < len(wanted):
+            # Keep the newest working versions, up to N, when a newer one failed.
+            fallback = [v for v in sorted(current, reverse=True) if v not in serving]
+            for version in fallback[:len(wanted) - len(serving)]:
+                serving[version] = current[version]
+        if serving.keys() != current.keys():
+            self._serving = {**self._serving, spec.name: dict(sorted(serving.items()))}
+            for version in current.keys() - serving.keys():
+                self._set_status(spec.name, VersionStatus(version, "END"))
+                log.info("model '%s': version %d unloaded", spec.name, version)
+            log.info("model '%s': serving versions %s", spec.name, sorted(serving))
+
+    def _load(self, name: str, version: int, path: Path) -> Servable | None:
+        self._set_status(name, VersionStatus(version, "LOADING"))
+        try:
+            servable = self._loader(name, version, str(path))
+            replayed = self._warmup(servable) if self._warmup else 0
+        except Exception as err:  # Any load or warmup failure: report, keep serving the rest.
+            self._failed[(name, version)] = _fingerprint(path)
+            message = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}" if str(
+                err).strip() else type(err).__name__
+            self._set_status(name, VersionStatus(version, "END", message))
+            log.error("model '%s': version %d at %s failed to load: %s", name, version, path,
+                      message)
+            return None
+        self._failed.pop((name, version), None)
+        self._set_status(name, VersionStatus(version, "AVAILABLE"))
+        log.info("model '%s': version %d loaded from %s (%d warmup requests)", name, version,
+                 path, replayed)
+        return servable
+
+    def _set_status(self, name: str, status: VersionStatus) -> None:
+        self._status = {**self._status,
+                        name: {**self._status.get(name, {}), status.version: status}}
+
+    def reconfigure(self, specs: list[ModelSpec]) -> None:
+        """Serve a new set of models (ModelService.HandleReloadConfigRequest), then poll."""
+        with self._poll_lock:
+            self.specs = {spec.name: spec for spec in specs}
+            self._serving = {name: self._serving.get(name, {}) for name in self.specs}
+            self._status = {name: self._status.get(name, {}) for name in self.specs}
+        self.poll()
+
+    def start(self, poll_seconds: float) -> None:
+        """Poll now, then every ``poll_seconds`` in a daemon thread (0: never again)."""
+        self.poll()
+        if poll_seconds <= 0:
+            return
+        def loop() -> None:
+            while not self._stop.wait(poll_seconds):
+                try:
+                    self.poll()
+                except Exception:  # A poll must never kill the poller.
+                    log.exception("model poll failed")
+        self._thread = threading.Thread(target=loop, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------------- lookups
+
+    def resolve(self, name: str, version: int | None = None,
+                label: str | None = None) -> Servable:
+        """The servable a request's ModelSpec names; NOT_FOUND if there is none."""
+        if name not in self.specs:
+            raise not_found(f"Servable not found for request: model '{name}' is not served "
+                            f"(models: {', '.join(sorted(self.specs))})")
+        versions = self._serving[name]
+        if label:
+            labels = self.specs[name].label_map
+            if label not in labels:
+                raise not_found(f"model '{name}' has no version label '{label}'")
+            version = labels[label]
+        if version is None:
+            if not versions:
+                raise not_found(f"Servable not found for request: no version of model "
+                                f"'{name}' is available")
+            return versions[max(versions)]
+        if version not in versions:
+            raise not_found(f"Servable not found for request: model '{name}' version "
+                            f"{version} is not available (available: "
+                            f"{sorted(versions) or 'none'})")
+        return versions[version]
+
+    def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        """Every version the manager has seen for ``name`` (or just ``version``)."""
+        if name not in self.specs:
+            raise not_found(f"Could not find any versions of model '{name}'")
+        seen = self._status.get(name, {})
+        if version is not None:
+            if version not in seen:
+                raise not_found(f"Could not find version {version} of model '{name}'")
+            return [seen[version]]
+        return [seen[v] for v in sorted(seen, reverse=True)]
+
+    def available(self, name: str) -> list[int]:
+        return sorted(self._serving.get(name, {}))

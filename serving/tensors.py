@@ -1,0 +1,183 @@
+"""Request tensors: checked against a signature, converted to and from TensorProto and
+TF Serving's REST JSON (row ``instances`` and columnar ``inputs``)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from serving.errors import invalid
+
+
+def signature_inputs(function: Any) -> dict[str, Any]:
+    """name -> tf.TensorSpec of a concrete function's keyword inputs."""
+    return dict(function.structured_input_signature[1])
+
+
+def check_inputs(signature_name: str, function: Any,
+                 inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every input named, typed and shaped as the signature says, else INVALID_ARGUMENT
+    naming the offending input."""
+    import tensorflow as tf
+
+    expected = signature_inputs(function)
+    unknown = sorted(set(inputs) - set(expected))
+    if unknown:
+        raise invalid(f"input '{unknown[0]}' is not in signature '{signature_name}', which "
+                      f"takes: {', '.join(sorted(expected))}")
+    missing = sorted(set(expected) - set(inputs))
+    if missing:
+        raise invalid(f"input '{missing[0]}' of signature '{signature_name}' is missing")
+    checked = {}
+    for name, spec in expected.items():
+        value = inputs[name]
+        if spec.dtype == tf.string:
+            if value.dtype.kind not in "SOU":
+                raise invalid(f"input '{name}' must be DT_STRING, got {_dtype_name(value)}")
+            value = value.astype(object)
+        else:
+            if value.dtype.kind in "SOU":
+                raise invalid(f"input '{name}' must be {spec.dtype.name.upper()}, got strings")
+            if not np.can_cast(value.dtype, spec.dtype.as_numpy_dtype, casting="same_kind"):
+                raise invalid(f"input '{name}' must be {_tf_name(spec.dtype)}, got "
+                              f"{_dtype_name(value)}")
+            value = value.astype(spec.dtype.as_numpy_dtype, copy=False)
+        if not spec.shape.is_compatible_with(value.shape):
+            raise invalid(f"input '{name}' must have shape {_shape(spec.shape)}, got "
+                          f"{list(value.shape)}")
+        checked[name] = value
+    return checked
+
+
+def _shape(shape: Any) -> str:
+    return "[" + ", ".join("-1" if d is None else str(d) for d in shape.as_list()) + "]"
+
+
+def _tf_name(dtype: Any) -> str:
+    return f"DT_{dtype.name.upper()}"
+
+
+def _dtype_name(value: np.ndarray) -> str:
+    import tensorflow as tf
+
+    if value.dtype.kind in "SOU":
+        return "DT_STRING"
+    return _tf_name(tf.as_dtype(value.dtype))
+
+
+# ----------------------------------------------------------------------------- TensorProto
+
+
+def from_proto(name: str, proto: Any) -> np.ndarray:
+    import tensorflow as tf
+
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as err:  # A malformed TensorProto.
+        raise invalid(f"input '{name}' is not a valid TensorProto: {err}") from None
+
+
+def to_proto(value: np.ndarray) -> Any:
+    import tensorflow as tf
+
+    return tf.make_tensor_proto(value)
+
+
+# ----------------------------------------------------------------------------- REST JSON
+
+
+def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
+    """One input's JSON value as an array; ``{"b64": ...}`` decodes to bytes."""
+    import tensorflow as tf
+
+    def decode(item: Any) -> Any:
+        if isinstance(item, dict):
+            if set(item) != {"b64"}:
+                raise invalid(f"input '{name}': an object value must be {{\"b64\": ...}}")
+            try:
+                return base64.b64decode(item["b64"], validate=True)
+            except ValueError:
+                raise invalid(f"input '{name}': invalid base64") from None
+        if isinstance(item, list):
+            return [decode(i) for i in item]
+        return item.encode() if isinstance(item, str) else item
+
+    decoded = decode(value)
+    if dtype is not None and dtype == tf.string:
+        array = np.array(decoded, dtype=object)
+        if array.dtype != object or any(not isinstance(v, bytes) for v in array.flat):
+            raise invalid(f"input '{name}' must be DT_STRING, got non-string values")
+        return array
+    try:
+        array = np.array(decoded)
+    except ValueError:
+        raise invalid(f"input '{name}': ragged or mixed values") from None
+    if array.dtype == object:
+        raise invalid(f"input '{name}': ragged or mixed values")
+    return array
+
+
+def parse_rest_inputs(body: Mapping[str, Any],
+                      expected: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+    """A REST predict body as named arrays, and whether it was in row format."""
+    if ("instances" in body) == ("inputs" in body):
+        raise invalid("the request body needs exactly one of 'instances' (row format) and "
+                      "'inputs' (columnar format)")
+    if "inputs" in body:
+        columns = body["inputs"]
+        if not isinstance(columns, dict):
+            if len(expected) != 1:
+                raise invalid("'inputs' must be an object keyed by input name")
+            columns = {next(iter(expected)): columns}
+        return {k: _json_array(k, v, _dtype_of(expected, k)) for k, v in columns.items()}, False
+    rows = body["instances"]
+    if not isinstance(rows, list) or not rows:
+        raise invalid("'instances' must be a non-empty list")
+    if not isinstance(rows[0], dict) or (len(expected) == 1 and set(rows[0]) == {"b64"}):
+        only = next(iter(expected))
+        return {only: _json_array(only, rows, _dtype_of(expected, only))}, True
+    names = set(rows[0])
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict) or set(row) != names:
+            raise invalid(f"instance {index} has different keys than instance 0; every "
+                          "instance needs the same named inputs")
+    return {k: _json_array(k, [row[k] for row in rows], _dtype_of(expected, k))
+            for k in sorted(names)}, True
+
+
+def _dtype_of(expected: Mapping[str, Any], name: str) -> Any:
+    spec = expected.get(name)
+    return None if spec is None else spec.dtype
+
+
+def to_json_value(value: np.ndarray) -> Any:
+    """An output array as JSON: bytes that are not UTF-8 text become ``{"b64": ...}``."""
+    if value.dtype == object or value.dtype.kind == "S":
+        def encode(item: Any) -> Any:
+            if isinstance(item, bytes):
+                try:
+                    return item.decode("utf-8")
+                except UnicodeDecodeError:
+                    return {"b64": base64.b64encode(item).decode("ascii")}
+            return item
+        return np.vectorize(encode, otypes=[object])(value).tolist() if value.size else []
+    if value.dtype.kind == "f":
+        return np.where(np.isfinite(value), value, None).tolist() if not np.isfinite(
+            value).all() else value.tolist()
+    return value.tolist()
+
+
+def rest_outputs(outputs: Mapping[str, np.ndarray], row_format: bool) -> dict[str, Any]:
+    """TF Serving's REST response: ``predictions`` (rows) or ``outputs`` (columns)."""
+    if not row_format:
+        if len(outputs) == 1:
+            return {"outputs": to_json_value(next(iter(outputs.values())))}
+        return {"outputs": {k: to_json_value(v) for k, v in outputs.items()}}
+    if len(outputs) == 1:
+        return {"predictions": to_json_value(next(iter(outputs.values())))}
+    columns = {k: to_json_value(v) for k, v in outputs.items()}
+    rows = len(next(iter(columns.values())))
+    return {"predictions": [{k: columns[k][i] for k in columns} for i in range(rows)]}
