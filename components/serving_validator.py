@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def ServingValidator(
 ) -> None:
     """Bless the candidate for serving only if the served answers match in-process ones."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    io_utils.make_dirs(blessing.uri)
+    fileio.makedirs(blessing.uri)
     if not model_blessing.get_int_custom_property("blessed"):
         _mark(blessing, False, "the Evaluator did not bless the model; not served")
         return

@@ -82,9 +82,18 @@ def call_signature(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str,
     try:
         outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as err:
-        message = getattr(err, "message", str(err)).strip().splitlines()[0]
-        raise invalid(message[:500]) from None
+        raise invalid(tf_error_text(getattr(err, "message", str(err)))) from None
     return {k: v.numpy() for k, v in outputs.items()}
+
+
+def tf_error_text(message: str) -> str:
+    """The line of a TensorFlow error that says what was wrong, without the graph trace
+    ("Graph execution error: Detected at node ... defined at ...")."""
+    noise = ("Graph execution error", "Detected at node", "File ", "<stack traces")
+    lines = [line for line in message.strip().splitlines()
+             if line.strip() and not line[0].isspace() and not line.startswith(noise)]
+    line = lines[0] if lines else message.strip()
+    return line.split("\t [[")[0].split(" [[")[0].strip()[:500]
 
 
 def examples_from_input(input_proto: Any) -> list[bytes]:

@@ -106,18 +106,23 @@ class ModelManager:
         current = self._serving[spec.name]
         loadable = [v for v, p in on_disk.items()
                     if v in current or self._failed.get((spec.name, v)) != _fingerprint(p)]
-        wanted = spec.policy.select(loadable)
-        serving = {v: current[v] for v in wanted if v in current}
-        for version in wanted:
-            if version not in serving:
-                loaded = self._load(spec.name, version, on_disk[version])
+        serving: dict[int, Servable] = {}
+        if spec.policy.kind == "latest":
+            # The newest versions that load, up to N: a failed new version leaves the
+            # previous one serving.
+            for version in sorted(loadable, reverse=True):
+                if len(serving) == spec.policy.num_versions:
+                    break
+                loaded = current.get(version) or self._load(spec.name, version,
+                                                             on_disk[version])
                 if loaded is not None:
                     serving[version] = loaded
-        if spec.policy.kind == "latest" and len(serving) < len(wanted):
-            # Keep the newest working versions, up to N, when a newer one failed.
-            fallback = [v for v in sorted(current, reverse=True) if v not in serving]
-            for version in fallback[:len(wanted) - len(serving)]:
-                serving[version] = current[version]
+        else:
+            for version in spec.policy.select(loadable):
+                loaded = current.get(version) or self._load(spec.name, version,
+                                                             on_disk[version])
+                if loaded is not None:
+                    serving[version] = loaded
         if serving.keys() != current.keys():
             self._serving = {**self._serving, spec.name: dict(sorted(serving.items()))}
             for version in current.keys() - serving.keys():

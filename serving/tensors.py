@@ -30,7 +30,9 @@ def check_inputs(signature_name: str, function: Any,
                       f"takes: {', '.join(sorted(expected))}")
     missing = sorted(set(expected) - set(inputs))
     if missing:
-        raise invalid(f"input '{missing[0]}' of signature '{signature_name}' is missing")
+        names = ", ".join(f"'{m}'" for m in missing)
+        raise invalid(f"input {names} of signature '{signature_name}' is missing" if len(
+            missing) == 1 else f"inputs {names} of signature '{signature_name}' are missing")
     checked = {}
     for name, spec in expected.items():
         value = inputs[name]
@@ -71,18 +73,37 @@ def _dtype_name(value: np.ndarray) -> str:
 # ----------------------------------------------------------------------------- TensorProto
 
 
+_STRING, _FLOAT, _INT64 = 7, 1, 9  # tensorflow.DataType enum values.
+_NUMPY_OF = {_FLOAT: np.float32, _INT64: np.int64}
+
+
 def from_proto(name: str, proto: Any) -> np.ndarray:
+    """A TensorProto as an array (fast paths for the request shapes clients send)."""
     import tensorflow as tf
 
+    shape = [d.size for d in proto.tensor_shape.dim]
     try:
+        if proto.dtype == _STRING and len(proto.string_val) == int(np.prod(shape)):
+            return np.array(proto.string_val, dtype=object).reshape(shape)
+        if proto.dtype in _NUMPY_OF and proto.tensor_content:
+            return np.frombuffer(proto.tensor_content, _NUMPY_OF[proto.dtype]).reshape(shape)
         return tf.make_ndarray(proto)
     except Exception as err:  # A malformed TensorProto.
         raise invalid(f"input '{name}' is not a valid TensorProto: {err}") from None
 
 
 def to_proto(value: np.ndarray) -> Any:
+    """An output array as a TensorProto (raw bytes for numbers, as TF Serving sends)."""
     import tensorflow as tf
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
+    value = np.asarray(value)
+    for dtype, numpy_type in _NUMPY_OF.items():
+        if value.dtype == numpy_type:
+            return tensor_pb2.TensorProto(
+                dtype=dtype, tensor_content=np.ascontiguousarray(value).tobytes(),
+                tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                    dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]))
     return tf.make_tensor_proto(value)
 
 

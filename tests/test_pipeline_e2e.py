@@ -44,7 +44,8 @@ def workspace(tmp_path_factory):
     source = make_movielens_dir(root / "ml", n_users=120, n_items=100, ratings_per_user=10)
     output = root / "out"
     run_args = ("run", "--output-dir", str(output), "--movielens-dir", str(source),
-                "--epochs", "8", "--batch-size", "128", "--min-slice-size", "100")
+                "--epochs", "8", "--batch-size", "64", "--learning-rate", "0.003",
+                "--min-slice-size", "100")
     first = run_cli(*run_args)
     store = results.open_store(str(output / "metadata.sqlite"))
     summary = results.latest_run(store, DEFAULT_PIPELINE_NAME)
@@ -95,6 +96,52 @@ def test_pushed_model_is_a_versioned_savedmodel_that_responds(workspace):
         values = outputs[head].numpy()
         assert values.shape == (2,) and np.all(np.isfinite(values))
         assert abs(values[0] - values[1]) > 1e-6
+
+
+def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
+    """The CLI as a user runs it: serve the push folder, query both APIs, stop with SIGTERM."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    grpc_port, rest_port = ports
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(grpc_port),
+             "--rest_api_port", str(rest_port), "--model_base_path",
+             str(workspace["output"] / "serving_model"), "--enable_batching"],
+            stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+    try:
+        banner = server.stdout.readline()
+        assert f"gRPC on 127.0.0.1:{grpc_port}, REST on 127.0.0.1:{rest_port}" in banner, (
+            banner + log.read_text())
+        row = '{"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"}'
+        answers = {}
+        for name, target, extra in (("grpc", f"127.0.0.1:{grpc_port}", []),
+                                    ("rest", f"127.0.0.1:{rest_port}", ["--rest"])):
+            code, stdout, stderr = run_cli("query", "--target", target, "--row", row, *extra)
+            assert code == 0, stderr
+            answers[name] = json.loads(stdout)
+        assert answers["grpc"]["user_id"] == 1 and set(F.HEADS) <= set(answers["grpc"])
+        for head in F.HEADS:
+            assert answers["grpc"][head] == pytest.approx(answers["rest"][head], rel=1e-6)
+        code, stdout, _ = run_cli("query", "--target", f"127.0.0.1:{grpc_port}", "--status")
+        version = int(Path(workspace["summary"].pushed_to).name)
+        assert json.loads(stdout) == [{"version": version, "state": "AVAILABLE", "error": ""}]
+        code, _, stderr = run_cli("query", "--target", f"127.0.0.1:{grpc_port}",
+                                  "--model_name", "nope", "--status")
+        assert code == 2 and "NOT_FOUND" in stderr and len(stderr.strip().splitlines()) == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0 and "stopping; finishing in-flight requests" in output
 
 
 def test_second_run_is_served_from_cache(workspace):

@@ -1,0 +1,453 @@
+"""The embedded TF-Serving-compatible server: real gRPC and HTTP on loopback ports against
+a tiny SavedModel exported in the test, with TF Serving's own protos and stubs."""
+
+import json
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from serving import config
+from serving.batching import Batcher
+from serving.client import ServingClient, ServingClientError
+from serving.examples import to_example, to_examples
+from serving.server import ModelServer, ServerOptions
+from tests.tiny_model import expected, export_tiny_model
+
+ROWS = [{"user_id": 7, "item_id": 3}, {"user_id": 2, "item_id": 9, "gender": "F"}]
+
+
+def start(models: list, **options) -> ModelServer:
+    settings = {"port": 0, "rest_api_port": 0, "poll_seconds": 0.2, **options}
+    return ModelServer(ServerOptions(models=tuple(models), **settings)).start()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("models") / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    server = start(config.single_model("tiny", str(base)), max_request_bytes=64 * 1024)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    yield {"server": server, "base": base,
+           "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+           "models": model_service_pb2_grpc.ModelServiceStub(channel),
+           "rest": f"http://127.0.0.1:{server.rest_port}/v1/models"}
+    channel.close()
+    server.stop(grace=1)
+
+
+def predict_request(rows, name="tiny", signature="serving_default", version=None, label=None):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.signature_name = signature
+    if version is not None:
+        request.model_spec.version.value = version
+    if label is not None:
+        request.model_spec.version_label = label
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto(to_examples(rows)))
+    return request
+
+
+def rest(url, body=None, method=None):
+    data = None if body is None else (body if isinstance(body, bytes) else
+                                      json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method or (
+        "POST" if data is not None else "GET"))
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+# ----------------------------------------------------------------------------- gRPC
+
+
+def test_grpc_predict_returns_every_head_for_every_row(served):
+    response = served["predict"].Predict(predict_request(ROWS), timeout=10)
+    assert response.model_spec.name == "tiny" and response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == "serving_default"
+    for head in ("rating", "click", "purchase"):
+        values = tf.make_ndarray(response.outputs[head])
+        np.testing.assert_allclose(values, [expected(7, 3)[head], expected(2, 9)[head]],
+                                   rtol=1e-6)
+
+
+def test_grpc_classify_regress_and_metadata(served):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "tiny"
+    request.model_spec.signature_name = "classify_click"
+    for row in ROWS:
+        request.input.example_list.examples.add().ParseFromString(to_example(row))
+    result = served["predict"].Classify(request, timeout=10).result.classifications
+    assert [[c.label for c in r.classes] for r in result] == [["0", "1"], ["0", "1"]]
+    assert result[0].classes[1].score == pytest.approx(expected(7, 3)["click"], rel=1e-6)
+
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = "tiny"
+    regress.model_spec.signature_name = "regress_rating"
+    regress.input.example_list_with_context.context.ParseFromString(to_example({"item_id": 3}))
+    regress.input.example_list_with_context.examples.add().ParseFromString(
+        to_example({"user_id": 7}))
+    values = [r.value for r in served["predict"].Regress(regress, timeout=10).result.regressions]
+    assert values == pytest.approx([expected(7, 3)["rating"]])
+
+    # Classify on a predict signature is refused, as by TF Serving.
+    request.model_spec.signature_name = "serving_default"
+    with pytest.raises(grpc.RpcError) as error:
+        served["predict"].Classify(request, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "tensorflow/serving/classify" in error.value.details()
+
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata.model_spec.name = "tiny"
+    response = served["predict"].GetModelMetadata(metadata, timeout=10)
+    defs = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata["signature_def"].Unpack(defs)
+    assert {k: v.method_name for k, v in defs.signature_def.items()} == {
+        "serving_default": "tensorflow/serving/predict",
+        "predict_raw": "tensorflow/serving/predict",
+        "regress_rating": "tensorflow/serving/regress",
+        "classify_click": "tensorflow/serving/classify"}
+    assert set(defs.signature_def["predict_raw"].inputs) == {"user_id", "item_id", "gender"}
+
+
+def test_grpc_model_status(served):
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "tiny"
+    statuses = served["models"].GetModelStatus(request, timeout=10).model_version_status
+    assert [(s.version, s.state, s.status.error_code) for s in statuses] == [
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)]
+
+
+@pytest.mark.parametrize(("mutate", "code", "words"), [
+    (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND, "'nope'"),
+    (lambda r: r.model_spec.version.__setattr__("value", 99), grpc.StatusCode.NOT_FOUND,
+     "version 99"),
+    (lambda r: setattr(r.model_spec, "version_label", "canary"), grpc.StatusCode.NOT_FOUND,
+     "'canary'"),
+    (lambda r: setattr(r.model_spec, "signature_name", "nope"), grpc.StatusCode.NOT_FOUND,
+     "signature 'nope'"),
+    (lambda r: r.inputs["exampels"].CopyFrom(r.inputs.pop("examples")),
+     grpc.StatusCode.INVALID_ARGUMENT, "input 'exampels'"),
+    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([1.5, 2.5])),
+     grpc.StatusCode.INVALID_ARGUMENT, "input 'examples' must be DT_STRING"),
+    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([[b"a"], [b"b"]])),
+     grpc.StatusCode.INVALID_ARGUMENT, "input 'examples' must have shape [-1]"),
+    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"not an example"])),
+     grpc.StatusCode.INVALID_ARGUMENT, "Could not parse example input"),
+    (lambda r: r.output_filter.append("score"), grpc.StatusCode.INVALID_ARGUMENT,
+     "'score'"),
+    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"x" * 100_000])),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
+])
+def test_grpc_errors_name_the_problem_and_the_server_keeps_serving(served, mutate, code,
+                                                                   words):
+    request = predict_request(ROWS[:1])
+    mutate(request)
+    with pytest.raises(grpc.RpcError) as error:
+        served["predict"].Predict(request, timeout=10)
+    assert error.value.code() == code
+    assert words in error.value.details()
+    assert served["predict"].Predict(predict_request(ROWS), timeout=10).outputs["rating"]
+
+
+# ----------------------------------------------------------------------------- REST
+
+
+def test_rest_predict_in_row_and_columnar_formats(served):
+    url = served["rest"] + "/tiny:predict"
+    status, body = rest(url, {"signature_name": "predict_raw", "instances": [
+        {"user_id": 7, "item_id": 3, "gender": "M"}, {"user_id": 2, "item_id": 9, "gender": "F"}]})
+    assert status == 200
+    assert body["predictions"][0] == pytest.approx(expected(7, 3))
+    assert body["predictions"][1] == pytest.approx(expected(2, 9))
+    status, body = rest(url, {"signature_name": "predict_raw", "inputs": {
+        "user_id": [7], "item_id": [3], "gender": ["M"]}})
+    assert status == 200 and body["outputs"]["rating"] == pytest.approx([expected(7, 3)["rating"]])
+    import base64
+
+    b64 = [{"b64": base64.b64encode(e).decode()} for e in to_examples(ROWS)]
+    status, body = rest(served["rest"] + "/tiny/versions/1:predict", {"instances": b64})
+    assert status == 200 and body["predictions"][1]["click"] == pytest.approx(
+        expected(2, 9)["click"])
+
+
+def test_rest_status_metadata_classify_and_regress(served):
+    status, body = rest(served["rest"] + "/tiny")
+    assert status == 200 and body == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
+                                                          "error_message": ""}}]}
+    status, body = rest(served["rest"] + "/tiny/metadata")
+    assert status == 200 and body["model_spec"]["version"] == "1"
+    assert set(body["metadata"]["signature_def"]["signature_def"]) == {
+        "serving_default", "predict_raw", "regress_rating", "classify_click"}
+    status, body = rest(served["rest"] + "/tiny:regress", {
+        "signature_name": "regress_rating", "examples": [{"user_id": 7, "item_id": 3}]})
+    assert status == 200 and body["results"] == pytest.approx([expected(7, 3)["rating"]])
+    status, body = rest(served["rest"] + "/tiny:classify", {
+        "signature_name": "classify_click", "context": {"item_id": 3},
+        "examples": [{"user_id": 7}]})
+    assert status == 200 and body["results"][0][1][0] == "1"
+    assert body["results"][0][1][1] == pytest.approx(expected(7, 3)["click"])
+
+
+@pytest.mark.parametrize(("path", "body", "status", "words"), [
+    ("/nope:predict", {"instances": [{"b64": ""}]}, 404, "'nope'"),
+    ("/tiny/versions/5:predict", {"instances": [{"b64": ""}]}, 404, "version 5"),
+    ("/tiny:predict", b"{not json", 400, "JSON Parse error"),
+    ("/tiny:predict", {"signature_name": "predict_raw", "instances": [{"user_id": 1}]}, 400,
+     "inputs 'gender', 'item_id' of signature 'predict_raw' are missing"),
+    ("/tiny:predict", {"signature_name": "predict_raw", "instances": [
+        {"user_id": "x", "item_id": 1, "gender": "M"}]}, 400, "input 'user_id'"),
+    ("/tiny:predict", {"instances": [1], "inputs": [1]}, 400, "exactly one of"),
+    ("/tiny:predict", {"instances": [{"b64": "x" * 100_000}]}, 413, "exceeds the limit"),
+    ("/tiny:explode", {}, 404, "Malformed request"),
+])
+def test_rest_errors_are_json_with_tf_serving_status_codes(served, path, body, status, words):
+    code, answer = rest(served["rest"] + path, body)
+    assert code == status and words in answer["error"]
+    assert rest(served["rest"] + "/tiny")[0] == 200  # Still serving.
+
+
+# ----------------------------------------------------------------------------- client
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "rest"])
+def test_client_predicts_per_head_scores_over_both_protocols(served, protocol):
+    port = served["server"].grpc_port if protocol == "grpc" else served["server"].rest_port
+    with ServingClient(f"127.0.0.1:{port}", "tiny", protocol=protocol) as client:
+        for signature in ("serving_default", "predict_raw"):
+            scores = client.predict(ROWS, signature)
+            assert scores[0] == pytest.approx(expected(7, 3))
+            assert scores[1] == pytest.approx(expected(2, 9))
+        assert client.status() == [{"version": 1, "state": "AVAILABLE", "error": ""}]
+        assert client.metadata()["signatures"]["regress_rating"]["method"] == (
+            "tensorflow/serving/regress")
+        with pytest.raises(ServingClientError) as error:
+            client.recommend({"user_id": 1})
+        assert error.value.code == "FAILED_PRECONDITION"
+
+
+def test_client_errors_are_typed_and_unavailable_is_retried():
+    from serving.client import Retry
+
+    client = ServingClient("127.0.0.1:1", "tiny", timeout_seconds=1,
+                           retry=Retry(attempts=2, backoff_seconds=0.01))
+    started = time.monotonic()
+    with pytest.raises(ServingClientError) as error:
+        client.status()
+    assert error.value.code == "UNAVAILABLE" and time.monotonic() - started < 5
+
+
+def test_concurrent_clients_all_get_their_own_answers(served):
+    failures, answered = [], []
+
+    def worker(offset: int) -> None:
+        with ServingClient(f"127.0.0.1:{served['server'].grpc_port}", "tiny") as client:
+            for n in range(25):
+                user, item = offset * 100 + n, n % 7
+                try:
+                    got = client.predict([{"user_id": user, "item_id": item}])[0]
+                    assert got == pytest.approx(expected(user, item))
+                    answered.append(1)
+                except Exception as err:
+                    failures.append(repr(err))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and len(answered) == 200
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def test_hot_reload_under_load_swaps_in_new_versions_and_skips_corrupt_ones(tmp_path):
+    base = tmp_path / "models"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    server = start(config.single_model("tiny", str(base)), rest_api_port=None)
+    stop, failures, versions = threading.Event(), [], []
+
+    def load() -> None:
+        with ServingClient(f"127.0.0.1:{server.grpc_port}", "tiny") as client:
+            while not stop.is_set():
+                try:
+                    got = client.predict([{"user_id": 7, "item_id": 3}])[0]
+                    versions.append(round(got["rating"] - expected(7, 3)["rating"]))
+                except Exception as err:
+                    failures.append(repr(err))
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        export_tiny_model(base / "2", offset=10.0)  # Version 2 answers rating + 10.
+        assert _wait_for(lambda: server.manager.available("tiny") == [2])
+        time.sleep(0.5)
+        corrupt = base / "3"
+        shutil.copytree(base / "2", corrupt)
+        (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+        assert _wait_for(lambda: any(s.version == 3 and s.error
+                                     for s in server.manager.statuses("tiny")))
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+        server.stop(grace=1)
+    assert failures == []
+    assert versions[0] == 0 and versions[-1] == 10 and set(versions) == {0, 10}
+    assert server.manager.available("tiny") == [2]  # Not the corrupt version 3.
+    status_3 = next(s for s in server.manager.statuses("tiny") if s.version == 3)
+    assert (status_3.state == "END" and "DecodeError" in status_3.error) or "parse" in (
+        status_3.error.lower())
+
+
+def test_a_version_whose_warmup_fails_is_not_served(tmp_path):
+    base = tmp_path / "models"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    export_tiny_model(base / "2", warmup_rows=[{"user_id": 1}])
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from models.export import WARMUP_FILE
+
+    log = prediction_log_pb2.PredictionLog()  # Replace the warmup with a request TF
+    log.predict_log.request.model_spec.signature_name = "serving_default"  # rejects.
+    log.predict_log.request.inputs["wrong_name"].CopyFrom(tf.make_tensor_proto([b""]))
+    with tf.io.TFRecordWriter(str(base / "2" / WARMUP_FILE)) as writer:
+        writer.write(log.SerializeToString())
+    server = start(config.single_model("tiny", str(base)), rest_api_port=None)
+    try:
+        assert server.manager.available("tiny") == [1]
+        status_2 = next(s for s in server.manager.statuses("tiny") if s.version == 2)
+        assert "wrong_name" in status_2.error
+    finally:
+        server.stop(grace=1)
+
+
+def test_model_config_file_with_version_policies_and_labels(tmp_path):
+    for name, versions in (("all_of_them", (1, 2, 3)), ("pinned", (1, 2, 3))):
+        (tmp_path / name).mkdir()
+        for version in versions:
+            export_tiny_model(tmp_path / name / str(version), offset=float(version))
+    config_file = tmp_path / "models.config"
+    config_file.write_text("""
+model_config_list {
+  config { name: "all_of_them" base_path: "all_of_them" model_platform: "tensorflow"
+           model_version_policy { all {} } }
+  config { name: "pinned" base_path: "pinned" model_platform: "tensorflow"
+           model_version_policy { specific { versions: 1 versions: 3 } }
+           version_labels { key: "stable" value: 1 }
+           version_labels { key: "canary" value: 3 } }
+}""")
+    server = start(config.read_model_config_file(config_file), rest_api_port=0)
+    try:
+        assert server.manager.available("all_of_them") == [1, 2, 3]
+        assert server.manager.available("pinned") == [1, 3]
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for label, version in (("stable", 1), ("canary", 3)):
+            response = stub.Predict(predict_request(ROWS[:1], "pinned", label=label))
+            assert response.model_spec.version.value == version
+            assert tf.make_ndarray(response.outputs["rating"])[0] == pytest.approx(
+                expected(7, 3, offset=version)["rating"])
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Predict(predict_request(ROWS[:1], "pinned", version=2))
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        channel.close()
+        code, body = rest(f"http://127.0.0.1:{server.rest_port}/v1/models/pinned/labels/"
+                          "canary:predict", {"instances": [
+                              {"b64": __import__("base64").b64encode(
+                                  to_example(ROWS[0])).decode()}]})
+        assert code == 200 and body["predictions"][0]["rating"] == pytest.approx(
+            expected(7, 3, offset=3)["rating"])
+    finally:
+        server.stop(grace=1)
+
+
+def test_batching_parameters_round_trip_and_are_checked(tmp_path):
+    path = config.write_batching_file(config.BatchingConfig(max_batch_size=32), tmp_path / "b")
+    assert "max_batch_size { value: 32 }" in path.read_text()
+    assert config.read_batching_file(path) == config.BatchingConfig(max_batch_size=32)
+    with pytest.raises(config.ConfigError, match="unknown batching parameter 'max_batch'"):
+        config.parse_batching_text("max_batch { value: 3 }")
+    with pytest.raises(config.ConfigError, match="max_batch_size must be positive"):
+        config.parse_batching_text("max_batch_size { value: 0 }")
+
+
+def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
+    calls = []
+
+    def run(inputs):
+        calls.append(len(inputs["x"]))
+        time.sleep(0.005)  # A model call that costs something.
+        return {"y": inputs["x"] * 2.0}
+
+    batcher = Batcher(config.BatchingConfig(max_batch_size=16, batch_timeout_micros=5000,
+                                            num_batch_threads=1))
+    results, errors = {}, []
+
+    def client(k: int) -> None:
+        for n in range(10):
+            value = float(k * 100 + n)
+            try:
+                out = batcher.submit("model", run, {"x": np.array([value], np.float32)})
+                results[value] = float(out["y"][0])
+            except Exception as err:
+                errors.append(err)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert errors == [] and len(results) == 80
+    assert all(out == 2 * value for value, out in results.items())
+    assert sum(calls) == 80 and len(calls) < 40 and max(calls) > 1
+
+
+def _wait_for(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_unknown_version_folder_contents_are_ignored(tmp_path):
+    """Only numbered folders with a saved_model.pb are versions (a push in progress has
+    none yet)."""
+    base = tmp_path / "models"
+    (base / "7").mkdir(parents=True)  # Being copied: no saved_model.pb yet.
+    (base / "notes").mkdir()
+    export_tiny_model(base / "3")
+    server = start(config.single_model("tiny", str(base)), rest_api_port=None,
+                   poll_seconds=0)
+    try:
+        assert server.manager.available("tiny") == [3]
+    finally:
+        server.stop(grace=1)
+    assert Path(base / "7").exists()
