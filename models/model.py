@@ -16,8 +16,7 @@ import tf_keras
 
 from models import features as F
 from models.hparams import ModelConfig
-
-serializable = tf_keras.utils.register_keras_serializable(package="mtrec")
+from models.layers import MLP, serializable
 
 
 class ReplicaMeanLoss(tf_keras.losses.Loss):
@@ -132,30 +131,6 @@ class SideEncoder(tf_keras.layers.Layer):
                 "numeric": self.numeric, "id_key": self.id_key,
                 "embedding_dim": self.embedding_dim, "output_dim": self.output_dim,
                 "id_dropout": self.id_dropout, "l2": self.l2}
-
-
-@serializable
-class MLP(tf_keras.layers.Layer):
-    """Dense ReLU layers, each followed by dropout when ``dropout`` > 0."""
-
-    def __init__(self, units: Sequence[int], dropout: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.units = list(units)
-        self.dropout = dropout
-        self.stack = []
-        for width in self.units:
-            self.stack.append(tf_keras.layers.Dense(width, activation="relu"))
-            if dropout:
-                self.stack.append(tf_keras.layers.Dropout(dropout))
-
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        x = inputs
-        for layer in self.stack:
-            x = layer(x, training=training)
-        return x
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "units": self.units, "dropout": self.dropout}
 
 
 @serializable

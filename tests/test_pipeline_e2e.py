@@ -218,7 +218,10 @@ def test_inspect_explains_the_blessing_per_head_and_slice(workspace):
     code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]))
     assert code == 0, stderr
     summary = workspace["summary"]
-    assert f"Pipeline run {summary.run_id}" in stdout  # The run that reached the Evaluator.
+    # The newest run that reached the Evaluator (the cached re-run shares its outputs);
+    # later runs stopped by bad data are skipped.
+    assert f"Evaluation: {summary.evaluation_uri}" in stdout
+    assert f"Model: {summary.model_uri} " in stdout
     assert "Blessing: BLESSED" in stdout
     assert f"(version {Path(summary.pushed_to).name} at {summary.pushed_to})" in stdout
     assert "Baseline: none" in stdout

@@ -1,6 +1,7 @@
 """The embedded TF-Serving-compatible server: real gRPC and HTTP on loopback ports against
 a tiny SavedModel exported in the test, with TF Serving's own protos and stubs."""
 
+import base64
 import json
 import shutil
 import threading
@@ -25,7 +26,7 @@ from tensorflow_serving.apis import (
 
 from serving import config
 from serving.batching import Batcher
-from serving.client import ServingClient, ServingClientError
+from serving.client import Retry, ServingClient, ServingClientError
 from serving.examples import to_example, to_examples
 from serving.server import ModelServer, ServerOptions
 from tests.tiny_model import expected, export_tiny_model
@@ -182,8 +183,6 @@ def test_rest_predict_in_row_and_columnar_formats(served):
     status, body = rest(url, {"signature_name": "predict_raw", "inputs": {
         "user_id": [7], "item_id": [3], "gender": ["M"]}})
     assert status == 200 and body["outputs"]["rating"] == pytest.approx([expected(7, 3)["rating"]])
-    import base64
-
     b64 = [{"b64": base64.b64encode(e).decode()} for e in to_examples(ROWS)]
     status, body = rest(served["rest"] + "/tiny/versions/1:predict", {"instances": b64})
     assert status == 200 and body["predictions"][1]["click"] == pytest.approx(
@@ -247,8 +246,6 @@ def test_client_predicts_per_head_scores_over_both_protocols(served, protocol):
 
 
 def test_client_errors_are_typed_and_unavailable_is_retried():
-    from serving.client import Retry
-
     client = ServingClient("127.0.0.1:1", "tiny", timeout_seconds=1,
                            retry=Retry(attempts=2, backoff_seconds=0.01))
     started = time.monotonic()
@@ -378,8 +375,7 @@ model_config_list {
         channel.close()
         code, body = rest(f"http://127.0.0.1:{server.rest_port}/v1/models/pinned/labels/"
                           "canary:predict", {"instances": [
-                              {"b64": __import__("base64").b64encode(
-                                  to_example(ROWS[0])).decode()}]})
+                              {"b64": base64.b64encode(to_example(ROWS[0])).decode()}]})
         assert code == 200 and body["predictions"][0]["rating"] == pytest.approx(
             expected(7, 3, offset=3)["rating"])
     finally:
@@ -451,3 +447,30 @@ def test_unknown_version_folder_contents_are_ignored(tmp_path):
     finally:
         server.stop(grace=1)
     assert Path(base / "7").exists()
+
+
+def test_stop_lets_in_flight_requests_finish(tmp_path):
+    """What SIGTERM does in `mtrec serve`: in-flight requests finish, then it stops."""
+    base = tmp_path / "models"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    # A long batching timeout keeps the request in flight while the server stops.
+    server = start(config.single_model("tiny", str(base)), rest_api_port=None,
+                   batching=config.BatchingConfig(max_batch_size=64,
+                                                  batch_timeout_micros=800_000))
+    answers = []
+    client = ServingClient(f"127.0.0.1:{server.grpc_port}", "tiny")
+    client.signatures()  # Metadata first, so the predict below is the in-flight call.
+    thread = threading.Thread(target=lambda: answers.append(client.predict(ROWS[:1])[0]))
+    thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    server.stop(grace=5)
+    thread.join()
+    client.close()
+    assert answers and answers[0] == pytest.approx(expected(7, 3))
+    assert time.monotonic() - started < 5
+    with pytest.raises(ServingClientError) as error:  # Stopped: nothing answers now.
+        ServingClient(f"127.0.0.1:{server.grpc_port}", "tiny", timeout_seconds=1,
+                      retry=Retry(attempts=1)).status()
+    assert error.value.code == "UNAVAILABLE"
