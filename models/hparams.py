@@ -6,6 +6,27 @@ import dataclasses
 from typing import Any
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
+ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
+LOSS_BALANCING = ("fixed", "uncertainty")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertConfig:
+    """Expert layout for MMoE (``num_experts`` shared experts) and PLE (``levels`` of
+    ``shared_experts`` plus ``task_experts`` per task); each expert is an MLP of ``units``."""
+
+    num_experts: int = 4
+    shared_experts: int = 2
+    task_experts: int = 1
+    levels: int = 1
+    units: tuple[int, ...] = (64,)
+
+    def __post_init__(self) -> None:
+        for name in ("num_experts", "shared_experts", "task_experts", "levels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"experts.{name} must be >= 1")
+        if not self.units:
+            raise ValueError("experts.units must name at least one layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,8 +39,16 @@ class ModelConfig:
 
     embedding_dim: int = 16
     side_dim: int = 32
+    # How the heads share what is learned: "shared_bottom" (one MLP of bottom_units), "mmoe"
+    # or "ple" (experts as in ``experts``).
+    architecture: str = "shared_bottom"
     bottom_units: tuple[int, ...] = (128, 64)
+    experts: ExpertConfig = dataclasses.field(default_factory=ExpertConfig)
     head_units: tuple[int, ...] = (32,)
+    # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
+    esmm: bool = False
+    # "fixed" uses the *_loss_weight values; "uncertainty" learns one log-variance per head.
+    loss_balancing: str = "fixed"
     dropout: float = 0.1
     id_dropout: float = 0.1
     l2: float = 1e-5
@@ -35,6 +64,15 @@ class ModelConfig:
     distribution: str = "default"
 
     def __post_init__(self) -> None:
+        if isinstance(self.experts, dict):  # From JSON (custom_config) or **to_dict().
+            object.__setattr__(self, "experts",
+                               ExpertConfig(**_from_jsonable(ExpertConfig, self.experts)))
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got "
+                             f"{self.architecture!r}")
+        if self.loss_balancing not in LOSS_BALANCING:
+            raise ValueError(f"loss_balancing must be one of {LOSS_BALANCING}, got "
+                             f"{self.loss_balancing!r}")
         if self.distribution not in STRATEGIES:
             raise ValueError(
                 f"distribution must be one of {STRATEGIES}, got {self.distribution!r}"
@@ -58,15 +96,25 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (tuples become lists), for TFX custom_config."""
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        return _jsonable(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
         """Inverse of to_dict; unknown keys are an error, not silently dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**kwargs)
+        return cls(**_from_jsonable(cls, values))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _from_jsonable(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}

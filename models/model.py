@@ -1,7 +1,10 @@
-"""The multi-task TFRS model: shared user/item embeddings, a shared bottom, three heads.
+"""The multi-task TFRS model: shared user/item embeddings, a sharing block (shared bottom,
+MMoE or PLE), three heads.
 
 Heads: rating (regression, loss masked to observed interactions), click and purchase
-(binary). Each head is one ``tfrs.tasks.Ranking``; ``compute_loss`` is the one place they meet.
+(binary; optionally ESMM: purchase = click x purchase-given-click). Each head is one
+``tfrs.tasks.Ranking``; ``compute_loss`` is the one place they meet, with fixed or learned
+(uncertainty) weights.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tensorflow_recommenders as tfrs
 import tf_keras
 
 from models import features as F
+from models.experts import PLE, MMoE, SharedBottom
 from models.hparams import ModelConfig
 from models.layers import MLP, serializable
 
@@ -169,6 +173,17 @@ def head_metrics(head: str) -> list[tf_keras.metrics.Metric]:
             tf_keras.metrics.BinaryCrossentropy(name=f"{head}_logloss")]
 
 
+def sharing_block(config: ModelConfig) -> tf_keras.layers.Layer:
+    """The block that gives each head its input: shared bottom, MMoE or PLE."""
+    experts = config.experts
+    if config.architecture == "mmoe":
+        return MMoE(F.HEADS, experts.num_experts, experts.units, config.dropout, name="mmoe")
+    if config.architecture == "ple":
+        return PLE(F.HEADS, experts.levels, experts.shared_experts, experts.task_experts,
+                   experts.units, config.dropout, name="ple")
+    return SharedBottom(F.HEADS, config.bottom_units, config.dropout, name="shared_bottom")
+
+
 @serializable
 class MultiTaskRecommender(tfrs.models.Model):
     """Rating, click and purchase heads over shared user and item representations.
@@ -196,12 +211,15 @@ class MultiTaskRecommender(tfrs.models.Model):
             self.cardinalities, item_categorical, F.ITEM_MULTIVALENT_XF, F.ITEM_NUMERIC_XF,
             id_key=F.transformed_name(F.ITEM_ID), embedding_dim=cfg.embedding_dim,
             output_dim=cfg.side_dim, id_dropout=cfg.id_dropout, l2=cfg.l2, name="item_encoder")
-        self.bottom = MLP(cfg.bottom_units, cfg.dropout, name="shared_bottom")
+        self.sharing = sharing_block(cfg)
+        # With ESMM the purchase tower predicts p(purchase | click), whose prior is the ratio.
+        purchase_prior = (self.priors[F.PURCHASE] / max(self.priors[F.CLICK], 1e-6)
+                          if cfg.esmm else self.priors[F.PURCHASE])
         self.heads = {
             F.RATING: Tower(cfg.head_units, cfg.dropout, self.priors[F.RATING], name="rating_head"),
             F.CLICK: Tower(cfg.head_units, cfg.dropout, _logit(self.priors[F.CLICK]),
                            name="click_head"),
-            F.PURCHASE: Tower(cfg.head_units, cfg.dropout, _logit(self.priors[F.PURCHASE]),
+            F.PURCHASE: Tower(cfg.head_units, cfg.dropout, _logit(purchase_prior),
                               name="purchase_head"),
         }
         self.tasks = {
@@ -213,39 +231,59 @@ class MultiTaskRecommender(tfrs.models.Model):
                                            metrics=head_metrics(F.PURCHASE),
                                            name="purchase_task"),
         }
-        # Each head's unweighted loss per epoch (train and val), for curves per head.
+        # Learned loss balancing: one log-variance s per head, loss = sum exp(-s)·L + s.
+        self.log_variances = (tf.Variable(tf.zeros([len(F.HEADS)]), name="log_variances")
+                              if cfg.loss_balancing == "uncertainty" else None)
+        # Per epoch, train and val: each head's unweighted loss and its effective weight.
         self.loss_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_loss")
                               for head in F.HEADS}
+        self.weight_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_weight")
+                                for head in F.HEADS}
 
-    def shared_representation(self, features: Mapping[str, Any],
-                              training: bool | None = None) -> tf.Tensor:
-        """The shared bottom's output for a batch of transformed features."""
+    def sharing_input(self, features: Mapping[str, Any],
+                      training: bool | None = None) -> tf.Tensor:
+        """User and item vectors and their product: what the sharing block reads."""
         user = self.user_encoder(features, training=training)
         item = self.item_encoder(features, training=training)
-        return self.bottom(tf.concat([user, item, user * item], axis=1), training=training)
+        return tf.concat([user, item, user * item], axis=1)
+
+    def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        """The MMoE/PLE gates' mixture weights for a batch (empty for a shared bottom)."""
+        return self.sharing.gate_weights(self.sharing_input(features, training=False))
 
     def call(self, features: Mapping[str, Any], training: bool | None = None) -> dict:
-        shared = self.shared_representation(features, training=training)
-        return {
-            F.RATING: self.heads[F.RATING](shared, training=training),
-            F.CLICK: tf.sigmoid(self.heads[F.CLICK](shared, training=training)),
-            F.PURCHASE: tf.sigmoid(self.heads[F.PURCHASE](shared, training=training)),
-        }
+        towers = self.sharing(self.sharing_input(features, training=training),
+                              training=training)
+        logits = {head: self.heads[head](towers[head], training=training) for head in F.HEADS}
+        click = tf.sigmoid(logits[F.CLICK])
+        purchase = tf.sigmoid(logits[F.PURCHASE])
+        if self.config.esmm:  # p(purchase) = p(click) · p(purchase | click).
+            purchase = click * purchase
+        return {F.RATING: logits[F.RATING], F.CLICK: click, F.PURCHASE: purchase}
+
+    def loss_weights(self) -> dict[str, tf.Tensor]:
+        """Each head's effective loss weight: fixed, or exp(-s) when learned."""
+        if self.log_variances is None:
+            return {head: tf.constant(w) for head, w in self.config.loss_weights.items()}
+        return {head: tf.exp(-self.log_variances[i]) for i, head in enumerate(F.HEADS)}
 
     def compute_loss(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
         predictions = self(features, training=training)
-        weights = self.config.loss_weights
+        weights = self.loss_weights()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         total = tf.constant(0.0)
         column = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731
-        for head, task in self.tasks.items():
+        for index, (head, task) in enumerate(self.tasks.items()):
             # Keras metrics average over the last axis, so each task sees [batch, 1].
             sample_weight = column(features[F.RATING_WEIGHT_XF]) if head == F.RATING else None
             loss = task(labels=column(features[F.LABEL_XF[head]]),
                         predictions=column(predictions[head]),
                         sample_weight=sample_weight, training=training)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
             self.loss_trackers[head].update_state(loss * replicas)
+            self.weight_trackers[head].update_state(weights[head])
             total += weights[head] * loss
+            if self.log_variances is not None:  # Losses are summed over replicas.
+                total += self.log_variances[index] / replicas
         return total
 
     def get_config(self) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -137,7 +136,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                    ("learning_rate", args.learning_rate),
                                    ("distribution", args.distribution)) if v is not None}
-    model = _checked(dataclasses.replace, ModelConfig(), **overrides)  # Before any work.
+    model = _checked(ModelConfig.from_dict, {**ModelConfig().to_dict(),
+                                             **_model_overrides(args.model_config),
+                                             **overrides})  # Checked before any work.
     info = _build_examples(args, output_dir)
     using_movielens = not (args.train_file or args.interactions)
     schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema
@@ -167,6 +168,23 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  config.pipeline_name)
     print(format_summary(summary, info.baseline_rating_rmse))
     return 0
+
+
+def _model_overrides(text: str | None) -> dict:
+    """--model-config: a JSON object (or a file holding one) of ModelConfig fields."""
+    if not text:
+        return {}
+    source = Path(text)
+    raw = source.read_text() if source.is_file() else text
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise MtrecError(f"--model-config must be a JSON object or a file with one: {err}"
+                         ) from None
+    if not isinstance(values, dict):
+        raise MtrecError("--model-config must be a JSON object, e.g. "
+                         '\'{"architecture": "mmoe", "esmm": true}\'')
+    return values
 
 
 def _root_cause(err: BaseException) -> str:
@@ -442,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
     run.add_argument("--learning-rate", type=float,
                      help=f"Adam learning rate (default {ModelConfig.learning_rate})")
+    run.add_argument("--model-config", metavar="JSON",
+                     help="model options as a JSON object or file, e.g. "
+                          '\'{"architecture": "mmoe", "loss_balancing": "uncertainty", '
+                          '"esmm": true}\' (see models/hparams.py)')
     run.add_argument("--distribution", choices=STRATEGIES,
                      help="tf.distribute strategy for the Trainer (default: default)")
     run.add_argument("--min-slice-size", type=int,

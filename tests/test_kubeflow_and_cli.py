@@ -76,10 +76,20 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert capsys.readouterr().err.strip().startswith(message)
 
 
-def test_bad_model_options_are_one_line_errors_before_any_work(tmp_path, capsys):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--epochs", "0"], "epochs and batch_size must be positive"),
+    (["--learning-rate", "-1"], "learning_rate must be positive"),
+    (["--model-config", '{"architecture": "moe"}'],
+     "architecture must be one of ('shared_bottom', 'mmoe', 'ple'), got 'moe'"),
+    (["--model-config", '{"experts": {"levels": 0}}'], "experts.levels must be >= 1"),
+    (["--model-config", '{"bogus": 1}'], "unknown ModelConfig keys: ['bogus']"),
+    (["--model-config", "[1]"], "--model-config must be a JSON object, e.g."),
+])
+def test_bad_model_options_are_one_line_errors_before_any_work(tmp_path, capsys, args,
+                                                                message):
     ml = tmp_path / "missing-ml"  # Never read: the options are rejected first.
     ml.mkdir()
-    assert main(["run", "--output-dir", str(tmp_path / "out"), "--epochs", "0",
+    assert main(["run", "--output-dir", str(tmp_path / "out"), *args,
                  "--movielens-dir", str(ml)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        "mtrec: error: epochs and batch_size must be positive")
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mtrec: error: {message}") and len(err.splitlines()) == 1

@@ -79,9 +79,9 @@ def test_metric_names_per_head_are_exact():
     logs = model.evaluate(dataset, return_dict=True, verbose=0)
     per_head = {head: {k for k in logs if k.startswith(f"{head}_")} for head in F.HEADS}
     assert per_head == {
-        F.RATING: {"rating_rmse", "rating_mae", "rating_loss"},
-        F.CLICK: {"click_auc", "click_logloss", "click_loss"},
-        F.PURCHASE: {"purchase_auc", "purchase_logloss", "purchase_loss"},
+        F.RATING: {"rating_rmse", "rating_mae", "rating_loss", "rating_weight"},
+        F.CLICK: {"click_auc", "click_logloss", "click_loss", "click_weight"},
+        F.PURCHASE: {"purchase_auc", "purchase_logloss", "purchase_loss", "purchase_weight"},
     }
     assert set(logs) - set().union(*per_head.values()) == {
         "loss", "regularization_loss", "total_loss"}
@@ -149,7 +149,7 @@ def test_model_round_trips_through_get_config():
 
 def test_model_config_round_trips_and_rejects_unknown_keys():
     assert ModelConfig.from_dict(SMALL.to_dict()) == SMALL
-    with pytest.raises(ValueError, match="unknown model config keys"):
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
         ModelConfig.from_dict({"embeding_dim": 3})
     with pytest.raises(ValueError, match="distribution"):
         ModelConfig(distribution="tpu")
