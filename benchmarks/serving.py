@@ -85,13 +85,15 @@ def summarise(latencies: list[float], batch: int, clients: int, seconds: float) 
 class Server:
     """`mtrec serve` in a subprocess."""
 
-    def __init__(self, base: Path, batching: bool) -> None:
+    def __init__(self, base: Path, batching: bool, parameters: str | None = None) -> None:
         self.port = free_port()
         command = [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(self.port),
                    "--rest_api_port", "0", "--model_base_path", str(base),
                    "--file_system_poll_wait_seconds", "30"]
         if batching:
             command.append("--enable_batching")
+            if parameters:
+                command += ["--batching_parameters_file", parameters]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True)
         banner = self.process.stdout.readline()
@@ -130,6 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", default="mtrec_output/serving_model")
     parser.add_argument("--seconds", type=float, default=5.0, help="per case")
+    parser.add_argument("--batching_parameters_file",
+                        help="for the batching-on server (default: mtrec serve's defaults)")
+    parser.add_argument("--only-batched", action="store_true",
+                        help="skip the unbatched server (for trying batching parameters)")
     args = parser.parse_args()
     base = Path(args.model_base_path).resolve()
     model_dir = latest_version(base)
@@ -137,8 +143,8 @@ def main() -> None:
     floors = {batch: floor(model_dir, batch, args.seconds) for batch in (1, 100)}
     rows = [("in-process signature call (floor)", batch, 1, "-", floors[batch])
             for batch in (1, 100)]
-    for batching in (False, True):
-        server = Server(base, batching)
+    for batching in ((True,) if args.only_batched else (False, True)):
+        server = Server(base, batching, args.batching_parameters_file)
         try:
             for batch in (1, 100):
                 for clients in (1, 8):
@@ -150,6 +156,8 @@ def main() -> None:
               f"{'p99 ms':>9}{'rows/s':>10}{'p50/floor':>10}{'rows/s vs unbatched':>21}")
     print(header)
     unbatched = {(r[1], r[2]): r[4]["rows_per_s"] for r in rows if r[3] == "off"}
+    if not unbatched:
+        unbatched = {(r[1], r[2]): r[4]["rows_per_s"] for r in rows}
     for case, batch, clients, batching, result in rows:
         ratio = result["p50_ms"] / floors[batch]["p50_ms"]
         speedup = (f"{result['rows_per_s'] / unbatched[(batch, clients)]:.2f}x"

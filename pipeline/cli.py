@@ -304,7 +304,8 @@ def _server_options(args: argparse.Namespace) -> Any:
     return ServerOptions(models=tuple(models), port=args.port,
                          rest_api_port=args.rest_api_port or None, host=args.host,
                          batching=batching, poll_seconds=args.file_system_poll_wait_seconds,
-                         max_request_bytes=args.max_request_bytes)
+                         max_request_bytes=args.max_request_bytes,
+                         grpc_workers=args.grpc_max_threads)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -509,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how often base paths are polled for new versions (default 1)")
     serve.add_argument("--max_request_bytes", type=int, default=16 * 1024 * 1024,
                        help="larger requests get RESOURCE_EXHAUSTED (default 16 MiB)")
+    serve.add_argument("--grpc_max_threads", type=int, default=16,
+                       help="gRPC request threads (default 16)")
     serve.add_argument("--shutdown_grace_seconds", type=float, default=10.0)
     serve.set_defaults(func=cmd_serve)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ import numpy as np
 
 from serving.config import BatchingConfig
 from serving.errors import ServingError
+
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 Run = Callable[[Mapping[str, np.ndarray]], Arrays]
@@ -43,6 +46,8 @@ class Batcher:
         self._ready = threading.Condition()
         self._pending = 0
         self._closed = False
+        self.batches = 0  # Model calls made, and the requests they served.
+        self.batched_requests = 0
         self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
                          for i in range(config.num_batch_threads)]
         for thread in self._threads:
@@ -98,6 +103,8 @@ class Batcher:
                     break
                 self._ready.wait(remaining)
             self._pending -= len(batch)
+            self.batches += 1
+            self.batched_requests += len(batch)
             return self._runs[key], batch
 
     def _work(self) -> None:
@@ -115,6 +122,9 @@ class Batcher:
             self._ready.notify_all()
         for thread in self._threads:
             thread.join(timeout=30)
+        if self.batches:
+            log.info("batching: %d requests in %d model calls (%.1f per call)",
+                     self.batched_requests, self.batches, self.batched_requests / self.batches)
 
 
 def _run_batch(run: Run, batch: list[_Request]) -> None:

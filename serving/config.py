@@ -107,9 +107,11 @@ class BatchingConfig:
     ``max_batch_size`` rows, waiting at most ``batch_timeout_micros`` for a batch to fill."""
 
     max_batch_size: int = 64
-    batch_timeout_micros: int = 2000
+    # 0 (TF Serving's default too): no waiting; a batch is whatever queued while the model
+    # was busy, so one client pays no latency and concurrent ones share model calls.
+    batch_timeout_micros: int = 0
     max_enqueued_batches: int = 1000
-    num_batch_threads: int = 2
+    num_batch_threads: int = 1
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
