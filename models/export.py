@@ -5,6 +5,8 @@ Signatures:
 - ``predict_raw``: one rank-1 tensor per raw feature, for clients that build no tf.Example.
 - ``transform_features``: serialized tf.Example in, dense transformed features out (TFMA
   reads labels and the rating weight from it).
+- ``recommend`` (when a catalog is given): top-k items for one user over the whole catalog
+  (see models/recommend.py).
 - ``regress_rating``, ``classify_click``, ``classify_purchase``: TF Serving's Regress and
   Classify APIs (input ``inputs``: serialized tf.Examples; outputs ``outputs``, or
   ``scores`` and ``classes`` for the labels "0" and "1"). ``tf.saved_model.save`` writes
@@ -24,6 +26,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from models import features as F
+from models.recommend import RECOMMEND, Catalog, make_recommend_fn
 
 SERVING_DEFAULT = "serving_default"
 PREDICT_RAW = "predict_raw"
@@ -31,7 +34,7 @@ TRANSFORM_FEATURES = "transform_features"
 REGRESS_RATING = "regress_rating"
 CLASSIFY = {F.CLICK: "classify_click", F.PURCHASE: "classify_purchase"}
 SIGNATURES = (SERVING_DEFAULT, PREDICT_RAW, TRANSFORM_FEATURES, REGRESS_RATING,
-              *CLASSIFY.values())
+              *CLASSIFY.values(), RECOMMEND)
 METHOD_NAMES = {REGRESS_RATING: "tensorflow/serving/regress",
                 **{name: "tensorflow/serving/classify" for name in CLASSIFY.values()}}
 EXAMPLES_INPUT = "examples"
@@ -54,8 +57,10 @@ def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFe
 
 
 def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
-                 export_dir: str) -> None:
-    """Save ``model`` with the Transform layer and all signatures to ``export_dir``."""
+                 export_dir: str, catalog: Catalog | None = None,
+                 blend_weights: tuple[float, float, float] = (0.2, 0.5, 0.3)) -> None:
+    """Save ``model`` with the Transform layer and all signatures to ``export_dir``; with a
+    ``catalog`` also the ``recommend`` signature, ranking by ``blend_weights``."""
     module = tf.Module()
     module.model = model
     module.tft_layer = tft_output.transform_features_layer()
@@ -107,6 +112,8 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
         TRANSFORM_FEATURES: transform_features,
         REGRESS_RATING: regress_rating,
         **{name: classifier(head) for head, name in CLASSIFY.items()},
+        **({RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
+           if catalog is not None else {}),
     })
     set_method_names(export_dir, METHOD_NAMES)
     write_warmup_requests(export_dir, warmup_examples(tft_output))

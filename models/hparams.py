@@ -49,6 +49,9 @@ class ModelConfig:
     esmm: bool = False
     # "fixed" uses the *_loss_weight values; "uncertainty" learns one log-variance per head.
     loss_balancing: str = "fixed"
+    # The recommend signature ranks by w·((rating-1)/4, click, purchase) unless a request
+    # passes its own weights.
+    blend_weights: tuple[float, float, float] = (0.2, 0.5, 0.3)
     dropout: float = 0.1
     id_dropout: float = 0.1
     l2: float = 1e-5
@@ -79,6 +82,8 @@ class ModelConfig:
             )
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if len(self.blend_weights) != 3:
+            raise ValueError("blend_weights needs three weights: rating, click, purchase")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
         for name in ("dropout", "id_dropout"):

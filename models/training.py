@@ -17,6 +17,7 @@ from models import features as F
 from models.export import export_model
 from models.hparams import ModelConfig
 from models.model import MultiTaskRecommender
+from models.recommend import collect_catalog
 
 log = logging.getLogger(__name__)
 
@@ -107,4 +108,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf.io.gfile.makedirs(fn_args.model_run_dir)
     with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
         json.dump(history, out, indent=1)
-    export_model(model, tft_output, fn_args.serving_model_dir)
+    catalog = collect_catalog(
+        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, False),
+        tft_output.vocabulary_by_name(F.ITEM_ID))
+    log.info("Recommend catalog: %d items", len(catalog))
+    export_model(model, tft_output, fn_args.serving_model_dir, catalog,
+                 tuple(config.blend_weights))

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
+from models import features as F
 from pipeline.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
@@ -55,6 +56,12 @@ def _build_examples(args: argparse.Namespace, output_dir: Path) -> DatasetInfo:
     if bool(args.train_file) != bool(args.eval_file):
         raise MtrecError("--train-file and --eval-file go together "
                          "(or use --interactions FILE for a time split)")
+    if bool(args.train_ratings) != bool(args.eval_ratings):
+        raise MtrecError("--train-ratings and --eval-ratings go together")
+    if args.train_ratings:
+        source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
+        return dataset.build_from_ratings(Path(args.train_ratings), Path(args.eval_ratings),
+                                          source, data_dir, config)
     if args.train_file or args.interactions:
         return dataset.build_from_files(Path(args.train_file or args.interactions),
                                         Path(args.eval_file) if args.eval_file else None,
@@ -69,6 +76,11 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
                         "(GroupLens u.data/u.user/u.item or RecBole ml-100k.* layout)")
     source.add_argument("--interactions", help="your own interactions CSV/TFRecord, "
                         "split by time (see README: data contract)")
+    source.add_argument("--train-ratings", help="explicit split of MovieLens-style ratings "
+                        "(user_id,item_id,rating,timestamp CSV), e.g. u1.base; side features "
+                        "from MovieLens-100K")
+    source.add_argument("--eval-ratings", help="the eval ratings of that split, e.g. u1.test "
+                        "(seen only by the Evaluator)")
     source.add_argument("--train-file", help="explicit split: train interactions file")
     source.add_argument("--eval-file", help="explicit split: eval interactions file")
     rules = parser.add_argument_group("labelling and splitting")
@@ -140,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                              **_model_overrides(args.model_config),
                                              **overrides})  # Checked before any work.
     info = _build_examples(args, output_dir)
-    using_movielens = not (args.train_file or args.interactions)
+    using_movielens = not (args.train_file or args.interactions)  # Incl. --train-ratings.
     schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema
                              else None)
     thresholds = EvalThresholds.from_baseline(info.baseline_rating_rmse, **(
@@ -352,7 +364,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             if args.metadata:
                 print(json.dumps(client.metadata(), indent=2))
             if args.recommend is not None:
-                print(json.dumps(client.recommend(_json_row(args.recommend), args.k)))
+                user = _json_row(args.recommend)
+                print(json.dumps(client.recommend(user, args.k, user.pop("exclude", ()),
+                                                  user.pop("blend", None))))
             if rows:
                 for row, scores in zip(rows, client.predict(rows, args.signature_name),
                                        strict=True):
@@ -395,6 +409,99 @@ def _number_or_text(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def _read_table(path: str, required: tuple[str, ...], what: str) -> Any:
+    """A CSV as a DataFrame with ``required`` columns, or one clear error."""
+    import pandas as pd
+
+    file = Path(path)
+    if not file.is_file():
+        raise MtrecError(f"{file}: no such file")
+    try:
+        frame = pd.read_csv(file)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise MtrecError(f"{file}: not a readable CSV ({str(err).splitlines()[0]})") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise MtrecError(f"{file}: {what} needs column(s) {', '.join(missing)}; "
+                         f"found {', '.join(map(str, frame.columns)) or 'none'}")
+    for column in (c for c in (F.USER_ID, F.ITEM_ID) if c in frame.columns):
+        if not pd.api.types.is_integer_dtype(frame[column]):
+            raise MtrecError(f"{file}: column '{column}' must hold integer ids")
+    return frame
+
+
+def _with_movielens_features(frame: Any, join: bool) -> Any:
+    """Join MovieLens-100K's user and item side features by id (--join-movielens)."""
+    if not join:
+        return frame
+    from pipeline import dataset, movielens
+
+    tables = movielens.load(movielens.fetch())
+    joined = dataset.join_features(frame, tables.users, tables.items)
+    return joined
+
+
+def _load_model(path: str) -> tuple[Path, Any]:
+    from serving import offline
+
+    try:
+        model_dir = offline.resolve_model_dir(path)
+    except FileNotFoundError as err:
+        raise MtrecError(str(err)) from None
+    return model_dir, offline.load(model_dir)
+
+
+def _write_rows(rows: list[dict], path: str) -> None:
+    import pandas as pd
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp")
+    pd.DataFrame(rows).to_csv(staging, index=False)
+    staging.replace(target)  # Never a half-written output.
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from serving import offline
+
+    pairs = _read_table(args.input, (F.USER_ID, F.ITEM_ID), "scoring")
+    model_dir, model = _load_model(args.model)
+    frame = _with_movielens_features(pairs, args.join_movielens)
+    rows = frame.to_dict("records")
+    scores = offline.score_rows(model, rows)
+    _write_rows([{F.USER_ID: int(r[F.USER_ID]), F.ITEM_ID: int(r[F.ITEM_ID]), **s}
+                 for r, s in zip(rows, scores, strict=True)], args.output)
+    print(f"Scored {len(rows)} pairs with {model_dir}; wrote {args.output}")
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from serving import offline
+
+    if args.k < 1:
+        raise MtrecError("--k must be at least 1")
+    users = _read_table(args.users, (F.USER_ID,), "recommending")
+    seen: dict[int, set[int]] = {}
+    if args.exclude_seen:
+        ratings = _read_table(args.exclude_seen, (F.USER_ID, F.ITEM_ID), "--exclude-seen")
+        for user, item in zip(ratings[F.USER_ID], ratings[F.ITEM_ID], strict=True):
+            seen.setdefault(int(user), set()).add(int(item))
+    model_dir, model = _load_model(args.model)
+    frame = users
+    if args.join_movielens:
+        from pipeline import movielens
+
+        tables = movielens.load(movielens.fetch())
+        frame = users.merge(tables.users, on=F.USER_ID, how="left", suffixes=("", "_ml"))
+    try:
+        rows = offline.recommend_rows(model, frame.to_dict("records"), args.k, seen)
+    except ValueError as err:
+        raise MtrecError(f"{model_dir}: {err}") from None
+    _write_rows(rows, args.output)
+    print(f"Wrote top-{args.k} items for {len(users)} users to {args.output} ({model_dir})")
+    return 0
 
 
 def cmd_tf_serving_config(args: argparse.Namespace) -> int:
@@ -525,12 +632,40 @@ def build_parser() -> argparse.ArgumentParser:
                        help='features of one example, e.g. \'{"user_id": 1, "item_id": 50}\'')
     query.add_argument("--input", help="rows as CSV with a header, or JSON lines")
     query.add_argument("--signature_name", default="serving_default")
-    query.add_argument("--recommend", metavar="JSON", help="a user to recommend items for")
+    query.add_argument("--recommend", metavar="JSON",
+                       help='a user to recommend items for, e.g. \'{"user_id": 5, '
+                            '"exclude": [1, 2]}\' (optional "blend": [w_rating, w_click, '
+                            'w_purchase])')
     query.add_argument("--k", type=int, default=10)
     query.add_argument("--status", action="store_true", help="print the versions' status")
     query.add_argument("--metadata", action="store_true", help="print the signatures")
     query.add_argument("--timeout", type=float, default=10.0)
     query.set_defaults(func=cmd_query)
+
+    score = commands.add_parser("score", help="score user_id,item_id pairs with a pushed model")
+    score.add_argument("--model", default=f"{DEFAULT_OUTPUT}/serving_model",
+                       help="a pushed version folder, or the push folder (its latest version)")
+    score.add_argument("--input", required=True, help="CSV with user_id,item_id (and any "
+                       "feature columns: age, gender, occupation, zip_prefix, genres, year, "
+                       "title)")
+    score.add_argument("--output", required=True, help="CSV to write")
+    score.add_argument("--join-movielens", action="store_true",
+                       help="add MovieLens-100K's user and item features by id")
+    score.set_defaults(func=cmd_score)
+
+    recommend = commands.add_parser("recommend", help="top-k items per user, with head scores")
+    recommend.add_argument("--model", default=f"{DEFAULT_OUTPUT}/serving_model",
+                           help="a pushed version folder, or the push folder")
+    recommend.add_argument("--users", required=True,
+                           help="CSV with user_id (and any of age, gender, occupation, "
+                                "zip_prefix)")
+    recommend.add_argument("--k", type=int, default=10)
+    recommend.add_argument("--exclude-seen", metavar="RATINGS",
+                           help="CSV of user_id,item_id[,...]: items each user already has")
+    recommend.add_argument("--output", required=True, help="CSV to write")
+    recommend.add_argument("--join-movielens", action="store_true",
+                           help="add MovieLens-100K's user features by id")
+    recommend.set_defaults(func=cmd_recommend)
 
     tfs = commands.add_parser("tf-serving-config",
                               help="write models.config and batching.config for "

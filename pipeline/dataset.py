@@ -176,6 +176,22 @@ def carve_validation(train: pd.DataFrame, fraction: float,
     return train[~held_out], train[held_out]
 
 
+def carve_validation_per_user(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame,
+                                                                             pd.DataFrame]:
+    """Hold out each user's most recent ``fraction`` of rated interactions, at least one for
+    a user with two or more (with the negatives drawn for them): for a split that is random
+    in time, such as MovieLens u1."""
+    rated = train[train[F.CLICK] == 1].sort_values([F.USER_ID, F.TIMESTAMP], kind="stable")
+    count = rated.groupby(F.USER_ID)[F.TIMESTAMP].transform("size")
+    keep = np.where(count >= 2, np.maximum(1, np.floor(fraction * count)), 0).astype(int)
+    from_end = rated.groupby(F.USER_ID).cumcount(ascending=False)
+    # Each user's cutoff: the timestamp of their first held-out rating; their negatives,
+    # which carry the timestamp of the rating they were drawn for, follow it.
+    cutoff = rated[from_end.to_numpy() < keep].groupby(F.USER_ID)[F.TIMESTAMP].min()
+    held_out = (train[F.TIMESTAMP] >= train[F.USER_ID].map(cutoff).fillna(np.inf)).to_numpy()
+    return train[~held_out], train[held_out]
+
+
 def add_slice_columns(splits: Mapping[str, pd.DataFrame],
                       cold_max: int) -> dict[str, pd.DataFrame]:
     """Add the slice-only columns: age_bucket, user_activity (cold/warm by the user's
@@ -260,6 +276,43 @@ def validate_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         if (~np.isfinite(rated)).any() or (rated <= 0).any():
             raise DataError(f"{source}: label 'rating' must be a positive number or empty "
                             f"(unknown); found {rated[(rated <= 0) | ~np.isfinite(rated)].iloc[0]}")
+    return out
+
+
+RATINGS_COLUMNS = (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
+
+
+def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
+    """A MovieLens-style ratings CSV (user_id,item_id,rating,timestamp), checked."""
+    path = _require_file(Path(path))
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: malformed CSV: {str(err).strip()}") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = [c for c in RATINGS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: a ratings file needs the columns "
+                        f"{','.join(RATINGS_COLUMNS)}; missing {', '.join(missing)}")
+    if frame.empty:
+        raise DataError(f"{path}: the file has no data rows")
+    out = frame[list(RATINGS_COLUMNS)].copy()
+    for column in RATINGS_COLUMNS:
+        values = pd.to_numeric(out[column], errors="coerce")
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna().to_numpy())[0])
+            raise DataError(f"{path}: column '{column}' must be numeric; row {row + 1} has "
+                            f"{out[column].iloc[row]!r}")
+        out[column] = values
+    bad = ~out[F.RATING].between(1, 5)
+    if bad.any():
+        raise DataError(f"{path}: ratings must lie in [1, 5]; row "
+                        f"{int(np.flatnonzero(bad.to_numpy())[0]) + 1} has "
+                        f"{out[F.RATING][bad].iloc[0]:g}")
+    for column in (F.USER_ID, F.ITEM_ID, F.TIMESTAMP):
+        out[column] = out[column].astype(np.int64)
     return out
 
 
@@ -437,6 +490,44 @@ def build_movielens(source_dir: Path, out_dir: Path, config: DataConfig) -> Data
     splits = add_slice_columns({"train": train, "valid": valid, "eval": eval_split},
                                config.cold_user_max_interactions)
     manifest = {"fingerprint": fingerprint, "source": str(source_dir), "mode": "time",
+                "config": dataclasses.asdict(config)}
+    return write_dataset(splits, root, manifest, config.seed)
+
+
+def build_from_ratings(train_path: Path, eval_path: Path, source_dir: Path, out_dir: Path,
+                       config: DataConfig) -> DatasetInfo:
+    """An explicit split of MovieLens-style ratings files (e.g. u1.base / u1.test), with
+    side features from the MovieLens side files and negatives sampled as by default.
+
+    Train negatives avoid the items the user rated in the train file only, so the eval file
+    is read for nothing but the eval split. Eval negatives avoid every known rating.
+    Validation is each user's most recent ``valid_fraction`` of the train file.
+    """
+    paths = [_require_file(Path(p)) for p in (train_path, eval_path)]
+    side = [p for p in Path(source_dir).iterdir() if p.name in
+            (*movielens.GROUPLENS_FILES, *movielens.RECBOLE_FILES)]
+    fingerprint = _fingerprint("ratings", _file_digest(paths), _file_digest(side), config)
+    root = Path(out_dir) / f"ratings-{fingerprint}"
+    if cached := _cached(root, fingerprint):
+        return cached
+    tables = movielens.load(Path(source_dir))
+    all_items = tables.items[F.ITEM_ID].to_numpy()
+    train_pos = label_ratings(read_ratings(paths[0]), config.purchase_min_rating)
+    eval_pos = label_ratings(read_ratings(paths[1]), config.purchase_min_rating)
+    train_neg = sample_negatives(train_pos, all_items, config.negatives_per_positive,
+                                 config.seed)
+    eval_neg = sample_negatives(eval_pos, all_items, config.negatives_per_positive,
+                                config.seed + 1,
+                                exclude=pd.concat([train_pos, eval_pos], ignore_index=True))
+    train = join_features(pd.concat([train_pos, train_neg], ignore_index=True),
+                          tables.users, tables.items)
+    eval_split = join_features(pd.concat([eval_pos, eval_neg], ignore_index=True),
+                               tables.users, tables.items)
+    train, valid = carve_validation_per_user(train, config.valid_fraction)
+    splits = add_slice_columns({"train": train, "valid": valid, "eval": eval_split},
+                               config.cold_user_max_interactions)
+    manifest = {"fingerprint": fingerprint, "source": [str(p) for p in paths],
+                "side_features": str(source_dir), "mode": "explicit-ratings",
                 "config": dataclasses.asdict(config)}
     return write_dataset(splits, root, manifest, config.seed)
 

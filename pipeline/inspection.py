@@ -395,10 +395,10 @@ def _head_table(inspection: Inspection, head: str) -> list[str]:
     return lines
 
 
-def _baseline_lines(inspection: Inspection) -> list[str]:
-    if not inspection.has_baseline:
-        return ["Candidate vs baseline: no baseline in this evaluation."]
-    lines = ["Candidate vs baseline (overall):"]
+def baseline_comparison(inspection: Inspection) -> list[tuple[str, str, float, float, str]]:
+    """(head, metric, baseline, candidate, verdict) for every overall metric both models
+    have; verdict is "better", "worse" or "" (equal, or no direction)."""
+    rows = []
     overall = inspection.overall
     for head in F.HEADS:
         for name in HEAD_METRICS[head]:
@@ -408,9 +408,19 @@ def _baseline_lines(inspection: Inspection) -> list[str]:
                 continue
             better = HIGHER_IS_BETTER.get(name)
             verdict = "" if better is None or new == old else (
-                " better" if (new > old) == better else " worse")
-            label = f"{head}/{SHORT_NAMES[name]}"
-            lines.append(f"  {label:<22}{old:>9.4f} -> {new:.4f} ({new - old:+.4f}){verdict}")
+                "better" if (new > old) == better else "worse")
+            rows.append((head, name, old, new, verdict))
+    return rows
+
+
+def _baseline_lines(inspection: Inspection) -> list[str]:
+    if not inspection.has_baseline:
+        return ["Candidate vs baseline: no baseline in this evaluation."]
+    lines = ["Candidate vs baseline (overall):"]
+    for head, name, old, new, verdict in baseline_comparison(inspection):
+        label = f"{head}/{SHORT_NAMES[name]}"
+        lines.append(f"  {label:<22}{old:>9.4f} -> {new:.4f} ({new - old:+.4f})"
+                     + (f" {verdict}" if verdict else ""))
     return lines
 
 

@@ -18,10 +18,10 @@ from typing import Any
 from models import features as F
 from pipeline.inspection import (
     HEAD_METRICS,
-    HIGHER_IS_BETTER,
     OVERALL,
     SHORT_NAMES,
     Inspection,
+    baseline_comparison,
 )
 
 CALIBRATED_HEADS = F.BINARY_HEADS
@@ -205,19 +205,8 @@ def _baseline_html(inspection: Inspection) -> str:
     if not inspection.has_baseline:
         return ("<p class='note'>This evaluation has no baseline: the candidate was the "
                 "first model to be evaluated, so change thresholds were skipped.</p>")
-    rows = []
-    overall = inspection.overall
-    for head in F.HEADS:
-        for name in HEAD_METRICS[head]:
-            new = overall.candidate.get(head, {}).get(name)
-            old = overall.baseline.get(head, {}).get(name)
-            if new is None or old is None:
-                continue
-            better = HIGHER_IS_BETTER.get(name)
-            verdict = "" if better is None or new == old else (
-                "better" if (new > old) == better else "worse")
-            rows.append((head, SHORT_NAMES[name], _number(old), _number(new),
-                         _number(new - old, True), verdict))
+    rows = [(head, SHORT_NAMES[name], _number(old), _number(new), _number(new - old, True),
+             verdict) for head, name, old, new, verdict in baseline_comparison(inspection)]
     return _table(["head", "metric", "baseline", "candidate", "delta", ""], rows)
 
 

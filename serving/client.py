@@ -72,16 +72,26 @@ class ServingClient:
         return [{head: _scalar(values[i]) for head, values in outputs.items()}
                 for i in range(len(rows))]
 
-    def recommend(self, user: Mapping[str, Any], k: int = 10) -> dict[str, Any]:
-        """Top-k items for ``user`` (id and/or features), once the model exports a
-        ``recommend`` signature."""
-        if RECOMMEND_SIGNATURE not in self.signatures():
+    def recommend(self, user: Mapping[str, Any], k: int = 10, exclude: Sequence[int] = (),
+                  blend: Sequence[float] | None = None) -> dict[str, list]:
+        """Top-k items for ``user`` (id and/or features), leaving out ``exclude``; ``blend``
+        overrides the export's (rating, click, purchase) ranking weights. Needs a model
+        that exports a ``recommend`` signature."""
+        signature = self.signatures().get(RECOMMEND_SIGNATURE)
+        if signature is None:
             raise ServingClientError(
                 "FAILED_PRECONDITION", f"model '{self.model_name}' has no "
                 f"'{RECOMMEND_SIGNATURE}' signature (export a model with one)")
-        inputs = self._build_inputs([{**user, "k": k}], RECOMMEND_SIGNATURE)
+        special = {"k": [k], "exclude": list(exclude), "blend": list(blend or [])}
+        inputs = {}
+        for name, dtype in signature["inputs"].items():
+            numpy_type, default = _DTYPES.get(dtype, (object, b""))
+            values = special[name] if name in special else [user.get(name, default)]
+            if numpy_type is object:
+                values = [v.encode() if isinstance(v, str) else v for v in values]
+            inputs[name] = np.array(values, dtype=numpy_type)
         outputs = self.predict_tensors(inputs, RECOMMEND_SIGNATURE)
-        return {name: np.asarray(value)[0].tolist() for name, value in outputs.items()}
+        return {name: np.asarray(value).reshape(-1).tolist() for name, value in outputs.items()}
 
     def status(self) -> list[dict[str, Any]]:
         """[{version, state, error}] for every version the server knows."""

@@ -139,3 +139,57 @@ def test_bring_your_own_files_keep_their_labels(tmp_path: Path):
     assert splits["eval"]["examples"] == 50
     assert splits["train"]["examples"] + splits["valid"]["examples"] == 200
     assert splits["eval"]["clicks"] == int(pd.read_csv(evaluation)[F.CLICK].sum())
+
+
+def _pairs(path: Path) -> list[tuple[int, int, int]]:
+    """(user, item, click) of every example in a written split."""
+    import tensorflow as tf
+
+    out = []
+    for record in tf.data.TFRecordDataset(str(path), compression_type="GZIP"):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        out.append(tuple(feature[k].int64_list.value[0] for k in (F.USER_ID, F.ITEM_ID,
+                                                                   F.CLICK)))
+    return out
+
+
+def test_explicit_ratings_split_keeps_eval_apart(tmp_path: Path):
+    source = make_movielens_dir(tmp_path / "ml", n_users=30, n_items=40, ratings_per_user=8)
+    ratings = pd.read_csv(source / "u.data", sep="\t", header=None,
+                          names=["user_id", "item_id", "rating", "timestamp"])
+    train_file, eval_file = tmp_path / "base.csv", tmp_path / "test.csv"
+    ratings.iloc[48:].to_csv(train_file, index=False)  # Like u1: the first rows are test.
+    ratings.iloc[:48].to_csv(eval_file, index=False)
+    info = dataset.build_from_ratings(train_file, eval_file, source, tmp_path / "data",
+                                      dataset.DataConfig())
+    assert info.manifest["mode"] == "explicit-ratings"
+    root = Path(info.root)
+    evaluation = _pairs(root / "eval" / "data.tfrecord.gz")
+    train = _pairs(root / "train" / "data.tfrecord.gz") + _pairs(
+        root / "valid" / "data.tfrecord.gz")
+    eval_rated = set(ratings.iloc[:48][["user_id", "item_id"]].itertuples(index=False,
+                                                                          name=None))
+    base_rated = set(ratings.iloc[48:][["user_id", "item_id"]].itertuples(index=False,
+                                                                          name=None))
+    # Eval positives are exactly the eval file; train positives exactly the train file.
+    assert {(u, i) for u, i, c in evaluation if c} == eval_rated
+    assert {(u, i) for u, i, c in train if c} == base_rated
+    assert len(evaluation) == 48 * 5 and len(train) == (len(ratings) - 48) * 5
+    # Negatives are never rated pairs (eval negatives avoid train ratings too).
+    assert not {(u, i) for u, i, c in evaluation if not c} & (eval_rated | base_rated)
+    assert not {(u, i) for u, i, c in train if not c} & base_rated
+    # Validation: each user's most recent train ratings, at least one per user.
+    valid = _pairs(root / "valid" / "data.tfrecord.gz")
+    per_user = ratings.iloc[48:].groupby("user_id").size()
+    assert {u for u, _, c in valid if c} == set(per_user[per_user >= 2].index)
+
+
+def test_ratings_files_are_checked(tmp_path: Path):
+    bad = tmp_path / "r.csv"
+    bad.write_text("user_id,item_id,rating,timestamp\n1,2,7,100\n")
+    with pytest.raises(DataError, match=r"ratings must lie in \[1, 5\]; row 1 has 7"):
+        dataset.read_ratings(bad)
+    bad.write_text("user,item,rating\n1,2,3\n")
+    with pytest.raises(DataError, match="needs the columns user_id,item_id,rating,timestamp; "
+                                        "missing user_id, item_id, timestamp"):
+        dataset.read_ratings(bad)

@@ -28,8 +28,9 @@ from models.export import (
 )
 from models.hparams import ModelConfig
 from models.preprocessing import preprocessing_fn
+from models.recommend import RECOMMEND, collect_catalog
 from models.training import cardinalities, fit
-from pipeline import dataset
+from pipeline import dataset, movielens
 from pipeline.config import CURATED_SCHEMA
 from serving.examples import to_examples
 from tests.synthetic import make_movielens_dir
@@ -74,9 +75,12 @@ def exported(tmp_path_factory):
     train = str(Path(info.root) / "train" / "data.tfrecord.gz")
     output = run_transform(train, root)
     model, _ = fit(transformed_dataset(train, output), None, cardinalities(output), CONFIG)
-    export_model(model, output, str(root / "saved"))
+    catalog = collect_catalog(transformed_dataset(train, output),
+                              output.vocabulary_by_name(F.ITEM_ID))
+    export_model(model, output, str(root / "saved"), catalog, (0.2, 0.5, 0.3))
     loaded = tf.saved_model.load(str(root / "saved"))
     loaded.export_dir = str(root / "saved")  # For the tests that read saved_model.pb.
+    loaded.source_dir = str(source)  # For brute-force scoring of the catalog.
     return model, output, loaded
 
 
@@ -185,3 +189,58 @@ def test_export_writes_tf_serving_warmup_requests_that_the_model_answers(exporte
         examples = tf.make_ndarray(request.inputs["examples"])
         outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(examples))
         assert all(np.all(np.isfinite(outputs[h].numpy())) for h in F.HEADS)
+
+
+# ----------------------------------------------------------------------------- recommend
+
+
+def recommend(loaded, user, k, exclude=(), blend=()):
+    raw = {"user_id": [user.get("user_id", -1)], "age": [user.get("age", 0)],
+           "gender": [user.get("gender", "")], "occupation": [user.get("occupation", "")],
+           "zip_prefix": [user.get("zip_prefix", "")]}
+    inputs = {key: tf.constant(value, tf.int64 if key in ("user_id", "age") else tf.string)
+              for key, value in raw.items()}
+    out = loaded.signatures[RECOMMEND](
+        **inputs, k=tf.constant([k], tf.int64), exclude=tf.constant(list(exclude), tf.int64),
+        blend=tf.constant(list(blend), tf.float32))
+    return {key: value.numpy() for key, value in out.items()}
+
+
+def test_recommend_matches_brute_force_scoring_and_excludes_seen_items(exported):
+    _, _, loaded = exported
+    user = {"user_id": 3, "age": 30, "gender": "M", "occupation": "engineer",
+            "zip_prefix": "123"}
+    everything = recommend(loaded, user, k=10_000)
+    catalog = sorted(everything["item_id"].tolist())
+    assert len(catalog) > 10 and len(set(catalog)) == len(catalog)
+    items = movielens.load(Path(loaded.source_dir)).items.set_index(F.ITEM_ID)
+    rows = [{**user, "item_id": item, "genres": items.loc[item, F.GENRES],
+             "year": int(items.loc[item, F.YEAR]), "title": items.loc[item, F.TITLE]}
+            for item in catalog]
+    served = serve(loaded, rows)
+    blend = (0.2, 0.5, 0.3)
+    brute = (blend[0] * (served[F.RATING] - 1) / 4 + blend[1] * served[F.CLICK]
+             + blend[2] * served[F.PURCHASE])
+    seen = set(catalog[::3])
+    order = [i for i in np.argsort(-brute, kind="stable") if catalog[i] not in seen][:5]
+    top = recommend(loaded, user, k=5, exclude=sorted(seen), blend=blend)
+    assert top["item_id"].tolist() == [catalog[i] for i in order]
+    np.testing.assert_allclose(top["score"], brute[order], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(top[F.CLICK], served[F.CLICK][order], rtol=1e-4, atol=1e-5)
+    assert not set(top["item_id"].tolist()) & seen
+    # Excluding all but three items leaves three.
+    assert len(recommend(loaded, user, k=5, exclude=catalog[3:])["item_id"]) == 3
+
+
+def test_unseen_users_with_different_features_get_different_recommendations(exported):
+    _, _, loaded = exported
+    him = recommend(loaded, {"user_id": 99_999, "gender": "M", "age": 22,
+                             "occupation": "student"}, k=10)
+    her = recommend(loaded, {"user_id": 99_998, "gender": "F", "age": 41,
+                             "occupation": "writer"}, k=10)
+    assert him["item_id"].tolist() != her["item_id"].tolist()
+    assert not np.allclose(him["score"], her["score"])
+    # The export's blend weights can be overridden per request.
+    clicks_only = recommend(loaded, {"user_id": 99_999, "gender": "M"}, k=10,
+                            blend=(0.0, 1.0, 0.0))
+    np.testing.assert_allclose(clicks_only["score"], clicks_only[F.CLICK], rtol=1e-5)

@@ -132,6 +132,13 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
         assert answers["grpc"]["user_id"] == 1 and set(F.HEADS) <= set(answers["grpc"])
         for head in F.HEADS:
             assert answers["grpc"][head] == pytest.approx(answers["rest"][head], rel=1e-6)
+        code, stdout, stderr = run_cli("query", "--target", f"127.0.0.1:{grpc_port}",
+                                       "--recommend", '{"user_id": 1, "exclude": [1, 2]}',
+                                       "--k", "3")
+        assert code == 0, stderr
+        recommended = json.loads(stdout)
+        assert len(recommended["item_id"]) == 3 and not {1, 2} & set(recommended["item_id"])
+        assert recommended["score"] == sorted(recommended["score"], reverse=True)
         code, stdout, _ = run_cli("query", "--target", f"127.0.0.1:{grpc_port}", "--status")
         version = int(Path(workspace["summary"].pushed_to).name)
         assert json.loads(stdout) == [{"version": version, "state": "AVAILABLE", "error": ""}]
@@ -142,6 +149,51 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0 and "stopping; finishing in-flight requests" in output
+
+
+def test_score_and_recommend_from_files_with_the_pushed_model(workspace, tmp_path):
+    push_dir = workspace["output"] / "serving_model"
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("user_id,item_id,gender\n1,1,M\n2,7,F\n999,5,F\n")
+    scores = tmp_path / "scores.csv"
+    code, stdout, stderr = run_cli("score", "--model", str(push_dir), "--input", str(pairs),
+                                   "--output", str(scores))
+    assert code == 0, stderr
+    import pandas as pd
+
+    scored = pd.read_csv(scores)
+    assert list(scored.columns) == ["user_id", "item_id", *F.HEADS]
+    assert scored["user_id"].tolist() == [1, 2, 999]
+    loaded = tf.saved_model.load(workspace["summary"].pushed_to)
+    direct = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(to_examples(
+        [{"user_id": 1, "item_id": 1, "gender": "M"}, {"user_id": 2, "item_id": 7,
+                                                       "gender": "F"},
+         {"user_id": 999, "item_id": 5, "gender": "F"}])))
+    for head in F.HEADS:
+        np.testing.assert_allclose(scored[head], direct[head].numpy(), rtol=1e-5)
+
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,gender\n1,M\n2,F\n")
+    seen = tmp_path / "seen.csv"
+    seen.write_text("user_id,item_id,rating,timestamp\n1,1,5,0\n1,2,3,0\n2,3,4,0\n")
+    recs = tmp_path / "recs.csv"
+    code, _, stderr = run_cli("recommend", "--model", str(push_dir), "--users", str(users),
+                              "--k", "4", "--exclude-seen", str(seen), "--output", str(recs))
+    assert code == 0, stderr
+    table = pd.read_csv(recs)
+    assert list(table.columns) == ["user_id", "rank", "item_id", "score", *F.HEADS]
+    assert table.groupby("user_id")["rank"].apply(list).to_dict() == {1: [1, 2, 3, 4],
+                                                                      2: [1, 2, 3, 4]}
+    assert not set(table[table.user_id == 1].item_id) & {1, 2}
+    assert 3 not in set(table[table.user_id == 2].item_id)
+    for _, group in table.groupby("user_id"):
+        assert group["score"].is_monotonic_decreasing
+
+    code, _, stderr = run_cli("score", "--model", str(push_dir), "--input", str(users),
+                              "--output", str(tmp_path / "x.csv"))
+    assert code == 2 and stderr.strip() == (
+        f"mtrec: error: {users}: scoring needs column(s) item_id; found user_id, gender")
+    assert not (tmp_path / "x.csv").exists()
 
 
 def test_second_run_is_served_from_cache(workspace):
