@@ -1,0 +1,428 @@
+"""Quality benchmark on the canonical MovieLens-100K u1 split (not a timed test).
+
+    .venv/bin/python benchmarks/quality.py [--models all|name,name] [--epochs N]
+
+Protocol:
+- u1.test = the first 20,000 rows of u.data, u1.base = the other 80,000 (the GroupLens split).
+- Examples are built with `mtrec`'s explicit ratings mode (`dataset.build_from_ratings`):
+  4 sampled non-interactions per rating, side features from the MovieLens side files. The
+  validation split is each user's most recent 10% of u1.base ratings, and it alone drives
+  early stopping and the choice of epoch. u1.test is read for evaluation only.
+- The real Transform (`models.preprocessing.preprocessing_fn`, via tf.Transform on Beam)
+  analyzes the training split; every model reads its output.
+- Rating: RMSE and MAE on the u1.test ratings.
+- Top-K: every item scored for every user with u1.test items, the user's u1.base items
+  excluded; every u1.test rating counts as a positive. Recall@K, NDCG@K (binary relevance)
+  and HR@K, averaged over those users, and over cold users (at most 20 u1.base ratings). The
+  multi-task models rank by the recommend signature's blended score with its default weights.
+- Click / purchase: AUC over the u1.test positives and their sampled non-interactions
+  (fixed seed); purchase = rating >= 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from models import features as F
+from models.hparams import ExpertConfig, ModelConfig
+from models.recommend import blended_score
+from pipeline import dataset, movielens
+
+U1_TEST_ROWS = 20_000
+COLD_MAX = 20
+KS = (5, 10)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def u1_split(source: Path, work: Path, test_rows: int = U1_TEST_ROWS
+             ) -> tuple[pd.DataFrame, pd.DataFrame, Path, Path]:
+    """u1.test = the first ``test_rows`` ratings in u.data order, u1.base = the rest."""
+    ratings = movielens.load(source).ratings[[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP]]
+    test, base = ratings.iloc[:test_rows], ratings.iloc[test_rows:]
+    base_file, test_file = work / "u1.base.csv", work / "u1.test.csv"
+    base.to_csv(base_file, index=False)
+    test.to_csv(test_file, index=False)
+    return base, test, base_file, test_file
+
+
+def transform(train_pattern: str, out_dir: Path) -> object:
+    """Analyze the training split with the real preprocessing_fn, as the pipeline does."""
+    import apache_beam as beam
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+    from tfx_bsl.public import tfxio
+
+    from models.preprocessing import preprocessing_fn
+    from pipeline.config import CURATED_SCHEMA
+
+    schema = text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
+    source = tfxio.TFExampleRecord(file_pattern=train_pattern, schema=schema,
+                                   telemetry_descriptors=["benchmark"])
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(out_dir / "tmp")):
+        transform_fn = ((pipeline | source.BeamSource(), source.TensorAdapterConfig())
+                        | tft_beam.AnalyzeDataset(preprocessing_fn))
+        _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir / "transform"))
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(
+        out_dir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    return tft.TFTransformOutput(str(out_dir / "transform"))
+
+
+def transformed(pattern: str, output: object, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+    raw_spec = output.raw_feature_spec()
+    layer = output.transform_features_layer()
+    data = tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP")
+    if shuffle:
+        data = data.shuffle(50_000, seed=42, reshuffle_each_iteration=True)
+    return (data.batch(batch_size).map(lambda x: layer(tf.io.parse_example(x, raw_spec)),
+                                      num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+@dataclasses.dataclass
+class Catalog:
+    """Transformed features of every user (indexed by user id) and every item (by row),
+    for scoring any (user, item) pair without re-running Transform."""
+
+    users: dict[str, tf.Tensor]  # key -> [max_user_id + 1]
+    item_ids: np.ndarray
+    items: dict[str, tf.Tensor]  # key -> [n_items], or [n_items, L] padded with -1 for bags
+
+
+def feature_tables(source: Path, output: object) -> Catalog:
+    tables = movielens.load(source)
+    layer = output.transform_features_layer()
+    spec = {k: v for k, v in output.raw_feature_spec().items() if k in F.MODEL_INPUT_KEYS}
+    users = dataset.fill_defaults(tables.users.assign(**{F.ITEM_ID: 0}))
+    items = dataset.fill_defaults(tables.items.assign(**{F.USER_ID: 0}))
+
+    def raw(frame: pd.DataFrame) -> dict[str, tf.Tensor]:
+        columns = {}
+        for key, feature in spec.items():
+            values = frame[key] if key in frame else pd.Series([None] * len(frame))
+            if feature.dtype == tf.string:
+                filled = values.fillna("").astype(str).to_numpy().astype(object)
+            else:
+                filled = values.fillna(0).astype(np.int64).to_numpy()
+            columns[key] = tf.reshape(tf.constant(filled, feature.dtype), [-1, 1])
+        return columns
+
+    user_xf = layer(raw(users))
+    item_xf = layer(raw(items))
+    order = users[F.USER_ID].to_numpy()
+    table = {}
+    for key in (*F.USER_CATEGORICAL_XF, *F.USER_NUMERIC_XF):
+        values = tf.reshape(user_xf[key], [-1]).numpy()
+        full = np.zeros(int(order.max()) + 1, values.dtype)
+        full[order] = values
+        table[key] = tf.constant(full)
+    item_table = {}
+    for key in (*F.ITEM_CATEGORICAL_XF, *F.ITEM_NUMERIC_XF, *F.ITEM_MULTIVALENT_XF):
+        value = item_xf[key]
+        item_table[key] = (tf.sparse.to_dense(value, default_value=-1)
+                           if isinstance(value, tf.SparseTensor) else tf.reshape(value, [-1]))
+    return Catalog(table, items[F.ITEM_ID].to_numpy(), item_table)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    # Average ranks over ties.
+    sorted_scores = scores[order]
+    start = 0
+    for end in range(1, len(scores) + 1):
+        if end == len(scores) or sorted_scores[end] != sorted_scores[start]:
+            ranks[order[start:end]] = (start + 1 + end) / 2
+            start = end
+    positives = labels.sum()
+    negatives = len(labels) - positives
+    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2)
+                 / (positives * negatives))
+
+
+def ranking_metrics(scores_by_user: dict[int, np.ndarray], item_ids: np.ndarray,
+                    base: pd.DataFrame, test: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Recall@K, NDCG@K, HR@K over all test users and over cold users."""
+    seen = base.groupby(F.USER_ID)[F.ITEM_ID].apply(set).to_dict()
+    truth = test.groupby(F.USER_ID)[F.ITEM_ID].apply(set).to_dict()
+    counts = base.groupby(F.USER_ID).size().to_dict()
+    position = {int(item): i for i, item in enumerate(item_ids)}
+    sums = {group: {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "hr") for k in KS}
+            for group in ("all", "cold")}
+    users = {"all": 0, "cold": 0}
+    for user, relevant in truth.items():
+        scores = scores_by_user[user].copy()
+        for item in seen.get(user, ()):
+            scores[position[item]] = -np.inf
+        top = item_ids[np.argsort(-scores, kind="stable")[:max(KS)]]
+        groups = ["all"] + (["cold"] if counts.get(user, 0) <= COLD_MAX else [])
+        for k in KS:
+            hits = [1.0 if int(item) in relevant else 0.0 for item in top[:k]]
+            dcg = sum(h / math.log2(i + 2) for i, h in enumerate(hits))
+            idcg = sum(1 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+            for group in groups:
+                sums[group][f"recall@{k}"] += sum(hits) / len(relevant)
+                sums[group][f"ndcg@{k}"] += dcg / idcg
+                sums[group][f"hr@{k}"] += float(sum(hits) > 0)
+        for group in groups:
+            users[group] += 1
+    return {group: {name: value / max(users[group], 1) for name, value in values.items()}
+            | {"users": users[group]} for group, values in sums.items()}
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@dataclasses.dataclass
+class Result:
+    name: str
+    rmse: float = math.nan
+    mae: float = math.nan
+    ranking: dict = dataclasses.field(default_factory=dict)
+    click_auc: float = math.nan
+    purchase_auc: float = math.nan
+    seconds: float = math.nan
+    examples_per_second: float = math.nan
+    epochs: int = 0
+
+
+def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
+                items: np.ndarray) -> dict[str, np.ndarray]:
+    """The three heads for (user, item) pairs, from the precomputed feature tables."""
+    position = {int(item): i for i, item in enumerate(catalog.item_ids)}
+    rows = np.array([position[int(i)] for i in items])
+    out: dict[str, list] = {head: [] for head in F.HEADS}
+    for start in range(0, len(users), 8192):
+        user_ids = tf.constant(users[start:start + 8192].astype(np.int64))
+        item_rows = tf.constant(rows[start:start + 8192])
+        features = {k: tf.gather(v, user_ids) for k, v in catalog.users.items()}
+        for key, value in catalog.items.items():
+            picked = tf.gather(value, item_rows)
+            if key in F.ITEM_MULTIVALENT_XF:  # Padded bag -> SparseTensor.
+                where = tf.where(picked >= 0)
+                picked = tf.SparseTensor(where, tf.gather_nd(picked, where),
+                                         tf.shape(picked, tf.int64))
+            features[key] = picked
+        predictions = model(features, training=False)
+        for head in F.HEADS:
+            out[head].append(predictions[head].numpy())
+    return {head: np.concatenate(values) for head, values in out.items()}
+
+
+def evaluate_model(name: str, model: object, catalog: Catalog, base: pd.DataFrame,
+                   test: pd.DataFrame, eval_pairs: pd.DataFrame,
+                   blend: tuple[float, float, float]) -> Result:
+    result = Result(name)
+    rated = score_pairs(model, catalog, test[F.USER_ID].to_numpy(), test[F.ITEM_ID].to_numpy())
+    errors = rated[F.RATING] - test[F.RATING].to_numpy()
+    result.rmse = float(np.sqrt(np.mean(errors ** 2)))
+    result.mae = float(np.mean(np.abs(errors)))
+    pairs = score_pairs(model, catalog, eval_pairs[F.USER_ID].to_numpy(),
+                        eval_pairs[F.ITEM_ID].to_numpy())
+    result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), pairs[F.CLICK])
+    result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), pairs[F.PURCHASE])
+    weights = tf.constant(blend, tf.float32)
+    n_items = len(catalog.item_ids)
+    scores_by_user = {}
+    for user in test[F.USER_ID].unique():
+        heads = score_pairs(model, catalog, np.full(n_items, user), catalog.item_ids)
+        scores_by_user[int(user)] = blended_score(
+            tf.constant(heads[F.RATING]), tf.constant(heads[F.CLICK]),
+            tf.constant(heads[F.PURCHASE]), weights).numpy()
+    result.ranking = ranking_metrics(scores_by_user, catalog.item_ids, base, test)
+    return result
+
+
+def popularity(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
+               item_ids: np.ndarray) -> Result:
+    result = Result("popularity (train rating count)")
+    counts = base.groupby(F.ITEM_ID).size()
+    means = base.groupby(F.ITEM_ID)[F.RATING].mean()
+    predicted = test[F.ITEM_ID].map(means).fillna(base[F.RATING].mean()).to_numpy()
+    result.rmse = float(np.sqrt(np.mean((predicted - test[F.RATING].to_numpy()) ** 2)))
+    result.mae = float(np.mean(np.abs(predicted - test[F.RATING].to_numpy())))
+    score = eval_pairs[F.ITEM_ID].map(counts).fillna(0).to_numpy()
+    result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), score)
+    result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), score)
+    item_scores = pd.Series(item_ids).map(counts).fillna(0).to_numpy().astype(float)
+    result.ranking = ranking_metrics({int(u): item_scores for u in test[F.USER_ID].unique()},
+                                     item_ids, base, test)
+    return result
+
+
+def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
+              item_ids: np.ndarray, valid_fraction: float = 0.1, dim: int = 32,
+              l2: float = 0.05, epochs: int = 60) -> Result:
+    """r = mu + b_u + b_i + p_u . q_i, trained with Adam on u1.base ratings; the epoch is
+    chosen on each user's most recent ratings of u1.base."""
+    import tf_keras
+
+    result = Result(f"biased MF (dim {dim})")
+    frame = base.sort_values([F.USER_ID, F.TIMESTAMP])
+    from_end = frame.groupby(F.USER_ID).cumcount(ascending=False)
+    size = frame.groupby(F.USER_ID)[F.TIMESTAMP].transform("size")
+    held = (from_end < np.maximum(1, np.floor(valid_fraction * size))) & (size >= 2)
+    train, valid = frame[~held], frame[held]
+    n_users = int(max(base[F.USER_ID].max(), test[F.USER_ID].max())) + 1
+    n_items = int(item_ids.max()) + 1
+    mu = float(train[F.RATING].mean())
+    users_in = tf_keras.Input([], dtype=tf.int64)
+    items_in = tf_keras.Input([], dtype=tf.int64)
+    reg = tf_keras.regularizers.L2(l2 / len(train) * 1000)
+    p = tf_keras.layers.Embedding(n_users, dim, embeddings_regularizer=reg)(users_in)
+    q = tf_keras.layers.Embedding(n_items, dim, embeddings_regularizer=reg)(items_in)
+    bu = tf_keras.layers.Embedding(n_users, 1, embeddings_initializer="zeros")(users_in)
+    bi = tf_keras.layers.Embedding(n_items, 1, embeddings_initializer="zeros")(items_in)
+    dot = tf.reduce_sum(p * q, axis=1, keepdims=True)
+    out = tf.squeeze(dot + bu + bi, axis=1) + mu
+    model = tf_keras.Model([users_in, items_in], out)
+    model.compile(tf_keras.optimizers.Adam(2e-3), loss="mse")
+    started = time.perf_counter()
+    history = model.fit(
+        [train[F.USER_ID].to_numpy(), train[F.ITEM_ID].to_numpy()],
+        train[F.RATING].to_numpy(np.float32), batch_size=1024, epochs=epochs, verbose=0,
+        validation_data=([valid[F.USER_ID].to_numpy(), valid[F.ITEM_ID].to_numpy()],
+                         valid[F.RATING].to_numpy(np.float32)),
+        callbacks=[tf_keras.callbacks.EarlyStopping(patience=4, restore_best_weights=True)])
+    result.seconds = time.perf_counter() - started
+    result.epochs = len(history.history["loss"])
+    result.examples_per_second = len(train) * result.epochs / result.seconds
+
+    def predict(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return model.predict([users, items], batch_size=65536, verbose=0)
+
+    predicted = np.clip(predict(test[F.USER_ID].to_numpy(), test[F.ITEM_ID].to_numpy()), 1, 5)
+    result.rmse = float(np.sqrt(np.mean((predicted - test[F.RATING].to_numpy()) ** 2)))
+    result.mae = float(np.mean(np.abs(predicted - test[F.RATING].to_numpy())))
+    score = predict(eval_pairs[F.USER_ID].to_numpy(), eval_pairs[F.ITEM_ID].to_numpy())
+    result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), score)
+    result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), score)
+    scores = {}
+    for user in test[F.USER_ID].unique():
+        scores[int(user)] = predict(np.full(len(item_ids), user), item_ids)
+    result.ranking = ranking_metrics(scores, item_ids, base, test)
+    return result
+
+
+def model_configs(epochs: int) -> dict[str, ModelConfig]:
+    base = ModelConfig(epochs=epochs)
+    experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1,
+                           units=(64,))
+    configs = {}
+    for architecture in ("shared_bottom", "mmoe", "ple"):
+        for balancing in ("fixed", "uncertainty"):
+            configs[f"{architecture} / {balancing}"] = dataclasses.replace(
+                base, architecture=architecture, experts=experts, loss_balancing=balancing)
+    for head in F.HEADS:  # Same size and budget, trained on one head.
+        weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
+        configs[f"single-task {head}"] = dataclasses.replace(base, **weights)
+    return configs
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--movielens-dir", help="default: the fetched MovieLens-100K")
+    parser.add_argument("--models", default="all",
+                        help="comma-separated names from the table, or 'all'")
+    parser.add_argument("--epochs", type=int, default=ModelConfig.epochs)
+    parser.add_argument("--work-dir", help="default: a temporary folder")
+    parser.add_argument("--test-rows", type=int, default=U1_TEST_ROWS,
+                        help="leading u.data rows used as the test split (u1: 20000)")
+    args = parser.parse_args()
+    from models.training import cardinalities, fit
+
+    source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="mtrec-quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base, test, base_file, test_file = u1_split(source, work, args.test_rows)
+    info = dataset.build_from_ratings(base_file, test_file, source, work / "data",
+                                      dataset.DataConfig())
+    root = Path(info.root)
+    started = time.perf_counter()
+    output = transform(str(root / "train" / "*"), work)
+    print(f"u1: {len(base):,} base / {len(test):,} test ratings; examples "
+          f"{info.manifest['splits']}; Transform {time.perf_counter() - started:.0f} s",
+          flush=True)
+    catalog = feature_tables(source, output)
+    eval_pairs = pd.DataFrame(_labels(root / "eval"),
+                              columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE])
+    results = [popularity(base, test, eval_pairs, catalog.item_ids)]
+    print(_row(results[-1]), flush=True)
+    results.append(biased_mf(base, test, eval_pairs, catalog.item_ids))
+    print(_row(results[-1]), flush=True)
+    configs = model_configs(args.epochs)
+    wanted = list(configs) if args.models == "all" else args.models.split(",")
+    train_examples = info.manifest["splits"]["train"]["examples"]
+    for name in wanted:
+        config = configs[name]
+        train = transformed(str(root / "train" / "*"), output, config.batch_size, True)
+        valid = transformed(str(root / "valid" / "*"), output, config.batch_size, False)
+        started = time.perf_counter()
+        model, history = fit(train, valid, cardinalities(output), config)
+        result = evaluate_model(name, model, catalog, base, test, eval_pairs,
+                                config.blend_weights)
+        result.seconds = time.perf_counter() - started
+        result.epochs = len(history["total_loss"])
+        result.examples_per_second = train_examples * result.epochs / result.seconds
+        results.append(result)
+        print(_row(result), flush=True)
+    print()
+    print(_header())
+    for result in results:
+        print(_row(result))
+
+
+def _labels(split_dir: Path) -> list[tuple[int, int, int, int]]:
+    out = []
+    for record in tf.data.TFRecordDataset(tf.io.gfile.glob(str(split_dir / "*")),
+                                          compression_type="GZIP"):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        out.append(tuple(int(feature[k].int64_list.value[0])
+                         for k in (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)))
+    return out
+
+
+def _header() -> str:
+    return (f"{'model':<34}{'RMSE':>7}{'MAE':>7}{'R@10':>7}{'N@10':>7}{'HR@10':>7}{'R@5':>7}"
+            f"{'N@5':>7}{'coldN@10':>9}{'coldR@10':>9}{'clickAUC':>9}{'purchAUC':>9}"
+            f"{'train s':>8}{'ex/s':>8}{'epochs':>7}")
+
+
+def _row(r: Result) -> str:
+    a, c = r.ranking.get("all", {}), r.ranking.get("cold", {})
+    return (f"{r.name:<34}{r.rmse:>7.4f}{r.mae:>7.4f}{a.get('recall@10', math.nan):>7.4f}"
+            f"{a.get('ndcg@10', math.nan):>7.4f}{a.get('hr@10', math.nan):>7.4f}"
+            f"{a.get('recall@5', math.nan):>7.4f}{a.get('ndcg@5', math.nan):>7.4f}"
+            f"{c.get('ndcg@10', math.nan):>9.4f}{c.get('recall@10', math.nan):>9.4f}"
+            f"{r.click_auc:>9.4f}{r.purchase_auc:>9.4f}{r.seconds:>8.0f}"
+            f"{r.examples_per_second:>8.0f}{r.epochs:>7}")
+
+
+if __name__ == "__main__":
+    main()
