@@ -48,7 +48,9 @@ class ModelConfig:
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False
     # "fixed" uses the *_loss_weight values; "uncertainty" learns one log-variance per head.
-    loss_balancing: str = "fixed"
+    # Uncertainty is the default: on the u1 validation split it beat fixed weights on every
+    # head for every architecture (benchmarks/quality.py; README, "Quality benchmark").
+    loss_balancing: str = "uncertainty"
     # The recommend signature ranks by w·((rating-1)/4, click, purchase) unless a request
     # passes its own weights.
     blend_weights: tuple[float, float, float] = (0.2, 0.5, 0.3)

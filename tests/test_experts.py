@@ -74,7 +74,8 @@ def test_uncertainty_weights_are_trainable_change_and_are_logged_per_epoch():
         weights = history[f"{head}_weight"]
         assert len(weights) == 4 and weights[0] != pytest.approx(weights[-1])
     # Fixed weighting logs the configured weights and has nothing to learn.
-    fixed, history = fit(dataset, None, CARDS, config(epochs=1, rating_loss_weight=0.5))
+    fixed, history = fit(dataset, None, CARDS, config(epochs=1, rating_loss_weight=0.5,
+                                                      loss_balancing="fixed"))
     assert fixed.log_variances is None
     assert history["rating_weight"] == [pytest.approx(0.5)]
 
