@@ -14,7 +14,9 @@ Protocol:
 - Top-K: every item scored for every user with u1.test items, the user's u1.base items
   excluded; every u1.test rating counts as a positive. Recall@K, NDCG@K (binary relevance)
   and HR@K, averaged over those users, and over cold users (at most 20 u1.base ratings). The
-  multi-task models rank by the recommend signature's blended score with its default weights.
+  multi-task models rank by the recommend signature's blended score; its weights are chosen
+  from a few candidates by NDCG@10 on the validation split (each user's held-out base
+  ratings, the rest of base excluded), never on u1.test.
 - Click / purchase: AUC over the u1.test positives and their sampled non-interactions
   (fixed seed); purchase = rating >= 4.
 """
@@ -207,6 +209,7 @@ class Result:
     seconds: float = math.nan
     examples_per_second: float = math.nan
     epochs: int = 0
+    blend: tuple = ()
 
 
 def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
@@ -232,9 +235,15 @@ def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
     return {head: np.concatenate(values) for head, values in out.items()}
 
 
+# Blends tried on the validation split; the best validation NDCG@10 is used on u1.test.
+BLENDS = ((0.2, 0.5, 0.3), (0.0, 1.0, 0.0), (0.0, 0.7, 0.3), (0.1, 0.6, 0.3),
+          (0.3, 0.4, 0.3), (0.0, 0.0, 1.0))
+
+
 def evaluate_model(name: str, model: object, catalog: Catalog, base: pd.DataFrame,
                    test: pd.DataFrame, eval_pairs: pd.DataFrame,
-                   blend: tuple[float, float, float]) -> Result:
+                   valid: pd.DataFrame) -> Result:
+    """Test metrics; the ranking blend is the one with the best validation NDCG@10."""
     result = Result(name)
     rated = score_pairs(model, catalog, test[F.USER_ID].to_numpy(), test[F.ITEM_ID].to_numpy())
     errors = rated[F.RATING] - test[F.RATING].to_numpy()
@@ -244,15 +253,25 @@ def evaluate_model(name: str, model: object, catalog: Catalog, base: pd.DataFram
                         eval_pairs[F.ITEM_ID].to_numpy())
     result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), pairs[F.CLICK])
     result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), pairs[F.PURCHASE])
-    weights = tf.constant(blend, tf.float32)
     n_items = len(catalog.item_ids)
-    scores_by_user = {}
-    for user in test[F.USER_ID].unique():
-        heads = score_pairs(model, catalog, np.full(n_items, user), catalog.item_ids)
-        scores_by_user[int(user)] = blended_score(
-            tf.constant(heads[F.RATING]), tf.constant(heads[F.CLICK]),
-            tf.constant(heads[F.PURCHASE]), weights).numpy()
-    result.ranking = ranking_metrics(scores_by_user, catalog.item_ids, base, test)
+    users = sorted(set(test[F.USER_ID]) | set(valid[F.USER_ID]))
+    heads = {int(u): score_pairs(model, catalog, np.full(n_items, u), catalog.item_ids)
+             for u in users}
+
+    def scores(blend: tuple[float, float, float], wanted: pd.Series) -> dict:
+        weights = tf.constant(blend, tf.float32)
+        return {int(u): blended_score(*(tf.constant(heads[int(u)][h]) for h in F.HEADS),
+                                      weights).numpy() for u in wanted.unique()}
+
+    # Validation ranking: the held-out base ratings, the rest of base excluded.
+    held = set(zip(valid[F.USER_ID], valid[F.ITEM_ID], strict=True))
+    rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID],
+                                                     strict=True)]]
+    chosen = max(BLENDS, key=lambda b: ranking_metrics(
+        scores(b, valid[F.USER_ID]), catalog.item_ids, rest, valid)["all"]["ndcg@10"])
+    result.blend = chosen
+    result.ranking = ranking_metrics(scores(chosen, test[F.USER_ID]), catalog.item_ids,
+                                     base, test)
     return result
 
 
@@ -372,6 +391,9 @@ def main() -> None:
     catalog = feature_tables(source, output)
     eval_pairs = pd.DataFrame(_labels(root / "eval"),
                               columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE])
+    labelled = pd.DataFrame(_labels(root / "valid"),
+                            columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE])
+    valid_pairs = labelled[labelled[F.CLICK] == 1]
     results = [popularity(base, test, eval_pairs, catalog.item_ids)]
     print(_row(results[-1]), flush=True)
     results.append(biased_mf(base, test, eval_pairs, catalog.item_ids))
@@ -385,8 +407,7 @@ def main() -> None:
         valid = transformed(str(root / "valid" / "*"), output, config.batch_size, False)
         started = time.perf_counter()
         model, history = fit(train, valid, cardinalities(output), config)
-        result = evaluate_model(name, model, catalog, base, test, eval_pairs,
-                                config.blend_weights)
+        result = evaluate_model(name, model, catalog, base, test, eval_pairs, valid_pairs)
         result.seconds = time.perf_counter() - started
         result.epochs = len(history["total_loss"])
         result.examples_per_second = train_examples * result.epochs / result.seconds
@@ -411,7 +432,7 @@ def _labels(split_dir: Path) -> list[tuple[int, int, int, int]]:
 def _header() -> str:
     return (f"{'model':<34}{'RMSE':>7}{'MAE':>7}{'R@10':>7}{'N@10':>7}{'HR@10':>7}{'R@5':>7}"
             f"{'N@5':>7}{'coldN@10':>9}{'coldR@10':>9}{'clickAUC':>9}{'purchAUC':>9}"
-            f"{'train s':>8}{'ex/s':>8}{'epochs':>7}")
+            f"{'train s':>8}{'ex/s':>8}{'epochs':>7}  blend (chosen on validation)")
 
 
 def _row(r: Result) -> str:
@@ -421,7 +442,7 @@ def _row(r: Result) -> str:
             f"{a.get('recall@5', math.nan):>7.4f}{a.get('ndcg@5', math.nan):>7.4f}"
             f"{c.get('ndcg@10', math.nan):>9.4f}{c.get('recall@10', math.nan):>9.4f}"
             f"{r.click_auc:>9.4f}{r.purchase_auc:>9.4f}{r.seconds:>8.0f}"
-            f"{r.examples_per_second:>8.0f}{r.epochs:>7}")
+            f"{r.examples_per_second:>8.0f}{r.epochs:>7}  {r.blend or ''}")
 
 
 if __name__ == "__main__":
