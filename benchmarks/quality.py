@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -77,6 +78,8 @@ def transform(train_pattern: str, out_dir: Path) -> object:
     from models.preprocessing import preprocessing_fn
     from pipeline.config import CURATED_SCHEMA
 
+    for stale in ("transform", "tmp"):  # A re-run in the same work dir starts clean.
+        shutil.rmtree(out_dir / stale, ignore_errors=True)
     schema = text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
     source = tfxio.TFExampleRecord(file_pattern=train_pattern, schema=schema,
                                    telemetry_descriptors=["benchmark"])
