@@ -58,7 +58,7 @@ def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFe
 
 def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
                  export_dir: str, catalog: Catalog | None = None,
-                 blend_weights: tuple[float, float, float] = (0.2, 0.5, 0.3)) -> None:
+                 blend_weights: tuple[float, float, float] = (0.0, 1.0, 0.0)) -> None:
     """Save ``model`` with the Transform layer and all signatures to ``export_dir``; with a
     ``catalog`` also the ``recommend`` signature, ranking by ``blend_weights``."""
     module = tf.Module()

@@ -52,8 +52,9 @@ class ModelConfig:
     # head for every architecture (benchmarks/quality.py; README, "Quality benchmark").
     loss_balancing: str = "uncertainty"
     # The recommend signature ranks by w·((rating-1)/4, click, purchase) unless a request
-    # passes its own weights.
-    blend_weights: tuple[float, float, float] = (0.2, 0.5, 0.3)
+    # passes its own weights. Click alone ranked best on the u1 validation split for every
+    # multi-task model (benchmarks/quality.py); weight purchase for conversion-led lists.
+    blend_weights: tuple[float, float, float] = (0.0, 1.0, 0.0)
     dropout: float = 0.1
     id_dropout: float = 0.1
     l2: float = 1e-5
