@@ -350,7 +350,7 @@ def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
 
 
 def model_configs(epochs: int) -> dict[str, ModelConfig]:
-    base = ModelConfig(epochs=epochs)
+    base = ModelConfig(epochs=epochs, architecture="shared_bottom")
     experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1,
                            units=(64,))
     configs = {}
@@ -358,9 +358,10 @@ def model_configs(epochs: int) -> dict[str, ModelConfig]:
         for balancing in ("fixed", "uncertainty"):
             configs[f"{architecture} / {balancing}"] = dataclasses.replace(
                 base, architecture=architecture, experts=experts, loss_balancing=balancing)
-    for head in F.HEADS:  # Same size and budget, trained on one head.
+    for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
-        configs[f"single-task {head}"] = dataclasses.replace(base, **weights)
+        configs[f"single-task {head}"] = dataclasses.replace(base, loss_balancing="fixed",
+                                                             **weights)
     return configs
 
 
