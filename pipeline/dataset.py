@@ -285,13 +285,7 @@ RATINGS_COLUMNS = (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
 def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
     """A MovieLens-style ratings CSV (user_id,item_id,rating,timestamp), checked."""
     path = _require_file(Path(path))
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
-    except pd.errors.ParserError as err:
-        raise DataError(f"{path}: malformed CSV: {str(err).strip()}") from None
-    frame.columns = [c.strip() for c in frame.columns]
+    frame = _read_csv_strings(path)
     missing = [c for c in RATINGS_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: a ratings file needs the columns "
@@ -322,19 +316,25 @@ def _require_file(path: Path) -> Path:
     return path
 
 
+def _read_csv_strings(path: Path) -> pd.DataFrame:
+    """A CSV as strings with stripped column names (empty cells missing), or a DataError."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    except pd.errors.ParserError as err:
+        raise DataError(f"{path}: malformed CSV: {str(err).strip()}") from None
+    frame.columns = [c.strip() for c in frame.columns]
+    return frame
+
+
 def read_interactions(path: str | os.PathLike) -> pd.DataFrame:
     """Read a bring-your-own CSV or TFRecord file and validate it (see README contract)."""
     path = _require_file(Path(path))
     if path.suffix in (".tfrecord", ".gz") or path.name.endswith((".tfrecord.gz", ".tfr")):
         frame = _read_tfrecord(path)
     else:
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            raise DataError(f"{path}: the file is empty") from None
-        except pd.errors.ParserError as err:
-            raise DataError(f"{path}: malformed CSV: {str(err).strip()}") from None
-        frame.columns = [c.strip() for c in frame.columns]
+        frame = _read_csv_strings(path)
     return validate_interactions(frame, str(path))
 
 
