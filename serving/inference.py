@@ -114,7 +114,7 @@ def examples_from_input(input_proto: Any) -> list[bytes]:
     raise invalid("Input is empty: set input.example_list or input.example_list_with_context")
 
 
-def raise_for(error: BaseException) -> ServingError:
+def as_serving_error(error: BaseException) -> ServingError:
     """Any exception as a ServingError (INTERNAL unless it already is one)."""
     import grpc
 

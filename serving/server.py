@@ -40,8 +40,8 @@ from serving.inference import (
     CLASSIFY_METHOD,
     REGRESS_METHOD,
     Inference,
+    as_serving_error,
     examples_from_input,
-    raise_for,
 )
 from serving.manager import ModelManager, Servable
 from serving.tensors import from_proto, parse_rest_inputs, rest_outputs, signature_inputs, to_proto
@@ -89,7 +89,7 @@ def _grpc_call(method: Any) -> Any:
         try:
             return method(self, request, context)
         except Exception as err:  # Every failure becomes a status; the server keeps going.
-            error = raise_for(err)
+            error = as_serving_error(err)
             if error.code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error in %s", method.__name__)
             context.abort(error.code, error.message)
@@ -125,18 +125,14 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             examples_from_input(request.input))
         response = classification_pb2.ClassificationResponse()
         _model_spec(response.model_spec, servable, signature)
-        scores = outputs.get("scores")
-        classes = outputs.get("classes")
-        rows = len(scores if scores is not None else classes)
-        for row in range(rows):
+        for row in classifications(outputs):
             result = response.result.classifications.add()
-            width = (scores if scores is not None else classes).shape[1]
-            for column in range(width):
+            for label, score in row:
                 klass = result.classes.add()
-                if classes is not None:
-                    klass.label = _text(classes[row][column])
-                if scores is not None:
-                    klass.score = float(scores[row][column])
+                if label is not None:
+                    klass.label = label
+                if score is not None:
+                    klass.score = score
         return response
 
     @_grpc_call
@@ -204,6 +200,16 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def classifications(outputs: dict[str, Any]) -> list[list[tuple[str | None, float | None]]]:
+    """A classify signature's ``classes``/``scores`` as (label, score) pairs per example;
+    either side is None when the signature does not output it."""
+    scores, classes = outputs.get("scores"), outputs.get("classes")
+    shaped = scores if scores is not None else classes
+    return [[(_text(classes[row][c]) if classes is not None else None,
+              float(scores[row][c]) if scores is not None else None)
+             for c in range(shaped.shape[1])] for row in range(len(shaped))]
+
+
 # ----------------------------------------------------------------------------- REST
 
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
@@ -262,7 +268,7 @@ class RestHandler(BaseHTTPRequestHandler):
                  "status": {"error_code": "UNKNOWN" if s.error else "OK",
                             "error_message": s.error}} for s in statuses]})
         except Exception as err:  # Every failure is a JSON error; the server keeps going.
-            self._error(raise_for(err))
+            self._error(as_serving_error(err))
 
     def do_POST(self) -> None:
         match = self._route(verb_expected=True)
@@ -276,7 +282,7 @@ class RestHandler(BaseHTTPRequestHandler):
             else:
                 self._send(HTTPStatus.OK, self._examples(match, version, body))
         except Exception as err:  # Every failure is a JSON error; the server keeps going.
-            error = raise_for(err)
+            error = as_serving_error(err)
             if error.code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error in REST %s", self.path)
             self._error(error)
@@ -302,9 +308,7 @@ class RestHandler(BaseHTTPRequestHandler):
         signature = body.get("signature_name") or "serving_default"
         expected = signature_inputs(servable.signature(signature))
         inputs, row_format = parse_rest_inputs(body, expected)
-        _, _, outputs = inference.predict(match["name"], servable.version, None, signature,
-                                          inputs)
-        return rest_outputs(outputs, row_format)
+        return rest_outputs(inference.predict_on(servable, signature, inputs), row_format)
 
     def _examples(self, match: re.Match, version: int | None, body: dict) -> dict:
         from serving.examples import to_example
@@ -320,14 +324,9 @@ class RestHandler(BaseHTTPRequestHandler):
             examples)
         if method == REGRESS_METHOD:
             return {"results": np.asarray(outputs["outputs"]).reshape(-1).tolist()}
-        scores, classes = outputs.get("scores"), outputs.get("classes")
-        results = []
-        for row in range(len(scores if scores is not None else classes)):
-            width = (scores if scores is not None else classes).shape[1]
-            results.append([[_text(classes[row][c]) if classes is not None else str(c),
-                             float(scores[row][c]) if scores is not None else 0.0]
-                            for c in range(width)])
-        return {"results": results}
+        return {"results": [[[str(c) if label is None else label, 0.0 if score is None else score]
+                             for c, (label, score) in enumerate(row)]
+                            for row in classifications(outputs)]}
 
 
 class _RestServer(ThreadingHTTPServer):
