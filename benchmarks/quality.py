@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import shutil
@@ -42,8 +43,9 @@ import pandas as pd
 import tensorflow as tf
 
 from models import features as F
-from models.hparams import ExpertConfig, ModelConfig
-from models.recommend import blended_score
+from models.hparams import ExpertConfig, ModelConfig, RetrievalConfig
+from models.recommend import blended_score, item_features
+from models.training import cardinalities, fit
 from pipeline import dataset, movielens
 
 U1_TEST_ROWS = 20_000
@@ -213,6 +215,15 @@ class Result:
     examples_per_second: float = math.nan
     epochs: int = 0
     blend: tuple = ()
+    valid_rmse: float = math.nan  # On the validation split: what tuning may look at.
+    valid_ndcg: float = math.nan
+
+
+def catalog_items(catalog: Catalog, rows: tf.Tensor) -> dict:
+    """Model inputs for the catalog items at ``rows`` (padded bags become sparse)."""
+    picked = {key: tf.gather(value, rows) for key, value in catalog.items.items()}
+    return item_features({k: v for k, v in picked.items() if k not in F.ITEM_MULTIVALENT_XF},
+                         {k: v for k, v in picked.items() if k in F.ITEM_MULTIVALENT_XF})
 
 
 def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
@@ -225,17 +236,22 @@ def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
         user_ids = tf.constant(users[start:start + 8192].astype(np.int64))
         item_rows = tf.constant(rows[start:start + 8192])
         features = {k: tf.gather(v, user_ids) for k, v in catalog.users.items()}
-        for key, value in catalog.items.items():
-            picked = tf.gather(value, item_rows)
-            if key in F.ITEM_MULTIVALENT_XF:  # Padded bag -> SparseTensor.
-                where = tf.where(picked >= 0)
-                picked = tf.SparseTensor(where, tf.gather_nd(picked, where),
-                                         tf.shape(picked, tf.int64))
-            features[key] = picked
+        features.update(catalog_items(catalog, item_rows))
         predictions = model(features, training=False)
         for head in F.HEADS:
             out[head].append(predictions[head].numpy())
     return {head: np.concatenate(values) for head, values in out.items()}
+
+
+def retrieval_nearness(model: object, catalog: Catalog, users: list[int]
+                       ) -> dict[int, np.ndarray]:
+    """Each user's retrieval-tower score (cosine) for every catalog item."""
+    candidates = model.candidate_embeddings(
+        catalog_items(catalog, tf.range(len(catalog.item_ids))))
+    ids = tf.constant(np.array(users, np.int64))
+    queries = model.query_embeddings({k: tf.gather(v, ids) for k, v in catalog.users.items()})
+    nearness = tf.matmul(queries, candidates, transpose_b=True).numpy()
+    return {int(user): nearness[row] for row, user in enumerate(users)}
 
 
 # Blends tried on the validation split; the best validation NDCG@10 is used on u1.test.
@@ -261,19 +277,36 @@ def evaluate_model(name: str, model: object, catalog: Catalog, base: pd.DataFram
     heads = {int(u): score_pairs(model, catalog, np.full(n_items, u), catalog.item_ids)
              for u in users}
 
-    def scores(blend: tuple[float, float, float], wanted: pd.Series) -> dict:
+    retrieve = model.config.retrieval.candidates if model.retrieval is not None else 0
+    nearness = retrieval_nearness(model, catalog, users) if retrieve else {}
+
+    def scores(blend: tuple[float, float, float], wanted: pd.Series,
+               seen: pd.DataFrame) -> dict:
         weights = tf.constant(blend, tf.float32)
-        return {int(u): blended_score(*(tf.constant(heads[int(u)][h]) for h in F.HEADS),
-                                      weights).numpy() for u in wanted.unique()}
+        out = {int(u): blended_score(*(tf.constant(heads[int(u)][h]) for h in F.HEADS),
+                                     weights).numpy() for u in wanted.unique()}
+        if retrieve:  # As the recommend signature: the heads rank the nearest items only.
+            seen_counts = seen.groupby(F.USER_ID).size()
+            for user, score in out.items():
+                keep = np.argsort(-nearness[user])[:retrieve + int(seen_counts.get(user, 0))]
+                restricted = np.full_like(score, -np.inf)
+                restricted[keep] = score[keep]
+                out[user] = restricted
+        return out
 
     # Validation ranking: the held-out base ratings, the rest of base excluded.
     held = set(zip(valid[F.USER_ID], valid[F.ITEM_ID], strict=True))
     rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID],
                                                      strict=True)]]
-    chosen = max(BLENDS, key=lambda b: ranking_metrics(
-        scores(b, valid[F.USER_ID]), catalog.item_ids, rest, valid)["all"]["ndcg@10"])
-    result.blend = chosen
-    result.ranking = ranking_metrics(scores(chosen, test[F.USER_ID]), catalog.item_ids,
+    validation = {b: ranking_metrics(scores(b, valid[F.USER_ID], rest), catalog.item_ids,
+                                     rest, valid)["all"]["ndcg@10"] for b in BLENDS}
+    chosen = max(BLENDS, key=validation.get)
+    result.blend, result.valid_ndcg = chosen, validation[chosen]
+    rated = valid.merge(base, on=[F.USER_ID, F.ITEM_ID])
+    predicted = score_pairs(model, catalog, rated[F.USER_ID].to_numpy(),
+                            rated[F.ITEM_ID].to_numpy())[F.RATING]
+    result.valid_rmse = float(np.sqrt(np.mean((predicted - rated[F.RATING].to_numpy()) ** 2)))
+    result.ranking = ranking_metrics(scores(chosen, test[F.USER_ID], base), catalog.item_ids,
                                      base, test)
     return result
 
@@ -349,8 +382,9 @@ def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
     return result
 
 
-def model_configs(epochs: int) -> dict[str, ModelConfig]:
-    base = ModelConfig(epochs=epochs, architecture="shared_bottom")
+def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, ModelConfig]:
+    """Every row's config: ``overrides`` (ModelConfig fields) apply to all of them."""
+    base = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(), **(overrides or {})})
     experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1,
                            units=(64,))
     configs = {}
@@ -358,6 +392,10 @@ def model_configs(epochs: int) -> dict[str, ModelConfig]:
         for balancing in ("fixed", "uncertainty"):
             configs[f"{architecture} / {balancing}"] = dataclasses.replace(
                 base, architecture=architecture, experts=experts, loss_balancing=balancing)
+    # The default with the retrieval tower: the heads rank only the 100 nearest items.
+    configs["shared_bottom / uncertainty + retrieval 100"] = dataclasses.replace(
+        configs["shared_bottom / uncertainty"],
+        retrieval=RetrievalConfig(enabled=True, candidates=100))
     for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
         configs[f"single-task {head}"] = dataclasses.replace(base, loss_balancing="fixed",
@@ -375,11 +413,14 @@ def main() -> None:
                         help="comma-separated names from the table, or 'all'")
     parser.add_argument("--epochs", type=int, default=ModelConfig.epochs)
     parser.add_argument("--work-dir", help="default: a temporary folder")
+    parser.add_argument("--model-config", metavar="JSON",
+                        help="ModelConfig fields applied to every model row, e.g. "
+                             "'{\"learning_rate\": 0.002}'")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="skip the popularity and biased MF rows")
     parser.add_argument("--test-rows", type=int, default=U1_TEST_ROWS,
                         help="leading u.data rows used as the test split (u1: 20000)")
     args = parser.parse_args()
-    from models.training import cardinalities, fit
-
     source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="mtrec-quality-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -398,11 +439,15 @@ def main() -> None:
     labelled = pd.DataFrame(_labels(root / "valid"),
                             columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE])
     valid_pairs = labelled[labelled[F.CLICK] == 1]
-    results = [popularity(base, test, eval_pairs, catalog.item_ids)]
-    print(_row(results[-1]), flush=True)
-    results.append(biased_mf(base, test, eval_pairs, catalog.item_ids))
-    print(_row(results[-1]), flush=True)
-    configs = model_configs(args.epochs)
+    results = []
+    if not args.no_baselines:
+        results.append(popularity(base, test, eval_pairs, catalog.item_ids))
+        print(_row(results[-1]), flush=True)
+        results.append(biased_mf(base, test, eval_pairs, catalog.item_ids))
+        print(_row(results[-1]), flush=True)
+    overrides = json.loads(args.model_config) if args.model_config else {}
+    configs = model_configs(args.epochs, overrides)
+    print(f"model config: {json.dumps(overrides or 'defaults')}", flush=True)
     wanted = list(configs) if args.models == "all" else args.models.split(",")
     train_examples = info.manifest["splits"]["train"]["examples"]
     for name in wanted:
@@ -411,8 +456,9 @@ def main() -> None:
         valid = transformed(str(root / "valid" / "*"), output, config.batch_size, False)
         started = time.perf_counter()
         model, history = fit(train, valid, cardinalities(output), config)
+        seconds = time.perf_counter() - started  # Training alone, not the evaluation.
         result = evaluate_model(name, model, catalog, base, test, eval_pairs, valid_pairs)
-        result.seconds = time.perf_counter() - started
+        result.seconds = seconds
         result.epochs = len(history["total_loss"])
         result.examples_per_second = train_examples * result.epochs / result.seconds
         results.append(result)
@@ -434,19 +480,21 @@ def _labels(split_dir: Path) -> list[tuple[int, int, int, int]]:
 
 
 def _header() -> str:
-    return (f"{'model':<34}{'RMSE':>7}{'MAE':>7}{'R@10':>7}{'N@10':>7}{'HR@10':>7}{'R@5':>7}"
+    return (f"{'model':<45}{'RMSE':>7}{'MAE':>7}{'R@10':>7}{'N@10':>7}{'HR@10':>7}{'R@5':>7}"
             f"{'N@5':>7}{'coldN@10':>9}{'coldR@10':>9}{'clickAUC':>9}{'purchAUC':>9}"
-            f"{'train s':>8}{'ex/s':>8}{'epochs':>7}  blend (chosen on validation)")
+            f"{'train s':>8}{'ex/s':>8}{'epochs':>7}{'valRMSE':>8}{'valN@10':>8}"
+            f"  blend (chosen on validation)")
 
 
 def _row(r: Result) -> str:
     a, c = r.ranking.get("all", {}), r.ranking.get("cold", {})
-    return (f"{r.name:<34}{r.rmse:>7.4f}{r.mae:>7.4f}{a.get('recall@10', math.nan):>7.4f}"
+    return (f"{r.name:<45}{r.rmse:>7.4f}{r.mae:>7.4f}{a.get('recall@10', math.nan):>7.4f}"
             f"{a.get('ndcg@10', math.nan):>7.4f}{a.get('hr@10', math.nan):>7.4f}"
             f"{a.get('recall@5', math.nan):>7.4f}{a.get('ndcg@5', math.nan):>7.4f}"
             f"{c.get('ndcg@10', math.nan):>9.4f}{c.get('recall@10', math.nan):>9.4f}"
             f"{r.click_auc:>9.4f}{r.purchase_auc:>9.4f}{r.seconds:>8.0f}"
-            f"{r.examples_per_second:>8.0f}{r.epochs:>7}  {r.blend or ''}")
+            f"{r.examples_per_second:>8.0f}{r.epochs:>7}{r.valid_rmse:>8.4f}{r.valid_ndcg:>8.4f}"
+            f"  {r.blend or ''}")
 
 
 if __name__ == "__main__":

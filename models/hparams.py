@@ -30,21 +30,50 @@ class ExpertConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+    """The optional retrieval tower (a TFRS ``Retrieval`` task on the shared encoders).
+
+    When enabled, user and item towers of ``dim`` units are trained with an in-batch
+    softmax over clicked pairs (log-frequency corrected, accidental hits removed), with loss
+    weight ``loss_weight``. The ``recommend`` signature then takes the ``candidates`` items
+    nearest the user (a BruteForce top-k) and ranks only those with the heads; 0 scores the
+    whole catalog with the heads, as without the tower.
+    """
+
+    enabled: bool = False
+    dim: int = 32
+    loss_weight: float = 0.1
+    temperature: float = 0.1
+    candidates: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.candidates < 0:
+            raise ValueError("retrieval.dim must be >= 1 and retrieval.candidates >= 0")
+        if not self.temperature > 0 or self.loss_weight < 0:
+            raise ValueError("retrieval.temperature must be > 0, retrieval.loss_weight >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything the Trainer needs to build and fit the multi-task model.
 
-    Defaults were chosen on the validation split of MovieLens-100K (never on eval): with
-    them the validation loss keeps improving for about five epochs instead of one.
+    Defaults were chosen on the validation split of u1.base (never on u1.test; see the
+    README's quality benchmark): learning rate 2e-3 with early stopping (about 4 epochs),
+    32-wide id embeddings, 64-wide encoders and rating biases each lowered the validation
+    RMSE and raised the validation click AUC.
     """
 
-    embedding_dim: int = 16
-    side_dim: int = 32
+    embedding_dim: int = 32
+    side_dim: int = 64
     # How the heads share what is learned: "shared_bottom" (one MLP of bottom_units), "mmoe"
     # or "ple" (experts as in ``experts``).
     architecture: str = "shared_bottom"
     bottom_units: tuple[int, ...] = (128, 64)
     experts: ExpertConfig = dataclasses.field(default_factory=ExpertConfig)
     head_units: tuple[int, ...] = (32,)
+    # Per-user and per-item rating offsets added to the rating head (as in biased MF).
+    rating_biases: bool = True
+    retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False
     # "fixed" uses the *_loss_weight values; "uncertainty" learns one log-variance per head.
@@ -61,18 +90,19 @@ class ModelConfig:
     rating_loss_weight: float = 1.0
     click_loss_weight: float = 1.0
     purchase_loss_weight: float = 1.0
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-3
     batch_size: int = 1024
-    epochs: int = 6
+    epochs: int = 20  # An upper bound: early stopping on the validation loss ends training.
     early_stopping_patience: int = 2
     shuffle_buffer: int = 25_000  # Rows are already shuffled when the examples are written.
     seed: int = 42
     distribution: str = "default"
 
     def __post_init__(self) -> None:
-        if isinstance(self.experts, dict):  # From JSON (custom_config) or **to_dict().
-            object.__setattr__(self, "experts",
-                               ExpertConfig(**_from_jsonable(ExpertConfig, self.experts)))
+        for name, nested in (("experts", ExpertConfig), ("retrieval", RetrievalConfig)):
+            value = getattr(self, name)  # A dict from JSON (custom_config) or **to_dict().
+            if isinstance(value, dict):
+                object.__setattr__(self, name, nested(**_from_jsonable(nested, value)))
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got "
                              f"{self.architecture!r}")

@@ -22,6 +22,8 @@ from models.experts import PLE, MMoE, SharedBottom
 from models.hparams import ModelConfig
 from models.layers import MLP, serializable
 
+SELECTION_LOSS = "selection_loss"
+
 
 class ReplicaMeanLoss(tf_keras.losses.Loss):
     """Weighted mean of a per-example loss: sum(w·loss) / sum(w), scaled for tf.distribute.
@@ -66,6 +68,21 @@ class MeanBinaryCrossentropy(ReplicaMeanLoss):
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
         return tf_keras.losses.binary_crossentropy(tf.reshape(y_true, [-1, 1]),
                                                    tf.reshape(y_pred, [-1, 1]))
+
+
+@serializable
+class MeanSoftmaxCrossentropy(ReplicaMeanLoss):
+    """Softmax cross-entropy on logits, one row per query, averaged over the queries.
+
+    TFRS's Retrieval default sums over the batch, which would tie the loss scale to the
+    number of clicks in a batch; this keeps it comparable with the heads' mean losses.
+    """
+
+    def __init__(self, name: str = "mean_softmax_ce", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return tf_keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True)
 
 
 @serializable
@@ -159,6 +176,50 @@ class Tower(tf_keras.layers.Layer):
                 "output_bias": self.output_bias}
 
 
+@serializable
+class RetrievalTowers(tf_keras.layers.Layer):
+    """Query (user) and candidate (item) embeddings for retrieval: a linear map of each
+    side's shared encoding, L2-normalised, so that their dot product is a cosine."""
+
+    def __init__(self, dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.query_layer = tf_keras.layers.Dense(dim, name="query")
+        self.candidate_layer = tf_keras.layers.Dense(dim, name="candidate")
+
+    def queries(self, user: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(self.query_layer(user), axis=-1)
+
+    def candidates(self, item: tf.Tensor) -> tf.Tensor:
+        return tf.math.l2_normalize(self.candidate_layer(item), axis=-1)
+
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        user, item = inputs
+        return self.queries(user), self.candidates(item)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dim": self.dim}
+
+
+@serializable
+class IdBias(tf_keras.layers.Layer):
+    """One learned scalar per id (zero at the start), e.g. a user's or item's rating offset."""
+
+    def __init__(self, cardinality: int, l2: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cardinality = cardinality
+        self.l2 = l2
+        self.table = tf_keras.layers.Embedding(
+            cardinality, 1, embeddings_initializer="zeros",
+            embeddings_regularizer=tf_keras.regularizers.L2(l2) if l2 else None, name="bias")
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(self.table(tf.reshape(tf.cast(ids, tf.int64), [-1])), [-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "cardinality": self.cardinality, "l2": self.l2}
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
@@ -231,6 +292,21 @@ class MultiTaskRecommender(tfrs.models.Model):
                                            metrics=head_metrics(F.PURCHASE),
                                            name="purchase_task"),
         }
+        user_key, item_key = F.transformed_name(F.USER_ID), F.transformed_name(F.ITEM_ID)
+        self.rating_biases = ({key: IdBias(self.cardinalities[key], cfg.l2, name=f"{key}_bias")
+                               for key in (user_key, item_key)}
+                              if cfg.rating_biases else None)
+        self.retrieval = (RetrievalTowers(cfg.retrieval.dim, name="retrieval")
+                          if cfg.retrieval.enabled else None)
+        self.retrieval_task = (tfrs.tasks.Retrieval(
+            loss=MeanSoftmaxCrossentropy(), temperature=cfg.retrieval.temperature,
+            remove_accidental_hits=True, name="retrieval_task") if self.retrieval else None)
+        # log p(item) among training clicks, for the in-batch softmax's sampling correction;
+        # set by fit() (set_item_frequencies) and saved with the weights.
+        self.item_log_probability = tf.Variable(
+            tf.fill([self.cardinalities[item_key]],
+                    -math.log(self.cardinalities[item_key])),
+            trainable=False, name="item_log_probability") if self.retrieval else None
         # Learned loss balancing: one log-variance s per head, loss = sum exp(-s)·L + s.
         self.log_variances = (tf.Variable(tf.zeros([len(F.HEADS)]), name="log_variances")
                               if cfg.loss_balancing == "uncertainty" else None)
@@ -239,6 +315,25 @@ class MultiTaskRecommender(tfrs.models.Model):
                               for head in F.HEADS}
         self.weight_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_weight")
                                 for head in F.HEADS}
+        self.retrieval_tracker = (tf_keras.metrics.Mean(name="retrieval_loss")
+                                  if self.retrieval else None)
+        # The early-stopping criterion: the epoch mean of sum(fixed weight x head loss).
+        # TFRS's `loss` is the last batch's value, and with learned weights the total also
+        # moves with the log-variances, so neither can pick the best epoch.
+        self.selection_tracker = tf_keras.metrics.Mean(name=SELECTION_LOSS)
+
+    def set_item_frequencies(self, counts: Any) -> None:
+        """Set p(item) for the retrieval loss's correction from per-index click counts."""
+        counts = tf.cast(tf.reshape(counts, [-1]), tf.float32) + 1.0  # Add-one smoothing.
+        self.item_log_probability.assign(tf.math.log(counts / tf.reduce_sum(counts)))
+
+    def query_embeddings(self, features: Mapping[str, Any]) -> tf.Tensor:
+        """The retrieval tower's user embeddings (needs ``retrieval.enabled``)."""
+        return self.retrieval.queries(self.user_encoder(features, training=False))
+
+    def candidate_embeddings(self, features: Mapping[str, Any]) -> tf.Tensor:
+        """The retrieval tower's item embeddings (needs ``retrieval.enabled``)."""
+        return self.retrieval.candidates(self.item_encoder(features, training=False))
 
     def sharing_input(self, features: Mapping[str, Any],
                       training: bool | None = None) -> tf.Tensor:
@@ -255,6 +350,9 @@ class MultiTaskRecommender(tfrs.models.Model):
         towers = self.sharing(self.sharing_input(features, training=training),
                               training=training)
         logits = {head: self.heads[head](towers[head], training=training) for head in F.HEADS}
+        if self.rating_biases is not None:
+            logits[F.RATING] += sum(bias(features[key])
+                                    for key, bias in self.rating_biases.items())
         click = tf.sigmoid(logits[F.CLICK])
         purchase = tf.sigmoid(logits[F.PURCHASE])
         if self.config.esmm:  # p(purchase) = p(click) · p(purchase | click).
@@ -271,7 +369,7 @@ class MultiTaskRecommender(tfrs.models.Model):
         predictions = self(features, training=training)
         weights = self.loss_weights()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        total = tf.constant(0.0)
+        total = selection = tf.constant(0.0)
         column = lambda t: tf.reshape(tf.cast(t, tf.float32), [-1, 1])  # noqa: E731
         for index, (head, task) in enumerate(self.tasks.items()):
             # Keras metrics average over the last axis, so each task sees [batch, 1].
@@ -282,9 +380,31 @@ class MultiTaskRecommender(tfrs.models.Model):
             self.loss_trackers[head].update_state(loss * replicas)
             self.weight_trackers[head].update_state(weights[head])
             total += weights[head] * loss
+            selection += self.config.loss_weights[head] * loss
             if self.log_variances is not None:  # Losses are summed over replicas.
                 total += self.log_variances[index] / replicas
+        if self.retrieval is not None:
+            loss = self.retrieval_loss(features, training)
+            self.retrieval_tracker.update_state(loss * replicas)
+            total += self.config.retrieval.loss_weight * loss
+        self.selection_tracker.update_state(selection * replicas)
         return total
+
+    def retrieval_loss(self, features: Mapping[str, Any], training: bool) -> tf.Tensor:
+        """In-batch softmax over the batch's clicked pairs: each user against the other
+        clicked items, corrected by log p(item) and with accidental hits removed."""
+        clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
+        users = self.user_encoder(features, training=training)
+        items = self.item_encoder(features, training=training)
+        queries, candidates = self.retrieval((tf.boolean_mask(users, clicked),
+                                              tf.boolean_mask(items, clicked)))
+        ids = tf.boolean_mask(tf.reshape(tf.cast(
+            features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1]), clicked)
+        probability = tf.exp(tf.gather(self.item_log_probability, ids))
+        return self.retrieval_task(queries, candidates,
+                                   candidate_sampling_probability=probability,
+                                   candidate_ids=ids, compute_metrics=False,
+                                   compute_batch_metrics=False)
 
     def get_config(self) -> dict[str, Any]:
         return {"cardinalities": self.cardinalities, "config": self.config.to_dict(),

@@ -4,7 +4,8 @@ catalog inside the SavedModel.
 The catalog (every item id Transform knows, with its transformed features) is collected
 from the training data at export and baked into the graph as constants. A request gives the
 user's id and/or raw features, ``k``, the items to leave out (``exclude``, e.g. those already
-seen) and optionally ``blend`` weights. Each item is scored by all three heads. The ranking
+seen) and optionally ``blend`` weights. Each item is scored by all three heads (or, with
+the optional retrieval tower, each of the nearest ``retrieval.candidates`` items). The ranking
 score is w_rating·(rating - 1)/4 + w_click·click + w_purchase·purchase, with the export's
 default weights unless the request passes three of its own.
 """
@@ -73,16 +74,27 @@ def blended_score(rating: tf.Tensor, click: tf.Tensor, purchase: tf.Tensor,
 
 def make_recommend_fn(module: tf.Module, catalog: Catalog, input_spec: dict[str, Any],
                       default_blend: tuple[float, float, float]) -> Any:
-    """A tf.function for the ``recommend`` signature over ``module.model``/``tft_layer``."""
+    """A tf.function for the ``recommend`` signature over ``module.model``/``tft_layer``.
+
+    With the model's retrieval tower and ``retrieval.candidates`` > 0, a BruteForce top-k
+    over the catalog's item embeddings (indexed here, saved with the module as
+    ``module.retrieval_index``) picks the candidates first, and only those are scored by
+    the heads; otherwise every catalog item is.
+    """
     size = len(catalog)
     item_ids = tf.constant(catalog.item_ids)
     dense = {key: tf.constant(value) for key, value in catalog.dense.items()}
-    bags = {}
-    for key, padded in catalog.bags.items():
-        where = np.argwhere(padded >= 0)
-        bags[key] = (tf.constant(where, tf.int64), tf.constant(padded[padded >= 0], tf.int64),
-                     tf.constant(padded.shape, tf.int64))
+    bags = {key: tf.constant(padded, tf.int64) for key, padded in catalog.bags.items()}
     default = tf.constant(default_blend, tf.float32)
+    model = module.model
+    retrieve = model.config.retrieval.candidates if model.retrieval is not None else 0
+    if retrieve:
+        import tensorflow_recommenders as tfrs
+
+        module.retrieval_index = tfrs.layers.factorized_top_k.BruteForce(
+            k=min(retrieve, size), name="retrieval_index")
+        module.retrieval_index.index(model.candidate_embeddings(item_features(dense, bags)),
+                                     tf.range(size, dtype=tf.int64))
     signature = [tf.TensorSpec([None], input_spec[key].dtype, name=key)
                  for key in USER_RAW_INPUTS]
     signature += [tf.TensorSpec([None], tf.int64, name="k"),
@@ -106,19 +118,38 @@ def make_recommend_fn(module: tf.Module, catalog: Catalog, input_spec: dict[str,
                 value = tf.constant([spec.default_value[0]], spec.dtype)
             raw[key] = tf.reshape(value, [-1, *spec.shape])
         user = module.tft_layer(raw)
-        features = {key: tf.repeat(tf.reshape(user[key], [1]), size) for key in USER_XF}
-        features.update(dense)
-        for key, (indices, values, shape) in bags.items():
-            features[key] = tf.SparseTensor(indices, values, shape)
-        heads = module.model(features, training=False)
+        if retrieve:  # Enough nearest items that excluding the seen ones leaves `retrieve`.
+            query = model.query_embeddings({key: user[key] for key in USER_XF})
+            wanted_rows = tf.minimum(retrieve + tf.size(exclude), size)
+            _, rows = module.retrieval_index(query, k=wanted_rows)
+            rows = tf.reshape(rows, [-1])
+        else:
+            rows = tf.range(size, dtype=tf.int64)
+        count = tf.size(rows)
+        features = {key: tf.repeat(tf.reshape(user[key], [1]), count) for key in USER_XF}
+        features.update(item_features({key: tf.gather(v, rows) for key, v in dense.items()},
+                                      {key: tf.gather(v, rows) for key, v in bags.items()}))
+        heads = model(features, training=False)
         weights = tf.cond(tf.size(blend) == 3, lambda: blend, lambda: default)
         score = blended_score(heads[F.RATING], heads[F.CLICK], heads[F.PURCHASE], weights)
-        excluded = tf.reduce_any(tf.equal(item_ids[:, None], exclude[None, :]), axis=1)
+        candidate_ids = tf.gather(item_ids, rows)
+        excluded = tf.reduce_any(tf.equal(candidate_ids[:, None], exclude[None, :]), axis=1)
         score = tf.where(excluded, tf.constant(-np.inf, tf.float32), score)
-        remaining = size - tf.reduce_sum(tf.cast(excluded, tf.int32))
+        remaining = count - tf.reduce_sum(tf.cast(excluded, tf.int32))
         wanted = tf.cond(tf.size(k) > 0, lambda: tf.cast(k[0], tf.int32), lambda: 10)
         top = tf.math.top_k(score, tf.minimum(tf.maximum(wanted, 0), remaining))
-        return {"item_id": tf.gather(item_ids, top.indices), "score": top.values,
+        return {"item_id": tf.gather(candidate_ids, top.indices), "score": top.values,
                 **{head: tf.gather(heads[head], top.indices) for head in F.HEADS}}
 
     return recommend
+
+
+def item_features(dense: dict[str, tf.Tensor], bags: dict[str, tf.Tensor]
+                  ) -> dict[str, tf.Tensor | tf.SparseTensor]:
+    """Catalog rows as model inputs: dense features as they are, padded bags (-1) sparse."""
+    features: dict[str, tf.Tensor | tf.SparseTensor] = dict(dense)
+    for key, padded in bags.items():
+        where = tf.where(padded >= 0)
+        features[key] = tf.SparseTensor(where, tf.gather_nd(padded, where),
+                                        tf.shape(padded, tf.int64))
+    return features

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
@@ -16,7 +17,7 @@ from tfx_bsl.public import tfxio
 from models import features as F
 from models.export import export_model
 from models.hparams import ModelConfig
-from models.model import MultiTaskRecommender
+from models.model import SELECTION_LOSS, MultiTaskRecommender
 from models.recommend import collect_catalog
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,16 @@ def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, 
             F.CLICK: sums["click"] / sums["n"], F.PURCHASE: sums["purchase"] / sums["n"]}
 
 
+def click_counts(dataset: tf.data.Dataset, cardinality: int) -> np.ndarray:
+    """Training clicks per item index, for the retrieval loss's sampling correction."""
+    counts = np.zeros(cardinality)
+    for batch in dataset:
+        items = batch[F.transformed_name(F.ITEM_ID)].numpy().reshape(-1)
+        clicked = batch[F.LABEL_XF[F.CLICK]].numpy().reshape(-1) > 0
+        np.add.at(counts, items[clicked], 1)
+    return counts
+
+
 def build_model(cards: dict[str, int], config: ModelConfig,
                 priors: dict[str, float] | None = None) -> MultiTaskRecommender:
     """A compiled model (call inside the strategy scope when distributing)."""
@@ -73,10 +84,13 @@ def fit(train: tf.data.Dataset, valid: tf.data.Dataset | None, cards: dict[str, 
     log.info("Label priors from the training split: %s", priors)
     with strategy.scope():
         model = build_model(cards, config, priors)
+        if model.retrieval is not None:
+            model.set_item_frequencies(
+                click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
     callbacks: list[tf_keras.callbacks.Callback] = []
     if valid is not None:
         callbacks.append(tf_keras.callbacks.EarlyStopping(
-            monitor="val_total_loss", patience=config.early_stopping_patience,
+            monitor=f"val_{SELECTION_LOSS}", patience=config.early_stopping_patience,
             restore_best_weights=True))
     if log_dir:
         callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
