@@ -384,7 +384,8 @@ def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
 
 def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, ModelConfig]:
     """Every row's config: ``overrides`` (ModelConfig fields) apply to all of them."""
-    base = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(), **(overrides or {})})
+    base = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(),
+                                  "retrieval": {"enabled": False}, **(overrides or {})})
     experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1,
                            units=(64,))
     configs = {}
@@ -392,7 +393,8 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
         for balancing in ("fixed", "uncertainty"):
             configs[f"{architecture} / {balancing}"] = dataclasses.replace(
                 base, architecture=architecture, experts=experts, loss_balancing=balancing)
-    # The default with the retrieval tower: the heads rank only the 100 nearest items.
+    # The heads over the whole catalog above; here with the retrieval tower (the default
+    # ModelConfig): the heads rank only the 100 items nearest the user.
     configs["shared_bottom / uncertainty + retrieval 100"] = dataclasses.replace(
         configs["shared_bottom / uncertainty"],
         retrieval=RetrievalConfig(enabled=True, candidates=100))

@@ -40,11 +40,13 @@ class RetrievalConfig:
     whole catalog with the heads, as without the tower.
     """
 
-    enabled: bool = False
+    # On by default with 100 candidates: on the u1 validation split the two stages ranked
+    # better than the heads over the whole catalog (README, "Quality benchmark").
+    enabled: bool = True
     dim: int = 32
     loss_weight: float = 0.1
     temperature: float = 0.1
-    candidates: int = 0
+    candidates: int = 100
 
     def __post_init__(self) -> None:
         if self.dim < 1 or self.candidates < 0:
@@ -60,7 +62,8 @@ class ModelConfig:
     Defaults were chosen on the validation split of u1.base (never on u1.test; see the
     README's quality benchmark): learning rate 2e-3 with early stopping (about 4 epochs),
     32-wide id embeddings, 64-wide encoders and rating biases each lowered the validation
-    RMSE and raised the validation click AUC.
+    RMSE and raised the validation click AUC; the retrieval tower's two stages raised the
+    validation NDCG@10.
     """
 
     embedding_dim: int = 32

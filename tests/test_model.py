@@ -84,9 +84,10 @@ def test_metric_names_per_head_are_exact():
         F.PURCHASE: {"purchase_auc", "purchase_logloss", "purchase_loss", "purchase_weight"},
     }
     assert set(logs) - set().union(*per_head.values()) == {
-        "loss", "regularization_loss", "total_loss", "selection_loss"}
-    # The per-head losses are what the total is made of.
+        "loss", "regularization_loss", "total_loss", "selection_loss", "retrieval_loss"}
+    # The per-head losses (and the retrieval tower's) are what the total is made of.
     weighted = sum(SMALL.loss_weights[head] * logs[f"{head}_loss"] for head in F.HEADS)
+    weighted += SMALL.retrieval.loss_weight * logs["retrieval_loss"]
     assert weighted == pytest.approx(logs["loss"], rel=1e-4)
     # Early stopping reads the fixed-weight sum, an epoch mean.
     fixed = sum(SMALL.loss_weights[head] * logs[f"{head}_loss"] for head in F.HEADS)
