@@ -11,6 +11,7 @@ install: $(STAMP)
 # Two steps (see README, "Why a two-step install"): the pinned stack first, then tfx and
 # ml-pipelines-sdk without their dependencies, because their metadata says Python < 3.11.
 $(STAMP): requirements/stack.txt requirements/constraints.txt setup.py
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:3]; sys.exit(0 if (3, 11, 5) <= v < (3, 12) else "mtrec needs CPython 3.11.5 or newer 3.11 (the lock pins packages that require it); $(PYTHON) is %d.%d.%d. Put one first on PATH or run: make PYTHON=/path/to/python3.11" % v)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==24.2
 	$(BIN)/pip install -r requirements/stack.txt -c requirements/constraints.txt

@@ -1,5 +1,6 @@
 """Export: a real Transform graph plus a trained model, saved, reloaded and compared."""
 
+import dataclasses
 from pathlib import Path
 
 import apache_beam as beam
@@ -66,22 +67,39 @@ def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data
             .map(lambda x: layer(tf.io.parse_example(x, raw_spec))).cache())
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """(in-memory model, transform output, reloaded SavedModel)."""
-    root = tmp_path_factory.mktemp("export")
+@dataclasses.dataclass
+class Trained:
+    """A model trained and exported on tiny synthetic MovieLens data, and its parts."""
+
+    model: object
+    history: dict
+    output: tft.TFTransformOutput
+    catalog: object
+    train: tf.data.Dataset
+    loaded: object  # The reloaded SavedModel.
+
+
+def train_and_export(root: Path, config: ModelConfig) -> Trained:
+    """Transform, fit and export ``config`` as the pipeline would, then reload it."""
     source = make_movielens_dir(root / "ml", n_users=40, n_items=30, ratings_per_user=8)
     info = dataset.build_movielens(source, root / "data", dataset.DataConfig())
-    train = str(Path(info.root) / "train" / "data.tfrecord.gz")
-    output = run_transform(train, root)
-    model, _ = fit(transformed_dataset(train, output), None, cardinalities(output), CONFIG)
-    catalog = collect_catalog(transformed_dataset(train, output),
-                              output.vocabulary_by_name(F.ITEM_ID))
+    train_file = str(Path(info.root) / "train" / "data.tfrecord.gz")
+    output = run_transform(train_file, root)
+    train = transformed_dataset(train_file, output)
+    model, history = fit(train, None, cardinalities(output), config)
+    catalog = collect_catalog(train, output.vocabulary_by_name(F.ITEM_ID))
     export_model(model, output, str(root / "saved"), catalog, (0.2, 0.5, 0.3))
     loaded = tf.saved_model.load(str(root / "saved"))
     loaded.export_dir = str(root / "saved")  # For the tests that read saved_model.pb.
     loaded.source_dir = str(source)  # For brute-force scoring of the catalog.
-    return model, output, loaded
+    return Trained(model, history, output, catalog, train, loaded)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(in-memory model, transform output, reloaded SavedModel)."""
+    trained = train_and_export(tmp_path_factory.mktemp("export"), CONFIG)
+    return trained.model, trained.output, trained.loaded
 
 
 def serve(loaded, rows):

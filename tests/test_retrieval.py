@@ -4,20 +4,16 @@ signature (BruteForce candidates, then the heads), and save/reload."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models import features as F
-from models.export import export_model
 from models.hparams import ModelConfig, RetrievalConfig
-from models.recommend import collect_catalog, item_features
-from models.training import cardinalities, click_counts, fit
-from pipeline import dataset
-from tests.synthetic import make_movielens_dir
-from tests.test_export import recommend, run_transform, transformed_dataset
+from models.recommend import item_features
+from models.training import cardinalities, click_counts
+from tests.test_export import recommend, train_and_export
 
 CANDIDATES = 8
 CONFIG = ModelConfig(embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,),
@@ -30,17 +26,8 @@ USER = {"user_id": 3, "age": 30, "gender": "M", "occupation": "engineer", "zip_p
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model, history, transform output, catalog, reloaded SavedModel, train dataset)."""
-    root = tmp_path_factory.mktemp("retrieval")
-    source = make_movielens_dir(root / "ml", n_users=40, n_items=30, ratings_per_user=8)
-    info = dataset.build_movielens(source, root / "data", dataset.DataConfig())
-    train_file = str(Path(info.root) / "train" / "data.tfrecord.gz")
-    output = run_transform(train_file, root)
-    train = transformed_dataset(train_file, output)
-    model, history = fit(train, None, cardinalities(output), CONFIG)
-    catalog = collect_catalog(train, output.vocabulary_by_name(F.ITEM_ID))
-    export_model(model, output, str(root / "saved"), catalog, (0.2, 0.5, 0.3))
-    loaded = tf.saved_model.load(str(root / "saved"))
-    return model, history, output, catalog, loaded, train
+    run = train_and_export(tmp_path_factory.mktemp("retrieval"), CONFIG)
+    return run.model, run.history, run.output, run.catalog, run.loaded, run.train
 
 
 def test_config_round_trips_through_json():
