@@ -43,7 +43,7 @@ import pandas as pd
 import tensorflow as tf
 
 from models import features as F
-from models.hparams import ExpertConfig, ModelConfig, RetrievalConfig
+from models.hparams import ExpertConfig, ModelConfig
 from models.recommend import blended_score, item_features
 from models.training import cardinalities, fit
 from pipeline import dataset, movielens
@@ -383,9 +383,11 @@ def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
 
 
 def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, ModelConfig]:
-    """Every row's config: ``overrides`` (ModelConfig fields) apply to all of them."""
-    base = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(),
-                                  "retrieval": {"enabled": False}, **(overrides or {})})
+    """Every row's config: ``overrides`` (ModelConfig fields) apply to all of them. Only the
+    ``+ retrieval`` row has the retrieval tower on (with the overrides' retrieval settings)."""
+    tuned = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(), **(overrides or {})})
+    base = dataclasses.replace(tuned, retrieval=dataclasses.replace(tuned.retrieval,
+                                                                    enabled=False))
     experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1,
                            units=(64,))
     configs = {}
@@ -393,11 +395,11 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
         for balancing in ("fixed", "uncertainty"):
             configs[f"{architecture} / {balancing}"] = dataclasses.replace(
                 base, architecture=architecture, experts=experts, loss_balancing=balancing)
-    # The heads over the whole catalog above; here with the retrieval tower (the default
-    # ModelConfig): the heads rank only the 100 items nearest the user.
-    configs["shared_bottom / uncertainty + retrieval 100"] = dataclasses.replace(
-        configs["shared_bottom / uncertainty"],
-        retrieval=RetrievalConfig(enabled=True, candidates=100))
+    # The heads over the whole catalog above; here with the retrieval tower (on in the
+    # default ModelConfig): the heads rank only the items nearest the user.
+    retrieval = dataclasses.replace(tuned.retrieval, enabled=True)
+    configs[f"shared_bottom / uncertainty + retrieval {retrieval.candidates}"] = (
+        dataclasses.replace(configs["shared_bottom / uncertainty"], retrieval=retrieval))
     for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
         configs[f"single-task {head}"] = dataclasses.replace(base, loss_balancing="fixed",
