@@ -45,6 +45,13 @@ class Servable:
         return self.model.signatures[name]
 
 
+def version_folders(base: Path) -> dict[int, Path]:
+    """The numbered version folders under a push base path that hold a SavedModel. TFX's
+    Pusher copies ``saved_model.pb`` last, so a half-copied version is not listed."""
+    return {int(p.name): p for p in base.iterdir()
+            if p.is_dir() and p.name.isdigit() and (p / SAVED_MODEL_FILE).is_file()}
+
+
 @dataclasses.dataclass(frozen=True)
 class VersionStatus:
     """TF Serving's ModelVersionStatus: a state and, after a failure, its error."""
@@ -101,8 +108,7 @@ class ModelManager:
         if not base.is_dir():
             log.error("model '%s': base path %s does not exist", spec.name, base)
             return
-        on_disk = {int(p.name): p for p in base.iterdir()
-                   if p.is_dir() and p.name.isdigit() and (p / SAVED_MODEL_FILE).exists()}
+        on_disk = version_folders(base)
         current = self._serving[spec.name]
         loadable = [v for v, p in on_disk.items()
                     if v in current or self._failed.get((spec.name, v)) != _fingerprint(p)]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from models import features as F
+from serving.manager import SAVED_MODEL_FILE, version_folders
 
 SCORE_BATCH = 4096
 
@@ -17,16 +18,15 @@ SCORE_BATCH = 4096
 def resolve_model_dir(path: str | Path) -> Path:
     """A version folder as is; a push base folder means its newest numbered version."""
     folder = Path(path)
-    if (folder / "saved_model.pb").is_file():
+    if (folder / SAVED_MODEL_FILE).is_file():
         return folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
-    versions = [p for p in folder.iterdir()
-                if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()]
+    versions = version_folders(folder)
     if not versions:
         raise FileNotFoundError(f"{folder}: neither a SavedModel nor a folder of numbered "
                                 "versions")
-    return max(versions, key=lambda p: int(p.name))
+    return versions[max(versions)]
 
 
 def load(model_dir: Path) -> Any:
