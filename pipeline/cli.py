@@ -456,11 +456,10 @@ def _load_model(path: str) -> tuple[Path, Any]:
 def _write_rows(rows: list[dict], path: str) -> None:
     import pandas as pd
 
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp")
-    pd.DataFrame(rows).to_csv(staging, index=False)
-    staging.replace(target)  # Never a half-written output.
+    from pipeline.files import staged_file
+
+    with staged_file(path) as staging:  # Never a half-written output.
+        pd.DataFrame(rows).to_csv(staging, index=False)
 
 
 def cmd_score(args: argparse.Namespace) -> int:

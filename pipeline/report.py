@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from models import features as F
+from pipeline.files import staged_file
 from pipeline.inspection import (
     HEAD_METRICS,
     OVERALL,
@@ -65,12 +66,9 @@ window.addEventListener('load', function () {
 def write_report(inspection: Inspection, path: str | os.PathLike) -> Path:
     """Render the report and write it atomically to ``path``."""
     page = render(inspection)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp")
-    staging.write_text(page, encoding="utf-8")
-    staging.replace(target)
-    return target
+    with staged_file(path) as staging:
+        staging.write_text(page, encoding="utf-8")
+    return Path(path)
 
 
 def render(inspection: Inspection) -> str:
