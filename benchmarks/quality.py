@@ -28,7 +28,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from models import features as F
 from models.hparams import ExpertConfig, ModelConfig
 from models.recommend import blended_score, item_features
 from models.training import cardinalities, fit
-from pipeline import dataset, movielens
+from pipeline import dataset, local_transform, movielens
 
 U1_TEST_ROWS = 20_000
 COLD_MAX = 20
@@ -65,33 +64,6 @@ def u1_split(source: Path, work: Path, test_rows: int = U1_TEST_ROWS
     base.to_csv(base_file, index=False)
     test.to_csv(test_file, index=False)
     return base, test, base_file, test_file
-
-
-def transform(train_pattern: str, out_dir: Path) -> object:
-    """Analyze the training split with the real preprocessing_fn, as the pipeline does."""
-    import apache_beam as beam
-    import tensorflow_transform as tft
-    import tensorflow_transform.beam as tft_beam
-    from google.protobuf import text_format
-    from tensorflow_metadata.proto.v0 import schema_pb2
-    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
-    from tfx_bsl.public import tfxio
-
-    from models.preprocessing import preprocessing_fn
-    from pipeline.config import CURATED_SCHEMA
-
-    for stale in ("transform", "tmp"):  # A re-run in the same work dir starts clean.
-        shutil.rmtree(out_dir / stale, ignore_errors=True)
-    schema = text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
-    source = tfxio.TFExampleRecord(file_pattern=train_pattern, schema=schema,
-                                   telemetry_descriptors=["benchmark"])
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(out_dir / "tmp")):
-        transform_fn = ((pipeline | source.BeamSource(), source.TensorAdapterConfig())
-                        | tft_beam.AnalyzeDataset(preprocessing_fn))
-        _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir / "transform"))
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(
-        out_dir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
-    return tft.TFTransformOutput(str(out_dir / "transform"))
 
 
 def transformed(pattern: str, output: object, batch_size: int, shuffle: bool) -> tf.data.Dataset:
@@ -433,7 +405,7 @@ def main() -> None:
                                       dataset.DataConfig())
     root = Path(info.root)
     started = time.perf_counter()
-    output = transform(str(root / "train" / "*"), work)
+    output = local_transform.analyze(str(root / "train" / "*"), work, "benchmark")
     print(f"u1: {len(base):,} base / {len(test):,} test ratings; examples "
           f"{info.manifest['splits']}; Transform {time.perf_counter() - started:.0f} s",
           flush=True)

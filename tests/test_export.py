@@ -3,16 +3,13 @@
 import dataclasses
 from pathlib import Path
 
-import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-import tensorflow_transform.beam as tft_beam
 from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
-from tfx_bsl.public import tfxio
+from tensorflow_transform.tf_metadata import schema_utils
 
 from models import features as F
 from models.export import (
@@ -28,10 +25,9 @@ from models.export import (
     write_warmup_requests,
 )
 from models.hparams import ModelConfig
-from models.preprocessing import preprocessing_fn
 from models.recommend import RECOMMEND, collect_catalog
 from models.training import cardinalities, fit
-from pipeline import dataset, movielens
+from pipeline import dataset, local_transform, movielens
 from pipeline.config import CURATED_SCHEMA
 from serving.examples import to_examples
 from tests.synthetic import make_movielens_dir
@@ -48,16 +44,7 @@ def _schema() -> schema_pb2.Schema:
 
 def run_transform(examples: str, out_dir: Path) -> tft.TFTransformOutput:
     """Analyze the training examples with the real preprocessing_fn, as Transform does."""
-    source = tfxio.TFExampleRecord(file_pattern=examples, schema=_schema(),
-                                   telemetry_descriptors=["test"])
-    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(out_dir / "tmp")):
-        transform_fn = ((pipeline | source.BeamSource(), source.TensorAdapterConfig())
-                        | tft_beam.AnalyzeDataset(preprocessing_fn))
-        _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir / "transform"))
-    # TFX's Transform executor also records the raw schema next to the graph.
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(_schema()),
-                               str(out_dir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
-    return tft.TFTransformOutput(str(out_dir / "transform"))
+    return local_transform.analyze(examples, out_dir, "test")
 
 
 def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data.Dataset:
