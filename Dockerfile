@@ -14,8 +14,11 @@ RUN pip install pip==24.2 \
  && pip install --no-deps --ignore-requires-python tfx==1.16.0 ml-pipelines-sdk==1.16.0
 
 COPY setup.py pyproject.toml README.md ./
+COPY mtrec/ mtrec/
 COPY pipeline/ pipeline/
 COPY models/ models/
 COPY components/ components/
 COPY serving/ serving/
-RUN pip install --no-deps . && python -c "import tfx, tensorflow_recommenders, models.training"
+# A regular (non-editable) install: the image runs from site-packages/mtrec, not this folder.
+RUN pip install --no-deps . && cd / && rm -rf /opt/mtrec \
+ && python -c "import tfx, tensorflow_recommenders, mtrec.models.training, mtrec.data.dataset"

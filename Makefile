@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint lock clean
+.PHONY: install system-deps run test test-fast lint format lock clean
 
 install: $(STAMP)
 
@@ -28,11 +28,21 @@ system-deps:
 run: install
 	$(BIN)/mtrec run
 
-test: install
+# Everything, as CI runs it: the linter first, then unit, integration and end-to-end tests.
+test: install lint
 	$(BIN)/python -m pytest -q tests
+
+# The unit tests alone (tiny in-test data; under 2 minutes).
+test-fast: install
+	$(BIN)/python -m pytest -q -m unit tests/unit
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # Re-pin after changing requirements/stack.txt (run in a fresh .venv).
 lock:

@@ -19,14 +19,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from pipeline import results
-from pipeline.config import DEFAULT_PIPELINE_NAME
-from pipeline.local_runner import metadata_path
+from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+from mtrec.pipeline.local_runner import metadata_path
+from mtrec.results import store as results
 
 
 def timed_run(output_dir: Path, extra: list[str]) -> tuple[float, results.RunSummary]:
     """One `mtrec run`, timed end to end as a user would see it."""
-    command = [sys.executable, "-m", "pipeline.cli", "run", "--output-dir", str(output_dir),
+    command = [sys.executable, "-m", "mtrec", "run", "--output-dir", str(output_dir),
                *extra]
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)

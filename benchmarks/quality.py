@@ -28,24 +28,23 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from models import features as F
-from models.hparams import ExpertConfig, ModelConfig
-from models.recommend import blended_score, item_features
-from models.training import cardinalities, fit
-from pipeline import dataset, local_transform, movielens
+from mtrec import names as F
+from mtrec.data import dataset, movielens
+from mtrec.models import local_transform
+from mtrec.models.hparams import ExpertConfig, ModelConfig
+from mtrec.models.recommend import blended_score, item_features
+from mtrec.models.training import cardinalities, fit
 
 U1_TEST_ROWS = 20_000
 COLD_MAX = 20

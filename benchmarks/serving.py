@@ -24,14 +24,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving.examples import to_examples
+from mtrec.examples import to_examples
 
 
 def latest_version(base: Path) -> Path:
@@ -87,7 +86,7 @@ class Server:
 
     def __init__(self, base: Path, batching: bool, parameters: str | None = None) -> None:
         self.port = free_port()
-        command = [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(self.port),
+        command = [sys.executable, "-m", "mtrec", "serve", "--port", str(self.port),
                    "--rest_api_port", "0", "--model_base_path", str(base),
                    "--file_system_poll_wait_seconds", "30"]
         if batching:

@@ -13,8 +13,10 @@ from tfx import v1 as tfx
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from mtrec.errors import PipelineError
 
-class DataAnomaliesError(RuntimeError):
+
+class DataAnomaliesError(PipelineError):
     """The examples do not match the schema; the message lists every anomaly."""
 
 

@@ -17,6 +17,9 @@ from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
+from mtrec import names as F
+from mtrec.errors import PipelineError
+
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "candidate"
@@ -24,7 +27,7 @@ BLESSED_FILE = "INFRA_BLESSED"
 NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"
 
 
-class ServingMismatchError(RuntimeError):
+class ServingMismatchError(PipelineError):
     """The served model answered differently from the same model in process."""
 
 
@@ -48,9 +51,9 @@ def validate_serving(model_dir: str, examples: list, batch_size: int = 16,
     import numpy as np
     import tensorflow as tf
 
-    from serving import config
-    from serving.client import ServingClient
-    from serving.server import ModelServer, ServerOptions
+    from mtrec.serving import config
+    from mtrec.serving.client import ServingClient
+    from mtrec.serving.server import ModelServer, ServerOptions
 
     with tempfile.TemporaryDirectory(prefix="mtrec-serving-validator-") as base:
         os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
@@ -61,7 +64,7 @@ def validate_serving(model_dir: str, examples: list, batch_size: int = 16,
             if not server.manager.available(MODEL_NAME):
                 errors = "; ".join(s.error for s in statuses if s.error) or "not loaded"
                 raise ServingMismatchError(f"the server could not load the model: {errors}")
-            local = tf.saved_model.load(model_dir).signatures["serving_default"]
+            local = tf.saved_model.load(model_dir).signatures[F.SERVING_DEFAULT]
             checked = 0
             with ServingClient(f"127.0.0.1:{server.grpc_port}", MODEL_NAME) as client:
                 signatures = client.metadata()["signatures"]

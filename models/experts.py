@@ -18,7 +18,7 @@ from typing import Any
 import tensorflow as tf
 import tf_keras
 
-from models.layers import MLP, serializable
+from mtrec.models.layers import MLP, serializable
 
 
 @serializable

@@ -25,21 +25,15 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features as F
-from models.recommend import RECOMMEND, Catalog, make_recommend_fn
+from mtrec import names as F
+from mtrec.models.recommend import Catalog, make_recommend_fn
 
-SERVING_DEFAULT = "serving_default"
-PREDICT_RAW = "predict_raw"
-TRANSFORM_FEATURES = "transform_features"
-REGRESS_RATING = "regress_rating"
-CLASSIFY = {F.CLICK: "classify_click", F.PURCHASE: "classify_purchase"}
-SIGNATURES = (SERVING_DEFAULT, PREDICT_RAW, TRANSFORM_FEATURES, REGRESS_RATING,
-              *CLASSIFY.values(), RECOMMEND)
-METHOD_NAMES = {REGRESS_RATING: "tensorflow/serving/regress",
-                **{name: "tensorflow/serving/classify" for name in CLASSIFY.values()}}
+SIGNATURES = (F.SERVING_DEFAULT, F.PREDICT_RAW, F.TRANSFORM_FEATURES, F.REGRESS_RATING,
+              *F.CLASSIFY.values(), F.RECOMMEND)
+METHOD_NAMES = {F.REGRESS_RATING: F.REGRESS_METHOD,
+                **{name: F.CLASSIFY_METHOD for name in F.CLASSIFY.values()}}
 EXAMPLES_INPUT = "examples"
 TF_SERVING_INPUTS = "inputs"  # The input name TF Serving's Classify and Regress require.
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 WARMUP_BATCH = 8
 
 
@@ -107,12 +101,12 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
         return classify
 
     tf.saved_model.save(module, export_dir, signatures={
-        SERVING_DEFAULT: serve_examples,
-        PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
-        TRANSFORM_FEATURES: transform_features,
-        REGRESS_RATING: regress_rating,
-        **{name: classifier(head) for head, name in CLASSIFY.items()},
-        **({RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
+        F.SERVING_DEFAULT: serve_examples,
+        F.PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
+        F.TRANSFORM_FEATURES: transform_features,
+        F.REGRESS_RATING: regress_rating,
+        **{name: classifier(head) for head, name in F.CLASSIFY.items()},
+        **({F.RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
            if catalog is not None else {}),
     })
     set_method_names(export_dir, METHOD_NAMES)
@@ -136,7 +130,7 @@ def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
 
 def warmup_examples(tft_output: tft.TFTransformOutput) -> list[bytes]:
     """Requests for the most frequent training users and items, plus one unknown pair."""
-    from serving.examples import to_examples  # Deferred: serving depends on models.
+    from mtrec.examples import to_examples  # Deferred: serving depends on models.
 
     users = tft_output.vocabulary_by_name(F.USER_ID)[:WARMUP_BATCH]
     items = tft_output.vocabulary_by_name(F.ITEM_ID)[:WARMUP_BATCH]
@@ -150,12 +144,12 @@ def write_warmup_requests(export_dir: str, examples: list[bytes]) -> str:
     """TF Serving's warmup file: one batch Predict request and one single-example request."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    path = os.path.join(export_dir, WARMUP_FILE)
+    path = os.path.join(export_dir, F.WARMUP_FILE)
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as writer:
         for batch in (examples, examples[:1]):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(signature_name=SERVING_DEFAULT))
+                model_spec=model_pb2.ModelSpec(signature_name=F.SERVING_DEFAULT))
             request.inputs[EXAMPLES_INPUT].CopyFrom(
                 tf.make_tensor_proto(batch, dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(

@@ -17,10 +17,10 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras
 
-from models import features as F
-from models.experts import PLE, MMoE, SharedBottom
-from models.hparams import ModelConfig
-from models.layers import MLP, serializable
+from mtrec import names as F
+from mtrec.models.experts import PLE, MMoE, SharedBottom
+from mtrec.models.hparams import ModelConfig
+from mtrec.models.layers import MLP, serializable
 
 SELECTION_LOSS = "selection_loss"
 

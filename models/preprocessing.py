@@ -11,7 +11,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from models import features as F
+from mtrec import names as F
 
 # One OOV bucket per vocabulary: unknown ids share it, and id dropout trains it.
 NUM_OOV_BUCKETS = 1

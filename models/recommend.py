@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from models import features as F
+from mtrec import names as F
 
-RECOMMEND = "recommend"
 USER_RAW_INPUTS = (F.USER_ID, *F.USER_FEATURES)
 USER_XF = (*F.USER_CATEGORICAL_XF, *F.USER_NUMERIC_XF)
 ITEM_DENSE_XF = (*F.ITEM_CATEGORICAL_XF, *F.ITEM_NUMERIC_XF)

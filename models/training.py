@@ -14,11 +14,11 @@ import tf_keras
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
-from models import features as F
-from models.export import export_model
-from models.hparams import ModelConfig
-from models.model import SELECTION_LOSS, MultiTaskRecommender
-from models.recommend import collect_catalog
+from mtrec import names as F
+from mtrec.models.export import export_model
+from mtrec.models.hparams import ModelConfig
+from mtrec.models.model import SELECTION_LOSS, MultiTaskRecommender
+from mtrec.models.recommend import collect_catalog
 
 log = logging.getLogger(__name__)
 

@@ -6,14 +6,15 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from models import features as F
-from models.hparams import ModelConfig
+from mtrec import names as F
+from mtrec.data import dataset
+from mtrec.models.hparams import ModelConfig
 
 # How the Evaluator's baseline is resolved: "replaced_model" (the newest blessed model older
 # than the candidate, so cached re-runs stay cached) or "latest_blessed" (TFX's built-in
 # strategy, the only one Kubeflow V2 can compile).
 BASELINE_STRATEGIES = ("replaced_model", "latest_blessed")
-CURATED_SCHEMA = str(Path(__file__).parent / "schema" / "schema.pbtxt")
+CURATED_SCHEMA = dataset.CURATED_SCHEMA
 DEFAULT_PIPELINE_NAME = "mtrec"
 
 

@@ -6,9 +6,8 @@ from typing import Any
 
 import tensorflow_model_analysis as tfma
 
-from models import features as F
-from models.export import SERVING_DEFAULT, TRANSFORM_FEATURES
-from pipeline.config import EvalThresholds
+from mtrec import names as F
+from mtrec.pipeline.config import EvalThresholds
 
 RATING_METRICS = ("ExampleCount", "WeightedExampleCount", "RootMeanSquaredError",
                   "MeanAbsoluteError")
@@ -71,8 +70,8 @@ def make_eval_config(thresholds: EvalThresholds,
         specs.append(tfma.MetricsSpec(output_names=[head], metrics=metrics))
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
-            signature_name=SERVING_DEFAULT,
-            preprocessing_function_names=[TRANSFORM_FEATURES],
+            signature_name=F.SERVING_DEFAULT,
+            preprocessing_function_names=[F.TRANSFORM_FEATURES],
             label_keys=dict(F.LABEL_XF),
             example_weight_keys={F.RATING: F.RATING_WEIGHT_XF})],
         metrics_specs=specs,

@@ -9,8 +9,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_kera
 
 from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from mtrec.pipeline.config import PipelineConfig
+from mtrec.pipeline.pipeline import create_pipeline
 
 DEFAULT_IMAGE = "ghcr.io/mtrec/mtrec:latest"
 

@@ -7,15 +7,15 @@ from typing import Any
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
-from components.anomalies_gate import AnomaliesGate
-from components.baseline_resolver import BaselineModelStrategy
-from components.serving_validator import ServingValidator
-from pipeline.config import PipelineConfig
-from pipeline.evaluation import make_eval_config
+from mtrec import names as F
+from mtrec.components.anomalies_gate import AnomaliesGate
+from mtrec.components.baseline_resolver import BaselineModelStrategy
+from mtrec.components.serving_validator import ServingValidator
+from mtrec.pipeline.config import PipelineConfig
+from mtrec.pipeline.evaluation import make_eval_config
 
-TRANSFORM_FN = "models.modules.transform_module.preprocessing_fn"
-RUN_FN = "models.modules.trainer_module.run_fn"
-SPLITS = ("train", "valid", "eval")
+TRANSFORM_FN = "mtrec.models.modules.transform_module.preprocessing_fn"
+RUN_FN = "mtrec.models.modules.trainer_module.run_fn"
 
 
 def create_pipeline(config: PipelineConfig,
@@ -26,7 +26,7 @@ def create_pipeline(config: PipelineConfig,
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.examples_dir,
         input_config=example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name=name, pattern=f"{name}/*") for name in SPLITS]))
+            example_gen_pb2.Input.Split(name=name, pattern=f"{name}/*") for name in F.SPLITS]))
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
@@ -42,7 +42,7 @@ def create_pipeline(config: PipelineConfig,
         examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN, custom_config=code,
         disable_statistics=True,  # StatisticsGen already profiles the raw data.
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=list(SPLITS)))
+        splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN], transform=list(F.SPLITS)))
     transform.add_upstream_node(anomalies_gate)
 
     trainer = tfx.components.Trainer(
@@ -50,8 +50,8 @@ def create_pipeline(config: PipelineConfig,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["valid"]),
+        train_args=tfx.proto.TrainArgs(splits=[F.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[F.VALID]),
         custom_config={"model": config.model.to_dict(), **code})
 
     model_resolver = _baseline_resolver(config.baseline_strategy, trainer.outputs["model"])
@@ -60,7 +60,7 @@ def create_pipeline(config: PipelineConfig,
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        example_splits=["eval"],
+        example_splits=[F.EVAL],
         eval_config=make_eval_config(config.thresholds, config.slice_features,
                                      config.gated_slices))
 

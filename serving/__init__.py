@@ -1,1 +1,1 @@
-"""mtrec serving: request building for TF Serving's APIs (server and client to follow)."""
+"""TF-Serving-compatible serving: gRPC and REST server, model manager, client, offline scoring."""

@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 import grpc
 import numpy as np
 
-from serving.config import BatchingConfig
-from serving.errors import ServingError
+from mtrec.serving.config import BatchingConfig
+from mtrec.serving.errors import ServingError
 
 log = logging.getLogger(__name__)
 

@@ -20,19 +20,18 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from mtrec import names as F
+from mtrec.errors import ServingError
+
 T = TypeVar("T")
 
-DEFAULT_SIGNATURE = "serving_default"
-RECOMMEND_SIGNATURE = "recommend"
 
 
-class ServingClientError(RuntimeError):
+class ServingClientError(ServingError):
     """A request the server refused or could not answer: ``code`` names the gRPC status."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+        super().__init__(code, message, prefix=f"{code}: ")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +62,7 @@ class ServingClient:
     # ------------------------------------------------------------------------- public
 
     def predict(self, rows: Sequence[Mapping[str, Any]],
-                signature_name: str = DEFAULT_SIGNATURE) -> list[dict[str, float]]:
+                signature_name: str = F.SERVING_DEFAULT) -> list[dict[str, float]]:
         """Per-head scores for each row of raw features (ids plus any side features)."""
         if not rows:
             return []
@@ -77,11 +76,11 @@ class ServingClient:
         """Top-k items for ``user`` (id and/or features), leaving out ``exclude``; ``blend``
         overrides the export's (rating, click, purchase) ranking weights. Needs a model
         that exports a ``recommend`` signature."""
-        signature = self.signatures().get(RECOMMEND_SIGNATURE)
+        signature = self.signatures().get(F.RECOMMEND)
         if signature is None:
             raise ServingClientError(
                 "FAILED_PRECONDITION", f"model '{self.model_name}' has no "
-                f"'{RECOMMEND_SIGNATURE}' signature (export a model with one)")
+                f"'{F.RECOMMEND}' signature (export a model with one)")
         special = {"k": [k], "exclude": list(exclude), "blend": list(blend or [])}
         inputs = {}
         for name, dtype in signature["inputs"].items():
@@ -90,7 +89,7 @@ class ServingClient:
             if numpy_type is object:
                 values = [v.encode() if isinstance(v, str) else v for v in values]
             inputs[name] = np.array(values, dtype=numpy_type)
-        outputs = self.predict_tensors(inputs, RECOMMEND_SIGNATURE)
+        outputs = self.predict_tensors(inputs, F.RECOMMEND)
         return {name: np.asarray(value).reshape(-1).tolist() for name, value in outputs.items()}
 
     def status(self) -> list[dict[str, Any]]:
@@ -162,7 +161,7 @@ class ServingClient:
     def _build_inputs(self, rows: Sequence[Mapping[str, Any]],
                       signature_name: str) -> dict[str, np.ndarray]:
         """What the signature takes: serialized tf.Examples, or one tensor per feature."""
-        from serving.examples import to_examples
+        from mtrec.examples import to_examples
 
         signature = self.signatures().get(signature_name)
         if signature is None:
@@ -185,7 +184,7 @@ class ServingClient:
         return columns
 
     def predict_tensors(self, inputs: Mapping[str, np.ndarray],
-                        signature_name: str = DEFAULT_SIGNATURE) -> dict[str, np.ndarray]:
+                        signature_name: str = F.SERVING_DEFAULT) -> dict[str, np.ndarray]:
         """Predict on ready-made input arrays (the signature's own input names)."""
         if self.protocol == "rest":
             body = {"signature_name": signature_name,

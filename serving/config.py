@@ -16,7 +16,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from serving.errors import ConfigError
+from mtrec.serving.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

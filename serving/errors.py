@@ -1,21 +1,12 @@
-"""Errors the server maps onto gRPC status codes (and REST status codes)."""
+"""How the server maps request errors onto gRPC status codes (and REST status codes)."""
 
 from __future__ import annotations
 
 import grpc
 
+from mtrec.errors import ConfigError, ServingError
 
-class ConfigError(ValueError):
-    """A bad model config, batching file or server flag: reported in one line at start-up."""
-
-
-class ServingError(Exception):
-    """A request the server answers with ``code`` (a ``grpc.StatusCode``) and a message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = ["HTTP_STATUS", "ConfigError", "ServingError", "invalid", "not_found"]
 
 
 # How TF Serving's REST front end maps gRPC codes onto HTTP statuses.

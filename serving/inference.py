@@ -8,15 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from serving.batching import Batcher
-from serving.errors import ServingError, invalid
-from serving.manager import ModelManager, Servable
-from serving.tensors import check_inputs
-
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+from mtrec import names as F
+from mtrec.serving.batching import Batcher
+from mtrec.serving.errors import ServingError, invalid
+from mtrec.serving.manager import ModelManager, Servable
+from mtrec.serving.tensors import check_inputs
 
 
 class Inference:
@@ -30,7 +26,7 @@ class Inference:
                 signature_name: str, inputs: Mapping[str, np.ndarray],
                 output_filter: Sequence[str] = ()) -> tuple[Servable, str, dict[str, Any]]:
         servable = self.manager.resolve(name, version, label)
-        signature = signature_name or DEFAULT_SIGNATURE
+        signature = signature_name or F.SERVING_DEFAULT
         outputs = self.predict_on(servable, signature, inputs)
         if output_filter:
             unknown = sorted(set(output_filter) - set(outputs))
@@ -57,16 +53,16 @@ class Inference:
                      examples: list[bytes]) -> tuple[Servable, str, dict[str, Any]]:
         """Classify or Regress: serialized tf.Examples into a signature of ``method``."""
         servable = self.manager.resolve(name, version, label)
-        signature = signature_name or DEFAULT_SIGNATURE
+        signature = signature_name or F.SERVING_DEFAULT
         return servable, signature, self.examples_on(servable, signature, method, examples)
 
     def examples_on(self, servable: Servable, signature: str, method: str,
                     examples: list[bytes]) -> dict[str, np.ndarray]:
         definition = servable.signature_defs.get(signature)
         servable.signature(signature)  # NOT_FOUND for an unknown signature.
-        actual = definition.method_name if definition is not None else PREDICT_METHOD
+        actual = definition.method_name if definition is not None else F.PREDICT_METHOD
         if actual != method:
-            kind = "classification" if method == CLASSIFY_METHOD else "regression"
+            kind = "classification" if method == F.CLASSIFY_METHOD else "regression"
             raise invalid(f"Expected {kind} signature method_name to be {method}. Was: "
                           f"{actual} (signature '{signature}')")
         if not examples:

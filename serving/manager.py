@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from serving.config import ModelSpec
-from serving.errors import not_found
+from mtrec import names as F
+from mtrec.serving.config import ModelSpec
+from mtrec.serving.errors import not_found
 
 log = logging.getLogger(__name__)
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-SAVED_MODEL_FILE = "saved_model.pb"
 
 
 @dataclasses.dataclass
@@ -49,7 +47,7 @@ def version_folders(base: Path) -> dict[int, Path]:
     """The numbered version folders under a push base path that hold a SavedModel. TFX's
     Pusher copies ``saved_model.pb`` last, so a half-copied version is not listed."""
     return {int(p.name): p for p in base.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / SAVED_MODEL_FILE).is_file()}
+            if p.is_dir() and p.name.isdigit() and (p / F.SAVED_MODEL_FILE).is_file()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +66,7 @@ def load_servable(name: str, version: int, path: str) -> Servable:
 
     model = tf.saved_model.load(path)
     proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString(Path(path, SAVED_MODEL_FILE).read_bytes())
+    proto.ParseFromString(Path(path, F.SAVED_MODEL_FILE).read_bytes())
     defs = dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
     return Servable(name=name, version=version, path=path, model=model, signature_defs=defs)
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from models import features as F
-from serving.manager import SAVED_MODEL_FILE, version_folders
+from mtrec import names as F
+from mtrec.serving.manager import version_folders
 
 SCORE_BATCH = 4096
 
@@ -18,7 +18,7 @@ SCORE_BATCH = 4096
 def resolve_model_dir(path: str | Path) -> Path:
     """A version folder as is; a push base folder means its newest numbered version."""
     folder = Path(path)
-    if (folder / SAVED_MODEL_FILE).is_file():
+    if (folder / F.SAVED_MODEL_FILE).is_file():
         return folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such model folder")
@@ -39,9 +39,9 @@ def score_rows(model: Any, rows: list[Mapping[str, Any]]) -> list[dict[str, floa
     """rating, click and purchase for each row of raw features (ids at least)."""
     import tensorflow as tf
 
-    from serving.examples import to_examples
+    from mtrec.examples import to_examples
 
-    signature = model.signatures["serving_default"]
+    signature = model.signatures[F.SERVING_DEFAULT]
     scores: list[dict[str, float]] = []
     for start in range(0, len(rows), SCORE_BATCH):
         chunk = [{k: v for k, v in row.items() if k in F.MODEL_INPUT_KEYS}
@@ -58,9 +58,9 @@ def recommend_rows(model: Any, users: Iterable[Mapping[str, Any]], k: int,
     """Top-k rows (user_id, rank, item_id, score and the three heads) for every user."""
     import tensorflow as tf
 
-    if "recommend" not in model.signatures:
+    if F.RECOMMEND not in model.signatures:
         raise ValueError("the model has no 'recommend' signature: export it with a newer mtrec")
-    signature = model.signatures["recommend"]
+    signature = model.signatures[F.RECOMMEND]
     specs = signature.structured_input_signature[1]
     out = []
     for user in users:

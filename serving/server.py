@@ -33,19 +33,24 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import config as config_lib
-from serving.batching import Batcher
-from serving.errors import HTTP_STATUS, ServingError, invalid
-from serving.inference import (
-    CLASSIFY_METHOD,
-    REGRESS_METHOD,
+from mtrec import names as F
+from mtrec.serving import config as config_lib
+from mtrec.serving.batching import Batcher
+from mtrec.serving.errors import HTTP_STATUS, ServingError, invalid
+from mtrec.serving.inference import (
     Inference,
     as_serving_error,
     examples_from_input,
 )
-from serving.manager import ModelManager, Servable
-from serving.tensors import from_proto, parse_rest_inputs, rest_outputs, signature_inputs, to_proto
-from serving.warmup import replay_warmup
+from mtrec.serving.manager import ModelManager, Servable
+from mtrec.serving.tensors import (
+    from_proto,
+    parse_rest_inputs,
+    rest_outputs,
+    signature_inputs,
+    to_proto,
+)
+from mtrec.serving.warmup import replay_warmup
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +126,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Classify(self, request: Any, context: Any) -> Any:
         name, version, label = _requested(request.model_spec)
         servable, signature, outputs = self.inference.run_examples(
-            name, version, label, request.model_spec.signature_name, CLASSIFY_METHOD,
+            name, version, label, request.model_spec.signature_name, F.CLASSIFY_METHOD,
             examples_from_input(request.input))
         response = classification_pb2.ClassificationResponse()
         _model_spec(response.model_spec, servable, signature)
@@ -139,7 +144,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Regress(self, request: Any, context: Any) -> Any:
         name, version, label = _requested(request.model_spec)
         servable, signature, outputs = self.inference.run_examples(
-            name, version, label, request.model_spec.signature_name, REGRESS_METHOD,
+            name, version, label, request.model_spec.signature_name, F.REGRESS_METHOD,
             examples_from_input(request.input))
         response = regression_pb2.RegressionResponse()
         _model_spec(response.model_spec, servable, signature)
@@ -305,24 +310,24 @@ class RestHandler(BaseHTTPRequestHandler):
     def _predict(self, match: re.Match, version: int | None, body: dict) -> dict:
         inference = self.server.inference
         servable = inference.manager.resolve(match["name"], version, match["label"])
-        signature = body.get("signature_name") or "serving_default"
+        signature = body.get("signature_name") or F.SERVING_DEFAULT
         expected = signature_inputs(servable.signature(signature))
         inputs, row_format = parse_rest_inputs(body, expected)
         return rest_outputs(inference.predict_on(servable, signature, inputs), row_format)
 
     def _examples(self, match: re.Match, version: int | None, body: dict) -> dict:
-        from serving.examples import to_example
+        from mtrec.examples import to_example
 
         rows = body.get("examples")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise invalid("'examples' must be a list of objects")
         context = body.get("context") or {}
         examples = [to_example({**context, **row}) for row in rows]
-        method = CLASSIFY_METHOD if match["verb"] == "classify" else REGRESS_METHOD
+        method = F.CLASSIFY_METHOD if match["verb"] == "classify" else F.REGRESS_METHOD
         _, _, outputs = self.server.inference.run_examples(
             match["name"], version, match["label"], body.get("signature_name", ""), method,
             examples)
-        if method == REGRESS_METHOD:
+        if method == F.REGRESS_METHOD:
             return {"results": np.asarray(outputs["outputs"]).reshape(-1).tolist()}
         return {"results": [[[str(c) if label is None else label, 0.0 if score is None else score]
                              for c, (label, score) in enumerate(row)]

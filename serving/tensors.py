@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.errors import invalid
+from mtrec.serving.errors import invalid
 
 
 def signature_inputs(function: Any) -> dict[str, Any]:

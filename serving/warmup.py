@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from serving.manager import WARMUP_FILE, Servable
+from mtrec import names as F
+from mtrec.serving.manager import Servable
 
 if TYPE_CHECKING:
-    from serving.inference import Inference
+    from mtrec.serving.inference import Inference
 
 MAX_WARMUP_RECORDS = 1000
 
@@ -20,15 +21,12 @@ def replay_warmup(servable: Servable, inference: Inference) -> int:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving.inference import (
-        CLASSIFY_METHOD,
-        DEFAULT_SIGNATURE,
-        REGRESS_METHOD,
+    from mtrec.serving.inference import (
         examples_from_input,
     )
-    from serving.tensors import from_proto
+    from mtrec.serving.tensors import from_proto
 
-    path = os.path.join(servable.path, WARMUP_FILE)
+    path = os.path.join(servable.path, F.WARMUP_FILE)
     if not os.path.exists(path):
         return 0
     replayed = 0
@@ -38,13 +36,13 @@ def replay_warmup(servable: Servable, inference: Inference) -> int:
         if kind == "predict_log":
             request = log.predict_log.request
             inference.predict_on(servable,
-                                 request.model_spec.signature_name or DEFAULT_SIGNATURE,
+                                 request.model_spec.signature_name or F.SERVING_DEFAULT,
                                  {k: from_proto(k, v) for k, v in request.inputs.items()})
         elif kind in ("classify_log", "regress_log"):
             request = getattr(log, kind).request
             inference.examples_on(servable,
-                                  request.model_spec.signature_name or DEFAULT_SIGNATURE,
-                                  CLASSIFY_METHOD if kind == "classify_log" else REGRESS_METHOD,
+                                  request.model_spec.signature_name or F.SERVING_DEFAULT,
+                                  F.CLASSIFY_METHOD if kind == "classify_log" else F.REGRESS_METHOD,
                                   examples_from_input(request.input))
         else:
             raise ValueError(f"unsupported warmup record type '{kind}' in {path}")

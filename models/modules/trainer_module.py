@@ -4,6 +4,6 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
-from models.training import run_fn
+from mtrec.models.training import run_fn
 
 __all__ = ["run_fn"]

@@ -24,12 +24,13 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving import config
-from serving.batching import Batcher
-from serving.client import Retry, ServingClient, ServingClientError
-from serving.examples import to_example, to_examples
-from serving.server import ModelServer, ServerOptions
-from tests.tiny_model import expected, export_tiny_model
+from mtrec import names as F
+from mtrec.examples import to_example, to_examples
+from mtrec.serving import config
+from mtrec.serving.batching import Batcher
+from mtrec.serving.client import Retry, ServingClient, ServingClientError
+from mtrec.serving.server import ModelServer, ServerOptions
+from tests.support.tiny_model import expected, export_tiny_model
 
 ROWS = [{"user_id": 7, "item_id": 3}, {"user_id": 2, "item_id": 9, "gender": "F"}]
 
@@ -327,12 +328,11 @@ def test_a_version_whose_warmup_fails_is_not_served(tmp_path):
     export_tiny_model(base / "2", warmup_rows=[{"user_id": 1}])
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from models.export import WARMUP_FILE
 
     log = prediction_log_pb2.PredictionLog()  # Replace the warmup with a request TF
     log.predict_log.request.model_spec.signature_name = "serving_default"  # rejects.
     log.predict_log.request.inputs["wrong_name"].CopyFrom(tf.make_tensor_proto([b""]))
-    with tf.io.TFRecordWriter(str(base / "2" / WARMUP_FILE)) as writer:
+    with tf.io.TFRecordWriter(str(base / "2" / F.WARMUP_FILE)) as writer:
         writer.write(log.SerializeToString())
     server = start(config.single_model("tiny", str(base)), rest_api_port=None)
     try:

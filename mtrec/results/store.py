@@ -9,7 +9,7 @@ from typing import Any
 import ml_metadata as mlmd
 from ml_metadata.proto import metadata_store_pb2
 
-from models import features as F
+from mtrec import names as F
 
 STATE_NAMES = {
     metadata_store_pb2.Execution.COMPLETE: "executed",
@@ -19,11 +19,8 @@ STATE_NAMES = {
     metadata_store_pb2.Execution.NEW: "new",
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
-HEADLINE_METRICS = {
-    F.RATING: ("root_mean_squared_error", "mean_absolute_error", "weighted_example_count"),
-    F.CLICK: ("auc", "binary_crossentropy", "calibration", "example_count"),
-    F.PURCHASE: ("auc", "binary_crossentropy", "calibration", "example_count"),
-}
+# Per head: its metrics and its example count.
+HEADLINE_METRICS = {head: (*F.HEAD_METRICS[head], F.COUNT_METRIC[head]) for head in F.HEADS}
 
 
 @dataclasses.dataclass

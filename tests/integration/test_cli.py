@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipeline.cli import build_parser, main
+from mtrec.cli.main import build_parser, main
 
 SUBCOMMANDS = ("data", "run", "inspect", "report", "compile-kubeflow")
 
@@ -35,8 +35,8 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
     assert images == {image}
     text = json.dumps(spec)
-    assert "models.modules.trainer_module.run_fn" in text
-    assert "models.modules.transform_module.preprocessing_fn" in text
+    assert "mtrec.models.modules.trainer_module.run_fn" in text
+    assert "mtrec.models.modules.transform_module.preprocessing_fn" in text
     assert json.loads(output.read_text())["runtimeConfig"]["gcsOutputDirectory"] == (
         "gs://bucket/mtrec/pipeline_root")
     assert '\\"distribution\\": \\"multi_worker_mirrored\\"' in text  # Trainer config.
@@ -60,7 +60,7 @@ def test_help_lists_every_subcommand_and_each_has_help(capsys):
 def test_console_script_reports_user_errors_in_one_line(tmp_path):
     missing = tmp_path / "nope.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "data", "build", "--output-dir", str(tmp_path),
+        [sys.executable, "-m", "mtrec", "data", "build", "--output-dir", str(tmp_path),
          "--interactions", str(missing)], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == f"mtrec: error: {missing}: no such file"

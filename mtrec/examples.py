@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import tensorflow as tf
 
-from models import features as F
+from mtrec import names as F
 
 Value = int | float | str | bytes | Sequence[int | float | str | bytes]
 

@@ -5,9 +5,9 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from models import features as F
-from models.hparams import ModelConfig
-from models.model import (
+from mtrec import names as F
+from mtrec.models.hparams import ModelConfig
+from mtrec.models.model import (
     MLP,
     MaskedMeanSquaredError,
     MeanBinaryCrossentropy,
@@ -15,34 +15,8 @@ from models.model import (
     SideEncoder,
     Tower,
 )
-from models.training import build_model, fit, label_priors
-
-CARDS = {"user_id_xf": 11, "gender_xf": 3, "occupation_xf": 4, "zip_prefix_xf": 5,
-         "age_bucket_xf": 7, "item_id_xf": 13, "year_bucket_xf": 10, "genres_xf": 6,
-         "title_xf": 20}
-SMALL = ModelConfig(embedding_dim=4, side_dim=8, bottom_units=(8,), head_units=(4,),
-                    batch_size=16, epochs=2)
-
-
-def transformed_batch(n: int = 32, seed: int = 0) -> dict:
-    """A batch shaped like Transform's output: ids, bags of tokens, numbers, labels."""
-    rng = np.random.default_rng(seed)
-    batch = {key: tf.constant(rng.integers(0, card - 1, n), tf.int64)
-             for key, card in CARDS.items() if key not in F.ITEM_MULTIVALENT_XF}
-    for key in F.ITEM_MULTIVALENT_XF:
-        lengths = rng.integers(0, 3, n)
-        indices = [[row, j] for row, length in enumerate(lengths) for j in range(length)]
-        values = rng.integers(0, CARDS[key] - 1, len(indices))
-        batch[key] = tf.SparseTensor(np.array(indices, np.int64).reshape(-1, 2), values,
-                                     [n, max(int(lengths.max()), 1)])
-    batch["age_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
-    batch["year_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
-    click = rng.integers(0, 2, n).astype(np.float32)
-    batch[F.LABEL_XF[F.CLICK]] = tf.constant(click)
-    batch[F.LABEL_XF[F.PURCHASE]] = tf.constant(click * rng.integers(0, 2, n))
-    batch[F.LABEL_XF[F.RATING]] = tf.constant(click * rng.integers(1, 6, n), tf.float32)
-    batch[F.RATING_WEIGHT_XF] = tf.constant(click)
-    return batch
+from mtrec.models.training import build_model, fit, label_priors
+from tests.support.training import CARDS, SMALL, transformed_batch
 
 
 def test_masked_rating_loss_ignores_non_interactions():

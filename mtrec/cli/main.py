@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
-from models import features as F
-from pipeline.errors import MtrecError
+from mtrec import names as F
+from mtrec.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
-    from pipeline.dataset import DataConfig, DatasetInfo
-    from pipeline.inspection import Inspection
-    from pipeline.results import RunSummary
+    from mtrec.data.dataset import DataConfig, DatasetInfo
+    from mtrec.results.inspection import Inspection
+    from mtrec.results.store import RunSummary
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ def _checked(factory: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 def _data_config(args: argparse.Namespace) -> DataConfig:
-    from pipeline.dataset import DataConfig
+    from mtrec.data.dataset import DataConfig
 
     return _checked(DataConfig, negatives_per_positive=args.negatives,
                     eval_fraction=args.eval_fraction, valid_fraction=args.valid_fraction,
@@ -49,7 +49,7 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
 
 def _build_examples(args: argparse.Namespace, output_dir: Path) -> DatasetInfo:
     """Build (or reuse) the examples for the chosen data source."""
-    from pipeline import dataset, movielens
+    from mtrec.data import dataset, movielens
 
     config = _data_config(args)
     data_dir = output_dir / "data"
@@ -126,7 +126,7 @@ def _ignore_tf_function_teardown(unraisable: sys.UnraisableHookArgs) -> None:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    from pipeline import movielens
+    from mtrec.data import movielens
 
     print(movielens.fetch(Path(args.cache_dir) if args.cache_dir else None))
     return 0
@@ -140,9 +140,10 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from models.hparams import ModelConfig
-    from pipeline import local_runner, results
-    from pipeline.config import CURATED_SCHEMA, EvalThresholds, PipelineConfig
+    from mtrec.models.hparams import ModelConfig
+    from mtrec.pipeline import local_runner
+    from mtrec.pipeline.config import CURATED_SCHEMA, EvalThresholds, PipelineConfig
+    from mtrec.results import store as results
 
     output_dir = Path(args.output_dir).resolve()
     overrides = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
@@ -237,7 +238,9 @@ def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
 
 def _load_inspection(args: argparse.Namespace) -> Inspection:
     """The evaluation named by --evaluation, or the latest evaluated run's, via MLMD."""
-    from pipeline import inspection, local_runner, results
+    from mtrec.pipeline import local_runner
+    from mtrec.results import inspection
+    from mtrec.results import store as results
 
     rule = _checked(inspection.FlagRule, auc_margin=args.auc_margin,
                     rmse_ratio=args.rmse_ratio, min_count=args.min_count)
@@ -252,7 +255,7 @@ def _load_inspection(args: argparse.Namespace) -> Inspection:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from pipeline.inspection import format_text
+    from mtrec.results.inspection import format_text
 
     found = _load_inspection(args)
     print(json.dumps(found.to_json(), indent=2) if args.format == "json"
@@ -261,7 +264,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipeline.report import write_report
+    from mtrec.results.report import write_report
 
     path = write_report(_load_inspection(args), args.html)
     print(f"Report written to {path}")
@@ -269,8 +272,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_inspect_args(parser: argparse.ArgumentParser) -> None:
-    from pipeline.config import DEFAULT_PIPELINE_NAME
-    from pipeline.inspection import FlagRule
+    from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+    from mtrec.results.inspection import FlagRule
 
     source = parser.add_argument_group("which evaluation (default: the latest run's, via MLMD)")
     source.add_argument("--output-dir", default=DEFAULT_OUTPUT,
@@ -298,8 +301,8 @@ def _bool_flag(text: str) -> bool:
 
 
 def _server_options(args: argparse.Namespace) -> Any:
-    from serving import config as serving_config
-    from serving.server import ServerOptions
+    from mtrec.serving import config as serving_config
+    from mtrec.serving.server import ServerOptions
 
     if args.model_config_file:
         models = serving_config.read_model_config_file(args.model_config_file)
@@ -324,8 +327,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from serving.errors import ConfigError
-    from serving.server import ModelServer
+    from mtrec.serving.errors import ConfigError
+    from mtrec.serving.server import ModelServer
 
     try:
         server = ModelServer(_server_options(args)).start()
@@ -350,7 +353,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from serving.client import ServingClient, ServingClientError
+    from mtrec.serving.client import ServingClient, ServingClientError
 
     rows = [_json_row(text) for text in args.row or []]
     if args.input:
@@ -436,7 +439,7 @@ def _with_movielens_features(frame: Any, join: bool) -> Any:
     """Join MovieLens-100K's user and item side features by id (--join-movielens)."""
     if not join:
         return frame
-    from pipeline import dataset, movielens
+    from mtrec.data import dataset, movielens
 
     tables = movielens.load(movielens.fetch())
     joined = dataset.join_features(frame, tables.users, tables.items)
@@ -444,7 +447,7 @@ def _with_movielens_features(frame: Any, join: bool) -> Any:
 
 
 def _load_model(path: str) -> tuple[Path, Any]:
-    from serving import offline
+    from mtrec.serving import offline
 
     try:
         model_dir = offline.resolve_model_dir(path)
@@ -456,14 +459,14 @@ def _load_model(path: str) -> tuple[Path, Any]:
 def _write_rows(rows: list[dict], path: str) -> None:
     import pandas as pd
 
-    from pipeline.files import staged_file
+    from mtrec.files import staged_file
 
     with staged_file(path) as staging:  # Never a half-written output.
         pd.DataFrame(rows).to_csv(staging, index=False)
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from serving import offline
+    from mtrec.serving import offline
 
     pairs = _read_table(args.input, (F.USER_ID, F.ITEM_ID), "scoring")
     model_dir, model = _load_model(args.model)
@@ -477,7 +480,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from serving import offline
+    from mtrec.serving import offline
 
     if args.k < 1:
         raise MtrecError("--k must be at least 1")
@@ -490,7 +493,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     model_dir, model = _load_model(args.model)
     frame = users
     if args.join_movielens:
-        from pipeline import movielens
+        from mtrec.data import movielens
 
         tables = movielens.load(movielens.fetch())
         frame = users.merge(tables.users, on=F.USER_ID, how="left", suffixes=("", "_ml"))
@@ -504,7 +507,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_tf_serving_config(args: argparse.Namespace) -> int:
-    from serving import config as serving_config
+    from mtrec.serving import config as serving_config
 
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -518,9 +521,9 @@ def cmd_tf_serving_config(args: argparse.Namespace) -> int:
 
 
 def cmd_compile_kubeflow(args: argparse.Namespace) -> int:
-    from models.hparams import ModelConfig
-    from pipeline import kubeflow_runner
-    from pipeline.config import PipelineConfig
+    from mtrec.models.hparams import ModelConfig
+    from mtrec.pipeline import kubeflow_runner
+    from mtrec.pipeline.config import PipelineConfig
 
     root = args.pipeline_root.rstrip("/")
     config = PipelineConfig(
@@ -539,8 +542,8 @@ def cmd_compile_kubeflow(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree; ``mtrec --help`` lists the subcommands."""
-    from models.hparams import STRATEGIES, ModelConfig
-    from pipeline.config import DEFAULT_PIPELINE_NAME
+    from mtrec.models.hparams import STRATEGIES, ModelConfig
+    from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 
     parser = argparse.ArgumentParser(
         prog="mtrec", description="Multi-task recommender (rating, click, purchase) on TFX.")

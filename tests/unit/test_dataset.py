@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models import features as F
-from pipeline import dataset, movielens
-from pipeline.errors import DataError
-from tests.synthetic import make_interactions_csv, make_movielens_dir
+from mtrec import names as F
+from mtrec.data import dataset, movielens
+from mtrec.errors import DataError
+from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
 
 def test_label_rules_click_and_purchase_threshold():

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features as F
-from models.export import SERVING_DEFAULT, SIGNATURES, WARMUP_FILE
-from pipeline import results
-from pipeline.cli import main
-from pipeline.config import DEFAULT_PIPELINE_NAME
-from serving.examples import to_examples
-from tests.synthetic import make_interactions_csv, make_movielens_dir
+from mtrec import names as F
+from mtrec.cli.main import main
+from mtrec.examples import to_examples
+from mtrec.models.export import SIGNATURES
+from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+from mtrec.results import store as results
+from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
 NODES = {"ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
          "AnomaliesGate", "Transform", "Trainer", "baseline_model_resolver", "Evaluator",
@@ -85,12 +85,12 @@ def test_pushed_model_is_a_versioned_savedmodel_that_responds(workspace):
     pushed = Path(workspace["summary"].pushed_to)
     assert pushed.parent == workspace["output"] / "serving_model"
     assert pushed.name.isdigit() and (pushed / "saved_model.pb").is_file()
-    assert (pushed / WARMUP_FILE).is_file()  # TF Serving replays it before serving.
+    assert (pushed / F.WARMUP_FILE).is_file()  # TF Serving replays it before serving.
     loaded = tf.saved_model.load(str(pushed))
     assert set(loaded.signatures) == set(SIGNATURES)
     rows = [{"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"},
             {"user_id": 2, "item_id": 7, "gender": "F", "genres": "Romance"}]
-    outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
+    outputs = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
     assert set(outputs) == set(F.HEADS)
     for head in F.HEADS:
         values = outputs[head].numpy()
@@ -114,7 +114,7 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w") as stderr_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(grpc_port),
+            [sys.executable, "-m", "mtrec", "serve", "--port", str(grpc_port),
              "--rest_api_port", str(rest_port), "--model_base_path",
              str(workspace["output"] / "serving_model"), "--enable_batching"],
             stdout=subprocess.PIPE, stderr=stderr_file, text=True)
@@ -165,7 +165,7 @@ def test_score_and_recommend_from_files_with_the_pushed_model(workspace, tmp_pat
     assert list(scored.columns) == ["user_id", "item_id", *F.HEADS]
     assert scored["user_id"].tolist() == [1, 2, 999]
     loaded = tf.saved_model.load(workspace["summary"].pushed_to)
-    direct = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(to_examples(
+    direct = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(to_examples(
         [{"user_id": 1, "item_id": 1, "gender": "M"}, {"user_id": 2, "item_id": 7,
                                                        "gender": "F"},
          {"user_id": 999, "item_id": 5, "gender": "F"}])))

@@ -20,8 +20,8 @@ def analyze(train_pattern: str, out_dir: Path, telemetry: str = "mtrec") -> tft.
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
-    from models.preprocessing import preprocessing_fn
-    from pipeline.config import CURATED_SCHEMA
+    from mtrec.data.dataset import CURATED_SCHEMA
+    from mtrec.models.preprocessing import preprocessing_fn
 
     for stale in ("transform", "tmp"):
         shutil.rmtree(out_dir / stale, ignore_errors=True)

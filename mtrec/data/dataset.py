@@ -26,20 +26,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from models import features as F
-from pipeline import movielens
-from pipeline.errors import DataError
+from mtrec import names as F
+from mtrec.data import movielens
+from mtrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "eval")
 MANIFEST = "dataset.json"
-FORMAT_VERSION = 3  # Part of every fingerprint: bump when what is written changes.
+# The schema of the examples written here, shipped in the package (the Kubeflow image too).
+CURATED_SCHEMA = str(Path(__file__).parent / "schema" / "schema.pbtxt")
+FORMAT_VERSION = 4  # Part of every fingerprint: bump when what is written changes.
 REQUIRED_COLUMNS = (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
-OPTIONAL_DEFAULTS: dict[str, object] = {
-    F.RATING: np.nan, F.TIMESTAMP: 0, F.AGE: 0, F.GENDER: "unknown",
-    F.OCCUPATION: "unknown", F.ZIP_PREFIX: "unknown", F.GENRES: "", F.YEAR: 0, F.TITLE: "",
-}
+OPTIONAL_DEFAULTS: dict[str, object] = {F.RATING: np.nan, **F.MISSING_DEFAULTS}
 # Item popularity by training clicks: at most the first bound is "cold", then "mid".
 ITEM_POPULARITY_BOUNDS = ((20, "cold"), (100, "mid"))
 AGE_BUCKETS = ((1, "under 18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"),
@@ -54,7 +52,7 @@ class DataConfig:
     purchase_min_rating: float = 4.0
     eval_fraction: float = 0.1
     valid_fraction: float = 0.1
-    cold_user_max_interactions: int = 20
+    cold_user_max_interactions: int = F.COLD_USER_MAX_INTERACTIONS
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -142,16 +140,14 @@ def join_features(interactions: pd.DataFrame, users: pd.DataFrame | None,
 
 
 def fill_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add missing optional columns and fill gaps, so every example has every feature."""
+    """Add missing optional columns and fill gaps with ``names.MISSING_DEFAULTS``, so every
+    example has every feature (an unknown age or year stays 0: Transform fills it)."""
     out = frame.copy()
     for column, default in OPTIONAL_DEFAULTS.items():
         if column not in out.columns:
             out[column] = default
         elif column != F.RATING:
             out[column] = out[column].fillna(default)
-    if (out[F.YEAR] > 0).any():  # Unknown release years get the median known year.
-        known_year = out.loc[out[F.YEAR] > 0, F.YEAR]
-        out.loc[out[F.YEAR] <= 0, F.YEAR] = int(known_year.median())
     return out
 
 
@@ -406,7 +402,7 @@ def write_dataset(splits: Mapping[str, pd.DataFrame], root: Path, manifest: dict
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=".staging-"))
     try:
-        for index, name in enumerate(SPLITS):
+        for index, name in enumerate(F.SPLITS):
             frame = splits[name].sample(frac=1.0, random_state=seed + index)
             (staging / name).mkdir()
             write_examples(frame.reset_index(drop=True), staging / name / "data.tfrecord.gz")

@@ -12,23 +12,14 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from models import features as F
-from pipeline.results import RunSummary
+from mtrec import names as F
+from mtrec.results.store import RunSummary
 
 OVERALL = "overall"
 # Metrics shown per head (TFMA names), the first one being the head's headline metric.
-HEAD_METRICS: dict[str, tuple[str, ...]] = {
-    F.RATING: ("root_mean_squared_error", "mean_absolute_error"),
-    F.CLICK: ("auc", "binary_crossentropy", "calibration"),
-    F.PURCHASE: ("auc", "binary_crossentropy", "calibration"),
-}
 SHORT_NAMES = {"root_mean_squared_error": "RMSE", "mean_absolute_error": "MAE", "auc": "AUC",
                "binary_crossentropy": "logloss", "calibration": "calibration"}
-HIGHER_IS_BETTER = {"auc": True, "root_mean_squared_error": False,
-                    "mean_absolute_error": False, "binary_crossentropy": False}
 # The example count shown per head: rating metrics count rated examples only (weight 1).
-COUNT_METRIC = {F.RATING: "weighted_example_count", F.CLICK: "example_count",
-                F.PURCHASE: "example_count"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +196,7 @@ def _slice_metrics(metrics_for_slice: Any) -> SliceMetrics:
         # Rating errors are weighted (observed ratings only): the weighted value wins.
         (baseline if is_baseline else candidate).setdefault(head, {})[metric] = (
             by_weighting.get(True, by_weighting.get(False)))
-    counts = {head: candidate.get(head, {}).get(COUNT_METRIC[head], 0.0) for head in F.HEADS}
+    counts = {head: candidate.get(head, {}).get(F.COUNT_METRIC[head], 0.0) for head in F.HEADS}
     return SliceMetrics(name, feature, value, counts, candidate, baseline)
 
 
@@ -264,7 +255,7 @@ def _checks_for(head: str, threshold: Any, where: str, by_name: Mapping[str, Sli
 def _metric_names_of(threshold: Any, slice_metrics: SliceMetrics, head: str) -> list[str]:
     """The TFMA metric name a threshold applies to: the head's gated headline metric."""
     del threshold
-    name = HEAD_METRICS[head][0]
+    name = F.HEAD_METRICS[head][0]
     return [name] if name in slice_metrics.candidate.get(head, {}) else []
 
 
@@ -298,12 +289,12 @@ def find_flags(slices: list[SliceMetrics], rule: FlagRule | None = None) -> list
         if row.slice == OVERALL:
             continue
         for head in F.HEADS:
-            name = HEAD_METRICS[head][0]
+            name = F.HEAD_METRICS[head][0]
             value = row.candidate.get(head, {}).get(name)
             reference = overall.candidate.get(head, {}).get(name)
             if value is None or reference is None or row.counts[head] < rule.min_count:
                 continue
-            worse = (value < reference - rule.auc_margin if HIGHER_IS_BETTER[name]
+            worse = (value < reference - rule.auc_margin if F.HIGHER_IS_BETTER[name]
                      else value > reference * rule.rmse_ratio)
             if worse:
                 flags.append(Flag(head, name, row.slice, value, reference, row.counts[head]))
@@ -371,7 +362,7 @@ def _threshold_lines(inspection: Inspection) -> list[str]:
 
 
 def _head_table(inspection: Inspection, head: str) -> list[str]:
-    names = HEAD_METRICS[head]
+    names = F.HEAD_METRICS[head]
     count_label = "rated" if head == F.RATING else "n"
     width = max(len(s.slice) for s in inspection.slices) + 2
     header = f"{head:<{width}}{count_label:>8}" + "".join(
@@ -401,12 +392,12 @@ def baseline_comparison(inspection: Inspection) -> list[tuple[str, str, float, f
     rows = []
     overall = inspection.overall
     for head in F.HEADS:
-        for name in HEAD_METRICS[head]:
+        for name in F.HEAD_METRICS[head]:
             new = overall.candidate.get(head, {}).get(name)
             old = overall.baseline.get(head, {}).get(name)
             if new is None or old is None:
                 continue
-            better = HIGHER_IS_BETTER.get(name)
+            better = F.HIGHER_IS_BETTER.get(name)
             verdict = "" if better is None or new == old else (
                 "better" if (new > old) == better else "worse")
             rows.append((head, name, old, new, verdict))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.movielens import GROUPLENS_GENRES
+from mtrec.data.movielens import GROUPLENS_GENRES
 
 OCCUPATIONS = ("engineer", "student", "writer")
 AGES = (22, 30, 41)

@@ -5,11 +5,11 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from models import features as F
-from models.experts import PLE, MMoE, SharedBottom
-from models.hparams import ExpertConfig, ModelConfig
-from models.training import build_model, fit
-from tests.test_model import CARDS, SMALL, transformed_batch
+from mtrec import names as F
+from mtrec.models.experts import PLE, MMoE, SharedBottom
+from mtrec.models.hparams import ExpertConfig, ModelConfig
+from mtrec.models.training import build_model, fit
+from tests.support.training import CARDS, SMALL, transformed_batch
 
 EXPERTS = ExpertConfig(num_experts=3, shared_experts=2, task_experts=1, levels=2, units=(8,))
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from models.export import METHOD_NAMES, set_method_names, write_warmup_requests
-from serving.examples import to_examples
+from mtrec.examples import to_examples
+from mtrec.models.export import METHOD_NAMES, set_method_names, write_warmup_requests
 
 SPEC = {"user_id": tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),
         "item_id": tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from models import features as F
-from pipeline import inspection, report
-from pipeline.cli import main
-from pipeline.inspection import FlagRule, Inspection, SliceMetrics, ThresholdCheck
+from mtrec import names as F
+from mtrec.cli.main import main
+from mtrec.results import inspection, report
+from mtrec.results.inspection import FlagRule, Inspection, SliceMetrics, ThresholdCheck
 
 
 def slice_row(name: str, auc: float, rmse: float, count: float,

@@ -15,10 +15,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from models import features as F
-from pipeline.files import staged_file
-from pipeline.inspection import (
-    HEAD_METRICS,
+from mtrec import names as F
+from mtrec.files import staged_file
+from mtrec.results.inspection import (
     OVERALL,
     SHORT_NAMES,
     Inspection,
@@ -27,7 +26,7 @@ from pipeline.inspection import (
 
 CALIBRATED_HEADS = F.BINARY_HEADS
 MAX_ERROR_EXAMPLES = 50_000  # Rated eval examples scored for the error histogram.
-STAT_SPLITS = ("train", "eval")
+STAT_SPLITS = (F.TRAIN, F.EVAL)
 
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -165,9 +164,9 @@ def _metrics_html(inspection: Inspection) -> str:
     """One row per slice, every head side by side; flagged cells in red."""
     header = ["slice", "examples", "rated"]
     for head in F.HEADS:
-        header += [f"{head} {SHORT_NAMES[n]}" for n in HEAD_METRICS[head]]
+        header += [f"{head} {SHORT_NAMES[n]}" for n in F.HEAD_METRICS[head]]
         if inspection.has_baseline:
-            header.append(f"{head} Δ{SHORT_NAMES[HEAD_METRICS[head][0]]}")
+            header.append(f"{head} Δ{SHORT_NAMES[F.HEAD_METRICS[head][0]]}")
     flagged = {(f.head, f.slice) for f in inspection.flags}
     rows, classes = [], []
     for row in inspection.slices:
@@ -176,7 +175,7 @@ def _metrics_html(inspection: Inspection) -> str:
         cells = [html.escape(row.slice), f"{row.counts[F.CLICK]:,.0f}",
                  f"{row.counts[F.RATING]:,.0f}"]
         for head in F.HEADS:
-            names = HEAD_METRICS[head]
+            names = F.HEAD_METRICS[head]
             values = row.candidate.get(head, {}) if row.counts[head] else {}
             for index, name in enumerate(names):
                 text = _number(values.get(name))
@@ -235,7 +234,7 @@ def _slice_charts(inspection: Inspection) -> str:
         raise _UnavailableError("the evaluation has no per-slice metrics")
     images = []
     for head in F.HEADS:
-        name = HEAD_METRICS[head][0]
+        name = F.HEAD_METRICS[head][0]
         overall = inspection.overall.candidate.get(head, {}).get(name)
         columns = 3
         rows = math.ceil(len(features) / columns)
@@ -324,7 +323,6 @@ def rating_errors(run: Any) -> list[float]:
     serving signature on the run's eval split."""
     import tensorflow as tf
 
-    from models.export import SERVING_DEFAULT
 
     if run is None or not run.model_uri or not run.examples_uri:
         raise _UnavailableError("needs the run's model and eval examples (found through MLMD)")
@@ -332,7 +330,7 @@ def rating_errors(run: Any) -> list[float]:
     if not files:
         raise _UnavailableError(f"no eval split under {run.examples_uri}")
     model = tf.saved_model.load(os.path.join(run.model_uri, "Format-Serving"))
-    predict = model.signatures[SERVING_DEFAULT]
+    predict = model.signatures[F.SERVING_DEFAULT]
     parse = {F.RATING: tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
     errors: list[float] = []
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(2048)

@@ -1,85 +1,27 @@
 """Export: a real Transform graph plus a trained model, saved, reloaded and compared."""
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
-import tensorflow_transform as tft
-from google.protobuf import text_format
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import schema_utils
 
-from models import features as F
-from models.export import (
-    CLASSIFY,
+from mtrec import names as F
+from mtrec.data import movielens
+from mtrec.examples import to_examples
+from mtrec.models.export import (
     METHOD_NAMES,
-    PREDICT_RAW,
-    REGRESS_RATING,
-    SERVING_DEFAULT,
     SIGNATURES,
-    TRANSFORM_FEATURES,
-    export_model,
     warmup_examples,
     write_warmup_requests,
 )
-from models.hparams import ModelConfig
-from models.recommend import RECOMMEND, collect_catalog
-from models.training import cardinalities, fit
-from pipeline import dataset, local_transform, movielens
-from pipeline.config import CURATED_SCHEMA
-from serving.examples import to_examples
-from tests.synthetic import make_movielens_dir
+from mtrec.models.hparams import ModelConfig
+from tests.support.training import recommend, serve, train_and_export
 
 CONFIG = ModelConfig(embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,),
                      batch_size=64, epochs=3)
 KNOWN = {"user_id": 3, "item_id": 5, "age": 30, "gender": "M", "occupation": "engineer",
          "zip_prefix": "123", "genres": "Action|Comedy", "year": 1990, "title": "Movie Blast 5"}
-
-
-def _schema() -> schema_pb2.Schema:
-    return text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
-
-
-def run_transform(examples: str, out_dir: Path) -> tft.TFTransformOutput:
-    """Analyze the training examples with the real preprocessing_fn, as Transform does."""
-    return local_transform.analyze(examples, out_dir, "test")
-
-
-def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data.Dataset:
-    raw_spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
-    layer = output.transform_features_layer()
-    return (tf.data.TFRecordDataset(examples, compression_type="GZIP").batch(64)
-            .map(lambda x: layer(tf.io.parse_example(x, raw_spec))).cache())
-
-
-@dataclasses.dataclass
-class Trained:
-    """A model trained and exported on tiny synthetic MovieLens data, and its parts."""
-
-    model: object
-    history: dict
-    output: tft.TFTransformOutput
-    catalog: object
-    train: tf.data.Dataset
-    loaded: object  # The reloaded SavedModel.
-
-
-def train_and_export(root: Path, config: ModelConfig) -> Trained:
-    """Transform, fit and export ``config`` as the pipeline would, then reload it."""
-    source = make_movielens_dir(root / "ml", n_users=40, n_items=30, ratings_per_user=8)
-    info = dataset.build_movielens(source, root / "data", dataset.DataConfig())
-    train_file = str(Path(info.root) / "train" / "data.tfrecord.gz")
-    output = run_transform(train_file, root)
-    train = transformed_dataset(train_file, output)
-    model, history = fit(train, None, cardinalities(output), config)
-    catalog = collect_catalog(train, output.vocabulary_by_name(F.ITEM_ID))
-    export_model(model, output, str(root / "saved"), catalog, (0.2, 0.5, 0.3))
-    loaded = tf.saved_model.load(str(root / "saved"))
-    loaded.export_dir = str(root / "saved")  # For the tests that read saved_model.pb.
-    loaded.source_dir = str(source)  # For brute-force scoring of the catalog.
-    return Trained(model, history, output, catalog, train, loaded)
 
 
 @pytest.fixture(scope="module")
@@ -89,18 +31,13 @@ def exported(tmp_path_factory):
     return trained.model, trained.output, trained.loaded
 
 
-def serve(loaded, rows):
-    outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
-    return {head: value.numpy() for head, value in outputs.items()}
-
-
 def test_signature_names_and_output_keys_are_exact(exported):
     _, _, loaded = exported
     assert set(loaded.signatures) == set(SIGNATURES)
-    serving = loaded.signatures[SERVING_DEFAULT]
+    serving = loaded.signatures[F.SERVING_DEFAULT]
     assert set(serving.structured_outputs) == set(F.HEADS)
     assert set(serving.structured_input_signature[1]) == {"examples"}
-    assert set(loaded.signatures[PREDICT_RAW].structured_input_signature[1]) == set(
+    assert set(loaded.signatures[F.PREDICT_RAW].structured_input_signature[1]) == set(
         F.MODEL_INPUT_KEYS)
 
 
@@ -112,16 +49,16 @@ def test_classify_and_regress_signatures_are_what_tf_serving_requires(exported):
         (Path(loaded.export_dir) / "saved_model.pb").read_bytes())
     defs = proto.meta_graphs[0].signature_def
     assert {name: defs[name].method_name for name in METHOD_NAMES} == METHOD_NAMES
-    assert defs[SERVING_DEFAULT].method_name == "tensorflow/serving/predict"
-    assert set(defs[REGRESS_RATING].inputs) == {"inputs"}
-    assert set(defs[REGRESS_RATING].outputs) == {"outputs"}
-    assert set(defs[CLASSIFY[F.CLICK]].outputs) == {"scores", "classes"}
+    assert defs[F.SERVING_DEFAULT].method_name == "tensorflow/serving/predict"
+    assert set(defs[F.REGRESS_RATING].inputs) == {"inputs"}
+    assert set(defs[F.REGRESS_RATING].outputs) == {"outputs"}
+    assert set(defs[F.CLASSIFY[F.CLICK]].outputs) == {"scores", "classes"}
     rows = [KNOWN, {**KNOWN, "user_id": 7, "item_id": 2, "gender": "F"}]
     examples = tf.constant(to_examples(rows))
     served = serve(loaded, rows)
-    rating = loaded.signatures[REGRESS_RATING](inputs=examples)["outputs"].numpy()
+    rating = loaded.signatures[F.REGRESS_RATING](inputs=examples)["outputs"].numpy()
     np.testing.assert_allclose(rating, served[F.RATING], rtol=1e-5)
-    for head, name in CLASSIFY.items():
+    for head, name in F.CLASSIFY.items():
         out = loaded.signatures[name](inputs=examples)
         np.testing.assert_allclose(out["scores"].numpy()[:, 1], served[head], rtol=1e-5)
         np.testing.assert_allclose(out["scores"].numpy().sum(axis=1), 1.0, rtol=1e-5)
@@ -143,7 +80,7 @@ def test_raw_signature_agrees_with_the_example_signature(exported):
     _, _, loaded = exported
     raw = {key: tf.constant([KNOWN[key]]) for key in F.MODEL_INPUT_KEYS}
     raw = {k: tf.cast(v, tf.int64) if v.dtype == tf.int32 else v for k, v in raw.items()}
-    by_raw = loaded.signatures[PREDICT_RAW](**raw)
+    by_raw = loaded.signatures[F.PREDICT_RAW](**raw)
     by_example = serve(loaded, [KNOWN])
     for head in F.HEADS:
         np.testing.assert_allclose(by_raw[head].numpy(), by_example[head], rtol=1e-5)
@@ -174,7 +111,7 @@ def test_transform_features_signature_gives_tfma_the_masked_labels(exported):
     _, _, loaded = exported
     rows = [{**KNOWN, "rating": 4.0, "click": 1, "purchase": 1},
             {**KNOWN, "click": 0, "purchase": 0}]
-    out = loaded.signatures[TRANSFORM_FEATURES](examples=tf.constant(to_examples(rows)))
+    out = loaded.signatures[F.TRANSFORM_FEATURES](examples=tf.constant(to_examples(rows)))
     assert out[F.RATING_WEIGHT_XF].numpy().tolist() == [1.0, 0.0]
     assert out[F.LABEL_XF[F.RATING]].numpy().tolist() == [4.0, 0.0]
     assert out[F.LABEL_XF[F.CLICK]].numpy().tolist() == [1.0, 0.0]
@@ -190,25 +127,13 @@ def test_export_writes_tf_serving_warmup_requests_that_the_model_answers(exporte
     assert [len(r.predict_log.request.inputs["examples"].string_val) for r in records] == [9, 1]
     for record in records:
         request = record.predict_log.request
-        assert request.model_spec.signature_name == SERVING_DEFAULT
+        assert request.model_spec.signature_name == F.SERVING_DEFAULT
         examples = tf.make_ndarray(request.inputs["examples"])
-        outputs = loaded.signatures[SERVING_DEFAULT](examples=tf.constant(examples))
+        outputs = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(examples))
         assert all(np.all(np.isfinite(outputs[h].numpy())) for h in F.HEADS)
 
 
 # ----------------------------------------------------------------------------- recommend
-
-
-def recommend(loaded, user, k, exclude=(), blend=()):
-    raw = {"user_id": [user.get("user_id", -1)], "age": [user.get("age", 0)],
-           "gender": [user.get("gender", "")], "occupation": [user.get("occupation", "")],
-           "zip_prefix": [user.get("zip_prefix", "")]}
-    inputs = {key: tf.constant(value, tf.int64 if key in ("user_id", "age") else tf.string)
-              for key, value in raw.items()}
-    out = loaded.signatures[RECOMMEND](
-        **inputs, k=tf.constant([k], tf.int64), exclude=tf.constant(list(exclude), tf.int64),
-        blend=tf.constant(list(blend), tf.float32))
-    return {key: value.numpy() for key, value in out.items()}
 
 
 def test_recommend_matches_brute_force_scoring_and_excludes_seen_items(exported):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import features as F
-from models.hparams import ModelConfig, RetrievalConfig
-from models.recommend import item_features
-from models.training import cardinalities, click_counts
-from tests.test_export import recommend, train_and_export
+from mtrec import names as F
+from mtrec.models.hparams import ModelConfig, RetrievalConfig
+from mtrec.models.recommend import item_features
+from mtrec.models.training import cardinalities, click_counts
+from tests.support.training import recommend, train_and_export
 
 CANDIDATES = 8
 CONFIG = ModelConfig(embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,),

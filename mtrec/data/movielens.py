@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from models import features as F
-from pipeline.errors import DataError
+from mtrec import names as F
+from mtrec.errors import DataError
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_REQUIREMENT = "recbole==1.2.1"

@@ -1,6 +1,12 @@
-"""Feature, label and slice names: the one place every other module takes them from."""
+"""Names and defaults that several rooms must agree on: features, labels, heads and their
+metrics, splits, slices, signatures, the warmup file, the cold cutoff and missing values.
+
+Data building, Transform, export, serving, scoring and inspection all read them from here.
+"""
 
 from __future__ import annotations
+
+import os
 
 USER_ID = "user_id"
 ITEM_ID = "item_id"
@@ -76,3 +82,52 @@ USER_NUMERIC_XF: tuple[str, ...] = (transformed_name(AGE_Z),)
 ITEM_NUMERIC_XF: tuple[str, ...] = (transformed_name(YEAR_Z),)
 LABEL_XF: dict[str, str] = {head: transformed_name(head) for head in HEADS}
 RATING_WEIGHT_XF = transformed_name(RATING_WEIGHT)
+
+
+# The pipeline's example splits: train fits, valid early-stops, eval is the Evaluator's.
+TRAIN = "train"
+VALID = "valid"
+EVAL = "eval"
+SPLITS: tuple[str, ...] = (TRAIN, VALID, EVAL)
+
+# A user with at most this many training interactions is "cold" (slices and benchmarks).
+COLD_USER_MAX_INTERACTIONS = 20
+
+# What a missing or empty value becomes, in the examples and in every request. Numbers use 0
+# for "unknown": the Transform graph replaces an unknown age or year with the training mean
+# of the known ones, so the same rule holds in training, serving and scoring.
+MISSING_DEFAULTS: dict[str, object] = {
+    TIMESTAMP: 0, AGE: 0, GENDER: "unknown", OCCUPATION: "unknown", ZIP_PREFIX: "unknown",
+    GENRES: "", YEAR: 0, TITLE: "",
+}
+
+# Signatures of the exported SavedModel.
+SERVING_DEFAULT = "serving_default"
+PREDICT_RAW = "predict_raw"
+TRANSFORM_FEATURES = "transform_features"
+RECOMMEND = "recommend"
+REGRESS_RATING = "regress_rating"
+CLASSIFY: dict[str, str] = {CLICK: "classify_click", PURCHASE: "classify_purchase"}
+# TF Serving's method names, per API.
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+# Requests TF Serving replays on a new version before serving it, inside the SavedModel.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+SAVED_MODEL_FILE = "saved_model.pb"
+
+# TFMA metrics per head (their output names), the first one being the head's headline
+# metric, which also decides blessing.
+HEAD_METRICS: dict[str, tuple[str, ...]] = {
+    RATING: ("root_mean_squared_error", "mean_absolute_error"),
+    CLICK: ("auc", "binary_crossentropy", "calibration"),
+    PURCHASE: ("auc", "binary_crossentropy", "calibration"),
+}
+# The example count per head: rating metrics count rated examples only (weight 1).
+COUNT_METRIC: dict[str, str] = {
+    RATING: "weighted_example_count", CLICK: "example_count", PURCHASE: "example_count",
+}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "auc": True, "root_mean_squared_error": False, "mean_absolute_error": False,
+    "binary_crossentropy": False,
+}
