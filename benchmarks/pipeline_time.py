@@ -26,8 +26,7 @@ from mtrec.results import store as results
 
 def timed_run(output_dir: Path, extra: list[str]) -> tuple[float, results.RunSummary]:
     """One `mtrec run`, timed end to end as a user would see it."""
-    command = [sys.executable, "-m", "mtrec", "run", "--output-dir", str(output_dir),
-               *extra]
+    command = [sys.executable, "-m", "mtrec", "run", "--output-dir", str(output_dir), *extra]
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
@@ -51,9 +50,11 @@ def main() -> None:
     print(f"{'component':<28}{'cold s':>9}{'cached s':>10}  cached-run state")
     for component in cold.components:
         again = cached_by_node.get(component.node)
-        print(f"{component.node:<28}{component.seconds:>9.1f}"
-              f"{(again.seconds if again else float('nan')):>10.1f}  "
-              f"{again.state if again else '-'}")
+        print(
+            f"{component.node:<28}{component.seconds:>9.1f}"
+            f"{(again.seconds if again else float('nan')):>10.1f}  "
+            f"{again.state if again else '-'}"
+        )
     print(f"{'TOTAL wall (incl. start-up)':<28}{cold_s:>9.1f}{cached_s:>10.1f}")
     print(f"cached/cold wall ratio: {cached_s / cold_s:.2f}")
     print(f"blessed: {cold.blessed}; pushed to: {cold.pushed_to}")

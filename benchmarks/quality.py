@@ -54,8 +54,9 @@ KS = (5, 10)
 # ----------------------------------------------------------------------------- data
 
 
-def u1_split(source: Path, work: Path, test_rows: int = U1_TEST_ROWS
-             ) -> tuple[pd.DataFrame, pd.DataFrame, Path, Path]:
+def u1_split(
+    source: Path, work: Path, test_rows: int = U1_TEST_ROWS
+) -> tuple[pd.DataFrame, pd.DataFrame, Path, Path]:
     """u1.test = the first ``test_rows`` ratings in u.data order, u1.base = the rest."""
     ratings = movielens.load(source).ratings[[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP]]
     test, base = ratings.iloc[:test_rows], ratings.iloc[test_rows:]
@@ -71,9 +72,11 @@ def transformed(pattern: str, output: object, batch_size: int, shuffle: bool) ->
     data = tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP")
     if shuffle:
         data = data.shuffle(50_000, seed=42, reshuffle_each_iteration=True)
-    return (data.batch(batch_size).map(lambda x: layer(tf.io.parse_example(x, raw_spec)),
-                                      num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return (
+        data.batch(batch_size)
+        .map(lambda x: layer(tf.io.parse_example(x, raw_spec)), num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 @dataclasses.dataclass
@@ -116,8 +119,11 @@ def feature_tables(source: Path, output: object) -> Catalog:
     item_table = {}
     for key in (*F.ITEM_CATEGORICAL_XF, *F.ITEM_NUMERIC_XF, *F.ITEM_MULTIVALENT_XF):
         value = item_xf[key]
-        item_table[key] = (tf.sparse.to_dense(value, default_value=-1)
-                           if isinstance(value, tf.SparseTensor) else tf.reshape(value, [-1]))
+        item_table[key] = (
+            tf.sparse.to_dense(value, default_value=-1)
+            if isinstance(value, tf.SparseTensor)
+            else tf.reshape(value, [-1])
+        )
     return Catalog(table, items[F.ITEM_ID].to_numpy(), item_table)
 
 
@@ -137,25 +143,32 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
             start = end
     positives = labels.sum()
     negatives = len(labels) - positives
-    return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2)
-                 / (positives * negatives))
+    return float(
+        (ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+    )
 
 
-def ranking_metrics(scores_by_user: dict[int, np.ndarray], item_ids: np.ndarray,
-                    base: pd.DataFrame, test: pd.DataFrame) -> dict[str, dict[str, float]]:
+def ranking_metrics(
+    scores_by_user: dict[int, np.ndarray],
+    item_ids: np.ndarray,
+    base: pd.DataFrame,
+    test: pd.DataFrame,
+) -> dict[str, dict[str, float]]:
     """Recall@K, NDCG@K, HR@K over all test users and over cold users."""
     seen = base.groupby(F.USER_ID)[F.ITEM_ID].apply(set).to_dict()
     truth = test.groupby(F.USER_ID)[F.ITEM_ID].apply(set).to_dict()
     counts = base.groupby(F.USER_ID).size().to_dict()
     position = {int(item): i for i, item in enumerate(item_ids)}
-    sums = {group: {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "hr") for k in KS}
-            for group in ("all", "cold")}
+    sums = {
+        group: {f"{m}@{k}": 0.0 for m in ("recall", "ndcg", "hr") for k in KS}
+        for group in ("all", "cold")
+    }
     users = {"all": 0, "cold": 0}
     for user, relevant in truth.items():
         scores = scores_by_user[user].copy()
         for item in seen.get(user, ()):
             scores[position[item]] = -np.inf
-        top = item_ids[np.argsort(-scores, kind="stable")[:max(KS)]]
+        top = item_ids[np.argsort(-scores, kind="stable")[: max(KS)]]
         groups = ["all"] + (["cold"] if counts.get(user, 0) <= COLD_MAX else [])
         for k in KS:
             hits = [1.0 if int(item) in relevant else 0.0 for item in top[:k]]
@@ -167,8 +180,11 @@ def ranking_metrics(scores_by_user: dict[int, np.ndarray], item_ids: np.ndarray,
                 sums[group][f"hr@{k}"] += float(sum(hits) > 0)
         for group in groups:
             users[group] += 1
-    return {group: {name: value / max(users[group], 1) for name, value in values.items()}
-            | {"users": users[group]} for group, values in sums.items()}
+    return {
+        group: {name: value / max(users[group], 1) for name, value in values.items()}
+        | {"users": users[group]}
+        for group, values in sums.items()
+    }
 
 
 # ----------------------------------------------------------------------------- models
@@ -193,19 +209,22 @@ class Result:
 def catalog_items(catalog: Catalog, rows: tf.Tensor) -> dict:
     """Model inputs for the catalog items at ``rows`` (padded bags become sparse)."""
     picked = {key: tf.gather(value, rows) for key, value in catalog.items.items()}
-    return item_features({k: v for k, v in picked.items() if k not in F.ITEM_MULTIVALENT_XF},
-                         {k: v for k, v in picked.items() if k in F.ITEM_MULTIVALENT_XF})
+    return item_features(
+        {k: v for k, v in picked.items() if k not in F.ITEM_MULTIVALENT_XF},
+        {k: v for k, v in picked.items() if k in F.ITEM_MULTIVALENT_XF},
+    )
 
 
-def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
-                items: np.ndarray) -> dict[str, np.ndarray]:
+def score_pairs(
+    model: object, catalog: Catalog, users: np.ndarray, items: np.ndarray
+) -> dict[str, np.ndarray]:
     """The three heads for (user, item) pairs, from the precomputed feature tables."""
     position = {int(item): i for i, item in enumerate(catalog.item_ids)}
     rows = np.array([position[int(i)] for i in items])
     out: dict[str, list] = {head: [] for head in F.HEADS}
     for start in range(0, len(users), 8192):
-        user_ids = tf.constant(users[start:start + 8192].astype(np.int64))
-        item_rows = tf.constant(rows[start:start + 8192])
+        user_ids = tf.constant(users[start : start + 8192].astype(np.int64))
+        item_rows = tf.constant(rows[start : start + 8192])
         features = {k: tf.gather(v, user_ids) for k, v in catalog.users.items()}
         features.update(catalog_items(catalog, item_rows))
         predictions = model(features, training=False)
@@ -214,11 +233,9 @@ def score_pairs(model: object, catalog: Catalog, users: np.ndarray,
     return {head: np.concatenate(values) for head, values in out.items()}
 
 
-def retrieval_nearness(model: object, catalog: Catalog, users: list[int]
-                       ) -> dict[int, np.ndarray]:
+def retrieval_nearness(model: object, catalog: Catalog, users: list[int]) -> dict[int, np.ndarray]:
     """Each user's retrieval-tower score (cosine) for every catalog item."""
-    candidates = model.candidate_embeddings(
-        catalog_items(catalog, tf.range(len(catalog.item_ids))))
+    candidates = model.candidate_embeddings(catalog_items(catalog, tf.range(len(catalog.item_ids))))
     ids = tf.constant(np.array(users, np.int64))
     queries = model.query_embeddings({k: tf.gather(v, ids) for k, v in catalog.users.items()})
     nearness = tf.matmul(queries, candidates, transpose_b=True).numpy()
@@ -226,40 +243,57 @@ def retrieval_nearness(model: object, catalog: Catalog, users: list[int]
 
 
 # Blends tried on the validation split; the best validation NDCG@10 is used on u1.test.
-BLENDS = ((0.2, 0.5, 0.3), (0.0, 1.0, 0.0), (0.0, 0.7, 0.3), (0.1, 0.6, 0.3),
-          (0.3, 0.4, 0.3), (0.0, 0.0, 1.0))
+BLENDS = (
+    (0.2, 0.5, 0.3),
+    (0.0, 1.0, 0.0),
+    (0.0, 0.7, 0.3),
+    (0.1, 0.6, 0.3),
+    (0.3, 0.4, 0.3),
+    (0.0, 0.0, 1.0),
+)
 
 
-def evaluate_model(name: str, model: object, catalog: Catalog, base: pd.DataFrame,
-                   test: pd.DataFrame, eval_pairs: pd.DataFrame,
-                   valid: pd.DataFrame) -> Result:
+def evaluate_model(
+    name: str,
+    model: object,
+    catalog: Catalog,
+    base: pd.DataFrame,
+    test: pd.DataFrame,
+    eval_pairs: pd.DataFrame,
+    valid: pd.DataFrame,
+) -> Result:
     """Test metrics; the ranking blend is the one with the best validation NDCG@10."""
     result = Result(name)
     rated = score_pairs(model, catalog, test[F.USER_ID].to_numpy(), test[F.ITEM_ID].to_numpy())
     errors = rated[F.RATING] - test[F.RATING].to_numpy()
-    result.rmse = float(np.sqrt(np.mean(errors ** 2)))
+    result.rmse = float(np.sqrt(np.mean(errors**2)))
     result.mae = float(np.mean(np.abs(errors)))
-    pairs = score_pairs(model, catalog, eval_pairs[F.USER_ID].to_numpy(),
-                        eval_pairs[F.ITEM_ID].to_numpy())
+    pairs = score_pairs(
+        model, catalog, eval_pairs[F.USER_ID].to_numpy(), eval_pairs[F.ITEM_ID].to_numpy()
+    )
     result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), pairs[F.CLICK])
     result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), pairs[F.PURCHASE])
     n_items = len(catalog.item_ids)
     users = sorted(set(test[F.USER_ID]) | set(valid[F.USER_ID]))
-    heads = {int(u): score_pairs(model, catalog, np.full(n_items, u), catalog.item_ids)
-             for u in users}
+    heads = {
+        int(u): score_pairs(model, catalog, np.full(n_items, u), catalog.item_ids) for u in users
+    }
 
     retrieve = model.config.retrieval.candidates if model.retrieval is not None else 0
     nearness = retrieval_nearness(model, catalog, users) if retrieve else {}
 
-    def scores(blend: tuple[float, float, float], wanted: pd.Series,
-               seen: pd.DataFrame) -> dict:
+    def scores(blend: tuple[float, float, float], wanted: pd.Series, seen: pd.DataFrame) -> dict:
         weights = tf.constant(blend, tf.float32)
-        out = {int(u): blended_score(*(tf.constant(heads[int(u)][h]) for h in F.HEADS),
-                                     weights).numpy() for u in wanted.unique()}
+        out = {
+            int(u): blended_score(
+                *(tf.constant(heads[int(u)][h]) for h in F.HEADS), weights
+            ).numpy()
+            for u in wanted.unique()
+        }
         if retrieve:  # As the recommend signature: the heads rank the nearest items only.
             seen_counts = seen.groupby(F.USER_ID).size()
             for user, score in out.items():
-                keep = np.argsort(-nearness[user])[:retrieve + int(seen_counts.get(user, 0))]
+                keep = np.argsort(-nearness[user])[: retrieve + int(seen_counts.get(user, 0))]
                 restricted = np.full_like(score, -np.inf)
                 restricted[keep] = score[keep]
                 out[user] = restricted
@@ -267,23 +301,29 @@ def evaluate_model(name: str, model: object, catalog: Catalog, base: pd.DataFram
 
     # Validation ranking: the held-out base ratings, the rest of base excluded.
     held = set(zip(valid[F.USER_ID], valid[F.ITEM_ID], strict=True))
-    rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID],
-                                                     strict=True)]]
-    validation = {b: ranking_metrics(scores(b, valid[F.USER_ID], rest), catalog.item_ids,
-                                     rest, valid)["all"]["ndcg@10"] for b in BLENDS}
+    rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID], strict=True)]]
+    validation = {
+        b: ranking_metrics(scores(b, valid[F.USER_ID], rest), catalog.item_ids, rest, valid)["all"][
+            "ndcg@10"
+        ]
+        for b in BLENDS
+    }
     chosen = max(BLENDS, key=validation.get)
     result.blend, result.valid_ndcg = chosen, validation[chosen]
     rated = valid.merge(base, on=[F.USER_ID, F.ITEM_ID])
-    predicted = score_pairs(model, catalog, rated[F.USER_ID].to_numpy(),
-                            rated[F.ITEM_ID].to_numpy())[F.RATING]
+    predicted = score_pairs(
+        model, catalog, rated[F.USER_ID].to_numpy(), rated[F.ITEM_ID].to_numpy()
+    )[F.RATING]
     result.valid_rmse = float(np.sqrt(np.mean((predicted - rated[F.RATING].to_numpy()) ** 2)))
-    result.ranking = ranking_metrics(scores(chosen, test[F.USER_ID], base), catalog.item_ids,
-                                     base, test)
+    result.ranking = ranking_metrics(
+        scores(chosen, test[F.USER_ID], base), catalog.item_ids, base, test
+    )
     return result
 
 
-def popularity(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
-               item_ids: np.ndarray) -> Result:
+def popularity(
+    base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame, item_ids: np.ndarray
+) -> Result:
     result = Result("popularity (train rating count)")
     counts = base.groupby(F.ITEM_ID).size()
     means = base.groupby(F.ITEM_ID)[F.RATING].mean()
@@ -294,14 +334,22 @@ def popularity(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
     result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), score)
     result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), score)
     item_scores = pd.Series(item_ids).map(counts).fillna(0).to_numpy().astype(float)
-    result.ranking = ranking_metrics({int(u): item_scores for u in test[F.USER_ID].unique()},
-                                     item_ids, base, test)
+    result.ranking = ranking_metrics(
+        {int(u): item_scores for u in test[F.USER_ID].unique()}, item_ids, base, test
+    )
     return result
 
 
-def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
-              item_ids: np.ndarray, valid_fraction: float = 0.1, dim: int = 32,
-              l2: float = 0.05, epochs: int = 60) -> Result:
+def biased_mf(
+    base: pd.DataFrame,
+    test: pd.DataFrame,
+    eval_pairs: pd.DataFrame,
+    item_ids: np.ndarray,
+    valid_fraction: float = 0.1,
+    dim: int = 32,
+    l2: float = 0.05,
+    epochs: int = 60,
+) -> Result:
     """r = mu + b_u + b_i + p_u . q_i, trained with Adam on u1.base ratings; the epoch is
     chosen on each user's most recent ratings of u1.base."""
     import tf_keras
@@ -329,10 +377,16 @@ def biased_mf(base: pd.DataFrame, test: pd.DataFrame, eval_pairs: pd.DataFrame,
     started = time.perf_counter()
     history = model.fit(
         [train[F.USER_ID].to_numpy(), train[F.ITEM_ID].to_numpy()],
-        train[F.RATING].to_numpy(np.float32), batch_size=1024, epochs=epochs, verbose=0,
-        validation_data=([valid[F.USER_ID].to_numpy(), valid[F.ITEM_ID].to_numpy()],
-                         valid[F.RATING].to_numpy(np.float32)),
-        callbacks=[tf_keras.callbacks.EarlyStopping(patience=4, restore_best_weights=True)])
+        train[F.RATING].to_numpy(np.float32),
+        batch_size=1024,
+        epochs=epochs,
+        verbose=0,
+        validation_data=(
+            [valid[F.USER_ID].to_numpy(), valid[F.ITEM_ID].to_numpy()],
+            valid[F.RATING].to_numpy(np.float32),
+        ),
+        callbacks=[tf_keras.callbacks.EarlyStopping(patience=4, restore_best_weights=True)],
+    )
     result.seconds = time.perf_counter() - started
     result.epochs = len(history.history["loss"])
     result.examples_per_second = len(train) * result.epochs / result.seconds
@@ -357,24 +411,25 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
     """Every row's config: ``overrides`` (ModelConfig fields) apply to all of them. Only the
     ``+ retrieval`` row has the retrieval tower on (with the overrides' retrieval settings)."""
     tuned = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(), **(overrides or {})})
-    base = dataclasses.replace(tuned, retrieval=dataclasses.replace(tuned.retrieval,
-                                                                    enabled=False))
-    experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1,
-                           units=(64,))
+    base = dataclasses.replace(tuned, retrieval=dataclasses.replace(tuned.retrieval, enabled=False))
+    experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1, units=(64,))
     configs = {}
     for architecture in ("shared_bottom", "mmoe", "ple"):
         for balancing in ("fixed", "uncertainty"):
             configs[f"{architecture} / {balancing}"] = dataclasses.replace(
-                base, architecture=architecture, experts=experts, loss_balancing=balancing)
+                base, architecture=architecture, experts=experts, loss_balancing=balancing
+            )
     # The heads over the whole catalog above; here with the retrieval tower (on in the
     # default ModelConfig): the heads rank only the items nearest the user.
     retrieval = dataclasses.replace(tuned.retrieval, enabled=True)
     configs[f"shared_bottom / uncertainty + retrieval {retrieval.candidates}"] = (
-        dataclasses.replace(configs["shared_bottom / uncertainty"], retrieval=retrieval))
+        dataclasses.replace(configs["shared_bottom / uncertainty"], retrieval=retrieval)
+    )
     for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
-        configs[f"single-task {head}"] = dataclasses.replace(base, loss_balancing="fixed",
-                                                             **weights)
+        configs[f"single-task {head}"] = dataclasses.replace(
+            base, loss_balancing="fixed", **weights
+        )
     return configs
 
 
@@ -384,35 +439,48 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--movielens-dir", help="default: the fetched MovieLens-100K")
-    parser.add_argument("--models", default="all",
-                        help="comma-separated names from the table, or 'all'")
+    parser.add_argument(
+        "--models", default="all", help="comma-separated names from the table, or 'all'"
+    )
     parser.add_argument("--epochs", type=int, default=ModelConfig.epochs)
     parser.add_argument("--work-dir", help="default: a temporary folder")
-    parser.add_argument("--model-config", metavar="JSON",
-                        help="ModelConfig fields applied to every model row, e.g. "
-                             "'{\"learning_rate\": 0.002}'")
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="skip the popularity and biased MF rows")
-    parser.add_argument("--test-rows", type=int, default=U1_TEST_ROWS,
-                        help="leading u.data rows used as the test split (u1: 20000)")
+    parser.add_argument(
+        "--model-config",
+        metavar="JSON",
+        help="ModelConfig fields applied to every model row, e.g. " "'{\"learning_rate\": 0.002}'",
+    )
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="skip the popularity and biased MF rows"
+    )
+    parser.add_argument(
+        "--test-rows",
+        type=int,
+        default=U1_TEST_ROWS,
+        help="leading u.data rows used as the test split (u1: 20000)",
+    )
     args = parser.parse_args()
     source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="mtrec-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     base, test, base_file, test_file = u1_split(source, work, args.test_rows)
-    info = dataset.build_from_ratings(base_file, test_file, source, work / "data",
-                                      dataset.DataConfig())
+    info = dataset.build_from_ratings(
+        base_file, test_file, source, work / "data", dataset.DataConfig()
+    )
     root = Path(info.root)
     started = time.perf_counter()
     output = local_transform.analyze(str(root / "train" / "*"), work, "benchmark")
-    print(f"u1: {len(base):,} base / {len(test):,} test ratings; examples "
-          f"{info.manifest['splits']}; Transform {time.perf_counter() - started:.0f} s",
-          flush=True)
+    print(
+        f"u1: {len(base):,} base / {len(test):,} test ratings; examples "
+        f"{info.manifest['splits']}; Transform {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
     catalog = feature_tables(source, output)
-    eval_pairs = pd.DataFrame(_labels(root / "eval"),
-                              columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE])
-    labelled = pd.DataFrame(_labels(root / "valid"),
-                            columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE])
+    eval_pairs = pd.DataFrame(
+        _labels(root / "eval"), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
+    )
+    labelled = pd.DataFrame(
+        _labels(root / "valid"), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
+    )
     valid_pairs = labelled[labelled[F.CLICK] == 1]
     results = []
     if not args.no_baselines:
@@ -446,30 +514,39 @@ def main() -> None:
 
 def _labels(split_dir: Path) -> list[tuple[int, int, int, int]]:
     out = []
-    for record in tf.data.TFRecordDataset(tf.io.gfile.glob(str(split_dir / "*")),
-                                          compression_type="GZIP"):
+    for record in tf.data.TFRecordDataset(
+        tf.io.gfile.glob(str(split_dir / "*")), compression_type="GZIP"
+    ):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
-        out.append(tuple(int(feature[k].int64_list.value[0])
-                         for k in (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)))
+        out.append(
+            tuple(
+                int(feature[k].int64_list.value[0])
+                for k in (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
+            )
+        )
     return out
 
 
 def _header() -> str:
-    return (f"{'model':<45}{'RMSE':>7}{'MAE':>7}{'R@10':>7}{'N@10':>7}{'HR@10':>7}{'R@5':>7}"
-            f"{'N@5':>7}{'coldN@10':>9}{'coldR@10':>9}{'clickAUC':>9}{'purchAUC':>9}"
-            f"{'train s':>8}{'ex/s':>8}{'epochs':>7}{'valRMSE':>8}{'valN@10':>8}"
-            f"  blend (chosen on validation)")
+    return (
+        f"{'model':<45}{'RMSE':>7}{'MAE':>7}{'R@10':>7}{'N@10':>7}{'HR@10':>7}{'R@5':>7}"
+        f"{'N@5':>7}{'coldN@10':>9}{'coldR@10':>9}{'clickAUC':>9}{'purchAUC':>9}"
+        f"{'train s':>8}{'ex/s':>8}{'epochs':>7}{'valRMSE':>8}{'valN@10':>8}"
+        f"  blend (chosen on validation)"
+    )
 
 
 def _row(r: Result) -> str:
     a, c = r.ranking.get("all", {}), r.ranking.get("cold", {})
-    return (f"{r.name:<45}{r.rmse:>7.4f}{r.mae:>7.4f}{a.get('recall@10', math.nan):>7.4f}"
-            f"{a.get('ndcg@10', math.nan):>7.4f}{a.get('hr@10', math.nan):>7.4f}"
-            f"{a.get('recall@5', math.nan):>7.4f}{a.get('ndcg@5', math.nan):>7.4f}"
-            f"{c.get('ndcg@10', math.nan):>9.4f}{c.get('recall@10', math.nan):>9.4f}"
-            f"{r.click_auc:>9.4f}{r.purchase_auc:>9.4f}{r.seconds:>8.0f}"
-            f"{r.examples_per_second:>8.0f}{r.epochs:>7}{r.valid_rmse:>8.4f}{r.valid_ndcg:>8.4f}"
-            f"  {r.blend or ''}")
+    return (
+        f"{r.name:<45}{r.rmse:>7.4f}{r.mae:>7.4f}{a.get('recall@10', math.nan):>7.4f}"
+        f"{a.get('ndcg@10', math.nan):>7.4f}{a.get('hr@10', math.nan):>7.4f}"
+        f"{a.get('recall@5', math.nan):>7.4f}{a.get('ndcg@5', math.nan):>7.4f}"
+        f"{c.get('ndcg@10', math.nan):>9.4f}{c.get('recall@10', math.nan):>9.4f}"
+        f"{r.click_auc:>9.4f}{r.purchase_auc:>9.4f}{r.seconds:>8.0f}"
+        f"{r.examples_per_second:>8.0f}{r.epochs:>7}{r.valid_rmse:>8.4f}{r.valid_ndcg:>8.4f}"
+        f"  {r.blend or ''}"
+    )
 
 
 if __name__ == "__main__":

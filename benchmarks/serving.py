@@ -42,10 +42,18 @@ def latest_version(base: Path) -> Path:
 
 def sample_rows(n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"user_id": int(rng.integers(1, 944)), "item_id": int(rng.integers(1, 1683)),
-             "gender": str(rng.choice(["M", "F"])), "age": int(rng.integers(18, 60)),
-             "occupation": "engineer", "genres": "Drama|Comedy", "year": 1995}
-            for _ in range(n)]
+    return [
+        {
+            "user_id": int(rng.integers(1, 944)),
+            "item_id": int(rng.integers(1, 1683)),
+            "gender": str(rng.choice(["M", "F"])),
+            "age": int(rng.integers(18, 60)),
+            "occupation": "engineer",
+            "genres": "Drama|Comedy",
+            "year": 1995,
+        }
+        for _ in range(n)
+    ]
 
 
 def free_port() -> int:
@@ -75,10 +83,13 @@ def floor(model_dir: Path, batch: int, seconds: float) -> dict:
 
 def summarise(latencies: list[float], batch: int, clients: int, seconds: float) -> dict:
     ordered = sorted(latencies)
-    return {"p50_ms": 1000 * statistics.median(ordered),
-            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
-            "rows_per_s": len(latencies) * batch / seconds, "requests": len(latencies),
-            "clients": clients}
+    return {
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "rows_per_s": len(latencies) * batch / seconds,
+        "requests": len(latencies),
+        "clients": clients,
+    }
 
 
 class Server:
@@ -86,15 +97,27 @@ class Server:
 
     def __init__(self, base: Path, batching: bool, parameters: str | None = None) -> None:
         self.port = free_port()
-        command = [sys.executable, "-m", "mtrec", "serve", "--port", str(self.port),
-                   "--rest_api_port", "0", "--model_base_path", str(base),
-                   "--file_system_poll_wait_seconds", "30"]
+        command = [
+            sys.executable,
+            "-m",
+            "mtrec",
+            "serve",
+            "--port",
+            str(self.port),
+            "--rest_api_port",
+            "0",
+            "--model_base_path",
+            str(base),
+            "--file_system_poll_wait_seconds",
+            "30",
+        ]
         if batching:
             command.append("--enable_batching")
             if parameters:
                 command += ["--batching_parameters_file", parameters]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         banner = self.process.stdout.readline()
         if "gRPC on" not in banner:
             raise SystemExit(f"mtrec serve did not start: {banner}")
@@ -131,39 +154,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model_base_path", default="mtrec_output/serving_model")
     parser.add_argument("--seconds", type=float, default=5.0, help="per case")
-    parser.add_argument("--batching_parameters_file",
-                        help="for the batching-on server (default: mtrec serve's defaults)")
-    parser.add_argument("--only-batched", action="store_true",
-                        help="skip the unbatched server (for trying batching parameters)")
+    parser.add_argument(
+        "--batching_parameters_file",
+        help="for the batching-on server (default: mtrec serve's defaults)",
+    )
+    parser.add_argument(
+        "--only-batched",
+        action="store_true",
+        help="skip the unbatched server (for trying batching parameters)",
+    )
     args = parser.parse_args()
     base = Path(args.model_base_path).resolve()
     model_dir = latest_version(base)
     print(f"model {model_dir}; {os.cpu_count()} CPUs; {args.seconds:g} s per case")
     floors = {batch: floor(model_dir, batch, args.seconds) for batch in (1, 100)}
-    rows = [("in-process signature call (floor)", batch, 1, "-", floors[batch])
-            for batch in (1, 100)]
-    for batching in ((True,) if args.only_batched else (False, True)):
+    rows = [
+        ("in-process signature call (floor)", batch, 1, "-", floors[batch]) for batch in (1, 100)
+    ]
+    for batching in (True,) if args.only_batched else (False, True):
         server = Server(base, batching, args.batching_parameters_file)
         try:
             for batch in (1, 100):
                 for clients in (1, 8):
-                    rows.append(("gRPC Predict", batch, clients, "on" if batching else "off",
-                                 load(server.port, batch, clients, args.seconds)))
+                    rows.append(
+                        (
+                            "gRPC Predict",
+                            batch,
+                            clients,
+                            "on" if batching else "off",
+                            load(server.port, batch, clients, args.seconds),
+                        )
+                    )
         finally:
             server.stop()
-    header = (f"{'case':<36}{'batch':>6}{'clients':>8}{'batching':>9}{'p50 ms':>9}"
-              f"{'p99 ms':>9}{'rows/s':>10}{'p50/floor':>10}{'rows/s vs unbatched':>21}")
+    header = (
+        f"{'case':<36}{'batch':>6}{'clients':>8}{'batching':>9}{'p50 ms':>9}"
+        f"{'p99 ms':>9}{'rows/s':>10}{'p50/floor':>10}{'rows/s vs unbatched':>21}"
+    )
     print(header)
     unbatched = {(r[1], r[2]): r[4]["rows_per_s"] for r in rows if r[3] == "off"}
     if not unbatched:
         unbatched = {(r[1], r[2]): r[4]["rows_per_s"] for r in rows}
     for case, batch, clients, batching, result in rows:
         ratio = result["p50_ms"] / floors[batch]["p50_ms"]
-        speedup = (f"{result['rows_per_s'] / unbatched[(batch, clients)]:.2f}x"
-                   if batching == "on" else "")
-        print(f"{case:<36}{batch:>6}{clients:>8}{batching:>9}{result['p50_ms']:>9.2f}"
-              f"{result['p99_ms']:>9.2f}{result['rows_per_s']:>10.0f}{ratio:>9.2f}x"
-              f"{speedup:>21}")
+        speedup = (
+            f"{result['rows_per_s'] / unbatched[(batch, clients)]:.2f}x" if batching == "on" else ""
+        )
+        print(
+            f"{case:<36}{batch:>6}{clients:>8}{batching:>9}{result['p50_ms']:>9.2f}"
+            f"{result['p99_ms']:>9.2f}{result['rows_per_s']:>10.0f}{ratio:>9.2f}x"
+            f"{speedup:>21}"
+        )
 
 
 if __name__ == "__main__":

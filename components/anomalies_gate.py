@@ -4,7 +4,6 @@ TFX's ExampleValidator records anomalies but does not fail; this gate turns any 
 into a failed execution with one readable message per feature.
 """
 
-
 import os
 
 from tensorflow_metadata.proto.v0 import anomalies_pb2
@@ -38,11 +37,13 @@ def describe_anomalies(anomalies: types.Artifact) -> list[str]:
 
 
 @tfx.dsl.components.component
-def AnomaliesGate(anomalies: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ExampleAnomalies]) -> None:
+def AnomaliesGate(
+    anomalies: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ExampleAnomalies],
+) -> None:
     """Fail with every anomaly listed, or pass silently when the data matches the schema."""
     problems = describe_anomalies(anomalies)
     if problems:
         raise DataAnomaliesError(
             "ExampleValidator found anomalies; training stopped before Transform:\n  "
-            + "\n  ".join(problems))
+            + "\n  ".join(problems)
+        )

@@ -6,8 +6,6 @@ Pusher would push it again. Resolving "the blessed model this candidate would re
 keeps those inputs identical across re-runs, so both are served from cache.
 """
 
-
-
 import ml_metadata as mlmd
 from tfx import types
 from tfx.dsl.components.common import resolver
@@ -30,7 +28,8 @@ class BaselineModelStrategy(resolver.ResolverStrategy):
         blessings = {
             b.get_int_custom_property("current_model_id"): b
             for b in input_dict.get(BLESSING_KEY, [])
-            if b.get_int_custom_property("blessed") == 1}
+            if b.get_int_custom_property("blessed") == 1
+        }
         result = {key: [] for key in input_dict}
         result[CANDIDATE_KEY] = list(candidates)
         for model in sorted(input_dict.get(MODEL_KEY, []), key=lambda a: a.id, reverse=True):

@@ -42,8 +42,9 @@ def read_examples(examples_uri: str, split: str, limit: int) -> list:
     return [record.numpy() for record in dataset]
 
 
-def validate_serving(model_dir: str, examples: list, batch_size: int = 16,
-                     rtol: float = 1e-4, atol: float = 1e-5) -> dict:
+def validate_serving(
+    model_dir: str, examples: list, batch_size: int = 16, rtol: float = 1e-4, atol: float = 1e-5
+) -> dict:
     """Serve ``model_dir`` on loopback, compare gRPC Predict with in-process calls.
 
     Returns what was checked; raises on any difference or failure to load.
@@ -57,8 +58,14 @@ def validate_serving(model_dir: str, examples: list, batch_size: int = 16,
 
     with tempfile.TemporaryDirectory(prefix="mtrec-serving-validator-") as base:
         os.symlink(os.path.abspath(model_dir), os.path.join(base, "1"))
-        server = ModelServer(ServerOptions(models=tuple(config.single_model(MODEL_NAME, base)),
-                                           port=0, rest_api_port=None, poll_seconds=0)).start()
+        server = ModelServer(
+            ServerOptions(
+                models=tuple(config.single_model(MODEL_NAME, base)),
+                port=0,
+                rest_api_port=None,
+                poll_seconds=0,
+            )
+        ).start()
         try:
             statuses = server.manager.statuses(MODEL_NAME)
             if not server.manager.available(MODEL_NAME):
@@ -69,14 +76,15 @@ def validate_serving(model_dir: str, examples: list, batch_size: int = 16,
             with ServingClient(f"127.0.0.1:{server.grpc_port}", MODEL_NAME) as client:
                 signatures = client.metadata()["signatures"]
                 for start in range(0, len(examples), batch_size):
-                    batch = np.array(examples[start:start + batch_size], dtype=object)
+                    batch = np.array(examples[start : start + batch_size], dtype=object)
                     served = client.predict_tensors({"examples": batch})
                     expected = local(examples=tf.constant(batch))
                     for head, value in expected.items():
                         if not np.allclose(served[head], value.numpy(), rtol=rtol, atol=atol):
                             raise ServingMismatchError(
                                 f"served '{head}' differs from in-process predictions: "
-                                f"{served[head][:4]} vs {value.numpy()[:4]}")
+                                f"{served[head][:4]} vs {value.numpy()[:4]}"
+                            )
                     checked += len(batch)
         finally:
             server.stop(grace=1)
@@ -87,8 +95,7 @@ def validate_serving(model_dir: str, examples: list, batch_size: int = 16,
 def ServingValidator(
     model: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Model],
     examples: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.Examples],
-    model_blessing: tfx.dsl.components.InputArtifact[
-        tfx.types.standard_artifacts.ModelBlessing],
+    model_blessing: tfx.dsl.components.InputArtifact[tfx.types.standard_artifacts.ModelBlessing],
     blessing: tfx.dsl.components.OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
     split: tfx.dsl.components.Parameter[str] = "eval",
     num_examples: tfx.dsl.components.Parameter[int] = 64,
@@ -106,17 +113,20 @@ def ServingValidator(
     except (ServingMismatchError, FileNotFoundError) as err:
         _mark(blessing, False, str(err))
         return
-    _mark(blessing, True, f"served {report['examples_checked']} '{split}' examples over "
-                          f"gRPC; answers match in-process predictions")
+    _mark(
+        blessing,
+        True,
+        f"served {report['examples_checked']} '{split}' examples over "
+        f"gRPC; answers match in-process predictions",
+    )
 
 
-def _mark(blessing: tfx.types.standard_artifacts.InfraBlessing, blessed: bool,
-          reason: str) -> None:
+def _mark(blessing: tfx.types.standard_artifacts.InfraBlessing, blessed: bool, reason: str) -> None:
     """Record the verdict the way InfraValidator does (the Pusher reads ``blessed``)."""
     name = BLESSED_FILE if blessed else NOT_BLESSED_FILE
     io_utils.write_string_file(os.path.join(blessing.uri, name), reason + "\n")
     blessing.set_int_custom_property("blessed", int(blessed))
     blessing.set_string_custom_property("reason", reason)
-    (log.info if blessed else log.warning)("ServingValidator: %s: %s",
-                                           "INFRA_BLESSED" if blessed else "NOT blessed",
-                                           reason)
+    (log.info if blessed else log.warning)(
+        "ServingValidator: %s: %s", "INFRA_BLESSED" if blessed else "NOT blessed", reason
+    )

@@ -25,8 +25,9 @@ from mtrec.models.layers import MLP, serializable
 class SharedBottom(tf_keras.layers.Layer):
     """One MLP shared by every task."""
 
-    def __init__(self, tasks: Sequence[str], units: Sequence[int], dropout: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, tasks: Sequence[str], units: Sequence[int], dropout: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.tasks = list(tasks)
         self.units = list(units)
@@ -43,8 +44,12 @@ class SharedBottom(tf_keras.layers.Layer):
         return {}
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "tasks": self.tasks, "units": self.units,
-                "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "tasks": self.tasks,
+            "units": self.units,
+            "dropout": self.dropout,
+        }
 
 
 def _mix(gate: tf.Tensor, experts: list[tf.Tensor]) -> tf.Tensor:
@@ -56,9 +61,14 @@ def _mix(gate: tf.Tensor, experts: list[tf.Tensor]) -> tf.Tensor:
 class MMoE(tf_keras.layers.Layer):
     """Shared experts mixed by one softmax gate per task."""
 
-    def __init__(self, tasks: Sequence[str], num_experts: int = 4,
-                 expert_units: Sequence[int] = (64,), dropout: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        num_experts: int = 4,
+        expert_units: Sequence[int] = (64,),
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if num_experts < 1:
             raise ValueError("num_experts must be >= 1")
@@ -66,10 +76,11 @@ class MMoE(tf_keras.layers.Layer):
         self.num_experts = num_experts
         self.expert_units = list(expert_units)
         self.dropout = dropout
-        self.experts = [MLP(expert_units, dropout, name=f"expert_{k}")
-                        for k in range(num_experts)]
-        self.gates = {task: tf_keras.layers.Dense(num_experts, activation="softmax",
-                                                  name=f"gate_{task}") for task in self.tasks}
+        self.experts = [MLP(expert_units, dropout, name=f"expert_{k}") for k in range(num_experts)]
+        self.gates = {
+            task: tf_keras.layers.Dense(num_experts, activation="softmax", name=f"gate_{task}")
+            for task in self.tasks
+        }
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
         outputs = [expert(inputs, training=training) for expert in self.experts]
@@ -80,17 +91,29 @@ class MMoE(tf_keras.layers.Layer):
         return {task: self.gates[task](inputs) for task in self.tasks}
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "tasks": self.tasks, "num_experts": self.num_experts,
-                "expert_units": self.expert_units, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "tasks": self.tasks,
+            "num_experts": self.num_experts,
+            "expert_units": self.expert_units,
+            "dropout": self.dropout,
+        }
 
 
 @serializable
 class PLE(tf_keras.layers.Layer):
     """Progressive layered extraction: ``levels`` customized gate control (CGC) layers."""
 
-    def __init__(self, tasks: Sequence[str], levels: int = 1, shared_experts: int = 2,
-                 task_experts: int = 1, expert_units: Sequence[int] = (64,),
-                 dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        levels: int = 1,
+        shared_experts: int = 2,
+        task_experts: int = 1,
+        expert_units: Sequence[int] = (64,),
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         if levels < 1 or shared_experts < 1 or task_experts < 1:
             raise ValueError("levels, shared_experts and task_experts must be >= 1")
@@ -100,28 +123,53 @@ class PLE(tf_keras.layers.Layer):
         self.task_experts = task_experts
         self.expert_units = list(expert_units)
         self.dropout = dropout
-        self.shared = [[MLP(expert_units, dropout, name=f"l{level}_shared_{k}")
-                        for k in range(shared_experts)] for level in range(levels)]
-        self.own = [{task: [MLP(expert_units, dropout, name=f"l{level}_{task}_{k}")
-                            for k in range(task_experts)] for task in self.tasks}
-                    for level in range(levels)]
-        self.task_gates = [{task: tf_keras.layers.Dense(
-            task_experts + shared_experts, activation="softmax", name=f"l{level}_gate_{task}")
-            for task in self.tasks} for level in range(levels)]
+        self.shared = [
+            [MLP(expert_units, dropout, name=f"l{level}_shared_{k}") for k in range(shared_experts)]
+            for level in range(levels)
+        ]
+        self.own = [
+            {
+                task: [
+                    MLP(expert_units, dropout, name=f"l{level}_{task}_{k}")
+                    for k in range(task_experts)
+                ]
+                for task in self.tasks
+            }
+            for level in range(levels)
+        ]
+        self.task_gates = [
+            {
+                task: tf_keras.layers.Dense(
+                    task_experts + shared_experts,
+                    activation="softmax",
+                    name=f"l{level}_gate_{task}",
+                )
+                for task in self.tasks
+            }
+            for level in range(levels)
+        ]
         # The shared gate mixes every expert for the next level (not after the last one).
-        self.shared_gates = [tf_keras.layers.Dense(
-            shared_experts + task_experts * len(self.tasks), activation="softmax",
-            name=f"l{level}_gate_shared") for level in range(levels - 1)]
+        self.shared_gates = [
+            tf_keras.layers.Dense(
+                shared_experts + task_experts * len(self.tasks),
+                activation="softmax",
+                name=f"l{level}_gate_shared",
+            )
+            for level in range(levels - 1)
+        ]
 
-    def _levels(self, inputs: tf.Tensor, training: bool | None
-                ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    def _levels(
+        self, inputs: tf.Tensor, training: bool | None
+    ) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         task_inputs = {task: inputs for task in self.tasks}
         shared_input = inputs
         gates: dict[str, tf.Tensor] = {}
         for level in range(self.levels):
             shared = [e(shared_input, training=training) for e in self.shared[level]]
-            own = {task: [e(task_inputs[task], training=training)
-                          for e in self.own[level][task]] for task in self.tasks}
+            own = {
+                task: [e(task_inputs[task], training=training) for e in self.own[level][task]]
+                for task in self.tasks
+            }
             outputs = {}
             for task in self.tasks:
                 gate = self.task_gates[level][task](task_inputs[task])
@@ -143,6 +191,12 @@ class PLE(tf_keras.layers.Layer):
         return self._levels(inputs, False)[1]
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "tasks": self.tasks, "levels": self.levels,
-                "shared_experts": self.shared_experts, "task_experts": self.task_experts,
-                "expert_units": self.expert_units, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "tasks": self.tasks,
+            "levels": self.levels,
+            "shared_experts": self.shared_experts,
+            "task_experts": self.task_experts,
+            "expert_units": self.expert_units,
+            "dropout": self.dropout,
+        }

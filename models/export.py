@@ -28,10 +28,18 @@ import tensorflow_transform as tft
 from mtrec import names as F
 from mtrec.models.recommend import Catalog, make_recommend_fn
 
-SIGNATURES = (F.SERVING_DEFAULT, F.PREDICT_RAW, F.TRANSFORM_FEATURES, F.REGRESS_RATING,
-              *F.CLASSIFY.values(), F.RECOMMEND)
-METHOD_NAMES = {F.REGRESS_RATING: F.REGRESS_METHOD,
-                **{name: F.CLASSIFY_METHOD for name in F.CLASSIFY.values()}}
+SIGNATURES = (
+    F.SERVING_DEFAULT,
+    F.PREDICT_RAW,
+    F.TRANSFORM_FEATURES,
+    F.REGRESS_RATING,
+    *F.CLASSIFY.values(),
+    F.RECOMMEND,
+)
+METHOD_NAMES = {
+    F.REGRESS_RATING: F.REGRESS_METHOD,
+    **{name: F.CLASSIFY_METHOD for name in F.CLASSIFY.values()},
+}
 EXAMPLES_INPUT = "examples"
 TF_SERVING_INPUTS = "inputs"  # The input name TF Serving's Classify and Regress require.
 WARMUP_BATCH = 8
@@ -46,13 +54,18 @@ def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFe
         # A VarLenFeature (no shape) is served as one value per example.
         shape = list(feature.shape) if hasattr(feature, "shape") else [1]
         spec[key] = tf.io.FixedLenFeature(
-            shape, feature.dtype, default_value=[default] * math.prod(shape) if shape else default)
+            shape, feature.dtype, default_value=[default] * math.prod(shape) if shape else default
+        )
     return spec
 
 
-def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
-                 export_dir: str, catalog: Catalog | None = None,
-                 blend_weights: tuple[float, float, float] = (0.0, 1.0, 0.0)) -> None:
+def export_model(
+    model: tf.keras.Model,
+    tft_output: tft.TFTransformOutput,
+    export_dir: str,
+    catalog: Catalog | None = None,
+    blend_weights: tuple[float, float, float] = (0.0, 1.0, 0.0),
+) -> None:
     """Save ``model`` with the Transform layer and all signatures to ``export_dir``; with a
     ``catalog`` also the ``recommend`` signature, ranking by ``blend_weights``."""
     module = tf.Module()
@@ -72,18 +85,21 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
 
     @tf.function
     def serve_raw(**raw: tf.Tensor) -> dict[str, tf.Tensor]:
-        shaped = {key: tf.reshape(value, [-1, *input_spec[key].shape])
-                  for key, value in raw.items()}
+        shaped = {
+            key: tf.reshape(value, [-1, *input_spec[key].shape]) for key, value in raw.items()
+        }
         return predict(shaped)
 
-    raw_inputs = {key: tf.TensorSpec([None], input_spec[key].dtype, name=key)
-                  for key in F.MODEL_INPUT_KEYS}
+    raw_inputs = {
+        key: tf.TensorSpec([None], input_spec[key].dtype, name=key) for key in F.MODEL_INPUT_KEYS
+    }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = module.tft_layer(tf.io.parse_example(examples, labelled_spec))
-        return {key: value for key, value in transformed.items()
-                if isinstance(value, tf.Tensor)}  # Signatures carry dense tensors only.
+        return {
+            key: value for key, value in transformed.items() if isinstance(value, tf.Tensor)
+        }  # Signatures carry dense tensors only.
 
     examples_spec = [tf.TensorSpec([None], tf.string, name=TF_SERVING_INPUTS)]
 
@@ -98,17 +114,25 @@ def export_model(model: tf.keras.Model, tft_output: tft.TFTransformOutput,
             scores = tf.stack([1.0 - positive, positive], axis=1)
             classes = tf.broadcast_to(tf.constant([b"0", b"1"]), tf.shape(scores))
             return {"scores": scores, "classes": classes}
+
         return classify
 
-    tf.saved_model.save(module, export_dir, signatures={
-        F.SERVING_DEFAULT: serve_examples,
-        F.PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
-        F.TRANSFORM_FEATURES: transform_features,
-        F.REGRESS_RATING: regress_rating,
-        **{name: classifier(head) for head, name in F.CLASSIFY.items()},
-        **({F.RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
-           if catalog is not None else {}),
-    })
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={
+            F.SERVING_DEFAULT: serve_examples,
+            F.PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
+            F.TRANSFORM_FEATURES: transform_features,
+            F.REGRESS_RATING: regress_rating,
+            **{name: classifier(head) for head, name in F.CLASSIFY.items()},
+            **(
+                {F.RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
+                if catalog is not None
+                else {}
+            ),
+        },
+    )
     set_method_names(export_dir, METHOD_NAMES)
     write_warmup_requests(export_dir, warmup_examples(tft_output))
 
@@ -134,8 +158,10 @@ def warmup_examples(tft_output: tft.TFTransformOutput) -> list[bytes]:
 
     users = tft_output.vocabulary_by_name(F.USER_ID)[:WARMUP_BATCH]
     items = tft_output.vocabulary_by_name(F.ITEM_ID)[:WARMUP_BATCH]
-    rows = [{F.USER_ID: int(user), F.ITEM_ID: int(item)} for user, item in zip(
-        users, items, strict=False)]
+    rows = [
+        {F.USER_ID: int(user), F.ITEM_ID: int(item)}
+        for user, item in zip(users, items, strict=False)
+    ]
     rows.append({F.USER_ID: -1, F.ITEM_ID: -1})  # Cold start: both ids unknown.
     return to_examples(rows)
 
@@ -149,10 +175,11 @@ def write_warmup_requests(export_dir: str, examples: list[bytes]) -> str:
     with tf.io.TFRecordWriter(path) as writer:
         for batch in (examples, examples[:1]):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(signature_name=F.SERVING_DEFAULT))
-            request.inputs[EXAMPLES_INPUT].CopyFrom(
-                tf.make_tensor_proto(batch, dtype=tf.string))
+                model_spec=model_pb2.ModelSpec(signature_name=F.SERVING_DEFAULT)
+            )
+            request.inputs[EXAMPLES_INPUT].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
             writer.write(log.SerializeToString())
     return path

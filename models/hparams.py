@@ -108,15 +108,15 @@ class ModelConfig:
             if isinstance(value, dict):
                 object.__setattr__(self, name, nested(**_from_jsonable(nested, value)))
         if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got "
-                             f"{self.architecture!r}")
-        if self.loss_balancing not in LOSS_BALANCING:
-            raise ValueError(f"loss_balancing must be one of {LOSS_BALANCING}, got "
-                             f"{self.loss_balancing!r}")
-        if self.distribution not in STRATEGIES:
             raise ValueError(
-                f"distribution must be one of {STRATEGIES}, got {self.distribution!r}"
+                f"architecture must be one of {ARCHITECTURES}, got " f"{self.architecture!r}"
             )
+        if self.loss_balancing not in LOSS_BALANCING:
+            raise ValueError(
+                f"loss_balancing must be one of {LOSS_BALANCING}, got " f"{self.loss_balancing!r}"
+            )
+        if self.distribution not in STRATEGIES:
+            raise ValueError(f"distribution must be one of {STRATEGIES}, got {self.distribution!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
         if len(self.blend_weights) != 3:

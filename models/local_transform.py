@@ -26,12 +26,17 @@ def analyze(train_pattern: str, out_dir: Path, telemetry: str = "mtrec") -> tft.
     for stale in ("transform", "tmp"):
         shutil.rmtree(out_dir / stale, ignore_errors=True)
     schema = text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
-    source = tfxio.TFExampleRecord(file_pattern=train_pattern, schema=schema,
-                                   telemetry_descriptors=[telemetry])
+    source = tfxio.TFExampleRecord(
+        file_pattern=train_pattern, schema=schema, telemetry_descriptors=[telemetry]
+    )
     with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(out_dir / "tmp")):
-        transform_fn = ((pipeline | source.BeamSource(), source.TensorAdapterConfig())
-                        | tft_beam.AnalyzeDataset(preprocessing_fn))
+        transform_fn = (
+            pipeline | source.BeamSource(),
+            source.TensorAdapterConfig(),
+        ) | tft_beam.AnalyzeDataset(preprocessing_fn)
         _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir / "transform"))
-    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(
-        out_dir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    metadata_io.write_metadata(
+        dataset_metadata.DatasetMetadata(schema),
+        str(out_dir / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR),
+    )
     return tft.TFTransformOutput(str(out_dir / "transform"))

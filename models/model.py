@@ -32,12 +32,17 @@ class ReplicaMeanLoss(tf_keras.losses.Loss):
     divide by the batch size rather than the weight; this reduces itself instead.
     """
 
-    def __call__(self, y_true: tf.Tensor, y_pred: tf.Tensor,
-                 sample_weight: tf.Tensor | None = None) -> tf.Tensor:
-        per_example = tf.reshape(self.call(tf.cast(y_true, tf.float32),
-                                           tf.cast(y_pred, tf.float32)), [-1])
-        weight = (tf.ones_like(per_example) if sample_weight is None
-                  else tf.reshape(tf.cast(sample_weight, tf.float32), [-1]))
+    def __call__(
+        self, y_true: tf.Tensor, y_pred: tf.Tensor, sample_weight: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        per_example = tf.reshape(
+            self.call(tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32)), [-1]
+        )
+        weight = (
+            tf.ones_like(per_example)
+            if sample_weight is None
+            else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        )
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         total = tf.reduce_sum(weight * per_example)
         return tf.math.divide_no_nan(total, tf.reduce_sum(weight)) / replicas
@@ -66,8 +71,9 @@ class MeanBinaryCrossentropy(ReplicaMeanLoss):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        return tf_keras.losses.binary_crossentropy(tf.reshape(y_true, [-1, 1]),
-                                                   tf.reshape(y_pred, [-1, 1]))
+        return tf_keras.losses.binary_crossentropy(
+            tf.reshape(y_true, [-1, 1]), tf.reshape(y_pred, [-1, 1])
+        )
 
 
 @serializable
@@ -93,10 +99,19 @@ class SideEncoder(tf_keras.layers.Layer):
     so the model learns to score an unknown user or item from its side features alone.
     """
 
-    def __init__(self, cardinalities: Mapping[str, int], categorical: Sequence[str],
-                 multivalent: Sequence[str], numeric: Sequence[str], id_key: str,
-                 embedding_dim: int, output_dim: int, id_dropout: float = 0.0,
-                 l2: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        cardinalities: Mapping[str, int],
+        categorical: Sequence[str],
+        multivalent: Sequence[str],
+        numeric: Sequence[str],
+        id_key: str,
+        embedding_dim: int,
+        output_dim: int,
+        id_dropout: float = 0.0,
+        l2: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.cardinalities = dict(cardinalities)
         self.categorical = list(categorical)
@@ -109,9 +124,12 @@ class SideEncoder(tf_keras.layers.Layer):
         self.l2 = l2
         self.regularizer = tf_keras.regularizers.L2(l2) if l2 else None
         self.embeddings = {
-            key: tf_keras.layers.Embedding(self.cardinalities[key], embedding_dim,
-                                           embeddings_regularizer=self.regularizer,
-                                           name=f"{key}_emb")
+            key: tf_keras.layers.Embedding(
+                self.cardinalities[key],
+                embedding_dim,
+                embeddings_regularizer=self.regularizer,
+                name=f"{key}_emb",
+            )
             for key in self.categorical
         }
         self.bag_tables: dict[str, tf.Variable] = {}
@@ -120,8 +138,11 @@ class SideEncoder(tf_keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         for key in self.multivalent:  # Mean-pooled tables for bags of tokens (genres, title).
             self.bag_tables[key] = self.add_weight(
-                name=f"{key}_emb", shape=(self.cardinalities[key], self.embedding_dim),
-                initializer="uniform", regularizer=self.regularizer)
+                name=f"{key}_emb",
+                shape=(self.cardinalities[key], self.embedding_dim),
+                initializer="uniform",
+                regularizer=self.regularizer,
+            )
         super().build(input_shape)
 
     def drop_ids(self, ids: tf.Tensor, training: bool | None) -> tf.Tensor:
@@ -140,40 +161,56 @@ class SideEncoder(tf_keras.layers.Layer):
                 ids = self.drop_ids(ids, training)
             parts.append(self.embeddings[key](ids))
         for key in self.multivalent:
-            parts.append(tf.nn.safe_embedding_lookup_sparse(
-                self.bag_tables[key], tf.cast(inputs[key], tf.int64), None, combiner="mean"))
+            parts.append(
+                tf.nn.safe_embedding_lookup_sparse(
+                    self.bag_tables[key], tf.cast(inputs[key], tf.int64), None, combiner="mean"
+                )
+            )
         for key in self.numeric:
             parts.append(tf.reshape(tf.cast(inputs[key], tf.float32), [-1, 1]))
         return self.projection(tf.concat(parts, axis=1))
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "cardinalities": self.cardinalities,
-                "categorical": self.categorical, "multivalent": self.multivalent,
-                "numeric": self.numeric, "id_key": self.id_key,
-                "embedding_dim": self.embedding_dim, "output_dim": self.output_dim,
-                "id_dropout": self.id_dropout, "l2": self.l2}
+        return {
+            **super().get_config(),
+            "cardinalities": self.cardinalities,
+            "categorical": self.categorical,
+            "multivalent": self.multivalent,
+            "numeric": self.numeric,
+            "id_key": self.id_key,
+            "embedding_dim": self.embedding_dim,
+            "output_dim": self.output_dim,
+            "id_dropout": self.id_dropout,
+            "l2": self.l2,
+        }
 
 
 @serializable
 class Tower(tf_keras.layers.Layer):
     """A head: an MLP ending in one unit whose bias starts at ``output_bias`` (a label prior)."""
 
-    def __init__(self, units: Sequence[int], dropout: float = 0.0, output_bias: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, units: Sequence[int], dropout: float = 0.0, output_bias: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.units = list(units)
         self.dropout = dropout
         self.output_bias = output_bias
         self.mlp = MLP(units, dropout)
         self.out = tf_keras.layers.Dense(
-            1, bias_initializer=tf_keras.initializers.Constant(output_bias))
+            1, bias_initializer=tf_keras.initializers.Constant(output_bias)
+        )
 
     def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return tf.squeeze(self.out(self.mlp(inputs, training=training)), axis=-1)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "units": self.units, "dropout": self.dropout,
-                "output_bias": self.output_bias}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "dropout": self.dropout,
+            "output_bias": self.output_bias,
+        }
 
 
 @serializable
@@ -210,8 +247,12 @@ class IdBias(tf_keras.layers.Layer):
         self.cardinality = cardinality
         self.l2 = l2
         self.table = tf_keras.layers.Embedding(
-            cardinality, 1, embeddings_initializer="zeros",
-            embeddings_regularizer=tf_keras.regularizers.L2(l2) if l2 else None, name="bias")
+            cardinality,
+            1,
+            embeddings_initializer="zeros",
+            embeddings_regularizer=tf_keras.regularizers.L2(l2) if l2 else None,
+            name="bias",
+        )
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         return tf.reshape(self.table(tf.reshape(tf.cast(ids, tf.int64), [-1])), [-1])
@@ -228,10 +269,14 @@ def _logit(p: float) -> float:
 def head_metrics(head: str) -> list[tf_keras.metrics.Metric]:
     """The Keras metrics each head's task reports, named ``<head>_<metric>``."""
     if head == F.RATING:
-        return [tf_keras.metrics.RootMeanSquaredError(name="rating_rmse"),
-                tf_keras.metrics.MeanAbsoluteError(name="rating_mae")]
-    return [tf_keras.metrics.AUC(name=f"{head}_auc"),
-            tf_keras.metrics.BinaryCrossentropy(name=f"{head}_logloss")]
+        return [
+            tf_keras.metrics.RootMeanSquaredError(name="rating_rmse"),
+            tf_keras.metrics.MeanAbsoluteError(name="rating_mae"),
+        ]
+    return [
+        tf_keras.metrics.AUC(name=f"{head}_auc"),
+        tf_keras.metrics.BinaryCrossentropy(name=f"{head}_logloss"),
+    ]
 
 
 def sharing_block(config: ModelConfig) -> tf_keras.layers.Layer:
@@ -240,8 +285,15 @@ def sharing_block(config: ModelConfig) -> tf_keras.layers.Layer:
     if config.architecture == "mmoe":
         return MMoE(F.HEADS, experts.num_experts, experts.units, config.dropout, name="mmoe")
     if config.architecture == "ple":
-        return PLE(F.HEADS, experts.levels, experts.shared_experts, experts.task_experts,
-                   experts.units, config.dropout, name="ple")
+        return PLE(
+            F.HEADS,
+            experts.levels,
+            experts.shared_experts,
+            experts.task_experts,
+            experts.units,
+            config.dropout,
+            name="ple",
+        )
     return SharedBottom(F.HEADS, config.bottom_units, config.dropout, name="shared_bottom")
 
 
@@ -254,69 +306,122 @@ class MultiTaskRecommender(tfrs.models.Model):
     each head's output at the right level.
     """
 
-    def __init__(self, cardinalities: Mapping[str, int], config: ModelConfig | Mapping,
-                 priors: Mapping[str, float] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        cardinalities: Mapping[str, int],
+        config: ModelConfig | Mapping,
+        priors: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(
-            dict(config))
+        self.config = (
+            config if isinstance(config, ModelConfig) else ModelConfig.from_dict(dict(config))
+        )
         self.cardinalities = dict(cardinalities)
         self.priors = {F.RATING: 3.5, F.CLICK: 0.2, F.PURCHASE: 0.1, **(priors or {})}
         cfg = self.config
         user_categorical = [k for k in F.USER_CATEGORICAL_XF if k in self.cardinalities]
         item_categorical = [k for k in F.ITEM_CATEGORICAL_XF if k in self.cardinalities]
         self.user_encoder = SideEncoder(
-            self.cardinalities, user_categorical, [], F.USER_NUMERIC_XF,
-            id_key=F.transformed_name(F.USER_ID), embedding_dim=cfg.embedding_dim,
-            output_dim=cfg.side_dim, id_dropout=cfg.id_dropout, l2=cfg.l2, name="user_encoder")
+            self.cardinalities,
+            user_categorical,
+            [],
+            F.USER_NUMERIC_XF,
+            id_key=F.transformed_name(F.USER_ID),
+            embedding_dim=cfg.embedding_dim,
+            output_dim=cfg.side_dim,
+            id_dropout=cfg.id_dropout,
+            l2=cfg.l2,
+            name="user_encoder",
+        )
         self.item_encoder = SideEncoder(
-            self.cardinalities, item_categorical, F.ITEM_MULTIVALENT_XF, F.ITEM_NUMERIC_XF,
-            id_key=F.transformed_name(F.ITEM_ID), embedding_dim=cfg.embedding_dim,
-            output_dim=cfg.side_dim, id_dropout=cfg.id_dropout, l2=cfg.l2, name="item_encoder")
+            self.cardinalities,
+            item_categorical,
+            F.ITEM_MULTIVALENT_XF,
+            F.ITEM_NUMERIC_XF,
+            id_key=F.transformed_name(F.ITEM_ID),
+            embedding_dim=cfg.embedding_dim,
+            output_dim=cfg.side_dim,
+            id_dropout=cfg.id_dropout,
+            l2=cfg.l2,
+            name="item_encoder",
+        )
         self.sharing = sharing_block(cfg)
         # With ESMM the purchase tower predicts p(purchase | click), whose prior is the ratio.
-        purchase_prior = (self.priors[F.PURCHASE] / max(self.priors[F.CLICK], 1e-6)
-                          if cfg.esmm else self.priors[F.PURCHASE])
+        purchase_prior = (
+            self.priors[F.PURCHASE] / max(self.priors[F.CLICK], 1e-6)
+            if cfg.esmm
+            else self.priors[F.PURCHASE]
+        )
         self.heads = {
             F.RATING: Tower(cfg.head_units, cfg.dropout, self.priors[F.RATING], name="rating_head"),
-            F.CLICK: Tower(cfg.head_units, cfg.dropout, _logit(self.priors[F.CLICK]),
-                           name="click_head"),
-            F.PURCHASE: Tower(cfg.head_units, cfg.dropout, _logit(purchase_prior),
-                              name="purchase_head"),
+            F.CLICK: Tower(
+                cfg.head_units, cfg.dropout, _logit(self.priors[F.CLICK]), name="click_head"
+            ),
+            F.PURCHASE: Tower(
+                cfg.head_units, cfg.dropout, _logit(purchase_prior), name="purchase_head"
+            ),
         }
         self.tasks = {
-            F.RATING: tfrs.tasks.Ranking(loss=MaskedMeanSquaredError(),
-                                         metrics=head_metrics(F.RATING), name="rating_task"),
-            F.CLICK: tfrs.tasks.Ranking(loss=MeanBinaryCrossentropy(),
-                                        metrics=head_metrics(F.CLICK), name="click_task"),
-            F.PURCHASE: tfrs.tasks.Ranking(loss=MeanBinaryCrossentropy(),
-                                           metrics=head_metrics(F.PURCHASE),
-                                           name="purchase_task"),
+            F.RATING: tfrs.tasks.Ranking(
+                loss=MaskedMeanSquaredError(), metrics=head_metrics(F.RATING), name="rating_task"
+            ),
+            F.CLICK: tfrs.tasks.Ranking(
+                loss=MeanBinaryCrossentropy(), metrics=head_metrics(F.CLICK), name="click_task"
+            ),
+            F.PURCHASE: tfrs.tasks.Ranking(
+                loss=MeanBinaryCrossentropy(),
+                metrics=head_metrics(F.PURCHASE),
+                name="purchase_task",
+            ),
         }
         user_key, item_key = F.transformed_name(F.USER_ID), F.transformed_name(F.ITEM_ID)
-        self.rating_biases = ({key: IdBias(self.cardinalities[key], cfg.l2, name=f"{key}_bias")
-                               for key in (user_key, item_key)}
-                              if cfg.rating_biases else None)
-        self.retrieval = (RetrievalTowers(cfg.retrieval.dim, name="retrieval")
-                          if cfg.retrieval.enabled else None)
-        self.retrieval_task = (tfrs.tasks.Retrieval(
-            loss=MeanSoftmaxCrossentropy(), temperature=cfg.retrieval.temperature,
-            remove_accidental_hits=True, name="retrieval_task") if self.retrieval else None)
+        self.rating_biases = (
+            {
+                key: IdBias(self.cardinalities[key], cfg.l2, name=f"{key}_bias")
+                for key in (user_key, item_key)
+            }
+            if cfg.rating_biases
+            else None
+        )
+        self.retrieval = (
+            RetrievalTowers(cfg.retrieval.dim, name="retrieval") if cfg.retrieval.enabled else None
+        )
+        self.retrieval_task = (
+            tfrs.tasks.Retrieval(
+                loss=MeanSoftmaxCrossentropy(),
+                temperature=cfg.retrieval.temperature,
+                remove_accidental_hits=True,
+                name="retrieval_task",
+            )
+            if self.retrieval
+            else None
+        )
         # log p(item) among training clicks, for the in-batch softmax's sampling correction;
         # set by fit() (set_item_frequencies) and saved with the weights.
-        self.item_log_probability = tf.Variable(
-            tf.fill([self.cardinalities[item_key]],
-                    -math.log(self.cardinalities[item_key])),
-            trainable=False, name="item_log_probability") if self.retrieval else None
+        self.item_log_probability = (
+            tf.Variable(
+                tf.fill([self.cardinalities[item_key]], -math.log(self.cardinalities[item_key])),
+                trainable=False,
+                name="item_log_probability",
+            )
+            if self.retrieval
+            else None
+        )
         # Learned loss balancing: one log-variance s per head, loss = sum exp(-s)·L + s.
-        self.log_variances = (tf.Variable(tf.zeros([len(F.HEADS)]), name="log_variances")
-                              if cfg.loss_balancing == "uncertainty" else None)
+        self.log_variances = (
+            tf.Variable(tf.zeros([len(F.HEADS)]), name="log_variances")
+            if cfg.loss_balancing == "uncertainty"
+            else None
+        )
         # Per epoch, train and val: each head's unweighted loss and its effective weight.
-        self.loss_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_loss")
-                              for head in F.HEADS}
-        self.weight_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_weight")
-                                for head in F.HEADS}
-        self.retrieval_tracker = (tf_keras.metrics.Mean(name="retrieval_loss")
-                                  if self.retrieval else None)
+        self.loss_trackers = {head: tf_keras.metrics.Mean(name=f"{head}_loss") for head in F.HEADS}
+        self.weight_trackers = {
+            head: tf_keras.metrics.Mean(name=f"{head}_weight") for head in F.HEADS
+        }
+        self.retrieval_tracker = (
+            tf_keras.metrics.Mean(name="retrieval_loss") if self.retrieval else None
+        )
         # The early-stopping criterion: the epoch mean of sum(fixed weight x head loss).
         # TFRS's `loss` is the last batch's value, and with learned weights the total also
         # moves with the log-variances, so neither can pick the best epoch.
@@ -335,8 +440,7 @@ class MultiTaskRecommender(tfrs.models.Model):
         """The retrieval tower's item embeddings (needs ``retrieval.enabled``)."""
         return self.retrieval.candidates(self.item_encoder(features, training=False))
 
-    def sharing_input(self, features: Mapping[str, Any],
-                      training: bool | None = None) -> tf.Tensor:
+    def sharing_input(self, features: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
         """User and item vectors and their product: what the sharing block reads."""
         user = self.user_encoder(features, training=training)
         item = self.item_encoder(features, training=training)
@@ -347,12 +451,10 @@ class MultiTaskRecommender(tfrs.models.Model):
         return self.sharing.gate_weights(self.sharing_input(features, training=False))
 
     def call(self, features: Mapping[str, Any], training: bool | None = None) -> dict:
-        towers = self.sharing(self.sharing_input(features, training=training),
-                              training=training)
+        towers = self.sharing(self.sharing_input(features, training=training), training=training)
         logits = {head: self.heads[head](towers[head], training=training) for head in F.HEADS}
         if self.rating_biases is not None:
-            logits[F.RATING] += sum(bias(features[key])
-                                    for key, bias in self.rating_biases.items())
+            logits[F.RATING] += sum(bias(features[key]) for key, bias in self.rating_biases.items())
         click = tf.sigmoid(logits[F.CLICK])
         purchase = tf.sigmoid(logits[F.PURCHASE])
         if self.config.esmm:  # p(purchase) = p(click) · p(purchase | click).
@@ -374,9 +476,12 @@ class MultiTaskRecommender(tfrs.models.Model):
         for index, (head, task) in enumerate(self.tasks.items()):
             # Keras metrics average over the last axis, so each task sees [batch, 1].
             sample_weight = column(features[F.RATING_WEIGHT_XF]) if head == F.RATING else None
-            loss = task(labels=column(features[F.LABEL_XF[head]]),
-                        predictions=column(predictions[head]),
-                        sample_weight=sample_weight, training=training)
+            loss = task(
+                labels=column(features[F.LABEL_XF[head]]),
+                predictions=column(predictions[head]),
+                sample_weight=sample_weight,
+                training=training,
+            )
             self.loss_trackers[head].update_state(loss * replicas)
             self.weight_trackers[head].update_state(weights[head])
             total += weights[head] * loss
@@ -396,16 +501,25 @@ class MultiTaskRecommender(tfrs.models.Model):
         clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
         users = self.user_encoder(features, training=training)
         items = self.item_encoder(features, training=training)
-        queries, candidates = self.retrieval((tf.boolean_mask(users, clicked),
-                                              tf.boolean_mask(items, clicked)))
-        ids = tf.boolean_mask(tf.reshape(tf.cast(
-            features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1]), clicked)
+        queries, candidates = self.retrieval(
+            (tf.boolean_mask(users, clicked), tf.boolean_mask(items, clicked))
+        )
+        ids = tf.boolean_mask(
+            tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1]), clicked
+        )
         probability = tf.exp(tf.gather(self.item_log_probability, ids))
-        return self.retrieval_task(queries, candidates,
-                                   candidate_sampling_probability=probability,
-                                   candidate_ids=ids, compute_metrics=False,
-                                   compute_batch_metrics=False)
+        return self.retrieval_task(
+            queries,
+            candidates,
+            candidate_sampling_probability=probability,
+            candidate_ids=ids,
+            compute_metrics=False,
+            compute_batch_metrics=False,
+        )
 
     def get_config(self) -> dict[str, Any]:
-        return {"cardinalities": self.cardinalities, "config": self.config.to_dict(),
-                "priors": self.priors}
+        return {
+            "cardinalities": self.cardinalities,
+            "config": self.config.to_dict(),
+            "priors": self.priors,
+        }

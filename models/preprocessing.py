@@ -28,7 +28,8 @@ def _dense(tensor: tf.Tensor | tf.SparseTensor, default: Any) -> tf.Tensor:
     if isinstance(tensor, tf.SparseTensor):
         tensor = tf.sparse.to_dense(
             tf.SparseTensor(tensor.indices, tensor.values, [tensor.dense_shape[0], 1]),
-            default_value=default)
+            default_value=default,
+        )
     return tf.reshape(tensor, [-1])
 
 
@@ -63,30 +64,39 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict | None = None) 
     for key in CATEGORICAL_KEYS:
         outputs[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
             _as_string(_dense(inputs[key], default=_empty(inputs[key]))),
-            num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=key)
+            num_oov_buckets=NUM_OOV_BUCKETS,
+            vocab_filename=key,
+        )
 
     age = _fill_unknown(tf.cast(_dense(inputs[F.AGE], default=0), tf.float32))
     outputs[F.transformed_name(F.AGE_Z)] = _clipped_z_score(age)
     outputs[F.transformed_name(F.AGE_BUCKET)] = tft.apply_buckets(
-        age, bucket_boundaries=tf.constant([AGE_BOUNDARIES]))
+        age, bucket_boundaries=tf.constant([AGE_BOUNDARIES])
+    )
     year = _fill_unknown(tf.cast(_dense(inputs[F.YEAR], default=0), tf.float32))
     outputs[F.transformed_name(F.YEAR_Z)] = _clipped_z_score(year)
     outputs[F.transformed_name(F.YEAR_BUCKET)] = tft.bucketize(year, num_buckets=YEAR_BUCKETS)
 
     genres = _tokens(_dense(inputs[F.GENRES], default=""), F.GENRE_SEPARATOR)
     outputs[F.transformed_name(F.GENRES)] = tft.compute_and_apply_vocabulary(
-        genres, num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=F.GENRES)
+        genres, num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=F.GENRES
+    )
     title = _tokens(_dense(inputs[F.TITLE], default=""), separator=None)
     outputs[F.transformed_name(F.TITLE)] = tft.compute_and_apply_vocabulary(
-        title, top_k=TITLE_TOP_K, frequency_threshold=TITLE_MIN_FREQUENCY,
-        num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=F.TITLE)
+        title,
+        top_k=TITLE_TOP_K,
+        frequency_threshold=TITLE_MIN_FREQUENCY,
+        num_oov_buckets=NUM_OOV_BUCKETS,
+        vocab_filename=F.TITLE,
+    )
 
     # Labels. Rating is unknown on non-interactions: it becomes 0 with weight 0, so neither
     # the loss nor TFMA ever treats it as a target.
     rating = inputs[F.RATING]
     if isinstance(rating, tf.SparseTensor):
-        observed = tf.SparseTensor(rating.indices, tf.ones_like(rating.values, tf.float32),
-                                   [rating.dense_shape[0], 1])
+        observed = tf.SparseTensor(
+            rating.indices, tf.ones_like(rating.values, tf.float32), [rating.dense_shape[0], 1]
+        )
         outputs[F.RATING_WEIGHT_XF] = _dense(observed, default=0.0)
     else:
         outputs[F.RATING_WEIGHT_XF] = tf.ones_like(_dense(rating, 0.0), tf.float32)

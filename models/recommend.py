@@ -43,36 +43,53 @@ def collect_catalog(dataset: tf.data.Dataset, item_vocabulary: list[bytes]) -> C
     rows: dict[int, dict[str, Any]] = {}
     for batch in dataset:
         indices = batch[ITEM_ID_XF].numpy().reshape(-1)
-        fresh = [(row, int(index)) for row, index in enumerate(indices)
-                 if int(index) not in rows and int(index) < len(item_vocabulary)]
+        fresh = [
+            (row, int(index))
+            for row, index in enumerate(indices)
+            if int(index) not in rows and int(index) < len(item_vocabulary)
+        ]
         if not fresh:
             continue
-        dense = {key: batch[key].numpy().reshape(len(indices), -1)[:, 0]
-                 for key in ITEM_DENSE_XF}
-        bags = {key: tf.sparse.to_dense(batch[key], default_value=-1).numpy()
-                for key in F.ITEM_MULTIVALENT_XF}
+        dense = {key: batch[key].numpy().reshape(len(indices), -1)[:, 0] for key in ITEM_DENSE_XF}
+        bags = {
+            key: tf.sparse.to_dense(batch[key], default_value=-1).numpy()
+            for key in F.ITEM_MULTIVALENT_XF
+        }
         for row, index in fresh:
-            rows[index] = {**{k: v[row] for k, v in dense.items()},
-                           **{k: [t for t in v[row] if t >= 0] for k, v in bags.items()}}
+            rows[index] = {
+                **{k: v[row] for k, v in dense.items()},
+                **{k: [t for t in v[row] if t >= 0] for k, v in bags.items()},
+            }
     if not rows:
         raise ValueError("no known item in the training data: cannot build a catalog")
     order = sorted(rows, key=lambda index: int(item_vocabulary[index]))
     width = {key: max(1, max(len(rows[i][key]) for i in order)) for key in F.ITEM_MULTIVALENT_XF}
-    bags = {key: np.array([rows[i][key] + [-1] * (width[key] - len(rows[i][key]))
-                           for i in order], dtype=np.int64) for key in F.ITEM_MULTIVALENT_XF}
-    return Catalog(item_ids=np.array([int(item_vocabulary[i]) for i in order], np.int64),
-                   dense={key: np.array([rows[i][key] for i in order]) for key in ITEM_DENSE_XF},
-                   bags=bags)
+    bags = {
+        key: np.array(
+            [rows[i][key] + [-1] * (width[key] - len(rows[i][key])) for i in order], dtype=np.int64
+        )
+        for key in F.ITEM_MULTIVALENT_XF
+    }
+    return Catalog(
+        item_ids=np.array([int(item_vocabulary[i]) for i in order], np.int64),
+        dense={key: np.array([rows[i][key] for i in order]) for key in ITEM_DENSE_XF},
+        bags=bags,
+    )
 
 
-def blended_score(rating: tf.Tensor, click: tf.Tensor, purchase: tf.Tensor,
-                  weights: tf.Tensor) -> tf.Tensor:
+def blended_score(
+    rating: tf.Tensor, click: tf.Tensor, purchase: tf.Tensor, weights: tf.Tensor
+) -> tf.Tensor:
     """The ranking score: the rating mapped from [1, 5] to [0, 1], and both probabilities."""
-    return (weights[0] * (rating - 1.0) / 4.0 + weights[1] * click + weights[2] * purchase)
+    return weights[0] * (rating - 1.0) / 4.0 + weights[1] * click + weights[2] * purchase
 
 
-def make_recommend_fn(module: tf.Module, catalog: Catalog, input_spec: dict[str, Any],
-                      default_blend: tuple[float, float, float]) -> Any:
+def make_recommend_fn(
+    module: tf.Module,
+    catalog: Catalog,
+    input_spec: dict[str, Any],
+    default_blend: tuple[float, float, float],
+) -> Any:
     """A tf.function for the ``recommend`` signature over ``module.model``/``tft_layer``.
 
     With the model's retrieval tower and ``retrieval.candidates`` > 0, a BruteForce top-k
@@ -91,21 +108,32 @@ def make_recommend_fn(module: tf.Module, catalog: Catalog, input_spec: dict[str,
         import tensorflow_recommenders as tfrs
 
         module.retrieval_index = tfrs.layers.factorized_top_k.BruteForce(
-            k=min(retrieve, size), name="retrieval_index")
-        module.retrieval_index.index(model.candidate_embeddings(item_features(dense, bags)),
-                                     tf.range(size, dtype=tf.int64))
-    signature = [tf.TensorSpec([None], input_spec[key].dtype, name=key)
-                 for key in USER_RAW_INPUTS]
-    signature += [tf.TensorSpec([None], tf.int64, name="k"),
-                  tf.TensorSpec([None], tf.int64, name="exclude"),
-                  tf.TensorSpec([None], tf.float32, name="blend")]
+            k=min(retrieve, size), name="retrieval_index"
+        )
+        module.retrieval_index.index(
+            model.candidate_embeddings(item_features(dense, bags)), tf.range(size, dtype=tf.int64)
+        )
+    signature = [tf.TensorSpec([None], input_spec[key].dtype, name=key) for key in USER_RAW_INPUTS]
+    signature += [
+        tf.TensorSpec([None], tf.int64, name="k"),
+        tf.TensorSpec([None], tf.int64, name="exclude"),
+        tf.TensorSpec([None], tf.float32, name="blend"),
+    ]
 
     @tf.function(input_signature=signature)
-    def recommend(user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor,
-                  occupation: tf.Tensor, zip_prefix: tf.Tensor, k: tf.Tensor,
-                  exclude: tf.Tensor, blend: tf.Tensor) -> dict[str, tf.Tensor]:
-        given = dict(zip(USER_RAW_INPUTS, (user_id, age, gender, occupation, zip_prefix),
-                         strict=True))
+    def recommend(
+        user_id: tf.Tensor,
+        age: tf.Tensor,
+        gender: tf.Tensor,
+        occupation: tf.Tensor,
+        zip_prefix: tf.Tensor,
+        k: tf.Tensor,
+        exclude: tf.Tensor,
+        blend: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
+        given = dict(
+            zip(USER_RAW_INPUTS, (user_id, age, gender, occupation, zip_prefix), strict=True)
+        )
         raw = {}
         for key in F.MODEL_INPUT_KEYS:  # The user from the request; item fields neutral.
             spec = input_spec[key]
@@ -126,8 +154,12 @@ def make_recommend_fn(module: tf.Module, catalog: Catalog, input_spec: dict[str,
             rows = tf.range(size, dtype=tf.int64)
         count = tf.size(rows)
         features = {key: tf.repeat(tf.reshape(user[key], [1]), count) for key in USER_XF}
-        features.update(item_features({key: tf.gather(v, rows) for key, v in dense.items()},
-                                      {key: tf.gather(v, rows) for key, v in bags.items()}))
+        features.update(
+            item_features(
+                {key: tf.gather(v, rows) for key, v in dense.items()},
+                {key: tf.gather(v, rows) for key, v in bags.items()},
+            )
+        )
         heads = model(features, training=False)
         weights = tf.cond(tf.size(blend) == 3, lambda: blend, lambda: default)
         score = blended_score(heads[F.RATING], heads[F.CLICK], heads[F.PURCHASE], weights)
@@ -137,18 +169,23 @@ def make_recommend_fn(module: tf.Module, catalog: Catalog, input_spec: dict[str,
         remaining = count - tf.reduce_sum(tf.cast(excluded, tf.int32))
         wanted = tf.cond(tf.size(k) > 0, lambda: tf.cast(k[0], tf.int32), lambda: 10)
         top = tf.math.top_k(score, tf.minimum(tf.maximum(wanted, 0), remaining))
-        return {"item_id": tf.gather(candidate_ids, top.indices), "score": top.values,
-                **{head: tf.gather(heads[head], top.indices) for head in F.HEADS}}
+        return {
+            "item_id": tf.gather(candidate_ids, top.indices),
+            "score": top.values,
+            **{head: tf.gather(heads[head], top.indices) for head in F.HEADS},
+        }
 
     return recommend
 
 
-def item_features(dense: dict[str, tf.Tensor], bags: dict[str, tf.Tensor]
-                  ) -> dict[str, tf.Tensor | tf.SparseTensor]:
+def item_features(
+    dense: dict[str, tf.Tensor], bags: dict[str, tf.Tensor]
+) -> dict[str, tf.Tensor | tf.SparseTensor]:
     """Catalog rows as model inputs: dense features as they are, padded bags (-1) sparse."""
     features: dict[str, tf.Tensor | tf.SparseTensor] = dict(dense)
     for key, padded in bags.items():
         where = tf.where(padded >= 0)
-        features[key] = tf.SparseTensor(where, tf.gather_nd(padded, where),
-                                        tf.shape(padded, tf.int64))
+        features[key] = tf.SparseTensor(
+            where, tf.gather_nd(padded, where), tf.shape(padded, tf.int64)
+        )
     return features

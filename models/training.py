@@ -53,8 +53,11 @@ def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, 
         sums["n"] += float(tf.shape(weight)[0])
     if not sums["n"]:
         raise ValueError("the training split is empty")
-    return {F.RATING: sums["rating"] / max(sums["rated"], 1.0),
-            F.CLICK: sums["click"] / sums["n"], F.PURCHASE: sums["purchase"] / sums["n"]}
+    return {
+        F.RATING: sums["rating"] / max(sums["rated"], 1.0),
+        F.CLICK: sums["click"] / sums["n"],
+        F.PURCHASE: sums["purchase"] / sums["n"],
+    }
 
 
 def click_counts(dataset: tf.data.Dataset, cardinality: int) -> np.ndarray:
@@ -67,16 +70,22 @@ def click_counts(dataset: tf.data.Dataset, cardinality: int) -> np.ndarray:
     return counts
 
 
-def build_model(cards: dict[str, int], config: ModelConfig,
-                priors: dict[str, float] | None = None) -> MultiTaskRecommender:
+def build_model(
+    cards: dict[str, int], config: ModelConfig, priors: dict[str, float] | None = None
+) -> MultiTaskRecommender:
     """A compiled model (call inside the strategy scope when distributing)."""
     model = MultiTaskRecommender(cards, config, priors)
     model.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     return model
 
 
-def fit(train: tf.data.Dataset, valid: tf.data.Dataset | None, cards: dict[str, int],
-        config: ModelConfig, log_dir: str | None = None) -> tuple[MultiTaskRecommender, dict]:
+def fit(
+    train: tf.data.Dataset,
+    valid: tf.data.Dataset | None,
+    cards: dict[str, int],
+    config: ModelConfig,
+    log_dir: str | None = None,
+) -> tuple[MultiTaskRecommender, dict]:
     """Train under the configured strategy with early stopping on validation loss."""
     strategy = make_strategy(config.distribution)  # Before other ops, as MWMS requires.
     tf_keras.utils.set_random_seed(config.seed)
@@ -85,29 +94,42 @@ def fit(train: tf.data.Dataset, valid: tf.data.Dataset | None, cards: dict[str, 
     with strategy.scope():
         model = build_model(cards, config, priors)
         if model.retrieval is not None:
-            model.set_item_frequencies(
-                click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
+            model.set_item_frequencies(click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
     callbacks: list[tf_keras.callbacks.Callback] = []
     if valid is not None:
-        callbacks.append(tf_keras.callbacks.EarlyStopping(
-            monitor=f"val_{SELECTION_LOSS}", patience=config.early_stopping_patience,
-            restore_best_weights=True))
+        callbacks.append(
+            tf_keras.callbacks.EarlyStopping(
+                monitor=f"val_{SELECTION_LOSS}",
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+            )
+        )
     if log_dir:
         callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
-    history = model.fit(train, validation_data=valid, epochs=config.epochs, callbacks=callbacks,
-                        verbose=2)
+    history = model.fit(
+        train, validation_data=valid, epochs=config.epochs, callbacks=callbacks, verbose=2
+    )
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 
-def make_dataset(file_pattern: list[str], data_accessor: Any,
-                 tft_output: tft.TFTransformOutput, config: ModelConfig,
-                 shuffle: bool) -> tf.data.Dataset:
+def make_dataset(
+    file_pattern: list[str],
+    data_accessor: Any,
+    tft_output: tft.TFTransformOutput,
+    config: ModelConfig,
+    shuffle: bool,
+) -> tf.data.Dataset:
     """Batches of transformed features (labels included) from Transform's examples."""
     options = tfxio.TensorFlowDatasetOptions(
-        batch_size=config.batch_size, num_epochs=1, shuffle=shuffle,
-        shuffle_buffer_size=config.shuffle_buffer, shuffle_seed=config.seed)
-    dataset = data_accessor.tf_dataset_factory(file_pattern, options,
-                                               tft_output.transformed_metadata.schema)
+        batch_size=config.batch_size,
+        num_epochs=1,
+        shuffle=shuffle,
+        shuffle_buffer_size=config.shuffle_buffer,
+        shuffle_seed=config.seed,
+    )
+    dataset = data_accessor.tf_dataset_factory(
+        file_pattern, options, tft_output.transformed_metadata.schema
+    )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
@@ -124,7 +146,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         json.dump(history, out, indent=1)
     catalog = collect_catalog(
         make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, False),
-        tft_output.vocabulary_by_name(F.ITEM_ID))
+        tft_output.vocabulary_by_name(F.ITEM_ID),
+    )
     log.info("Recommend catalog: %d items", len(catalog))
-    export_model(model, tft_output, fn_args.serving_model_dir, catalog,
-                 tuple(config.blend_weights))
+    export_model(model, tft_output, fn_args.serving_model_dir, catalog, tuple(config.blend_weights))

@@ -21,8 +21,11 @@ def to_feature(value: Value) -> tf.train.Feature:
     if all(isinstance(v, int | float) for v in values):
         return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
     if all(isinstance(v, str | bytes) for v in values):
-        return tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[v.encode() if isinstance(v, str) else v for v in values]))
+        return tf.train.Feature(
+            bytes_list=tf.train.BytesList(
+                value=[v.encode() if isinstance(v, str) else v for v in values]
+            )
+        )
     raise TypeError(f"unsupported feature values {values!r}")
 
 

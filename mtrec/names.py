@@ -44,18 +44,44 @@ MODEL_INPUT_KEYS: tuple[str, ...] = (USER_ID, ITEM_ID, *USER_FEATURES, *ITEM_FEA
 INT_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, CLICK, PURCHASE, TIMESTAMP, AGE, YEAR)
 FLOAT_COLUMNS: tuple[str, ...] = (RATING,)
 STRING_COLUMNS: tuple[str, ...] = (
-    GENDER, OCCUPATION, ZIP_PREFIX, GENRES, TITLE, AGE_BUCKET, USER_ACTIVITY, ITEM_POPULARITY,
+    GENDER,
+    OCCUPATION,
+    ZIP_PREFIX,
+    GENRES,
+    TITLE,
+    AGE_BUCKET,
+    USER_ACTIVITY,
+    ITEM_POPULARITY,
 )
 STRING_LIST_COLUMNS: tuple[str, ...] = (GENRE,)
 # Every column of the pipeline's input examples, in file order.
 EXAMPLE_COLUMNS: tuple[str, ...] = (
-    USER_ID, ITEM_ID, RATING, CLICK, PURCHASE, TIMESTAMP,
-    AGE, GENDER, OCCUPATION, ZIP_PREFIX, GENRES, YEAR, TITLE,
-    AGE_BUCKET, USER_ACTIVITY, ITEM_POPULARITY, GENRE,
+    USER_ID,
+    ITEM_ID,
+    RATING,
+    CLICK,
+    PURCHASE,
+    TIMESTAMP,
+    AGE,
+    GENDER,
+    OCCUPATION,
+    ZIP_PREFIX,
+    GENRES,
+    YEAR,
+    TITLE,
+    AGE_BUCKET,
+    USER_ACTIVITY,
+    ITEM_POPULARITY,
+    GENRE,
 )
 
 SLICE_FEATURES: tuple[str, ...] = (
-    GENDER, AGE_BUCKET, OCCUPATION, USER_ACTIVITY, ITEM_POPULARITY, GENRE,
+    GENDER,
+    AGE_BUCKET,
+    OCCUPATION,
+    USER_ACTIVITY,
+    ITEM_POPULARITY,
+    GENRE,
 )
 
 # Transformed-feature names (outputs of preprocessing_fn).
@@ -74,9 +100,7 @@ def transformed_name(key: str) -> str:
 USER_CATEGORICAL_XF: tuple[str, ...] = tuple(
     transformed_name(k) for k in (USER_ID, GENDER, OCCUPATION, ZIP_PREFIX, AGE_BUCKET)
 )
-ITEM_CATEGORICAL_XF: tuple[str, ...] = tuple(
-    transformed_name(k) for k in (ITEM_ID, YEAR_BUCKET)
-)
+ITEM_CATEGORICAL_XF: tuple[str, ...] = tuple(transformed_name(k) for k in (ITEM_ID, YEAR_BUCKET))
 ITEM_MULTIVALENT_XF: tuple[str, ...] = tuple(transformed_name(k) for k in (GENRES, TITLE))
 USER_NUMERIC_XF: tuple[str, ...] = (transformed_name(AGE_Z),)
 ITEM_NUMERIC_XF: tuple[str, ...] = (transformed_name(YEAR_Z),)
@@ -97,8 +121,14 @@ COLD_USER_MAX_INTERACTIONS = 20
 # for "unknown": the Transform graph replaces an unknown age or year with the training mean
 # of the known ones, so the same rule holds in training, serving and scoring.
 MISSING_DEFAULTS: dict[str, object] = {
-    TIMESTAMP: 0, AGE: 0, GENDER: "unknown", OCCUPATION: "unknown", ZIP_PREFIX: "unknown",
-    GENRES: "", YEAR: 0, TITLE: "",
+    TIMESTAMP: 0,
+    AGE: 0,
+    GENDER: "unknown",
+    OCCUPATION: "unknown",
+    ZIP_PREFIX: "unknown",
+    GENRES: "",
+    YEAR: 0,
+    TITLE: "",
 }
 
 # Signatures of the exported SavedModel.
@@ -125,9 +155,13 @@ HEAD_METRICS: dict[str, tuple[str, ...]] = {
 }
 # The example count per head: rating metrics count rated examples only (weight 1).
 COUNT_METRIC: dict[str, str] = {
-    RATING: "weighted_example_count", CLICK: "example_count", PURCHASE: "example_count",
+    RATING: "weighted_example_count",
+    CLICK: "example_count",
+    PURCHASE: "example_count",
 }
 HIGHER_IS_BETTER: dict[str, bool] = {
-    "auc": True, "root_mean_squared_error": False, "mean_absolute_error": False,
+    "auc": True,
+    "root_mean_squared_error": False,
+    "mean_absolute_error": False,
     "binary_crossentropy": False,
 }

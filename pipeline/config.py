@@ -39,14 +39,22 @@ class EvalThresholds:
     min_slice_size: int = 1000
 
     @staticmethod
-    def from_baseline(baseline_rmse: float | None, margin: float = 0.95,
-                      slice_margin: float = 1.25, **overrides: float) -> EvalThresholds:
+    def from_baseline(
+        baseline_rmse: float | None,
+        margin: float = 0.95,
+        slice_margin: float = 1.25,
+        **overrides: float,
+    ) -> EvalThresholds:
         """Bounds relative to the eval RMSE of predicting the training mean rating."""
         if baseline_rmse is None:
             return EvalThresholds(**overrides)
-        return EvalThresholds(**{"max_rating_rmse": round(baseline_rmse * margin, 4),
-                                 "slice_max_rating_rmse": round(baseline_rmse * slice_margin, 4),
-                                 **overrides})
+        return EvalThresholds(
+            **{
+                "max_rating_rmse": round(baseline_rmse * margin, 4),
+                "slice_max_rating_rmse": round(baseline_rmse * slice_margin, 4),
+                **overrides,
+            }
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +75,6 @@ class PipelineConfig:
     enable_cache: bool = True
     baseline_strategy: str = "replaced_model"
     code_fingerprint: str = dataclasses.field(default_factory=lambda: package_fingerprint())
-
 
     def __post_init__(self) -> None:
         if self.baseline_strategy not in BASELINE_STRATEGIES:

@@ -9,10 +9,21 @@ import tensorflow_model_analysis as tfma
 from mtrec import names as F
 from mtrec.pipeline.config import EvalThresholds
 
-RATING_METRICS = ("ExampleCount", "WeightedExampleCount", "RootMeanSquaredError",
-                  "MeanAbsoluteError")
-BINARY_METRICS = ("ExampleCount", "AUC", "BinaryCrossentropy", "Calibration", "MeanLabel",
-                  "MeanPrediction", "CalibrationPlot")
+RATING_METRICS = (
+    "ExampleCount",
+    "WeightedExampleCount",
+    "RootMeanSquaredError",
+    "MeanAbsoluteError",
+)
+BINARY_METRICS = (
+    "ExampleCount",
+    "AUC",
+    "BinaryCrossentropy",
+    "Calibration",
+    "MeanLabel",
+    "MeanPrediction",
+    "CalibrationPlot",
+)
 # TFMA defaults (10,000 AUC thresholds, 1,000 plot buckets) cost far more than they add.
 METRIC_CONFIGS = {"AUC": '"num_thresholds": 1000', "CalibrationPlot": '"num_buckets": 100'}
 # The metric per head that decides blessing.
@@ -21,8 +32,7 @@ GATED = {F.RATING: "RootMeanSquaredError", F.CLICK: "AUC", F.PURCHASE: "AUC"}
 
 def _metric(name: str, **kwargs: Any) -> tfma.MetricConfig:
     config = METRIC_CONFIGS.get(name)
-    return tfma.MetricConfig(class_name=name, config="{" + config + "}" if config else "",
-                             **kwargs)
+    return tfma.MetricConfig(class_name=name, config="{" + config + "}" if config else "", **kwargs)
 
 
 def _bound(higher: bool, value: float) -> tfma.GenericValueThreshold:
@@ -31,51 +41,81 @@ def _bound(higher: bool, value: float) -> tfma.GenericValueThreshold:
     return tfma.GenericValueThreshold(upper_bound={"value": value})
 
 
-def _gated(name: str, higher: bool, overall: float, change: float, per_slice: float,
-           gated_slices: tuple[tuple[str, str], ...]) -> tfma.MetricConfig:
+def _gated(
+    name: str,
+    higher: bool,
+    overall: float,
+    change: float,
+    per_slice: float,
+    gated_slices: tuple[tuple[str, str], ...],
+) -> tfma.MetricConfig:
     """A metric with strict overall value and change thresholds, and a floor on each slice
     in ``gated_slices``."""
     overall_threshold = tfma.MetricThreshold(
         value_threshold=_bound(higher, overall),
         change_threshold=tfma.GenericChangeThreshold(
-            direction=(tfma.MetricDirection.HIGHER_IS_BETTER if higher
-                       else tfma.MetricDirection.LOWER_IS_BETTER),
-            absolute={"value": -change if higher else change}))
-    thresholds = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
-                                               threshold=overall_threshold)]
+            direction=(
+                tfma.MetricDirection.HIGHER_IS_BETTER
+                if higher
+                else tfma.MetricDirection.LOWER_IS_BETTER
+            ),
+            absolute={"value": -change if higher else change},
+        ),
+    )
+    thresholds = [
+        tfma.PerSliceMetricThreshold(
+            slicing_specs=[tfma.SlicingSpec()], threshold=overall_threshold
+        )
+    ]
     if gated_slices:
-        thresholds.append(tfma.PerSliceMetricThreshold(
-            slicing_specs=[tfma.SlicingSpec(feature_values={key: value})
-                           for key, value in gated_slices],
-            threshold=tfma.MetricThreshold(value_threshold=_bound(higher, per_slice))))
+        thresholds.append(
+            tfma.PerSliceMetricThreshold(
+                slicing_specs=[
+                    tfma.SlicingSpec(feature_values={key: value}) for key, value in gated_slices
+                ],
+                threshold=tfma.MetricThreshold(value_threshold=_bound(higher, per_slice)),
+            )
+        )
     return _metric(name, per_slice_thresholds=thresholds)
 
 
-def make_eval_config(thresholds: EvalThresholds,
-                     slice_features: tuple[str, ...] = F.SLICE_FEATURES,
-                     gated_slices: tuple[tuple[str, str], ...] = ()) -> tfma.EvalConfig:
+def make_eval_config(
+    thresholds: EvalThresholds,
+    slice_features: tuple[str, ...] = F.SLICE_FEATURES,
+    gated_slices: tuple[tuple[str, str], ...] = (),
+) -> tfma.EvalConfig:
     """Labels and the rating weight come from the model's transform_features signature, so
     rating metrics count observed interactions only."""
     t = thresholds
-    rating_metrics = [_metric(name) for name in RATING_METRICS
-                      if name != GATED[F.RATING]]
-    rating_metrics.append(_gated(GATED[F.RATING], False, t.max_rating_rmse, t.rmse_tolerance,
-                                 t.slice_max_rating_rmse, gated_slices))
+    rating_metrics = [_metric(name) for name in RATING_METRICS if name != GATED[F.RATING]]
+    rating_metrics.append(
+        _gated(
+            GATED[F.RATING],
+            False,
+            t.max_rating_rmse,
+            t.rmse_tolerance,
+            t.slice_max_rating_rmse,
+            gated_slices,
+        )
+    )
     specs = [tfma.MetricsSpec(output_names=[F.RATING], metrics=rating_metrics)]
     for head in F.BINARY_HEADS:
-        metrics = [_metric(name) for name in BINARY_METRICS
-                   if name != GATED[head]]
-        metrics.append(_gated(GATED[head], True, t.min_auc, t.auc_tolerance, t.slice_min_auc,
-                              gated_slices))
+        metrics = [_metric(name) for name in BINARY_METRICS if name != GATED[head]]
+        metrics.append(
+            _gated(GATED[head], True, t.min_auc, t.auc_tolerance, t.slice_min_auc, gated_slices)
+        )
         specs.append(tfma.MetricsSpec(output_names=[head], metrics=metrics))
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(
-            signature_name=F.SERVING_DEFAULT,
-            preprocessing_function_names=[F.TRANSFORM_FEATURES],
-            label_keys=dict(F.LABEL_XF),
-            example_weight_keys={F.RATING: F.RATING_WEIGHT_XF})],
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name=F.SERVING_DEFAULT,
+                preprocessing_function_names=[F.TRANSFORM_FEATURES],
+                label_keys=dict(F.LABEL_XF),
+                example_weight_keys={F.RATING: F.RATING_WEIGHT_XF},
+            )
+        ],
         metrics_specs=specs,
-        slicing_specs=[tfma.SlicingSpec()] + [
-            tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
+        slicing_specs=[tfma.SlicingSpec()]
+        + [tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
         options=tfma.Options(include_default_metrics={"value": False}),
     )

@@ -25,6 +25,7 @@ def compile_pipeline(config: PipelineConfig, image: str, output_file: str) -> st
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
         output_dir=os.path.dirname(os.path.abspath(output_file)),
-        output_filename=os.path.basename(output_file))
+        output_filename=os.path.basename(output_file),
+    )
     runner.run(create_pipeline(config))
     return output_file

@@ -17,8 +17,7 @@ METADATA_FILE = "metadata.sqlite"
 
 def default_beam_args() -> tuple[str, ...]:
     """DirectRunner in multi-processing mode with one worker per core."""
-    return ("--direct_running_mode=multi_processing",
-            f"--direct_num_workers={os.cpu_count() or 1}")
+    return ("--direct_running_mode=multi_processing", f"--direct_num_workers={os.cpu_count() or 1}")
 
 
 def metadata_path(output_dir: str | os.PathLike) -> str:
@@ -29,5 +28,6 @@ def metadata_path(output_dir: str | os.PathLike) -> str:
 def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
     """Run the pipeline locally, recording everything in the output dir's SQLite MLMD."""
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
-        metadata_path(output_dir))
+        metadata_path(output_dir)
+    )
     tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))

@@ -18,31 +18,41 @@ TRANSFORM_FN = "mtrec.models.modules.transform_module.preprocessing_fn"
 RUN_FN = "mtrec.models.modules.trainer_module.run_fn"
 
 
-def create_pipeline(config: PipelineConfig,
-                    metadata_connection_config: Any | None = None) -> tfx.dsl.Pipeline:
+def create_pipeline(
+    config: PipelineConfig, metadata_connection_config: Any | None = None
+) -> tfx.dsl.Pipeline:
     """ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → AnomaliesGate → Transform
     → Trainer → (baseline: the blessed model the candidate would replace) Evaluator
     → ServingValidator (the candidate served over gRPC) → Pusher."""
     example_gen = tfx.components.ImportExampleGen(
         input_base=config.examples_dir,
-        input_config=example_gen_pb2.Input(splits=[
-            example_gen_pb2.Input.Split(name=name, pattern=f"{name}/*") for name in F.SPLITS]))
+        input_config=example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(name=name, pattern=f"{name}/*") for name in F.SPLITS
+            ]
+        ),
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema_path:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     else:
         schema_gen = tfx.components.SchemaGen(
-            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+            statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
+        )
     example_validator = tfx.components.ExampleValidator(
-        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"])
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
     code = {"code_fingerprint": config.code_fingerprint}
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"], schema=schema_gen.outputs["schema"],
-        preprocessing_fn=TRANSFORM_FN, custom_config=code,
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=TRANSFORM_FN,
+        custom_config=code,
         disable_statistics=True,  # StatisticsGen already profiles the raw data.
-        splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN], transform=list(F.SPLITS)))
+        splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN], transform=list(F.SPLITS)),
+    )
     transform.add_upstream_node(anomalies_gate)
 
     trainer = tfx.components.Trainer(
@@ -52,7 +62,8 @@ def create_pipeline(config: PipelineConfig,
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[F.TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[F.VALID]),
-        custom_config={"model": config.model.to_dict(), **code})
+        custom_config={"model": config.model.to_dict(), **code},
+    )
 
     model_resolver = _baseline_resolver(config.baseline_strategy, trainer.outputs["model"])
 
@@ -61,27 +72,41 @@ def create_pipeline(config: PipelineConfig,
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
         example_splits=[F.EVAL],
-        eval_config=make_eval_config(config.thresholds, config.slice_features,
-                                     config.gated_slices))
+        eval_config=make_eval_config(config.thresholds, config.slice_features, config.gated_slices),
+    )
 
     # InfraValidator's role: serve the candidate over gRPC before anything is pushed.
     serving_validator = ServingValidator(
-        model=trainer.outputs["model"], examples=example_gen.outputs["examples"],
-        model_blessing=evaluator.outputs["blessing"])
+        model=trainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
+        model_blessing=evaluator.outputs["blessing"],
+    )
 
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_validator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(
-                base_directory=config.serving_model_dir)))
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
+        ),
+    )
 
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
-        components=[example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate,
-                    transform, trainer, model_resolver, evaluator, serving_validator, pusher],
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            anomalies_gate,
+            transform,
+            trainer,
+            model_resolver,
+            evaluator,
+            serving_validator,
+            pusher,
+        ],
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),
@@ -95,8 +120,14 @@ def _baseline_resolver(strategy: str, candidate: tfx.dsl.Channel) -> tfx.dsl.Res
     if strategy == "latest_blessed":
         resolver = tfx.dsl.Resolver(
             strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=models, model_blessing=blessings)
+            model=models,
+            model_blessing=blessings,
+        )
     else:
-        resolver = tfx.dsl.Resolver(strategy_class=BaselineModelStrategy, candidate=candidate,
-                                    model=models, model_blessing=blessings)
+        resolver = tfx.dsl.Resolver(
+            strategy_class=BaselineModelStrategy,
+            candidate=candidate,
+            model=models,
+            model_blessing=blessings,
+        )
     return resolver.with_id("baseline_model_resolver")

@@ -48,8 +48,10 @@ class Batcher:
         self._closed = False
         self.batches = 0  # Model calls made, and the requests they served.
         self.batched_requests = 0
-        self._threads = [threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-                         for i in range(config.num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
+            for i in range(config.num_batch_threads)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -68,8 +70,9 @@ class Batcher:
                 raise ServingError(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
             max_queued = self.config.max_enqueued_batches * self.config.max_batch_size
             if self._pending >= max_queued:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   "the batching queue is full; retry later")
+                raise ServingError(
+                    grpc.StatusCode.UNAVAILABLE, "the batching queue is full; retry later"
+                )
             self._queues.setdefault(full_key, collections.deque()).append(request)
             self._runs[full_key] = run
             self._pending += 1
@@ -84,8 +87,9 @@ class Batcher:
                 self._ready.wait()
             if self._closed and not any(self._queues.values()):
                 return None
-            key = min((k for k, q in self._queues.items() if q),
-                      key=lambda k: id(self._queues[k][0]))  # Any non-empty queue.
+            key = min(
+                (k for k, q in self._queues.items() if q), key=lambda k: id(self._queues[k][0])
+            )  # Any non-empty queue.
             queue = self._queues[key]
             batch = [queue.popleft()]
             rows = batch[0].rows
@@ -123,8 +127,12 @@ class Batcher:
         for thread in self._threads:
             thread.join(timeout=30)
         if self.batches:
-            log.info("batching: %d requests in %d model calls (%.1f per call)",
-                     self.batched_requests, self.batches, self.batched_requests / self.batches)
+            log.info(
+                "batching: %d requests in %d model calls (%.1f per call)",
+                self.batched_requests,
+                self.batches,
+                self.batched_requests / self.batches,
+            )
 
 
 def _run_batch(run: Run, batch: list[_Request]) -> None:

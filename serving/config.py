@@ -34,7 +34,7 @@ class VersionPolicy:
             return ordered
         if self.kind == "specific":
             return [v for v in ordered if v in self.versions]
-        return ordered[-self.num_versions:] if self.num_versions > 0 else []
+        return ordered[-self.num_versions :] if self.num_versions > 0 else []
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +71,14 @@ def parse_model_config(text: str, source: str = "model config") -> list[ModelSpe
     for model in config.model_config_list.config:
         if not model.name or not model.base_path:
             raise ConfigError(f"{source}: every model needs a name and a base_path")
-        specs.append(ModelSpec(name=model.name, base_path=model.base_path,
-                               policy=_policy(model.model_version_policy),
-                               labels=tuple(sorted(model.version_labels.items()))))
+        specs.append(
+            ModelSpec(
+                name=model.name,
+                base_path=model.base_path,
+                policy=_policy(model.model_version_policy),
+                labels=tuple(sorted(model.version_labels.items())),
+            )
+        )
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: model names must be unique, got {names}")
@@ -86,8 +91,9 @@ def read_model_config_file(path: str | Path) -> list[ModelSpec]:
     if not file.is_file():
         raise ConfigError(f"{file}: no such model config file")
     specs = parse_model_config(file.read_text(), str(file))
-    return [dataclasses.replace(s, base_path=str((file.parent / s.base_path).resolve()))
-            for s in specs]
+    return [
+        dataclasses.replace(s, base_path=str((file.parent / s.base_path).resolve())) for s in specs
+    ]
 
 
 def _policy(proto: object) -> VersionPolicy:
@@ -117,15 +123,20 @@ class BatchingConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if value < (0 if field.name == "batch_timeout_micros" else 1):
-                raise ConfigError(f"batching parameter {field.name} must be positive, "
-                                  f"got {value}")
+                raise ConfigError(
+                    f"batching parameter {field.name} must be positive, " f"got {value}"
+                )
 
 
 # TF Serving's BatchingParameters fields we honour; the others are accepted and ignored.
 _BATCHING_FIELDS = {f.name for f in dataclasses.fields(BatchingConfig)}
-_IGNORED_BATCHING_FIELDS = {"allowed_batch_sizes", "pad_variable_length_inputs",
-                            "thread_pool_name", "enable_large_batch_splitting",
-                            "max_execution_batch_size"}
+_IGNORED_BATCHING_FIELDS = {
+    "allowed_batch_sizes",
+    "pad_variable_length_inputs",
+    "thread_pool_name",
+    "enable_large_batch_splitting",
+    "max_execution_batch_size",
+}
 _FIELD = re.compile(r"(\w+)\s*\{\s*value\s*:\s*(\S+?)\s*\}|(\w+)\s*:\s*(\S+)")
 
 
@@ -157,8 +168,9 @@ def read_batching_file(path: str | Path) -> BatchingConfig:
 
 def batching_text(config: BatchingConfig) -> str:
     """``config`` in the text format TF Serving's ``--batching_parameters_file`` reads."""
-    return "".join(f"{f.name} {{ value: {getattr(config, f.name)} }}\n"
-                   for f in dataclasses.fields(config))
+    return "".join(
+        f"{f.name} {{ value: {getattr(config, f.name)} }}\n" for f in dataclasses.fields(config)
+    )
 
 
 def write_batching_file(config: BatchingConfig, path: str | Path) -> Path:
@@ -173,8 +185,9 @@ def model_config_text(specs: list[ModelSpec]) -> str:
 
     config = model_server_config_pb2.ModelServerConfig()
     for spec in specs:
-        model = config.model_config_list.config.add(name=spec.name, base_path=spec.base_path,
-                                                    model_platform="tensorflow")
+        model = config.model_config_list.config.add(
+            name=spec.name, base_path=spec.base_path, model_platform="tensorflow"
+        )
         if spec.policy.kind == "all":
             model.model_version_policy.all.SetInParent()
         elif spec.policy.kind == "specific":
@@ -186,15 +199,21 @@ def model_config_text(specs: list[ModelSpec]) -> str:
     return text_format.MessageToString(config)
 
 
-def docker_command(config_dir: Path, push_dir: str, model_name: str = "mtrec",
-                   image: str = "tensorflow/serving:2.16.1") -> str:
+def docker_command(
+    config_dir: Path,
+    push_dir: str,
+    model_name: str = "mtrec",
+    image: str = "tensorflow/serving:2.16.1",
+) -> str:
     """The production command: the real server on the same push folder and configs."""
     config_dir = Path(config_dir).resolve()
-    return (f"docker run --rm -p 8500:8500 -p 8501:8501 \\\n"
-            f"  -v {Path(push_dir).resolve()}:/models/{model_name} \\\n"
-            f"  -v {config_dir}:/config \\\n"
-            f"  {image} \\\n"
-            f"  --port=8500 --rest_api_port=8501 \\\n"
-            f"  --model_config_file=/config/models.config \\\n"
-            f"  --enable_batching=true --batching_parameters_file=/config/batching.config \\\n"
-            f"  --file_system_poll_wait_seconds=1")
+    return (
+        f"docker run --rm -p 8500:8500 -p 8501:8501 \\\n"
+        f"  -v {Path(push_dir).resolve()}:/models/{model_name} \\\n"
+        f"  -v {config_dir}:/config \\\n"
+        f"  {image} \\\n"
+        f"  --port=8500 --rest_api_port=8501 \\\n"
+        f"  --model_config_file=/config/models.config \\\n"
+        f"  --enable_batching=true --batching_parameters_file=/config/batching.config \\\n"
+        f"  --file_system_poll_wait_seconds=1"
+    )

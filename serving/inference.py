@@ -22,53 +22,69 @@ class Inference:
         self.manager = manager
         self.batcher = batcher
 
-    def predict(self, name: str, version: int | None, label: str | None,
-                signature_name: str, inputs: Mapping[str, np.ndarray],
-                output_filter: Sequence[str] = ()) -> tuple[Servable, str, dict[str, Any]]:
+    def predict(
+        self,
+        name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+    ) -> tuple[Servable, str, dict[str, Any]]:
         servable = self.manager.resolve(name, version, label)
         signature = signature_name or F.SERVING_DEFAULT
         outputs = self.predict_on(servable, signature, inputs)
         if output_filter:
             unknown = sorted(set(output_filter) - set(outputs))
             if unknown:
-                raise invalid(f"output_filter names '{unknown[0]}', which signature "
-                              f"'{signature}' does not output (outputs: "
-                              f"{', '.join(sorted(outputs))})")
+                raise invalid(
+                    f"output_filter names '{unknown[0]}', which signature "
+                    f"'{signature}' does not output (outputs: "
+                    f"{', '.join(sorted(outputs))})"
+                )
             outputs = {k: outputs[k] for k in output_filter}
         return servable, signature, outputs
 
-    def predict_on(self, servable: Servable, signature: str,
-                   inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict_on(
+        self, servable: Servable, signature: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Check ``inputs`` against ``signature`` of a given servable and run it."""
         function = servable.signature(signature)
         checked = check_inputs(signature, function, inputs)
         if self.batcher is None:
             return call_signature(function, checked)
         key = (servable.name, servable.version, id(servable), signature)
-        return self.batcher.submit(key, lambda batch: call_signature(function, batch),
-                                   checked)
+        return self.batcher.submit(key, lambda batch: call_signature(function, batch), checked)
 
-    def run_examples(self, name: str, version: int | None, label: str | None,
-                     signature_name: str, method: str,
-                     examples: list[bytes]) -> tuple[Servable, str, dict[str, Any]]:
+    def run_examples(
+        self,
+        name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        method: str,
+        examples: list[bytes],
+    ) -> tuple[Servable, str, dict[str, Any]]:
         """Classify or Regress: serialized tf.Examples into a signature of ``method``."""
         servable = self.manager.resolve(name, version, label)
         signature = signature_name or F.SERVING_DEFAULT
         return servable, signature, self.examples_on(servable, signature, method, examples)
 
-    def examples_on(self, servable: Servable, signature: str, method: str,
-                    examples: list[bytes]) -> dict[str, np.ndarray]:
+    def examples_on(
+        self, servable: Servable, signature: str, method: str, examples: list[bytes]
+    ) -> dict[str, np.ndarray]:
         definition = servable.signature_defs.get(signature)
         servable.signature(signature)  # NOT_FOUND for an unknown signature.
         actual = definition.method_name if definition is not None else F.PREDICT_METHOD
         if actual != method:
             kind = "classification" if method == F.CLASSIFY_METHOD else "regression"
-            raise invalid(f"Expected {kind} signature method_name to be {method}. Was: "
-                          f"{actual} (signature '{signature}')")
+            raise invalid(
+                f"Expected {kind} signature method_name to be {method}. Was: "
+                f"{actual} (signature '{signature}')"
+            )
         if not examples:
             raise invalid("Input is empty: the request has no examples")
-        return self.predict_on(servable, signature,
-                               {"inputs": np.array(examples, dtype=object)})
+        return self.predict_on(servable, signature, {"inputs": np.array(examples, dtype=object)})
 
 
 def call_signature(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -86,8 +102,11 @@ def tf_error_text(message: str) -> str:
     """The line of a TensorFlow error that says what was wrong, without the graph trace
     ("Graph execution error: Detected at node ... defined at ...")."""
     noise = ("Graph execution error", "Detected at node", "File ", "<stack traces")
-    lines = [line for line in message.strip().splitlines()
-             if line.strip() and not line[0].isspace() and not line.startswith(noise)]
+    lines = [
+        line
+        for line in message.strip().splitlines()
+        if line.strip() and not line[0].isspace() and not line.startswith(noise)
+    ]
     line = lines[0] if lines else message.strip()
     return line.split("\t [[")[0].split(" [[")[0].strip()[:500]
 

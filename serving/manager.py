@@ -24,7 +24,6 @@ from mtrec.serving.errors import not_found
 log = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass
 class Servable:
     """One loaded model version and what is needed to call and describe it."""
@@ -38,16 +37,21 @@ class Servable:
     def signature(self, name: str) -> Any:
         """The concrete function of signature ``name``."""
         if name not in self.model.signatures:
-            raise not_found(f"signature '{name}' not found in model '{self.name}' version "
-                            f"{self.version}; it has: {', '.join(sorted(self.model.signatures))}")
+            raise not_found(
+                f"signature '{name}' not found in model '{self.name}' version "
+                f"{self.version}; it has: {', '.join(sorted(self.model.signatures))}"
+            )
         return self.model.signatures[name]
 
 
 def version_folders(base: Path) -> dict[int, Path]:
     """The numbered version folders under a push base path that hold a SavedModel. TFX's
     Pusher copies ``saved_model.pb`` last, so a half-copied version is not listed."""
-    return {int(p.name): p for p in base.iterdir()
-            if p.is_dir() and p.name.isdigit() and (p / F.SAVED_MODEL_FILE).is_file()}
+    return {
+        int(p.name): p
+        for p in base.iterdir()
+        if p.is_dir() and p.name.isdigit() and (p / F.SAVED_MODEL_FILE).is_file()
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +84,12 @@ def _fingerprint(path: Path) -> tuple[int, float]:
 class ModelManager:
     """Serves the versions each ``ModelSpec`` asks for; safe to call from many threads."""
 
-    def __init__(self, specs: list[ModelSpec],
-                 warmup: Callable[[Servable], int] | None = None,
-                 loader: Callable[[str, int, str], Servable] = load_servable) -> None:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        warmup: Callable[[Servable], int] | None = None,
+        loader: Callable[[str, int, str], Servable] = load_servable,
+    ) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self._warmup = warmup
         self._loader = loader
@@ -108,8 +115,11 @@ class ModelManager:
             return
         on_disk = version_folders(base)
         current = self._serving[spec.name]
-        loadable = [v for v, p in on_disk.items()
-                    if v in current or self._failed.get((spec.name, v)) != _fingerprint(p)]
+        loadable = [
+            v
+            for v, p in on_disk.items()
+            if v in current or self._failed.get((spec.name, v)) != _fingerprint(p)
+        ]
         serving: dict[int, Servable] = {}
         if spec.policy.kind == "latest":
             # The newest versions that load, up to N: a failed new version leaves the
@@ -117,14 +127,12 @@ class ModelManager:
             for version in sorted(loadable, reverse=True):
                 if len(serving) == spec.policy.num_versions:
                     break
-                loaded = current.get(version) or self._load(spec.name, version,
-                                                             on_disk[version])
+                loaded = current.get(version) or self._load(spec.name, version, on_disk[version])
                 if loaded is not None:
                     serving[version] = loaded
         else:
             for version in spec.policy.select(loadable):
-                loaded = current.get(version) or self._load(spec.name, version,
-                                                             on_disk[version])
+                loaded = current.get(version) or self._load(spec.name, version, on_disk[version])
                 if loaded is not None:
                     serving[version] = loaded
         if serving.keys() != current.keys():
@@ -141,21 +149,32 @@ class ModelManager:
             replayed = self._warmup(servable) if self._warmup else 0
         except Exception as err:  # Any load or warmup failure: report, keep serving the rest.
             self._failed[(name, version)] = _fingerprint(path)
-            message = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}" if str(
-                err).strip() else type(err).__name__
+            message = (
+                f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
+                if str(err).strip()
+                else type(err).__name__
+            )
             self._set_status(name, VersionStatus(version, "END", message))
-            log.error("model '%s': version %d at %s failed to load: %s", name, version, path,
-                      message)
+            log.error(
+                "model '%s': version %d at %s failed to load: %s", name, version, path, message
+            )
             return None
         self._failed.pop((name, version), None)
         self._set_status(name, VersionStatus(version, "AVAILABLE"))
-        log.info("model '%s': version %d loaded from %s (%d warmup requests)", name, version,
-                 path, replayed)
+        log.info(
+            "model '%s': version %d loaded from %s (%d warmup requests)",
+            name,
+            version,
+            path,
+            replayed,
+        )
         return servable
 
     def _set_status(self, name: str, status: VersionStatus) -> None:
-        self._status = {**self._status,
-                        name: {**self._status.get(name, {}), status.version: status}}
+        self._status = {
+            **self._status,
+            name: {**self._status.get(name, {}), status.version: status},
+        }
 
     def reconfigure(self, specs: list[ModelSpec]) -> None:
         """Serve a new set of models (ModelService.HandleReloadConfigRequest), then poll."""
@@ -170,12 +189,14 @@ class ModelManager:
         self.poll()
         if poll_seconds <= 0:
             return
+
         def loop() -> None:
             while not self._stop.wait(poll_seconds):
                 try:
                     self.poll()
                 except Exception:  # A poll must never kill the poller.
                     log.exception("model poll failed")
+
         self._thread = threading.Thread(target=loop, name="model-poller", daemon=True)
         self._thread.start()
 
@@ -186,12 +207,13 @@ class ModelManager:
 
     # ------------------------------------------------------------------------- lookups
 
-    def resolve(self, name: str, version: int | None = None,
-                label: str | None = None) -> Servable:
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The servable a request's ModelSpec names; NOT_FOUND if there is none."""
         if name not in self.specs:
-            raise not_found(f"Servable not found for request: model '{name}' is not served "
-                            f"(models: {', '.join(sorted(self.specs))})")
+            raise not_found(
+                f"Servable not found for request: model '{name}' is not served "
+                f"(models: {', '.join(sorted(self.specs))})"
+            )
         versions = self._serving[name]
         if label:
             labels = self.specs[name].label_map
@@ -200,13 +222,16 @@ class ModelManager:
             version = labels[label]
         if version is None:
             if not versions:
-                raise not_found(f"Servable not found for request: no version of model "
-                                f"'{name}' is available")
+                raise not_found(
+                    f"Servable not found for request: no version of model " f"'{name}' is available"
+                )
             return versions[max(versions)]
         if version not in versions:
-            raise not_found(f"Servable not found for request: model '{name}' version "
-                            f"{version} is not available (available: "
-                            f"{sorted(versions) or 'none'})")
+            raise not_found(
+                f"Servable not found for request: model '{name}' version "
+                f"{version} is not available (available: "
+                f"{sorted(versions) or 'none'})"
+            )
         return versions[version]
 
     def statuses(self, name: str, version: int | None = None) -> list[VersionStatus]:

@@ -24,8 +24,9 @@ def resolve_model_dir(path: str | Path) -> Path:
         raise FileNotFoundError(f"{folder}: no such model folder")
     versions = version_folders(folder)
     if not versions:
-        raise FileNotFoundError(f"{folder}: neither a SavedModel nor a folder of numbered "
-                                "versions")
+        raise FileNotFoundError(
+            f"{folder}: neither a SavedModel nor a folder of numbered " "versions"
+        )
     return versions[max(versions)]
 
 
@@ -44,17 +45,22 @@ def score_rows(model: Any, rows: list[Mapping[str, Any]]) -> list[dict[str, floa
     signature = model.signatures[F.SERVING_DEFAULT]
     scores: list[dict[str, float]] = []
     for start in range(0, len(rows), SCORE_BATCH):
-        chunk = [{k: v for k, v in row.items() if k in F.MODEL_INPUT_KEYS}
-                 for row in rows[start:start + SCORE_BATCH]]
+        chunk = [
+            {k: v for k, v in row.items() if k in F.MODEL_INPUT_KEYS}
+            for row in rows[start : start + SCORE_BATCH]
+        ]
         outputs = signature(examples=tf.constant(to_examples(chunk)))
         values = {head: outputs[head].numpy() for head in F.HEADS}
-        scores += [{head: float(values[head][i]) for head in F.HEADS}
-                   for i in range(len(chunk))]
+        scores += [{head: float(values[head][i]) for head in F.HEADS} for i in range(len(chunk))]
     return scores
 
 
-def recommend_rows(model: Any, users: Iterable[Mapping[str, Any]], k: int,
-                   seen: Mapping[int, set[int]] | None = None) -> list[dict[str, Any]]:
+def recommend_rows(
+    model: Any,
+    users: Iterable[Mapping[str, Any]],
+    k: int,
+    seen: Mapping[int, set[int]] | None = None,
+) -> list[dict[str, Any]]:
     """Top-k rows (user_id, rank, item_id, score and the three heads) for every user."""
     import tensorflow as tf
 
@@ -77,13 +83,22 @@ def recommend_rows(model: Any, users: Iterable[Mapping[str, Any]], k: int,
                 value = [user[name]]
             else:
                 value = []  # Missing: the signature's neutral default.
-            inputs[name] = tf.constant(np.array(value, dtype=spec.dtype.as_numpy_dtype)
-                                       if spec.dtype != tf.string else
-                                       [str(v).encode() for v in value], spec.dtype)
+            inputs[name] = tf.constant(
+                np.array(value, dtype=spec.dtype.as_numpy_dtype)
+                if spec.dtype != tf.string
+                else [str(v).encode() for v in value],
+                spec.dtype,
+            )
         result = {key: value.numpy() for key, value in signature(**inputs).items()}
         for rank, item in enumerate(result["item_id"], start=1):
             index = rank - 1
-            out.append({"user_id": user_id, "rank": rank, "item_id": int(item),
-                        "score": float(result["score"][index]),
-                        **{head: float(result[head][index]) for head in F.HEADS}})
+            out.append(
+                {
+                    "user_id": user_id,
+                    "rank": rank,
+                    "item_id": int(item),
+                    "score": float(result["score"][index]),
+                    **{head: float(result[head][index]) for head in F.HEADS},
+                }
+            )
     return out

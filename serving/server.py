@@ -90,6 +90,7 @@ def _requested(spec: Any) -> tuple[str, int | None, str | None]:
 
 def _grpc_call(method: Any) -> Any:
     """Turn ServingErrors into gRPC statuses; nothing raised ever reaches the server loop."""
+
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
@@ -98,6 +99,7 @@ def _grpc_call(method: Any) -> Any:
             if error.code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error in %s", method.__name__)
             context.abort(error.code, error.message)
+
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     return wrapper
@@ -114,8 +116,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         name, version, label = _requested(request.model_spec)
         inputs = {key: from_proto(key, proto) for key, proto in request.inputs.items()}
         servable, signature, outputs = self.inference.predict(
-            name, version, label, request.model_spec.signature_name, inputs,
-            list(request.output_filter))
+            name,
+            version,
+            label,
+            request.model_spec.signature_name,
+            inputs,
+            list(request.output_filter),
+        )
         response = predict_pb2.PredictResponse()
         _model_spec(response.model_spec, servable, signature)
         for key, value in outputs.items():
@@ -126,8 +133,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Classify(self, request: Any, context: Any) -> Any:
         name, version, label = _requested(request.model_spec)
         servable, signature, outputs = self.inference.run_examples(
-            name, version, label, request.model_spec.signature_name, F.CLASSIFY_METHOD,
-            examples_from_input(request.input))
+            name,
+            version,
+            label,
+            request.model_spec.signature_name,
+            F.CLASSIFY_METHOD,
+            examples_from_input(request.input),
+        )
         response = classification_pb2.ClassificationResponse()
         _model_spec(response.model_spec, servable, signature)
         for row in classifications(outputs):
@@ -144,8 +156,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Regress(self, request: Any, context: Any) -> Any:
         name, version, label = _requested(request.model_spec)
         servable, signature, outputs = self.inference.run_examples(
-            name, version, label, request.model_spec.signature_name, F.REGRESS_METHOD,
-            examples_from_input(request.input))
+            name,
+            version,
+            label,
+            request.model_spec.signature_name,
+            F.REGRESS_METHOD,
+            examples_from_input(request.input),
+        )
         response = regression_pb2.RegressionResponse()
         _model_spec(response.model_spec, servable, signature)
         for value in np.asarray(outputs["outputs"]).reshape(-1):
@@ -155,8 +172,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     @_grpc_call
     def GetModelMetadata(self, request: Any, context: Any) -> Any:
         if list(request.metadata_field) != ["signature_def"]:
-            raise invalid("Metadata field(s) must be exactly ['signature_def'], got "
-                          f"{list(request.metadata_field)}")
+            raise invalid(
+                "Metadata field(s) must be exactly ['signature_def'], got "
+                f"{list(request.metadata_field)}"
+            )
         name, version, label = _requested(request.model_spec)
         servable = self.inference.manager.resolve(name, version, label)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -184,8 +203,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         name, version, _ = _requested(request.model_spec)
         response = get_model_status_pb2.GetModelStatusResponse()
         for status in self.manager.statuses(name, version):
-            entry = response.model_version_status.add(version=status.version,
-                                                      state=STATE_CODES[status.state])
+            entry = response.model_version_status.add(
+                version=status.version, state=STATE_CODES[status.state]
+            )
             if status.error:
                 entry.status.error_code = 2  # UNKNOWN, as TF Serving reports load failures.
                 entry.status.error_message = status.error
@@ -195,8 +215,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
         from google.protobuf import text_format
 
-        specs = config_lib.parse_model_config(text_format.MessageToString(request.config),
-                                              "ReloadConfigRequest")
+        specs = config_lib.parse_model_config(
+            text_format.MessageToString(request.config), "ReloadConfigRequest"
+        )
         self.manager.reconfigure(specs)
         return model_management_pb2.ReloadConfigResponse()
 
@@ -210,16 +231,25 @@ def classifications(outputs: dict[str, Any]) -> list[list[tuple[str | None, floa
     either side is None when the signature does not output it."""
     scores, classes = outputs.get("scores"), outputs.get("classes")
     shaped = scores if scores is not None else classes
-    return [[(_text(classes[row][c]) if classes is not None else None,
-              float(scores[row][c]) if scores is not None else None)
-             for c in range(shaped.shape[1])] for row in range(len(shaped))]
+    return [
+        [
+            (
+                _text(classes[row][c]) if classes is not None else None,
+                float(scores[row][c]) if scores is not None else None,
+            )
+            for c in range(shaped.shape[1])
+        ]
+        for row in range(len(shaped))
+    ]
 
 
 # ----------------------------------------------------------------------------- REST
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
-                   r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?::(?P<verb>predict|classify|regress)|(?P<metadata>/metadata))?$")
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?::(?P<verb>predict|classify|regress)|(?P<metadata>/metadata))?$"
+)
 
 
 class RestHandler(BaseHTTPRequestHandler):
@@ -245,8 +275,10 @@ class RestHandler(BaseHTTPRequestHandler):
     def _route(self, verb_expected: bool) -> re.Match | None:
         match = _PATH.match(self.path.split("?", 1)[0])
         if match is None or bool(match["verb"]) != verb_expected:
-            self._send(HTTPStatus.NOT_FOUND, {"error": f"Malformed request: {self.command} "
-                                                       f"{self.path}"})
+            self._send(
+                HTTPStatus.NOT_FOUND,
+                {"error": f"Malformed request: {self.command} " f"{self.path}"},
+            )
             return None
         return match
 
@@ -259,19 +291,41 @@ class RestHandler(BaseHTTPRequestHandler):
         try:
             if match["metadata"]:
                 servable = manager.resolve(match["name"], version, match["label"])
-                self._send(HTTPStatus.OK, {
-                    "model_spec": {"name": servable.name, "signature_name": "",
-                                   "version": str(servable.version)},
-                    "metadata": {"signature_def": json_format.MessageToDict(
-                        signature_def_map(servable), preserving_proto_field_name=True)}})
+                self._send(
+                    HTTPStatus.OK,
+                    {
+                        "model_spec": {
+                            "name": servable.name,
+                            "signature_name": "",
+                            "version": str(servable.version),
+                        },
+                        "metadata": {
+                            "signature_def": json_format.MessageToDict(
+                                signature_def_map(servable), preserving_proto_field_name=True
+                            )
+                        },
+                    },
+                )
                 return
             if match["label"]:
                 version = manager.resolve(match["name"], None, match["label"]).version
             statuses = manager.statuses(match["name"], version)
-            self._send(HTTPStatus.OK, {"model_version_status": [
-                {"version": str(s.version), "state": s.state,
-                 "status": {"error_code": "UNKNOWN" if s.error else "OK",
-                            "error_message": s.error}} for s in statuses]})
+            self._send(
+                HTTPStatus.OK,
+                {
+                    "model_version_status": [
+                        {
+                            "version": str(s.version),
+                            "state": s.state,
+                            "status": {
+                                "error_code": "UNKNOWN" if s.error else "OK",
+                                "error_message": s.error,
+                            },
+                        }
+                        for s in statuses
+                    ]
+                },
+            )
         except Exception as err:  # Every failure is a JSON error; the server keeps going.
             self._error(as_serving_error(err))
 
@@ -296,9 +350,11 @@ class RestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.server.max_request_bytes:
             self.close_connection = True  # The body is left unread.
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"request of {length} bytes exceeds the limit of "
-                               f"{self.server.max_request_bytes} bytes")
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"request of {length} bytes exceeds the limit of "
+                f"{self.server.max_request_bytes} bytes",
+            )
         try:
             body = json.loads(self.rfile.read(length) or b"null")
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -325,21 +381,28 @@ class RestHandler(BaseHTTPRequestHandler):
         examples = [to_example({**context, **row}) for row in rows]
         method = F.CLASSIFY_METHOD if match["verb"] == "classify" else F.REGRESS_METHOD
         _, _, outputs = self.server.inference.run_examples(
-            match["name"], version, match["label"], body.get("signature_name", ""), method,
-            examples)
+            match["name"], version, match["label"], body.get("signature_name", ""), method, examples
+        )
         if method == F.REGRESS_METHOD:
             return {"results": np.asarray(outputs["outputs"]).reshape(-1).tolist()}
-        return {"results": [[[str(c) if label is None else label, 0.0 if score is None else score]
-                             for c, (label, score) in enumerate(row)]
-                            for row in classifications(outputs)]}
+        return {
+            "results": [
+                [
+                    [str(c) if label is None else label, 0.0 if score is None else score]
+                    for c, (label, score) in enumerate(row)
+                ]
+                for row in classifications(outputs)
+            ]
+        }
 
 
 class _RestServer(ThreadingHTTPServer):
     daemon_threads = False  # Shutdown waits for in-flight requests.
     block_on_close = True
 
-    def __init__(self, address: tuple[str, int], inference: Inference,
-                 max_request_bytes: int) -> None:
+    def __init__(
+        self, address: tuple[str, int], inference: Inference, max_request_bytes: int
+    ) -> None:
         super().__init__(address, RestHandler)
         self.inference = inference
         self.max_request_bytes = max_request_bytes
@@ -370,19 +433,27 @@ class ModelServer:
         self.manager.start(self.options.poll_seconds)
         limit = self.options.max_request_bytes
         self._grpc = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(max_workers=self.options.grpc_workers,
-                                                  thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", limit),
-                     ("grpc.max_send_message_length", 4 * limit)])
+            concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.options.grpc_workers, thread_name_prefix="grpc"
+            ),
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", 4 * limit),
+            ],
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.inference), self._grpc)
+            PredictionService(self.inference), self._grpc
+        )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.manager), self._grpc)
-        self.grpc_port = self._grpc.add_insecure_port(f"{self.options.host}:"
-                                                      f"{self.options.port}")
+            ModelService(self.manager), self._grpc
+        )
+        self.grpc_port = self._grpc.add_insecure_port(
+            f"{self.options.host}:" f"{self.options.port}"
+        )
         if not self.grpc_port:
-            raise config_lib.ConfigError(f"cannot bind gRPC to {self.options.host}:"
-                                         f"{self.options.port}")
+            raise config_lib.ConfigError(
+                f"cannot bind gRPC to {self.options.host}:" f"{self.options.port}"
+            )
         self._grpc.start()
         if self.options.rest_api_port is not None:
             self._start_rest(self.options.rest_api_port)
@@ -390,14 +461,17 @@ class ModelServer:
 
     def _start_rest(self, port: int) -> None:
         try:
-            self._rest = _RestServer((self.options.host, port), self.inference,
-                                     self.options.max_request_bytes)
+            self._rest = _RestServer(
+                (self.options.host, port), self.inference, self.options.max_request_bytes
+            )
         except OSError as err:
-            raise config_lib.ConfigError(f"cannot bind REST to {self.options.host}:{port}: "
-                                         f"{err.strerror}") from None
+            raise config_lib.ConfigError(
+                f"cannot bind REST to {self.options.host}:{port}: " f"{err.strerror}"
+            ) from None
         self.rest_port = self._rest.server_address[1]
-        self._rest_thread = threading.Thread(target=self._rest.serve_forever,
-                                             name="rest", daemon=True)
+        self._rest_thread = threading.Thread(
+            target=self._rest.serve_forever, name="rest", daemon=True
+        )
         self._rest_thread.start()
 
     def stop(self, grace: float = 10.0) -> None:

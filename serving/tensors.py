@@ -17,8 +17,9 @@ def signature_inputs(function: Any) -> dict[str, Any]:
     return dict(function.structured_input_signature[1])
 
 
-def check_inputs(signature_name: str, function: Any,
-                 inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def check_inputs(
+    signature_name: str, function: Any, inputs: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """Every input named, typed and shaped as the signature says, else INVALID_ARGUMENT
     naming the offending input."""
     import tensorflow as tf
@@ -26,13 +27,18 @@ def check_inputs(signature_name: str, function: Any,
     expected = signature_inputs(function)
     unknown = sorted(set(inputs) - set(expected))
     if unknown:
-        raise invalid(f"input '{unknown[0]}' is not in signature '{signature_name}', which "
-                      f"takes: {', '.join(sorted(expected))}")
+        raise invalid(
+            f"input '{unknown[0]}' is not in signature '{signature_name}', which "
+            f"takes: {', '.join(sorted(expected))}"
+        )
     missing = sorted(set(expected) - set(inputs))
     if missing:
         names = ", ".join(f"'{m}'" for m in missing)
-        raise invalid(f"input {names} of signature '{signature_name}' is missing" if len(
-            missing) == 1 else f"inputs {names} of signature '{signature_name}' are missing")
+        raise invalid(
+            f"input {names} of signature '{signature_name}' is missing"
+            if len(missing) == 1
+            else f"inputs {names} of signature '{signature_name}' are missing"
+        )
     checked = {}
     for name, spec in expected.items():
         value = inputs[name]
@@ -44,12 +50,14 @@ def check_inputs(signature_name: str, function: Any,
             if value.dtype.kind in "SOU":
                 raise invalid(f"input '{name}' must be {spec.dtype.name.upper()}, got strings")
             if not np.can_cast(value.dtype, spec.dtype.as_numpy_dtype, casting="same_kind"):
-                raise invalid(f"input '{name}' must be {_tf_name(spec.dtype)}, got "
-                              f"{_dtype_name(value)}")
+                raise invalid(
+                    f"input '{name}' must be {_tf_name(spec.dtype)}, got " f"{_dtype_name(value)}"
+                )
             value = value.astype(spec.dtype.as_numpy_dtype, copy=False)
         if not spec.shape.is_compatible_with(value.shape):
-            raise invalid(f"input '{name}' must have shape {_shape(spec.shape)}, got "
-                          f"{list(value.shape)}")
+            raise invalid(
+                f"input '{name}' must have shape {_shape(spec.shape)}, got " f"{list(value.shape)}"
+            )
         checked[name] = value
     return checked
 
@@ -101,9 +109,12 @@ def to_proto(value: np.ndarray) -> Any:
     for dtype, numpy_type in _NUMPY_OF.items():
         if value.dtype == numpy_type:
             return tensor_pb2.TensorProto(
-                dtype=dtype, tensor_content=np.ascontiguousarray(value).tobytes(),
+                dtype=dtype,
+                tensor_content=np.ascontiguousarray(value).tobytes(),
                 tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                    dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]))
+                    dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]
+                ),
+            )
     return tf.make_tensor_proto(value)
 
 
@@ -141,12 +152,15 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
     return array
 
 
-def parse_rest_inputs(body: Mapping[str, Any],
-                      expected: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], bool]:
+def parse_rest_inputs(
+    body: Mapping[str, Any], expected: Mapping[str, Any]
+) -> tuple[dict[str, np.ndarray], bool]:
     """A REST predict body as named arrays, and whether it was in row format."""
     if ("instances" in body) == ("inputs" in body):
-        raise invalid("the request body needs exactly one of 'instances' (row format) and "
-                      "'inputs' (columnar format)")
+        raise invalid(
+            "the request body needs exactly one of 'instances' (row format) and "
+            "'inputs' (columnar format)"
+        )
     if "inputs" in body:
         columns = body["inputs"]
         if not isinstance(columns, dict):
@@ -163,10 +177,13 @@ def parse_rest_inputs(body: Mapping[str, Any],
     names = set(rows[0])
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or set(row) != names:
-            raise invalid(f"instance {index} has different keys than instance 0; every "
-                          "instance needs the same named inputs")
-    return {k: _json_array(k, [row[k] for row in rows], _dtype_of(expected, k))
-            for k in sorted(names)}, True
+            raise invalid(
+                f"instance {index} has different keys than instance 0; every "
+                "instance needs the same named inputs"
+            )
+    return {
+        k: _json_array(k, [row[k] for row in rows], _dtype_of(expected, k)) for k in sorted(names)
+    }, True
 
 
 def _dtype_of(expected: Mapping[str, Any], name: str) -> Any:
@@ -177,6 +194,7 @@ def _dtype_of(expected: Mapping[str, Any], name: str) -> Any:
 def to_json_value(value: np.ndarray) -> Any:
     """An output array as JSON: bytes that are not UTF-8 text become ``{"b64": ...}``."""
     if value.dtype == object or value.dtype.kind == "S":
+
         def encode(item: Any) -> Any:
             if isinstance(item, bytes):
                 try:
@@ -184,10 +202,14 @@ def to_json_value(value: np.ndarray) -> Any:
                 except UnicodeDecodeError:
                     return {"b64": base64.b64encode(item).decode("ascii")}
             return item
+
         return np.vectorize(encode, otypes=[object])(value).tolist() if value.size else []
     if value.dtype.kind == "f":
-        return np.where(np.isfinite(value), value, None).tolist() if not np.isfinite(
-            value).all() else value.tolist()
+        return (
+            np.where(np.isfinite(value), value, None).tolist()
+            if not np.isfinite(value).all()
+            else value.tolist()
+        )
     return value.tolist()
 
 

@@ -35,15 +35,19 @@ def replay_warmup(servable: Servable, inference: Inference) -> int:
         kind = log.WhichOneof("log_type")
         if kind == "predict_log":
             request = log.predict_log.request
-            inference.predict_on(servable,
-                                 request.model_spec.signature_name or F.SERVING_DEFAULT,
-                                 {k: from_proto(k, v) for k, v in request.inputs.items()})
+            inference.predict_on(
+                servable,
+                request.model_spec.signature_name or F.SERVING_DEFAULT,
+                {k: from_proto(k, v) for k, v in request.inputs.items()},
+            )
         elif kind in ("classify_log", "regress_log"):
             request = getattr(log, kind).request
-            inference.examples_on(servable,
-                                  request.model_spec.signature_name or F.SERVING_DEFAULT,
-                                  F.CLASSIFY_METHOD if kind == "classify_log" else F.REGRESS_METHOD,
-                                  examples_from_input(request.input))
+            inference.examples_on(
+                servable,
+                request.model_spec.signature_name or F.SERVING_DEFAULT,
+                F.CLASSIFY_METHOD if kind == "classify_log" else F.REGRESS_METHOD,
+                examples_from_input(request.input),
+            )
         else:
             raise ValueError(f"unsupported warmup record type '{kind}' in {path}")
         replayed += 1

@@ -40,8 +40,15 @@ REQUIRED_COLUMNS = (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
 OPTIONAL_DEFAULTS: dict[str, object] = {F.RATING: np.nan, **F.MISSING_DEFAULTS}
 # Item popularity by training clicks: at most the first bound is "cold", then "mid".
 ITEM_POPULARITY_BOUNDS = ((20, "cold"), (100, "mid"))
-AGE_BUCKETS = ((1, "under 18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"),
-               (50, "50-55"), (56, "56+"))
+AGE_BUCKETS = (
+    (1, "under 18"),
+    (18, "18-24"),
+    (25, "25-34"),
+    (35, "35-44"),
+    (45, "45-49"),
+    (50, "50-55"),
+    (56, "56+"),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +80,12 @@ class DatasetInfo:
     def slices_at_least(self, min_examples: int) -> tuple[tuple[str, str], ...]:
         """(feature, value) slices with at least ``min_examples`` eval examples."""
         counts = self.manifest.get("eval_slice_counts", {})
-        return tuple((key, value) for key, by_value in sorted(counts.items())
-                     for value, count in sorted(by_value.items()) if count >= min_examples)
+        return tuple(
+            (key, value)
+            for key, by_value in sorted(counts.items())
+            for value, count in sorted(by_value.items())
+            if count >= min_examples
+        )
 
     @property
     def baseline_rating_rmse(self) -> float | None:
@@ -93,8 +104,13 @@ def label_ratings(ratings: pd.DataFrame, purchase_min_rating: float) -> pd.DataF
     return out
 
 
-def sample_negatives(positives: pd.DataFrame, all_items: np.ndarray, per_positive: int,
-                     seed: int, exclude: pd.DataFrame | None = None) -> pd.DataFrame:
+def sample_negatives(
+    positives: pd.DataFrame,
+    all_items: np.ndarray,
+    per_positive: int,
+    seed: int,
+    exclude: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Draw ``per_positive`` never-rated items per positive, per user, reproducibly.
 
     Items come without replacement while the user has enough unrated items, so a pair is
@@ -106,8 +122,9 @@ def sample_negatives(positives: pd.DataFrame, all_items: np.ndarray, per_positiv
         return pd.DataFrame(columns=columns)
     rng = np.random.default_rng(seed)
     known = exclude if exclude is not None else positives
-    rated_by_user = {user: np.unique(group.to_numpy())
-                     for user, group in known.groupby(F.USER_ID)[F.ITEM_ID]}
+    rated_by_user = {
+        user: np.unique(group.to_numpy()) for user, group in known.groupby(F.USER_ID)[F.ITEM_ID]
+    }
     users, items, stamps = [], [], []
     for user, group in positives.sort_values([F.USER_ID, F.TIMESTAMP]).groupby(F.USER_ID):
         candidates = np.setdiff1d(all_items, rated_by_user.get(user, np.empty(0)))
@@ -118,16 +135,22 @@ def sample_negatives(positives: pd.DataFrame, all_items: np.ndarray, per_positiv
         users.append(np.full(wanted, user))
         items.append(picked)
         stamps.append(np.repeat(group[F.TIMESTAMP].to_numpy(), per_positive))
-    negatives = pd.DataFrame({F.USER_ID: np.concatenate(users), F.ITEM_ID: np.concatenate(items),
-                              F.TIMESTAMP: np.concatenate(stamps)})
+    negatives = pd.DataFrame(
+        {
+            F.USER_ID: np.concatenate(users),
+            F.ITEM_ID: np.concatenate(items),
+            F.TIMESTAMP: np.concatenate(stamps),
+        }
+    )
     negatives[F.RATING] = np.nan
     negatives[F.CLICK] = 0
     negatives[F.PURCHASE] = 0
     return negatives[columns]
 
 
-def join_features(interactions: pd.DataFrame, users: pd.DataFrame | None,
-                  items: pd.DataFrame | None) -> pd.DataFrame:
+def join_features(
+    interactions: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None
+) -> pd.DataFrame:
     """Attach user and item side features; absent ones get documented defaults."""
     out = interactions
     if users is not None:
@@ -163,8 +186,9 @@ def time_split(frame: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.D
     return frame[~recent], frame[recent]
 
 
-def carve_validation(train: pd.DataFrame, fraction: float,
-                     seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def carve_validation(
+    train: pd.DataFrame, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out the most recent part of train (a seeded random part without timestamps)."""
     if train[F.TIMESTAMP].nunique() > 1:
         return time_split(train, fraction)
@@ -172,8 +196,9 @@ def carve_validation(train: pd.DataFrame, fraction: float,
     return train[~held_out], train[held_out]
 
 
-def carve_validation_per_user(train: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame,
-                                                                             pd.DataFrame]:
+def carve_validation_per_user(
+    train: pd.DataFrame, fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hold out each user's most recent ``fraction`` of rated interactions, at least one for
     a user with two or more (with the negatives drawn for them): for a split that is random
     in time, such as MovieLens u1."""
@@ -188,8 +213,7 @@ def carve_validation_per_user(train: pd.DataFrame, fraction: float) -> tuple[pd.
     return train[~held_out], train[held_out]
 
 
-def add_slice_columns(splits: Mapping[str, pd.DataFrame],
-                      cold_max: int) -> dict[str, pd.DataFrame]:
+def add_slice_columns(splits: Mapping[str, pd.DataFrame], cold_max: int) -> dict[str, pd.DataFrame]:
     """Add the slice-only columns: age_bucket, user_activity (cold/warm by the user's
     training clicks), item_popularity (by the item's training clicks) and genre (a list)."""
     clicked = splits["train"][splits["train"][F.CLICK] == 1]
@@ -218,8 +242,7 @@ def item_popularity(clicks: pd.Series) -> np.ndarray:
 
 def genre_lists(genres: pd.Series) -> list[list[str]]:
     """Split joined genres into lists; an item without genres is in the 'unknown' slice."""
-    return [[g for g in str(text).split(F.GENRE_SEPARATOR) if g] or ["unknown"]
-            for text in genres]
+    return [[g for g in str(text).split(F.GENRE_SEPARATOR) if g] or ["unknown"] for text in genres]
 
 
 def age_bucket(age: pd.Series) -> np.ndarray:
@@ -244,8 +267,10 @@ def validate_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         raise DataError(f"{source}: the file has no data rows")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"{source}: missing required column(s) {', '.join(missing)}; "
-                        f"required: {', '.join(REQUIRED_COLUMNS)}")
+        raise DataError(
+            f"{source}: missing required column(s) {', '.join(missing)}; "
+            f"required: {', '.join(REQUIRED_COLUMNS)}"
+        )
     out = frame.copy()
     numeric = [c for c in (*F.INT_COLUMNS, *F.FLOAT_COLUMNS) if c in out.columns]
     for column in numeric:
@@ -253,8 +278,10 @@ def validate_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         bad = values.isna() & out[column].notna() & (out[column].astype(str).str.strip() != "")
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f"{source}: column '{column}' must be numeric; row {row + 1} "
-                            f"has {out[column].iloc[row]!r}")
+            raise DataError(
+                f"{source}: column '{column}' must be numeric; row {row + 1} "
+                f"has {out[column].iloc[row]!r}"
+            )
         out[column] = values
     for column in (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE):
         if out[column].isna().any():
@@ -265,13 +292,17 @@ def validate_interactions(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     for label in (F.CLICK, F.PURCHASE):
         bad = ~out[label].isin([0, 1])
         if bad.any():
-            raise DataError(f"{source}: label '{label}' must be 0 or 1; found "
-                            f"{sorted(out.loc[bad, label].unique().tolist())[:5]}")
+            raise DataError(
+                f"{source}: label '{label}' must be 0 or 1; found "
+                f"{sorted(out.loc[bad, label].unique().tolist())[:5]}"
+            )
     if F.RATING in out.columns:
         rated = out[F.RATING].dropna()
         if (~np.isfinite(rated)).any() or (rated <= 0).any():
-            raise DataError(f"{source}: label 'rating' must be a positive number or empty "
-                            f"(unknown); found {rated[(rated <= 0) | ~np.isfinite(rated)].iloc[0]}")
+            raise DataError(
+                f"{source}: label 'rating' must be a positive number or empty "
+                f"(unknown); found {rated[(rated <= 0) | ~np.isfinite(rated)].iloc[0]}"
+            )
     return out
 
 
@@ -284,8 +315,10 @@ def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
     frame = _read_csv_strings(path)
     missing = [c for c in RATINGS_COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: a ratings file needs the columns "
-                        f"{','.join(RATINGS_COLUMNS)}; missing {', '.join(missing)}")
+        raise DataError(
+            f"{path}: a ratings file needs the columns "
+            f"{','.join(RATINGS_COLUMNS)}; missing {', '.join(missing)}"
+        )
     if frame.empty:
         raise DataError(f"{path}: the file has no data rows")
     out = frame[list(RATINGS_COLUMNS)].copy()
@@ -293,14 +326,18 @@ def read_ratings(path: str | os.PathLike) -> pd.DataFrame:
         values = pd.to_numeric(out[column], errors="coerce")
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise DataError(f"{path}: column '{column}' must be numeric; row {row + 1} has "
-                            f"{out[column].iloc[row]!r}")
+            raise DataError(
+                f"{path}: column '{column}' must be numeric; row {row + 1} has "
+                f"{out[column].iloc[row]!r}"
+            )
         out[column] = values
     bad = ~out[F.RATING].between(1, 5)
     if bad.any():
-        raise DataError(f"{path}: ratings must lie in [1, 5]; row "
-                        f"{int(np.flatnonzero(bad.to_numpy())[0]) + 1} has "
-                        f"{out[F.RATING][bad].iloc[0]:g}")
+        raise DataError(
+            f"{path}: ratings must lie in [1, 5]; row "
+            f"{int(np.flatnonzero(bad.to_numpy())[0]) + 1} has "
+            f"{out[F.RATING][bad].iloc[0]:g}"
+        )
     for column in (F.USER_ID, F.ITEM_ID, F.TIMESTAMP):
         out[column] = out[column].astype(np.int64)
     return out
@@ -351,8 +388,9 @@ def _read_tfrecord(path: Path) -> pd.DataFrame:
                     row[key] = value.decode() if isinstance(value, bytes) else value
             rows.append(row)
     except tf.errors.OpError as err:
-        raise DataError(f"{path}: not a readable TFRecord file of tf.Examples: "
-                        f"{err.message}") from None
+        raise DataError(
+            f"{path}: not a readable TFRecord file of tf.Examples: " f"{err.message}"
+        ) from None
     return pd.DataFrame(rows)
 
 
@@ -366,8 +404,11 @@ def to_record_batch(frame: pd.DataFrame) -> pa.RecordBatch:
     for column in F.EXAMPLE_COLUMNS:
         values = frame[column]
         if column in F.STRING_LIST_COLUMNS:
-            arrays.append(pa.array([[str(v) for v in row] for row in values],
-                                   type=pa.large_list(pa.large_binary())))
+            arrays.append(
+                pa.array(
+                    [[str(v) for v in row] for row in values], type=pa.large_list(pa.large_binary())
+                )
+            )
             names.append(column)
             continue
         if column in F.INT_COLUMNS:
@@ -392,12 +433,13 @@ def write_examples(frame: pd.DataFrame, path: Path, chunk_rows: int = 50_000) ->
     options = tf.io.TFRecordOptions(compression_type="GZIP")
     with tf.io.TFRecordWriter(str(path), options) as writer:
         for start in range(0, len(frame), chunk_rows):
-            for record in encoder.encode(to_record_batch(frame.iloc[start:start + chunk_rows])):
+            for record in encoder.encode(to_record_batch(frame.iloc[start : start + chunk_rows])):
                 writer.write(record)
 
 
-def write_dataset(splits: Mapping[str, pd.DataFrame], root: Path, manifest: dict,
-                  seed: int) -> DatasetInfo:
+def write_dataset(
+    splits: Mapping[str, pd.DataFrame], root: Path, manifest: dict, seed: int
+) -> DatasetInfo:
     """Write every split as shuffled examples plus a manifest, atomically into ``root``."""
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=".staging-"))
@@ -421,14 +463,20 @@ def summarise(splits: Mapping[str, pd.DataFrame]) -> dict:
     summary: dict = {"splits": {}}
     for name, frame in splits.items():
         summary["splits"][name] = {
-            "examples": len(frame), "clicks": int(frame[F.CLICK].sum()),
-            "purchases": int(frame[F.PURCHASE].sum()), "rated": int(frame[F.RATING].notna().sum()),
-            "users": int(frame[F.USER_ID].nunique()), "items": int(frame[F.ITEM_ID].nunique()),
+            "examples": len(frame),
+            "clicks": int(frame[F.CLICK].sum()),
+            "purchases": int(frame[F.PURCHASE].sum()),
+            "rated": int(frame[F.RATING].notna().sum()),
+            "users": int(frame[F.USER_ID].nunique()),
+            "items": int(frame[F.ITEM_ID].nunique()),
         }
     summary["eval_slice_counts"] = {
-        key: {str(value): int(count) for value, count in
-              splits["eval"][key].explode().value_counts().sort_index().items()}
-        for key in F.SLICE_FEATURES}
+        key: {
+            str(value): int(count)
+            for value, count in splits["eval"][key].explode().value_counts().sort_index().items()
+        }
+        for key in F.SLICE_FEATURES
+    }
     train_ratings = splits["train"][F.RATING].dropna()
     eval_ratings = splits["eval"][F.RATING].dropna()
     if len(train_ratings) and len(eval_ratings):
@@ -469,29 +517,40 @@ def _cached(root: Path, fingerprint: str) -> DatasetInfo | None:
 def build_movielens(source_dir: Path, out_dir: Path, config: DataConfig) -> DatasetInfo:
     """MovieLens-100K with derived labels, sampled negatives and a time-based split."""
     source_dir = Path(source_dir)
-    files = [p for p in source_dir.iterdir() if p.name in
-             (*movielens.GROUPLENS_FILES, *movielens.RECBOLE_FILES)]
+    files = [
+        p
+        for p in source_dir.iterdir()
+        if p.name in (*movielens.GROUPLENS_FILES, *movielens.RECBOLE_FILES)
+    ]
     fingerprint = _fingerprint("movielens-time", _file_digest(files), config)
     root = Path(out_dir) / f"movielens-{fingerprint}"
     if cached := _cached(root, fingerprint):
         return cached
     tables = movielens.load(source_dir)
     positives = label_ratings(tables.ratings, config.purchase_min_rating)
-    negatives = sample_negatives(positives, tables.items[F.ITEM_ID].to_numpy(),
-                                 config.negatives_per_positive, config.seed)
-    examples = join_features(pd.concat([positives, negatives], ignore_index=True),
-                             tables.users, tables.items)
+    negatives = sample_negatives(
+        positives, tables.items[F.ITEM_ID].to_numpy(), config.negatives_per_positive, config.seed
+    )
+    examples = join_features(
+        pd.concat([positives, negatives], ignore_index=True), tables.users, tables.items
+    )
     rest, eval_split = time_split(examples, config.eval_fraction)
     train, valid = carve_validation(rest, config.valid_fraction, config.seed)
-    splits = add_slice_columns({"train": train, "valid": valid, "eval": eval_split},
-                               config.cold_user_max_interactions)
-    manifest = {"fingerprint": fingerprint, "source": str(source_dir), "mode": "time",
-                "config": dataclasses.asdict(config)}
+    splits = add_slice_columns(
+        {"train": train, "valid": valid, "eval": eval_split}, config.cold_user_max_interactions
+    )
+    manifest = {
+        "fingerprint": fingerprint,
+        "source": str(source_dir),
+        "mode": "time",
+        "config": dataclasses.asdict(config),
+    }
     return write_dataset(splits, root, manifest, config.seed)
 
 
-def build_from_ratings(train_path: Path, eval_path: Path, source_dir: Path, out_dir: Path,
-                       config: DataConfig) -> DatasetInfo:
+def build_from_ratings(
+    train_path: Path, eval_path: Path, source_dir: Path, out_dir: Path, config: DataConfig
+) -> DatasetInfo:
     """An explicit split of MovieLens-style ratings files (e.g. u1.base / u1.test), with
     side features from the MovieLens side files and negatives sampled as by default.
 
@@ -500,8 +559,11 @@ def build_from_ratings(train_path: Path, eval_path: Path, source_dir: Path, out_
     Validation is each user's most recent ``valid_fraction`` of the train file.
     """
     paths = [_require_file(Path(p)) for p in (train_path, eval_path)]
-    side = [p for p in Path(source_dir).iterdir() if p.name in
-            (*movielens.GROUPLENS_FILES, *movielens.RECBOLE_FILES)]
+    side = [
+        p
+        for p in Path(source_dir).iterdir()
+        if p.name in (*movielens.GROUPLENS_FILES, *movielens.RECBOLE_FILES)
+    ]
     fingerprint = _fingerprint("ratings", _file_digest(paths), _file_digest(side), config)
     root = Path(out_dir) / f"ratings-{fingerprint}"
     if cached := _cached(root, fingerprint):
@@ -510,26 +572,37 @@ def build_from_ratings(train_path: Path, eval_path: Path, source_dir: Path, out_
     all_items = tables.items[F.ITEM_ID].to_numpy()
     train_pos = label_ratings(read_ratings(paths[0]), config.purchase_min_rating)
     eval_pos = label_ratings(read_ratings(paths[1]), config.purchase_min_rating)
-    train_neg = sample_negatives(train_pos, all_items, config.negatives_per_positive,
-                                 config.seed)
-    eval_neg = sample_negatives(eval_pos, all_items, config.negatives_per_positive,
-                                config.seed + 1,
-                                exclude=pd.concat([train_pos, eval_pos], ignore_index=True))
-    train = join_features(pd.concat([train_pos, train_neg], ignore_index=True),
-                          tables.users, tables.items)
-    eval_split = join_features(pd.concat([eval_pos, eval_neg], ignore_index=True),
-                               tables.users, tables.items)
+    train_neg = sample_negatives(train_pos, all_items, config.negatives_per_positive, config.seed)
+    eval_neg = sample_negatives(
+        eval_pos,
+        all_items,
+        config.negatives_per_positive,
+        config.seed + 1,
+        exclude=pd.concat([train_pos, eval_pos], ignore_index=True),
+    )
+    train = join_features(
+        pd.concat([train_pos, train_neg], ignore_index=True), tables.users, tables.items
+    )
+    eval_split = join_features(
+        pd.concat([eval_pos, eval_neg], ignore_index=True), tables.users, tables.items
+    )
     train, valid = carve_validation_per_user(train, config.valid_fraction)
-    splits = add_slice_columns({"train": train, "valid": valid, "eval": eval_split},
-                               config.cold_user_max_interactions)
-    manifest = {"fingerprint": fingerprint, "source": [str(p) for p in paths],
-                "side_features": str(source_dir), "mode": "explicit-ratings",
-                "config": dataclasses.asdict(config)}
+    splits = add_slice_columns(
+        {"train": train, "valid": valid, "eval": eval_split}, config.cold_user_max_interactions
+    )
+    manifest = {
+        "fingerprint": fingerprint,
+        "source": [str(p) for p in paths],
+        "side_features": str(source_dir),
+        "mode": "explicit-ratings",
+        "config": dataclasses.asdict(config),
+    }
     return write_dataset(splits, root, manifest, config.seed)
 
 
-def build_from_files(train_path: Path, eval_path: Path | None, out_dir: Path,
-                     config: DataConfig) -> DatasetInfo:
+def build_from_files(
+    train_path: Path, eval_path: Path | None, out_dir: Path, config: DataConfig
+) -> DatasetInfo:
     """Bring-your-own interactions with real click/purchase labels.
 
     With ``eval_path`` the two files are the train and eval splits as they are (explicit
@@ -548,8 +621,13 @@ def build_from_files(train_path: Path, eval_path: Path | None, out_dir: Path,
         train, eval_split = time_split(train, config.eval_fraction)
         mode = "time"
     train, valid = carve_validation(train, config.valid_fraction, config.seed)
-    splits = add_slice_columns({"train": train, "valid": valid, "eval": eval_split},
-                               config.cold_user_max_interactions)
-    manifest = {"fingerprint": fingerprint, "source": [str(p) for p in paths], "mode": mode,
-                "config": dataclasses.asdict(config)}
+    splits = add_slice_columns(
+        {"train": train, "valid": valid, "eval": eval_split}, config.cold_user_max_interactions
+    )
+    manifest = {
+        "fingerprint": fingerprint,
+        "source": [str(p) for p in paths],
+        "mode": mode,
+        "config": dataclasses.asdict(config),
+    }
     return write_dataset(splits, root, manifest, config.seed)

@@ -31,9 +31,25 @@ RECBOLE_PREFIX = "recbole/dataset_example/ml-100k/"
 GROUPLENS_FILES = ("u.data", "u.user", "u.item")
 RECBOLE_FILES = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
 GROUPLENS_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 EXPECTED_COUNTS = {"ratings": 100_000, "users": 943, "items": 1_682}
 
@@ -82,8 +98,9 @@ def fetch(cache_dir: Path | None = None, timeout_s: float = 20.0) -> Path:
     try:
         return _fetch_grouplens(cache_dir, timeout_s)
     except OSError as err:  # URLError, timeouts and DNS failures are all OSErrors.
-        log.warning("GroupLens archive unreachable (%s); falling back to %s",
-                    err, RECBOLE_REQUIREMENT)
+        log.warning(
+            "GroupLens archive unreachable (%s); falling back to %s", err, RECBOLE_REQUIREMENT
+        )
     return _fetch_recbole(cache_dir)
 
 
@@ -102,8 +119,18 @@ def _fetch_grouplens(cache_dir: Path, timeout_s: float) -> Path:
 def _fetch_recbole(cache_dir: Path) -> Path:
     target = cache_dir / "ml-100k-recbole"
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-               "--disable-pip-version-check", RECBOLE_REQUIREMENT, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            RECBOLE_REQUIREMENT,
+            "-d",
+            tmp,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         wheels = list(Path(tmp).glob("recbole-*.whl"))
         if result.returncode != 0 or not wheels:
@@ -134,11 +161,15 @@ def load(directory: Path) -> MovieLensTables:
             f"{directory}: not a MovieLens-100K directory; expected {', '.join(GROUPLENS_FILES)}"
             f" (GroupLens layout) or {', '.join(RECBOLE_FILES)} (RecBole layout)"
         )
-    counts = {"ratings": len(tables.ratings), "users": len(tables.users),
-              "items": len(tables.items)}
+    counts = {
+        "ratings": len(tables.ratings),
+        "users": len(tables.users),
+        "items": len(tables.items),
+    }
     if counts != EXPECTED_COUNTS:
-        log.warning("%s: counts %s differ from MovieLens-100K's %s", directory, counts,
-                    EXPECTED_COUNTS)
+        log.warning(
+            "%s: counts %s differ from MovieLens-100K's %s", directory, counts, EXPECTED_COUNTS
+        )
     return tables
 
 
@@ -147,23 +178,36 @@ def _zip_prefix(zip_codes: pd.Series) -> pd.Series:
 
 
 def _load_grouplens(directory: Path) -> MovieLensTables:
-    ratings = pd.read_csv(directory / "u.data", sep="\t", header=None,
-                          names=[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP])
-    users = pd.read_csv(directory / "u.user", sep="|", header=None, dtype={4: str},
-                        names=[F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, "zip_code"])
+    ratings = pd.read_csv(
+        directory / "u.data",
+        sep="\t",
+        header=None,
+        names=[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP],
+    )
+    users = pd.read_csv(
+        directory / "u.user",
+        sep="|",
+        header=None,
+        dtype={4: str},
+        names=[F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION, "zip_code"],
+    )
     item_cols = [F.ITEM_ID, "raw_title", "release_date", "video_date", "url", *GROUPLENS_GENRES]
-    items = pd.read_csv(directory / "u.item", sep="|", header=None, names=item_cols,
-                        encoding="latin-1")
+    items = pd.read_csv(
+        directory / "u.item", sep="|", header=None, names=item_cols, encoding="latin-1"
+    )
     flags = items[list(GROUPLENS_GENRES)].to_numpy().astype(bool)
-    genres = [F.GENRE_SEPARATOR.join(g for g, on in zip(GROUPLENS_GENRES, row, strict=False) if on)
-              for row in flags]
+    genres = [
+        F.GENRE_SEPARATOR.join(g for g, on in zip(GROUPLENS_GENRES, row, strict=False) if on)
+        for row in flags
+    ]
     year = pd.to_numeric(items["release_date"].astype(str).str[-4:], errors="coerce")
     title = items["raw_title"].astype(str).str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)
     return MovieLensTables(
         ratings=ratings,
         users=_finish_users(users),
-        items=pd.DataFrame({F.ITEM_ID: items[F.ITEM_ID], F.TITLE: title, F.YEAR: year,
-                            F.GENRES: genres}),
+        items=pd.DataFrame(
+            {F.ITEM_ID: items[F.ITEM_ID], F.TITLE: title, F.YEAR: year, F.GENRES: genres}
+        ),
     )
 
 
@@ -174,21 +218,28 @@ def _load_recbole(directory: Path) -> MovieLensTables:
         return frame
 
     inter = read("ml-100k.inter")
-    ratings = pd.DataFrame({
-        F.USER_ID: inter["user_id"].astype(int), F.ITEM_ID: inter["item_id"].astype(int),
-        F.RATING: inter["rating"].astype(float), F.TIMESTAMP: inter["timestamp"].astype(float)
-        .astype(int),
-    })
+    ratings = pd.DataFrame(
+        {
+            F.USER_ID: inter["user_id"].astype(int),
+            F.ITEM_ID: inter["item_id"].astype(int),
+            F.RATING: inter["rating"].astype(float),
+            F.TIMESTAMP: inter["timestamp"].astype(float).astype(int),
+        }
+    )
     users = read("ml-100k.user").astype({"user_id": int, "age": int})
     items = read("ml-100k.item")
     genres = [F.GENRE_SEPARATOR.join(g.split()) for g in items["class"]]
     return MovieLensTables(
         ratings=ratings,
         users=_finish_users(users),
-        items=pd.DataFrame({
-            F.ITEM_ID: items["item_id"].astype(int), F.TITLE: items["movie_title"],
-            F.YEAR: pd.to_numeric(items["release_year"], errors="coerce"), F.GENRES: genres,
-        }),
+        items=pd.DataFrame(
+            {
+                F.ITEM_ID: items["item_id"].astype(int),
+                F.TITLE: items["movie_title"],
+                F.YEAR: pd.to_numeric(items["release_year"], errors="coerce"),
+                F.GENRES: genres,
+            }
+        ),
     )
 
 
@@ -196,4 +247,3 @@ def _finish_users(users: pd.DataFrame) -> pd.DataFrame:
     out = users[[F.USER_ID, F.AGE, F.GENDER, F.OCCUPATION]].copy()
     out[F.ZIP_PREFIX] = _zip_prefix(users["zip_code"])
     return out
-

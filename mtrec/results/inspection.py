@@ -17,8 +17,13 @@ from mtrec.results.store import RunSummary
 
 OVERALL = "overall"
 # Metrics shown per head (TFMA names), the first one being the head's headline metric.
-SHORT_NAMES = {"root_mean_squared_error": "RMSE", "mean_absolute_error": "MAE", "auc": "AUC",
-               "binary_crossentropy": "logloss", "calibration": "calibration"}
+SHORT_NAMES = {
+    "root_mean_squared_error": "RMSE",
+    "mean_absolute_error": "MAE",
+    "auc": "AUC",
+    "binary_crossentropy": "logloss",
+    "calibration": "calibration",
+}
 # The example count shown per head: rating metrics count rated examples only (weight 1).
 
 
@@ -76,8 +81,10 @@ class Flag:
     count: float
 
     def describe(self) -> str:
-        return (f"{self.head} {SHORT_NAMES[self.metric]} on {self.slice}: {self.value:.4f} "
-                f"vs {self.overall:.4f} overall (n={self.count:.0f})")
+        return (
+            f"{self.head} {SHORT_NAMES[self.metric]} on {self.slice}: {self.value:.4f} "
+            f"vs {self.overall:.4f} overall (n={self.count:.0f})"
+        )
 
 
 @dataclasses.dataclass
@@ -126,8 +133,9 @@ class Inspection:
 # ----------------------------------------------------------------------------- reading
 
 
-def inspect_evaluation(uri: str, run: RunSummary | None = None,
-                       rule: FlagRule | None = None) -> Inspection:
+def inspect_evaluation(
+    uri: str, run: RunSummary | None = None, rule: FlagRule | None = None
+) -> Inspection:
     """Read one Evaluator output directory (a ModelEvaluation artifact's URI)."""
     import tensorflow_model_analysis as tfma  # Deferred: slow to import.
     from tensorflow_model_analysis.writers import eval_config_writer
@@ -143,11 +151,14 @@ def inspect_evaluation(uri: str, run: RunSummary | None = None,
     has_baseline = any(s.baseline for s in slices)
     failures = _failure_keys(validation)
     return Inspection(
-        evaluation_uri=uri, validation_ok=bool(validation.validation_ok),
+        evaluation_uri=uri,
+        validation_ok=bool(validation.validation_ok),
         has_baseline=has_baseline,
-        thresholds=list(_threshold_checks(eval_config, slices, metrics, failures,
-                                          has_baseline)),
-        slices=slices, flags=find_flags(slices, rule or FlagRule()), run=run)
+        thresholds=list(_threshold_checks(eval_config, slices, metrics, failures, has_baseline)),
+        slices=slices,
+        flags=find_flags(slices, rule or FlagRule()),
+        run=run,
+    )
 
 
 def _feature_order(feature: str) -> int:
@@ -161,8 +172,16 @@ def slice_name(slice_key: Any) -> tuple[str, str, str]:
     for single in slice_key.single_slice_keys:
         kind = single.WhichOneof("kind")
         value = getattr(single, kind) if kind else ""
-        parts.append((single.column, value.decode() if isinstance(value, bytes) else
-                      f"{value:g}" if isinstance(value, float) else str(value)))
+        parts.append(
+            (
+                single.column,
+                value.decode()
+                if isinstance(value, bytes)
+                else f"{value:g}"
+                if isinstance(value, float)
+                else str(value),
+            )
+        )
     if not parts:
         return OVERALL, "", ""
     name = ", ".join(f"{column}={value}" for column, value in parts)
@@ -189,13 +208,15 @@ def _slice_metrics(metrics_for_slice: Any) -> SliceMetrics:
             continue
         is_baseline = key.model_name == tfma.BASELINE_KEY
         found.setdefault((is_baseline, key.output_name, key.name), {})[
-            key.example_weighted.value] = number
+            key.example_weighted.value
+        ] = number
     candidate: dict[str, dict[str, float]] = {}
     baseline: dict[str, dict[str, float]] = {}
     for (is_baseline, head, metric), by_weighting in found.items():
         # Rating errors are weighted (observed ratings only): the weighted value wins.
-        (baseline if is_baseline else candidate).setdefault(head, {})[metric] = (
-            by_weighting.get(True, by_weighting.get(False)))
+        (baseline if is_baseline else candidate).setdefault(head, {})[metric] = by_weighting.get(
+            True, by_weighting.get(False)
+        )
     counts = {head: candidate.get(head, {}).get(F.COUNT_METRIC[head], 0.0) for head in F.HEADS}
     return SliceMetrics(name, feature, value, counts, candidate, baseline)
 
@@ -210,9 +231,13 @@ def _failure_keys(validation: Any) -> set[tuple[str, str, bool, str]]:
     return failed
 
 
-def _threshold_checks(eval_config: Any, slices: list[SliceMetrics], metrics: list[Any],
-                      failures: set[tuple[str, str, bool, str]],
-                      has_baseline: bool) -> Iterable[ThresholdCheck]:
+def _threshold_checks(
+    eval_config: Any,
+    slices: list[SliceMetrics],
+    metrics: list[Any],
+    failures: set[tuple[str, str, bool, str]],
+    has_baseline: bool,
+) -> Iterable[ThresholdCheck]:
     """Every (threshold, slice) pair of the config, with its value and outcome."""
     by_name = {s.slice: s for s in slices}
     diffs = _diff_values(metrics)
@@ -224,23 +249,38 @@ def _threshold_checks(eval_config: Any, slices: list[SliceMetrics], metrics: lis
                         where = _spec_slice_name(slicing)
                         if where not in by_name:
                             continue  # No eval example in that slice.
-                        yield from _checks_for(head, per_slice.threshold, where, by_name,
-                                               diffs, failures, has_baseline)
+                        yield from _checks_for(
+                            head, per_slice.threshold, where, by_name, diffs, failures, has_baseline
+                        )
 
 
-def _checks_for(head: str, threshold: Any, where: str, by_name: Mapping[str, SliceMetrics],
-                diffs: Mapping[tuple[str, str, str], float],
-                failures: set[tuple[str, str, bool, str]],
-                has_baseline: bool) -> Iterable[ThresholdCheck]:
+def _checks_for(
+    head: str,
+    threshold: Any,
+    where: str,
+    by_name: Mapping[str, SliceMetrics],
+    diffs: Mapping[tuple[str, str, str], float],
+    failures: set[tuple[str, str, bool, str]],
+    has_baseline: bool,
+) -> Iterable[ThresholdCheck]:
     for name in _metric_names_of(threshold, by_name[where], head):
         if threshold.HasField("value_threshold"):
             bound = threshold.value_threshold
-            text = (f">= {bound.lower_bound.value:g}" if bound.HasField("lower_bound")
-                    else f"<= {bound.upper_bound.value:g}")
+            text = (
+                f">= {bound.lower_bound.value:g}"
+                if bound.HasField("lower_bound")
+                else f"<= {bound.upper_bound.value:g}"
+            )
             failed = (head, name, False, where) in failures
-            yield ThresholdCheck(head, name, where, "value",
-                                 by_name[where].candidate.get(head, {}).get(name),
-                                 text, "failed" if failed else "passed")
+            yield ThresholdCheck(
+                head,
+                name,
+                where,
+                "value",
+                by_name[where].candidate.get(head, {}).get(name),
+                text,
+                "failed" if failed else "passed",
+            )
         if threshold.HasField("change_threshold"):
             change = threshold.change_threshold
             text = f"change {change.absolute.value:+g} at most"
@@ -248,8 +288,15 @@ def _checks_for(head: str, threshold: Any, where: str, by_name: Mapping[str, Sli
                 yield ThresholdCheck(head, name, where, "change", None, text, "skipped")
                 continue
             failed = (head, name, True, where) in failures
-            yield ThresholdCheck(head, name, where, "change", diffs.get((head, name, where)),
-                                 text, "failed" if failed else "passed")
+            yield ThresholdCheck(
+                head,
+                name,
+                where,
+                "change",
+                diffs.get((head, name, where)),
+                text,
+                "failed" if failed else "passed",
+            )
 
 
 def _metric_names_of(threshold: Any, slice_metrics: SliceMetrics, head: str) -> list[str]:
@@ -294,8 +341,11 @@ def find_flags(slices: list[SliceMetrics], rule: FlagRule | None = None) -> list
             reference = overall.candidate.get(head, {}).get(name)
             if value is None or reference is None or row.counts[head] < rule.min_count:
                 continue
-            worse = (value < reference - rule.auc_margin if F.HIGHER_IS_BETTER[name]
-                     else value > reference * rule.rmse_ratio)
+            worse = (
+                value < reference - rule.auc_margin
+                if F.HIGHER_IS_BETTER[name]
+                else value > reference * rule.rmse_ratio
+            )
             if worse:
                 flags.append(Flag(head, name, row.slice, value, reference, row.counts[head]))
     return flags
@@ -331,8 +381,9 @@ def _header_lines(inspection: Inspection) -> list[str]:
     lines = []
     if run is not None:
         lines.append(f"Pipeline run {run.run_id}")
-        version = (f"version {run.pushed_version} at {run.pushed_to}" if run.pushed_to
-                   else "not pushed")
+        version = (
+            f"version {run.pushed_version} at {run.pushed_to}" if run.pushed_to else "not pushed"
+        )
         lines.append(f"Model: {run.model_uri} ({version})")
     verdict = "BLESSED" if inspection.blessed else "NOT BLESSED"
     lines.append(f"Blessing: {verdict}")
@@ -347,17 +398,31 @@ def _header_lines(inspection: Inspection) -> list[str]:
 
 def _threshold_lines(inspection: Inspection) -> list[str]:
     checks = inspection.thresholds
-    count = {status: sum(c.status == status for c in checks)
-             for status in ("passed", "failed", "skipped")}
-    lines = ["", f"Thresholds: {count['passed']} passed, {count['failed']} failed, "
-                 f"{count['skipped']} skipped"]
+    count = {
+        status: sum(c.status == status for c in checks)
+        for status in ("passed", "failed", "skipped")
+    }
+    lines = [
+        "",
+        f"Thresholds: {count['passed']} passed, {count['failed']} failed, "
+        f"{count['skipped']} skipped",
+    ]
     # Failures first: they are why a model was not blessed.
-    for check in sorted(checks, key=lambda c: (c.status != "failed", c.status, c.head,
-                                               c.slice != OVERALL, c.slice, c.kind)):
-        value = "n/a" if check.value is None else f"{check.value:+.4f}" if (
-            check.kind == "change") else f"{check.value:.4f}"
-        lines.append(f"  {check.status.upper():<8}{check.head}/{SHORT_NAMES[check.metric]} "
-                     f"{check.kind} on {check.slice}: {value} ({check.bound})")
+    for check in sorted(
+        checks,
+        key=lambda c: (c.status != "failed", c.status, c.head, c.slice != OVERALL, c.slice, c.kind),
+    ):
+        value = (
+            "n/a"
+            if check.value is None
+            else f"{check.value:+.4f}"
+            if (check.kind == "change")
+            else f"{check.value:.4f}"
+        )
+        lines.append(
+            f"  {check.status.upper():<8}{check.head}/{SHORT_NAMES[check.metric]} "
+            f"{check.kind} on {check.slice}: {value} ({check.bound})"
+        )
     return lines
 
 
@@ -365,8 +430,7 @@ def _head_table(inspection: Inspection, head: str) -> list[str]:
     names = F.HEAD_METRICS[head]
     count_label = "rated" if head == F.RATING else "n"
     width = max(len(s.slice) for s in inspection.slices) + 2
-    header = f"{head:<{width}}{count_label:>8}" + "".join(
-        f"{SHORT_NAMES[n]:>13}" for n in names)
+    header = f"{head:<{width}}{count_label:>8}" + "".join(f"{SHORT_NAMES[n]:>13}" for n in names)
     if inspection.has_baseline:
         header += f"{'baseline':>11}{'delta':>9}"
     lines = [header]
@@ -377,11 +441,15 @@ def _head_table(inspection: Inspection, head: str) -> list[str]:
         if not values or not row.counts[head]:
             continue
         line = f"{row.slice:<{width}}{row.counts[head]:>8.0f}" + "".join(
-            f"{values.get(n, math.nan):>13.4f}" for n in names)
+            f"{values.get(n, math.nan):>13.4f}" for n in names
+        )
         base = row.baseline.get(head, {}).get(headline)
         if inspection.has_baseline:
-            line += (f"{base:>11.4f}{values.get(headline, math.nan) - base:>+9.4f}"
-                     if base is not None else f"{'':>20}")
+            line += (
+                f"{base:>11.4f}{values.get(headline, math.nan) - base:>+9.4f}"
+                if base is not None
+                else f"{'':>20}"
+            )
         lines.append(line + ("  !" if row.slice in flagged else ""))
     return lines
 
@@ -398,8 +466,11 @@ def baseline_comparison(inspection: Inspection) -> list[tuple[str, str, float, f
             if new is None or old is None:
                 continue
             better = F.HIGHER_IS_BETTER.get(name)
-            verdict = "" if better is None or new == old else (
-                "better" if (new > old) == better else "worse")
+            verdict = (
+                ""
+                if better is None or new == old
+                else ("better" if (new > old) == better else "worse")
+            )
             rows.append((head, name, old, new, verdict))
     return rows
 
@@ -410,8 +481,10 @@ def _baseline_lines(inspection: Inspection) -> list[str]:
     lines = ["Candidate vs baseline (overall):"]
     for head, name, old, new, verdict in baseline_comparison(inspection):
         label = f"{head}/{SHORT_NAMES[name]}"
-        lines.append(f"  {label:<22}{old:>9.4f} -> {new:.4f} ({new - old:+.4f})"
-                     + (f" {verdict}" if verdict else ""))
+        lines.append(
+            f"  {label:<22}{old:>9.4f} -> {new:.4f} ({new - old:+.4f})"
+            + (f" {verdict}" if verdict else "")
+        )
     return lines
 
 
@@ -419,4 +492,5 @@ def _flag_lines(inspection: Inspection) -> list[str]:
     if not inspection.flags:
         return ["Flagged slices: none much worse than overall."]
     return ["Flagged slices (much worse than overall; marked ! above):"] + [
-        f"  ! {flag.describe()}" for flag in inspection.flags]
+        f"  ! {flag.describe()}" for flag in inspection.flags
+    ]

@@ -85,10 +85,13 @@ def render(inspection: Inspection) -> str:
     ]
     body = [f"<h1>mtrec evaluation report</h1>{_summary_html(inspection)}"]
     body += [f"<h2>{html.escape(title)}</h2>\n{content}" for title, content in sections]
-    return ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<title>mtrec evaluation report</title>"
-            f"<style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n<body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<title>mtrec evaluation report</title>"
+        f"<style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
 def _section_or_note(build: Callable[[], str]) -> str:
@@ -105,26 +108,52 @@ class _UnavailableError(Exception):
 
 def _summary_html(inspection: Inspection) -> str:
     run = inspection.run
-    badge = ("<span class='badge ok'>BLESSED</span>" if inspection.blessed
-             else "<span class='badge bad'>NOT BLESSED</span>")
+    badge = (
+        "<span class='badge ok'>BLESSED</span>"
+        if inspection.blessed
+        else "<span class='badge bad'>NOT BLESSED</span>"
+    )
     rows = [("Blessing", badge)]
     if run is not None:
-        rows += [("Pipeline run", html.escape(run.run_id)),
-                 ("Model", html.escape(run.model_uri or "?")),
-                 ("Pushed", html.escape(f"version {run.pushed_version} to {run.pushed_to}"
-                                        if run.pushed_to else "not pushed"))]
-    rows.append(("Baseline", html.escape(
-        (run.baseline_model_uri if run and run.baseline_model_uri else "in evaluation")
-        if inspection.has_baseline else "none (no earlier blessed model)")))
+        rows += [
+            ("Pipeline run", html.escape(run.run_id)),
+            ("Model", html.escape(run.model_uri or "?")),
+            (
+                "Pushed",
+                html.escape(
+                    f"version {run.pushed_version} to {run.pushed_to}"
+                    if run.pushed_to
+                    else "not pushed"
+                ),
+            ),
+        ]
+    rows.append(
+        (
+            "Baseline",
+            html.escape(
+                (run.baseline_model_uri if run and run.baseline_model_uri else "in evaluation")
+                if inspection.has_baseline
+                else "none (no earlier blessed model)"
+            ),
+        )
+    )
     rows.append(("Evaluation", html.escape(inspection.evaluation_uri)))
     return _table(["", ""], rows, show_header=False, css_class="text")
 
 
-def _table(header: list[str], rows: Iterable[Iterable[Any]], show_header: bool = True,
-           row_classes: list[str] | None = None, css_class: str = "") -> str:
+def _table(
+    header: list[str],
+    rows: Iterable[Iterable[Any]],
+    show_header: bool = True,
+    row_classes: list[str] | None = None,
+    css_class: str = "",
+) -> str:
     """An HTML table; cells are already-escaped HTML."""
-    head = ("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-            if show_header else "")
+    head = (
+        "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+        if show_header
+        else ""
+    )
     body = []
     for index, row in enumerate(rows):
         css = f" class='{row_classes[index]}'" if row_classes and row_classes[index] else ""
@@ -140,24 +169,39 @@ def _number(value: float | None, signed: bool = False) -> str:
 
 def _thresholds_html(inspection: Inspection) -> str:
     """Failed thresholds and the overall ones up front; the rest folded away."""
-    checks = sorted(inspection.thresholds, key=lambda c: (c.status != "failed", c.head,
-                                                          c.slice != OVERALL, c.slice))
+    checks = sorted(
+        inspection.thresholds,
+        key=lambda c: (c.status != "failed", c.head, c.slice != OVERALL, c.slice),
+    )
     header = ["status", "head", "metric", "slice", "kind", "value", "threshold"]
 
     def rows(selected: list) -> list:
-        return [(f"<span class='{c.status}'>{c.status}</span>", c.head,
-                 SHORT_NAMES[c.metric], html.escape(c.slice), c.kind,
-                 _number(c.value, signed=c.kind == "change"), html.escape(c.bound))
-                for c in selected]
+        return [
+            (
+                f"<span class='{c.status}'>{c.status}</span>",
+                c.head,
+                SHORT_NAMES[c.metric],
+                html.escape(c.slice),
+                c.kind,
+                _number(c.value, signed=c.kind == "change"),
+                html.escape(c.bound),
+            )
+            for c in selected
+        ]
 
     shown = [c for c in checks if c.status == "failed" or c.slice == OVERALL]
-    count = {status: sum(c.status == status for c in checks)
-             for status in ("passed", "failed", "skipped")}
-    return (f"<p>{count['passed']} passed, {count['failed']} failed, {count['skipped']} "
-            "skipped. Failed thresholds and the overall ones:</p>"
-            + _table(header, rows(shown))
-            + f"<details><summary>All {len(checks)} thresholds</summary>"
-            + _table(header, rows(checks)) + "</details>")
+    count = {
+        status: sum(c.status == status for c in checks)
+        for status in ("passed", "failed", "skipped")
+    }
+    return (
+        f"<p>{count['passed']} passed, {count['failed']} failed, {count['skipped']} "
+        "skipped. Failed thresholds and the overall ones:</p>"
+        + _table(header, rows(shown))
+        + f"<details><summary>All {len(checks)} thresholds</summary>"
+        + _table(header, rows(checks))
+        + "</details>"
+    )
 
 
 def _metrics_html(inspection: Inspection) -> str:
@@ -172,8 +216,11 @@ def _metrics_html(inspection: Inspection) -> str:
     for row in inspection.slices:
         if not row.counts[F.CLICK] and not row.counts[F.RATING]:
             continue
-        cells = [html.escape(row.slice), f"{row.counts[F.CLICK]:,.0f}",
-                 f"{row.counts[F.RATING]:,.0f}"]
+        cells = [
+            html.escape(row.slice),
+            f"{row.counts[F.CLICK]:,.0f}",
+            f"{row.counts[F.RATING]:,.0f}",
+        ]
         for head in F.HEADS:
             names = F.HEAD_METRICS[head]
             values = row.candidate.get(head, {}) if row.counts[head] else {}
@@ -184,26 +231,41 @@ def _metrics_html(inspection: Inspection) -> str:
                 cells.append(text)
             if inspection.has_baseline:
                 base = row.baseline.get(head, {}).get(names[0])
-                cells.append(_number(None if base is None or not values else
-                                     values.get(names[0], math.nan) - base, True))
+                cells.append(
+                    _number(
+                        None
+                        if base is None or not values
+                        else values.get(names[0], math.nan) - base,
+                        True,
+                    )
+                )
         rows.append(cells)
         classes.append("overall" if row.slice == OVERALL else "")
-    note = ("<p class='note'>Rating metrics count rated examples only. Red: much worse than "
-            "overall (AUC more than the margin below, or RMSE more than the ratio above, on "
-            "a slice large enough to judge).</p>")
-    flags = (f"<details><summary>{len(inspection.flags)} flagged slice metrics</summary><ul>"
-             + "".join(f"<li>{html.escape(f.describe())}</li>" for f in inspection.flags)
-             + "</ul></details>" if inspection.flags else
-             "<p class='note'>No slice is much worse than overall.</p>")
+    note = (
+        "<p class='note'>Rating metrics count rated examples only. Red: much worse than "
+        "overall (AUC more than the margin below, or RMSE more than the ratio above, on "
+        "a slice large enough to judge).</p>"
+    )
+    flags = (
+        f"<details><summary>{len(inspection.flags)} flagged slice metrics</summary><ul>"
+        + "".join(f"<li>{html.escape(f.describe())}</li>" for f in inspection.flags)
+        + "</ul></details>"
+        if inspection.flags
+        else "<p class='note'>No slice is much worse than overall.</p>"
+    )
     return _table(header, rows, row_classes=classes) + note + flags
 
 
 def _baseline_html(inspection: Inspection) -> str:
     if not inspection.has_baseline:
-        return ("<p class='note'>This evaluation has no baseline: the candidate was the "
-                "first model to be evaluated, so change thresholds were skipped.</p>")
-    rows = [(head, SHORT_NAMES[name], _number(old), _number(new), _number(new - old, True),
-             verdict) for head, name, old, new, verdict in baseline_comparison(inspection)]
+        return (
+            "<p class='note'>This evaluation has no baseline: the candidate was the "
+            "first model to be evaluated, so change thresholds were skipped.</p>"
+        )
+    rows = [
+        (head, SHORT_NAMES[name], _number(old), _number(new), _number(new - old, True), verdict)
+        for head, name, old, new, verdict in baseline_comparison(inspection)
+    ]
     return _table(["head", "metric", "baseline", "candidate", "delta", ""], rows)
 
 
@@ -241,13 +303,19 @@ def _slice_charts(inspection: Inspection) -> str:
         figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
         for index, feature in enumerate(features):
             axis = axes[index // columns][index % columns]
-            slices = [s for s in inspection.slices if s.feature == feature
-                      and name in s.candidate.get(head, {}) and s.counts[head]]
+            slices = [
+                s
+                for s in inspection.slices
+                if s.feature == feature and name in s.candidate.get(head, {}) and s.counts[head]
+            ]
             labels = [s.value for s in slices]
             values = [s.candidate[head][name] for s in slices]
-            colors = ["#c62828" if any(f.head == head and f.slice == s.slice
-                                       for f in inspection.flags) else "#1565c0"
-                      for s in slices]
+            colors = [
+                "#c62828"
+                if any(f.head == head and f.slice == s.slice for f in inspection.flags)
+                else "#1565c0"
+                for s in slices
+            ]
             if not values:
                 axis.axis("off")
                 continue
@@ -257,15 +325,15 @@ def _slice_charts(inspection: Inspection) -> str:
             spread = max(high - low, 0.02)  # Zoom in: slices differ by hundredths.
             axis.set_xlim(max(0.0, low - 0.3 * spread), high + 0.15 * spread)
             if overall is not None:
-                axis.axvline(overall, color="black", linestyle="--", linewidth=1,
-                             label="overall")
+                axis.axvline(overall, color="black", linestyle="--", linewidth=1, label="overall")
             axis.set_title(feature, fontsize=10)
             axis.tick_params(labelsize=8)
             axis.set_xlabel(SHORT_NAMES[name], fontsize=8)
         for index in range(len(features), rows * columns):
             axes[index // columns][index % columns].axis("off")
-        figure.suptitle(f"{head}: {SHORT_NAMES[name]} per slice (dashed: overall; red: "
-                        "flagged)", fontsize=11)
+        figure.suptitle(
+            f"{head}: {SHORT_NAMES[name]} per slice (dashed: overall; red: " "flagged)", fontsize=11
+        )
         figure.tight_layout()
         images.append(_image(figure, f"{head} {SHORT_NAMES[name]} per slice"))
     return "\n".join(images)
@@ -286,8 +354,13 @@ def calibration_points(uri: str, head: str) -> list[tuple[float, float, float]]:
             for bucket in entry.value.calibration_histogram_buckets.buckets:
                 examples = bucket.num_weighted_examples.value  # Wrapped doubles.
                 if examples > 0:
-                    points.append((bucket.total_weighted_refined_prediction.value / examples,
-                                   bucket.total_weighted_label.value / examples, examples))
+                    points.append(
+                        (
+                            bucket.total_weighted_refined_prediction.value / examples,
+                            bucket.total_weighted_label.value / examples,
+                            examples,
+                        )
+                    )
             return points
     return []
 
@@ -302,8 +375,14 @@ def _calibration_html(inspection: Inspection) -> str:
         if points:
             predicted, observed, counts = zip(*points, strict=True)
             sizes = [10 + 200 * c / max(counts) for c in counts]
-            axis.scatter(predicted, observed, s=sizes, alpha=0.7, color="#1565c0",
-                         label="bucket (size: examples)")
+            axis.scatter(
+                predicted,
+                observed,
+                s=sizes,
+                alpha=0.7,
+                color="#1565c0",
+                label="bucket (size: examples)",
+            )
         axis.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1)
@@ -322,7 +401,6 @@ def rating_errors(run: Any) -> list[float]:
     """Prediction minus rating for rated eval examples, scored with the candidate's
     serving signature on the run's eval split."""
     import tensorflow as tf
-
 
     if run is None or not run.model_uri or not run.examples_uri:
         raise _UnavailableError("needs the run's model and eval examples (found through MLMD)")
@@ -358,8 +436,10 @@ def _rating_errors_html(run: Any) -> str:
     axis.axvline(0, color="black", linewidth=1)
     axis.set_xlabel("predicted rating - true rating")
     axis.set_ylabel("eval examples")
-    axis.set_title(f"rating error over {len(errors):,} rated eval examples "
-                   f"(mean {mean:+.3f}, RMSE {rmse:.3f})")
+    axis.set_title(
+        f"rating error over {len(errors):,} rated eval examples "
+        f"(mean {mean:+.3f}, RMSE {rmse:.3f})"
+    )
     figure.tight_layout()
     return _image(figure, "rating error distribution")
 
@@ -383,9 +463,11 @@ def _training_html(run: Any) -> str:
         axis.set_xlabel("epoch")
         axis.legend(fontsize=8)
     figure.tight_layout()
-    note = ("<p class='note'>Per-head losses are epoch means (rating: MSE on rated examples; "
-            "click and purchase: log loss). TensorBoard logs of the same run: "
-            f"<code>tensorboard --logdir {html.escape(run.model_run_uri)}</code></p>")
+    note = (
+        "<p class='note'>Per-head losses are epoch means (rating: MSE on rated examples; "
+        "click and purchase: log loss). TensorBoard logs of the same run: "
+        f"<code>tensorboard --logdir {html.escape(run.model_run_uri)}</code></p>"
+    )
     return _image(figure, "training curves") + note
 
 
@@ -416,8 +498,10 @@ def feature_statistics(path: str) -> tuple[int, list[dict[str, Any]]]:
         if kind == "num_stats":
             numbers = feature.num_stats
             common = numbers.common_stats
-            summary = (f"mean {numbers.mean:.3g}, std {numbers.std_dev:.3g}, "
-                       f"min {numbers.min:g}, max {numbers.max:g}")
+            summary = (
+                f"mean {numbers.mean:.3g}, std {numbers.std_dev:.3g}, "
+                f"min {numbers.min:g}, max {numbers.max:g}"
+            )
         elif kind == "string_stats":
             strings = feature.string_stats
             common = strings.common_stats
@@ -426,18 +510,31 @@ def feature_statistics(path: str) -> tuple[int, list[dict[str, Any]]]:
         else:
             continue
         total = common.num_non_missing + common.num_missing
-        rows.append({"feature": name, "non_missing": int(common.num_non_missing),
-                     "missing_pct": 100.0 * common.num_missing / total if total else 0.0,
-                     "summary": summary})
+        rows.append(
+            {
+                "feature": name,
+                "non_missing": int(common.num_non_missing),
+                "missing_pct": 100.0 * common.num_missing / total if total else 0.0,
+                "summary": summary,
+            }
+        )
     return int(stats.num_examples), rows
 
 
 def _statistics_table(path: str) -> str:
     examples, rows = feature_statistics(path)
-    cells = [(html.escape(r["feature"]), f"{r['non_missing']:,}", f"{r['missing_pct']:.1f}%",
-              html.escape(r["summary"])) for r in rows]
-    return (f"<p>{examples:,} examples</p>"
-            + _table(["feature", "present", "missing", "summary"], cells, css_class="text"))
+    cells = [
+        (
+            html.escape(r["feature"]),
+            f"{r['non_missing']:,}",
+            f"{r['missing_pct']:.1f}%",
+            html.escape(r["summary"]),
+        )
+        for r in rows
+    ]
+    return f"<p>{examples:,} examples</p>" + _table(
+        ["feature", "present", "missing", "summary"], cells, css_class="text"
+    )
 
 
 def anomalies(run: Any) -> dict[str, dict[str, str]]:
@@ -455,7 +552,8 @@ def anomalies(run: Any) -> dict[str, dict[str, str]]:
         proto.ParseFromString(path.read_bytes())
         found[split_dir.name.removeprefix("Split-")] = {
             feature: info.description or info.short_description
-            for feature, info in proto.anomaly_info.items()}
+            for feature, info in proto.anomaly_info.items()
+        }
     return found
 
 
@@ -463,9 +561,11 @@ def _anomalies_html(run: Any) -> str:
     found = anomalies(run)
     if not found:
         return "<p class='note'>No ExampleValidator output found.</p>"
-    rows = [(split, html.escape(feature), html.escape(text))
-            for split, per_feature in found.items() for feature, text in per_feature.items()]
+    rows = [
+        (split, html.escape(feature), html.escape(text))
+        for split, per_feature in found.items()
+        for feature, text in per_feature.items()
+    ]
     if not rows:
-        return (f"<p class='passed'>No anomalies in {', '.join(found)} against the "
-                "schema.</p>")
+        return f"<p class='passed'>No anomalies in {', '.join(found)} against the " "schema.</p>"
     return _table(["split", "feature", "anomaly"], rows, css_class="text")

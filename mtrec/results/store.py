@@ -76,41 +76,53 @@ def _node_name(store: mlmd.MetadataStore, execution_id: int) -> str:
     return "?"
 
 
-def latest_run(store: mlmd.MetadataStore, pipeline_name: str,
-               evaluated: bool = False) -> RunSummary:
+def latest_run(
+    store: mlmd.MetadataStore, pipeline_name: str, evaluated: bool = False
+) -> RunSummary:
     """Summarise the most recent run of ``pipeline_name`` (with ``evaluated``, the most
     recent one whose Evaluator produced an evaluation, run or cached)."""
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if c.properties["pipeline_name"].string_value in ("", pipeline_name)]
+    runs = [
+        c
+        for c in store.get_contexts_by_type("pipeline_run")
+        if c.properties["pipeline_name"].string_value in ("", pipeline_name)
+    ]
     if not runs:
         raise LookupError(f"no run of pipeline '{pipeline_name}' in MLMD")
     for run in sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id), reverse=True):
         summary = _summarise(store, run)
         if summary.evaluation_uri or not evaluated:
             if summary.evaluation_uri:
-                summary.metrics, summary.failed_thresholds = read_evaluation(
-                    summary.evaluation_uri)
+                summary.metrics, summary.failed_thresholds = read_evaluation(summary.evaluation_uri)
             return summary
     raise LookupError(f"no run of pipeline '{pipeline_name}' reached the Evaluator")
 
 
 def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
-    executions = sorted(store.get_executions_by_context(run.id),
-                        key=lambda e: (e.create_time_since_epoch, e.id))
+    executions = sorted(
+        store.get_executions_by_context(run.id), key=lambda e: (e.create_time_since_epoch, e.id)
+    )
     summary = RunSummary(run_id=run.name, components=[])
     for execution in executions:
         node = _node_name(store, execution.id)
-        summary.components.append(ComponentRun(
-            node, STATE_NAMES.get(execution.last_known_state, "?"),
-            (execution.last_update_time_since_epoch - execution.create_time_since_epoch)
-            / 1000.0))
+        summary.components.append(
+            ComponentRun(
+                node,
+                STATE_NAMES.get(execution.last_known_state, "?"),
+                (execution.last_update_time_since_epoch - execution.create_time_since_epoch)
+                / 1000.0,
+            )
+        )
         for event in store.get_events_by_execution_ids([execution.id]):
             artifact = store.get_artifacts_by_id([event.artifact_id])[0]
             type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
             if event.type == metadata_store_pb2.Event.OUTPUT:
                 _read_output(summary, node, type_name, artifact)
-            elif (event.type == metadata_store_pb2.Event.INPUT and type_name == "Model"
-                  and event.path.steps and event.path.steps[0].key == "baseline_model"):
+            elif (
+                event.type == metadata_store_pb2.Event.INPUT
+                and type_name == "Model"
+                and event.path.steps
+                and event.path.steps[0].key == "baseline_model"
+            ):
                 summary.baseline_model_uri = artifact.uri
     return summary
 
@@ -150,8 +162,11 @@ def read_evaluation(uri: str) -> tuple[dict[str, dict[str, float]], list[str]]:
             continue
         for head, by_subkey in by_output.items():
             values = by_subkey.get("", {})
-            metrics[head] = {name: _number(values[name]) for name in HEADLINE_METRICS.get(head, ())
-                             if name in values}
+            metrics[head] = {
+                name: _number(values[name])
+                for name in HEADLINE_METRICS.get(head, ())
+                if name in values
+            }
     failed = []
     validation = tfma.load_validation_result(uri)
     for per_slice in validation.metric_validations_per_slice:
@@ -160,21 +175,26 @@ def read_evaluation(uri: str) -> tuple[dict[str, dict[str, float]], list[str]]:
             key = failure.metric_key
             kind = "change vs baseline" if key.is_diff else "value"
             bound = failure.metric_threshold
-            failed.append(f"{key.output_name}/{key.name} {kind} on {where}: "
-                          f"{_value(failure.metric_value):.4f} (threshold: "
-                          f"{_describe_threshold(bound)})")
+            failed.append(
+                f"{key.output_name}/{key.name} {kind} on {where}: "
+                f"{_value(failure.metric_value):.4f} (threshold: "
+                f"{_describe_threshold(bound)})"
+            )
     return metrics, failed
 
 
 def _slice_name(slice_key: Any) -> str:
-    parts = [f"{s.column}={s.bytes_value.decode() or s.int64_value or s.float_value}"
-             for s in slice_key.single_slice_keys]
+    parts = [
+        f"{s.column}={s.bytes_value.decode() or s.int64_value or s.float_value}"
+        for s in slice_key.single_slice_keys
+    ]
     return ", ".join(parts) or "overall"
 
 
 def _value(metric_value: Any) -> float:
-    return metric_value.double_value.value if metric_value.HasField("double_value") else float(
-        "nan")
+    return (
+        metric_value.double_value.value if metric_value.HasField("double_value") else float("nan")
+    )
 
 
 def _describe_threshold(threshold: Any) -> str:

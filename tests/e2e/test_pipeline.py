@@ -19,12 +19,32 @@ from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.results import store as results
 from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
-NODES = {"ImportExampleGen", "ImportSchemaGen", "StatisticsGen", "ExampleValidator",
-         "AnomaliesGate", "Transform", "Trainer", "baseline_model_resolver", "Evaluator",
-         "ServingValidator", "Pusher"}
-ARTIFACT_TYPES = {"Examples", "Schema", "ExampleStatistics", "ExampleAnomalies",
-                  "TransformGraph", "Model", "ModelRun", "ModelEvaluation", "ModelBlessing",
-                  "InfraBlessing", "PushedModel"}
+NODES = {
+    "ImportExampleGen",
+    "ImportSchemaGen",
+    "StatisticsGen",
+    "ExampleValidator",
+    "AnomaliesGate",
+    "Transform",
+    "Trainer",
+    "baseline_model_resolver",
+    "Evaluator",
+    "ServingValidator",
+    "Pusher",
+}
+ARTIFACT_TYPES = {
+    "Examples",
+    "Schema",
+    "ExampleStatistics",
+    "ExampleAnomalies",
+    "TransformGraph",
+    "Model",
+    "ModelRun",
+    "ModelEvaluation",
+    "ModelBlessing",
+    "InfraBlessing",
+    "PushedModel",
+}
 
 
 def run_cli(*args: str) -> tuple[int, str, str]:
@@ -43,14 +63,32 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     source = make_movielens_dir(root / "ml", n_users=120, n_items=100, ratings_per_user=10)
     output = root / "out"
-    run_args = ("run", "--output-dir", str(output), "--movielens-dir", str(source),
-                "--epochs", "8", "--batch-size", "64", "--learning-rate", "0.003",
-                "--min-slice-size", "100")
+    run_args = (
+        "run",
+        "--output-dir",
+        str(output),
+        "--movielens-dir",
+        str(source),
+        "--epochs",
+        "8",
+        "--batch-size",
+        "64",
+        "--learning-rate",
+        "0.003",
+        "--min-slice-size",
+        "100",
+    )
     first = run_cli(*run_args)
     store = results.open_store(str(output / "metadata.sqlite"))
     summary = results.latest_run(store, DEFAULT_PIPELINE_NAME)
-    return {"root": root, "output": output, "args": run_args, "first": first,
-            "summary": summary, "store": store}
+    return {
+        "root": root,
+        "output": output,
+        "args": run_args,
+        "first": first,
+        "summary": summary,
+        "store": store,
+    }
 
 
 def test_every_component_executed_once_and_recorded_artifacts(workspace):
@@ -60,8 +98,7 @@ def test_every_component_executed_once_and_recorded_artifacts(workspace):
     assert sorted(c.node for c in summary.components) == sorted(NODES)
     assert {c.state for c in summary.components} == {"executed"}
     store = workspace["store"]
-    recorded = {store.get_artifact_types_by_id([a.type_id])[0].name
-                for a in store.get_artifacts()}
+    recorded = {store.get_artifact_types_by_id([a.type_id])[0].name for a in store.get_artifacts()}
     assert ARTIFACT_TYPES <= recorded
     assert "Model BLESSED and pushed to" in stdout
     assert "ServingValidator: INFRA_BLESSED: served " in stdout
@@ -88,8 +125,10 @@ def test_pushed_model_is_a_versioned_savedmodel_that_responds(workspace):
     assert (pushed / F.WARMUP_FILE).is_file()  # TF Serving replays it before serving.
     loaded = tf.saved_model.load(str(pushed))
     assert set(loaded.signatures) == set(SIGNATURES)
-    rows = [{"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"},
-            {"user_id": 2, "item_id": 7, "gender": "F", "genres": "Romance"}]
+    rows = [
+        {"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"},
+        {"user_id": 2, "item_id": 7, "gender": "F", "genres": "Romance"},
+    ]
     outputs = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
     assert set(outputs) == set(F.HEADS)
     for head in F.HEADS:
@@ -114,27 +153,49 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
     log = tmp_path / "serve.log"
     with log.open("w") as stderr_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mtrec", "serve", "--port", str(grpc_port),
-             "--rest_api_port", str(rest_port), "--model_base_path",
-             str(workspace["output"] / "serving_model"), "--enable_batching"],
-            stdout=subprocess.PIPE, stderr=stderr_file, text=True)
+            [
+                sys.executable,
+                "-m",
+                "mtrec",
+                "serve",
+                "--port",
+                str(grpc_port),
+                "--rest_api_port",
+                str(rest_port),
+                "--model_base_path",
+                str(workspace["output"] / "serving_model"),
+                "--enable_batching",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            text=True,
+        )
     try:
         banner = server.stdout.readline()
         assert f"gRPC on 127.0.0.1:{grpc_port}, REST on 127.0.0.1:{rest_port}" in banner, (
-            banner + log.read_text())
+            banner + log.read_text()
+        )
         row = '{"user_id": 1, "item_id": 1, "gender": "M", "genres": "Action"}'
         answers = {}
-        for name, target, extra in (("grpc", f"127.0.0.1:{grpc_port}", []),
-                                    ("rest", f"127.0.0.1:{rest_port}", ["--rest"])):
+        for name, target, extra in (
+            ("grpc", f"127.0.0.1:{grpc_port}", []),
+            ("rest", f"127.0.0.1:{rest_port}", ["--rest"]),
+        ):
             code, stdout, stderr = run_cli("query", "--target", target, "--row", row, *extra)
             assert code == 0, stderr
             answers[name] = json.loads(stdout)
         assert answers["grpc"]["user_id"] == 1 and set(F.HEADS) <= set(answers["grpc"])
         for head in F.HEADS:
             assert answers["grpc"][head] == pytest.approx(answers["rest"][head], rel=1e-6)
-        code, stdout, stderr = run_cli("query", "--target", f"127.0.0.1:{grpc_port}",
-                                       "--recommend", '{"user_id": 1, "exclude": [1, 2]}',
-                                       "--k", "3")
+        code, stdout, stderr = run_cli(
+            "query",
+            "--target",
+            f"127.0.0.1:{grpc_port}",
+            "--recommend",
+            '{"user_id": 1, "exclude": [1, 2]}',
+            "--k",
+            "3",
+        )
         assert code == 0, stderr
         recommended = json.loads(stdout)
         assert len(recommended["item_id"]) == 3 and not {1, 2} & set(recommended["item_id"])
@@ -142,8 +203,9 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
         code, stdout, _ = run_cli("query", "--target", f"127.0.0.1:{grpc_port}", "--status")
         version = int(Path(workspace["summary"].pushed_to).name)
         assert json.loads(stdout) == [{"version": version, "state": "AVAILABLE", "error": ""}]
-        code, _, stderr = run_cli("query", "--target", f"127.0.0.1:{grpc_port}",
-                                  "--model_name", "nope", "--status")
+        code, _, stderr = run_cli(
+            "query", "--target", f"127.0.0.1:{grpc_port}", "--model_name", "nope", "--status"
+        )
         assert code == 2 and "NOT_FOUND" in stderr and len(stderr.strip().splitlines()) == 1
     finally:
         server.send_signal(signal.SIGTERM)
@@ -156,8 +218,9 @@ def test_score_and_recommend_from_files_with_the_pushed_model(workspace, tmp_pat
     pairs = tmp_path / "pairs.csv"
     pairs.write_text("user_id,item_id,gender\n1,1,M\n2,7,F\n999,5,F\n")
     scores = tmp_path / "scores.csv"
-    code, stdout, stderr = run_cli("score", "--model", str(push_dir), "--input", str(pairs),
-                                   "--output", str(scores))
+    code, stdout, stderr = run_cli(
+        "score", "--model", str(push_dir), "--input", str(pairs), "--output", str(scores)
+    )
     assert code == 0, stderr
     import pandas as pd
 
@@ -165,10 +228,17 @@ def test_score_and_recommend_from_files_with_the_pushed_model(workspace, tmp_pat
     assert list(scored.columns) == ["user_id", "item_id", *F.HEADS]
     assert scored["user_id"].tolist() == [1, 2, 999]
     loaded = tf.saved_model.load(workspace["summary"].pushed_to)
-    direct = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(to_examples(
-        [{"user_id": 1, "item_id": 1, "gender": "M"}, {"user_id": 2, "item_id": 7,
-                                                       "gender": "F"},
-         {"user_id": 999, "item_id": 5, "gender": "F"}])))
+    direct = loaded.signatures[F.SERVING_DEFAULT](
+        examples=tf.constant(
+            to_examples(
+                [
+                    {"user_id": 1, "item_id": 1, "gender": "M"},
+                    {"user_id": 2, "item_id": 7, "gender": "F"},
+                    {"user_id": 999, "item_id": 5, "gender": "F"},
+                ]
+            )
+        )
+    )
     for head in F.HEADS:
         np.testing.assert_allclose(scored[head], direct[head].numpy(), rtol=1e-5)
 
@@ -177,22 +247,43 @@ def test_score_and_recommend_from_files_with_the_pushed_model(workspace, tmp_pat
     seen = tmp_path / "seen.csv"
     seen.write_text("user_id,item_id,rating,timestamp\n1,1,5,0\n1,2,3,0\n2,3,4,0\n")
     recs = tmp_path / "recs.csv"
-    code, _, stderr = run_cli("recommend", "--model", str(push_dir), "--users", str(users),
-                              "--k", "4", "--exclude-seen", str(seen), "--output", str(recs))
+    code, _, stderr = run_cli(
+        "recommend",
+        "--model",
+        str(push_dir),
+        "--users",
+        str(users),
+        "--k",
+        "4",
+        "--exclude-seen",
+        str(seen),
+        "--output",
+        str(recs),
+    )
     assert code == 0, stderr
     table = pd.read_csv(recs)
     assert list(table.columns) == ["user_id", "rank", "item_id", "score", *F.HEADS]
-    assert table.groupby("user_id")["rank"].apply(list).to_dict() == {1: [1, 2, 3, 4],
-                                                                      2: [1, 2, 3, 4]}
+    assert table.groupby("user_id")["rank"].apply(list).to_dict() == {
+        1: [1, 2, 3, 4],
+        2: [1, 2, 3, 4],
+    }
     assert not set(table[table.user_id == 1].item_id) & {1, 2}
     assert 3 not in set(table[table.user_id == 2].item_id)
     for _, group in table.groupby("user_id"):
         assert group["score"].is_monotonic_decreasing
 
-    code, _, stderr = run_cli("score", "--model", str(push_dir), "--input", str(users),
-                              "--output", str(tmp_path / "x.csv"))
+    code, _, stderr = run_cli(
+        "score",
+        "--model",
+        str(push_dir),
+        "--input",
+        str(users),
+        "--output",
+        str(tmp_path / "x.csv"),
+    )
     assert code == 2 and stderr.strip() == (
-        f"mtrec: error: {users}: scoring needs column(s) item_id; found user_id, gender")
+        f"mtrec: error: {users}: scoring needs column(s) item_id; found user_id, gender"
+    )
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -202,8 +293,8 @@ def test_second_run_is_served_from_cache(workspace):
     summary = results.latest_run(workspace["store"], DEFAULT_PIPELINE_NAME)
     states = {c.node: c.state for c in summary.components}
     assert {node for node, state in states.items() if state == "cached"} == (
-        NODES - {"ImportSchemaGen", "baseline_model_resolver"}) | (
-        {"ImportSchemaGen"} if states.get("ImportSchemaGen") == "cached" else set())
+        NODES - {"ImportSchemaGen", "baseline_model_resolver"}
+    ) | ({"ImportSchemaGen"} if states.get("ImportSchemaGen") == "cached" else set())
     assert "Reused" in stdout and "cached component(s)" in stdout
     versions = list((workspace["output"] / "serving_model").iterdir())
     assert len(versions) == 1  # The cached Pusher pushed nothing new.
@@ -214,11 +305,13 @@ def test_bad_csv_fails_early_and_leaves_the_pushed_model_alone(workspace, tmp_pa
     before = snapshot(serving)
     bad = tmp_path / "clicks.csv"
     bad.write_text("user_id,item_id,rating,click,purchase\n1,2,four,1,1\n")
-    code, stdout, stderr = run_cli("run", "--output-dir", str(workspace["output"]),
-                                   "--interactions", str(bad))
+    code, stdout, stderr = run_cli(
+        "run", "--output-dir", str(workspace["output"]), "--interactions", str(bad)
+    )
     assert code == 2
-    assert stderr.strip() == (f"mtrec: error: {bad}: column 'rating' must be numeric; "
-                              "row 1 has 'four'")
+    assert stderr.strip() == (
+        f"mtrec: error: {bad}: column 'rating' must be numeric; " "row 1 has 'four'"
+    )
     assert "Traceback" not in stderr
     assert snapshot(serving) == before
 
@@ -234,10 +327,15 @@ def test_schema_anomalies_stop_the_run_before_training(workspace, tmp_path):
     for row in rows[:40]:  # Ratings out of the curated schema's [1, 5] domain.
         row[rating_at] = "9.0"
     logs.write_text("\n".join([text[0]] + [",".join(r) for r in rows]) + "\n")
-    code, _, stderr = run_cli("run", "--output-dir", str(workspace["output"]),
-                              "--interactions", str(logs), "--schema",
-                              str(Path(__file__).parent.parent / "pipeline" / "schema" /
-                                  "schema.pbtxt"))
+    code, _, stderr = run_cli(
+        "run",
+        "--output-dir",
+        str(workspace["output"]),
+        "--interactions",
+        str(logs),
+        "--schema",
+        str(Path(__file__).parent.parent / "pipeline" / "schema" / "schema.pbtxt"),
+    )
     assert code == 2
     assert "ExampleValidator found anomalies" in stderr and "'rating'" in stderr
     assert snapshot(serving) == before
@@ -248,17 +346,27 @@ def test_own_logs_with_noise_labels_use_an_inferred_schema_and_are_not_pushed(tm
     random click labels fails the AUC threshold, so the Pusher pushes nothing."""
     logs = make_interactions_csv(tmp_path / "logs.csv", n_rows=2000, seed=5)
     output = tmp_path / "out"
-    code, stdout, stderr = run_cli("run", "--output-dir", str(output), "--interactions",
-                                   str(logs), "--epochs", "2", "--batch-size", "64",
-                                   "--min-slice-size", "50")
+    code, stdout, stderr = run_cli(
+        "run",
+        "--output-dir",
+        str(output),
+        "--interactions",
+        str(logs),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--min-slice-size",
+        "50",
+    )
     assert code == 0, stderr
-    summary = results.latest_run(results.open_store(str(output / "metadata.sqlite")),
-                                 DEFAULT_PIPELINE_NAME)
+    summary = results.latest_run(
+        results.open_store(str(output / "metadata.sqlite")), DEFAULT_PIPELINE_NAME
+    )
     nodes = {c.node for c in summary.components}
     assert "SchemaGen" in nodes and "ImportSchemaGen" not in nodes
     assert summary.blessed is False and summary.pushed_to is None
-    assert any(line.startswith("click/auc value on overall") for line in
-               summary.failed_thresholds)
+    assert any(line.startswith("click/auc value on overall") for line in summary.failed_thresholds)
     assert "Model NOT blessed: nothing was pushed" in stdout
     assert not (output / "serving_model").exists()
 
@@ -282,14 +390,16 @@ def test_inspect_explains_the_blessing_per_head_and_slice(workspace):
     assert passed >= 3 and " 0 failed" in counts  # At least the overall one per head.
     for feature in F.SLICE_FEATURES:
         assert f"\n{feature}=" in stdout, feature
-    overall = {line.split()[0]: line.split() for line in stdout.splitlines()
-               if line.startswith("overall ")}
+    overall = {
+        line.split()[0]: line.split() for line in stdout.splitlines() if line.startswith("overall ")
+    }
     assert overall  # One overall row per head table.
 
 
 def test_inspect_json_matches_the_pipeline_summary(workspace):
-    code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]),
-                                   "--format", "json")
+    code, stdout, stderr = run_cli(
+        "inspect", "--output-dir", str(workspace["output"]), "--format", "json"
+    )
     assert code == 0, stderr
     data = json.loads(stdout)
     summary = workspace["summary"]
@@ -297,7 +407,8 @@ def test_inspect_json_matches_the_pipeline_summary(workspace):
     assert data["model"]["version"] == Path(summary.pushed_to).name
     overall = next(s for s in data["slices"] if s["slice"] == "overall")
     assert overall["candidate"][F.RATING]["root_mean_squared_error"] == pytest.approx(
-        summary.metrics[F.RATING]["root_mean_squared_error"])
+        summary.metrics[F.RATING]["root_mean_squared_error"]
+    )
     for head in F.BINARY_HEADS:
         assert overall["candidate"][head]["auc"] == pytest.approx(summary.metrics[head]["auc"])
         assert overall["counts"][head] == summary.metrics[head]["example_count"]
@@ -326,8 +437,9 @@ def test_html_report_renders_in_headless_chromium(workspace, tmp_path):
     from tests import browser
 
     page = tmp_path / "report.html"
-    code, stdout, stderr = run_cli("report", "--html", str(page), "--output-dir",
-                                   str(workspace["output"]))
+    code, stdout, stderr = run_cli(
+        "report", "--html", str(page), "--output-dir", str(workspace["output"])
+    )
     assert code == 0, stderr
     text = page.read_text()
     assert "Not available" not in text  # Every section found its inputs through MLMD.
@@ -357,8 +469,9 @@ def test_retrained_model_is_compared_with_the_blessed_baseline(workspace):
     args[args.index("--epochs") + 1] = "9"
     code, _, stderr = run_cli(*args)
     assert code == 0, stderr
-    code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]),
-                                   "--format", "json")
+    code, stdout, stderr = run_cli(
+        "inspect", "--output-dir", str(workspace["output"]), "--format", "json"
+    )
     assert code == 0, stderr
     data = json.loads(stdout)
     first = workspace["summary"]
@@ -367,8 +480,7 @@ def test_retrained_model_is_compared_with_the_blessed_baseline(workspace):
     assert data["model"]["uri"] != first.model_uri
     changes = [t for t in data["thresholds"] if t["kind"] == "change"]
     assert {t["head"] for t in changes} == set(F.HEADS)
-    assert all(t["value"] is not None and t["status"] in ("passed", "failed")
-               for t in changes)
+    assert all(t["value"] is not None and t["status"] in ("passed", "failed") for t in changes)
     overall = next(s for s in data["slices"] if s["slice"] == "overall")
     assert overall["baseline"][F.CLICK]["auc"] == pytest.approx(first.metrics[F.CLICK]["auc"])
     code, text, _ = run_cli("inspect", "--output-dir", str(workspace["output"]))

@@ -18,10 +18,20 @@ from mtrec.models.export import (
 from mtrec.models.hparams import ModelConfig
 from tests.support.training import recommend, serve, train_and_export
 
-CONFIG = ModelConfig(embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,),
-                     batch_size=64, epochs=3)
-KNOWN = {"user_id": 3, "item_id": 5, "age": 30, "gender": "M", "occupation": "engineer",
-         "zip_prefix": "123", "genres": "Action|Comedy", "year": 1990, "title": "Movie Blast 5"}
+CONFIG = ModelConfig(
+    embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,), batch_size=64, epochs=3
+)
+KNOWN = {
+    "user_id": 3,
+    "item_id": 5,
+    "age": 30,
+    "gender": "M",
+    "occupation": "engineer",
+    "zip_prefix": "123",
+    "genres": "Action|Comedy",
+    "year": 1990,
+    "title": "Movie Blast 5",
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +48,8 @@ def test_signature_names_and_output_keys_are_exact(exported):
     assert set(serving.structured_outputs) == set(F.HEADS)
     assert set(serving.structured_input_signature[1]) == {"examples"}
     assert set(loaded.signatures[F.PREDICT_RAW].structured_input_signature[1]) == set(
-        F.MODEL_INPUT_KEYS)
+        F.MODEL_INPUT_KEYS
+    )
 
 
 def test_classify_and_regress_signatures_are_what_tf_serving_requires(exported):
@@ -46,7 +57,8 @@ def test_classify_and_regress_signatures_are_what_tf_serving_requires(exported):
 
     _, _, loaded = exported
     proto = saved_model_pb2.SavedModel.FromString(
-        (Path(loaded.export_dir) / "saved_model.pb").read_bytes())
+        (Path(loaded.export_dir) / "saved_model.pb").read_bytes()
+    )
     defs = proto.meta_graphs[0].signature_def
     assert {name: defs[name].method_name for name in METHOD_NAMES} == METHOD_NAMES
     assert defs[F.SERVING_DEFAULT].method_name == "tensorflow/serving/predict"
@@ -109,8 +121,10 @@ def test_unknown_ids_are_served_from_oov_buckets_and_features_still_count(export
 
 def test_transform_features_signature_gives_tfma_the_masked_labels(exported):
     _, _, loaded = exported
-    rows = [{**KNOWN, "rating": 4.0, "click": 1, "purchase": 1},
-            {**KNOWN, "click": 0, "purchase": 0}]
+    rows = [
+        {**KNOWN, "rating": 4.0, "click": 1, "purchase": 1},
+        {**KNOWN, "click": 0, "purchase": 0},
+    ]
     out = loaded.signatures[F.TRANSFORM_FEATURES](examples=tf.constant(to_examples(rows)))
     assert out[F.RATING_WEIGHT_XF].numpy().tolist() == [1.0, 0.0]
     assert out[F.LABEL_XF[F.RATING]].numpy().tolist() == [4.0, 0.0]
@@ -122,8 +136,10 @@ def test_export_writes_tf_serving_warmup_requests_that_the_model_answers(exporte
 
     _, output, loaded = exported
     path = write_warmup_requests(str(tmp_path), warmup_examples(output))
-    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-               for r in tf.data.TFRecordDataset(path)]
+    records = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(path)
+    ]
     assert [len(r.predict_log.request.inputs["examples"].string_val) for r in records] == [9, 1]
     for record in records:
         request = record.predict_log.request
@@ -138,19 +154,28 @@ def test_export_writes_tf_serving_warmup_requests_that_the_model_answers(exporte
 
 def test_recommend_matches_brute_force_scoring_and_excludes_seen_items(exported):
     _, _, loaded = exported
-    user = {"user_id": 3, "age": 30, "gender": "M", "occupation": "engineer",
-            "zip_prefix": "123"}
+    user = {"user_id": 3, "age": 30, "gender": "M", "occupation": "engineer", "zip_prefix": "123"}
     everything = recommend(loaded, user, k=10_000)
     catalog = sorted(everything["item_id"].tolist())
     assert len(catalog) > 10 and len(set(catalog)) == len(catalog)
     items = movielens.load(Path(loaded.source_dir)).items.set_index(F.ITEM_ID)
-    rows = [{**user, "item_id": item, "genres": items.loc[item, F.GENRES],
-             "year": int(items.loc[item, F.YEAR]), "title": items.loc[item, F.TITLE]}
-            for item in catalog]
+    rows = [
+        {
+            **user,
+            "item_id": item,
+            "genres": items.loc[item, F.GENRES],
+            "year": int(items.loc[item, F.YEAR]),
+            "title": items.loc[item, F.TITLE],
+        }
+        for item in catalog
+    ]
     served = serve(loaded, rows)
     blend = (0.2, 0.5, 0.3)
-    brute = (blend[0] * (served[F.RATING] - 1) / 4 + blend[1] * served[F.CLICK]
-             + blend[2] * served[F.PURCHASE])
+    brute = (
+        blend[0] * (served[F.RATING] - 1) / 4
+        + blend[1] * served[F.CLICK]
+        + blend[2] * served[F.PURCHASE]
+    )
     seen = set(catalog[::3])
     order = [i for i in np.argsort(-brute, kind="stable") if catalog[i] not in seen][:5]
     top = recommend(loaded, user, k=5, exclude=sorted(seen), blend=blend)
@@ -164,13 +189,14 @@ def test_recommend_matches_brute_force_scoring_and_excludes_seen_items(exported)
 
 def test_unseen_users_with_different_features_get_different_recommendations(exported):
     _, _, loaded = exported
-    him = recommend(loaded, {"user_id": 99_999, "gender": "M", "age": 22,
-                             "occupation": "student"}, k=10)
-    her = recommend(loaded, {"user_id": 99_998, "gender": "F", "age": 41,
-                             "occupation": "writer"}, k=10)
+    him = recommend(
+        loaded, {"user_id": 99_999, "gender": "M", "age": 22, "occupation": "student"}, k=10
+    )
+    her = recommend(
+        loaded, {"user_id": 99_998, "gender": "F", "age": 41, "occupation": "writer"}, k=10
+    )
     assert him["item_id"].tolist() != her["item_id"].tolist()
     assert not np.allclose(him["score"], her["score"])
     # The export's blend weights can be overridden per request.
-    clicks_only = recommend(loaded, {"user_id": 99_999, "gender": "M"}, k=10,
-                            blend=(0.0, 1.0, 0.0))
+    clicks_only = recommend(loaded, {"user_id": 99_999, "gender": "M"}, k=10, blend=(0.0, 1.0, 0.0))
     np.testing.assert_allclose(clicks_only["score"], clicks_only[F.CLICK], rtol=1e-5)

@@ -47,10 +47,13 @@ def served(tmp_path_factory):
     export_tiny_model(base / "1")
     server = start(config.single_model("tiny", str(base)), max_request_bytes=64 * 1024)
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
-    yield {"server": server, "base": base,
-           "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
-           "models": model_service_pb2_grpc.ModelServiceStub(channel),
-           "rest": f"http://127.0.0.1:{server.rest_port}/v1/models"}
+    yield {
+        "server": server,
+        "base": base,
+        "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+        "models": model_service_pb2_grpc.ModelServiceStub(channel),
+        "rest": f"http://127.0.0.1:{server.rest_port}/v1/models",
+    }
     channel.close()
     server.stop(grace=1)
 
@@ -68,10 +71,12 @@ def predict_request(rows, name="tiny", signature="serving_default", version=None
 
 
 def rest(url, body=None, method=None):
-    data = None if body is None else (body if isinstance(body, bytes) else
-                                      json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method or (
-        "POST" if data is not None else "GET"))
+    data = (
+        None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    )
+    request = urllib.request.Request(
+        url, data=data, method=method or ("POST" if data is not None else "GET")
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -88,8 +93,7 @@ def test_grpc_predict_returns_every_head_for_every_row(served):
     assert response.model_spec.signature_name == "serving_default"
     for head in ("rating", "click", "purchase"):
         values = tf.make_ndarray(response.outputs[head])
-        np.testing.assert_allclose(values, [expected(7, 3)[head], expected(2, 9)[head]],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(values, [expected(7, 3)[head], expected(2, 9)[head]], rtol=1e-6)
 
 
 def test_grpc_classify_regress_and_metadata(served):
@@ -107,7 +111,8 @@ def test_grpc_classify_regress_and_metadata(served):
     regress.model_spec.signature_name = "regress_rating"
     regress.input.example_list_with_context.context.ParseFromString(to_example({"item_id": 3}))
     regress.input.example_list_with_context.examples.add().ParseFromString(
-        to_example({"user_id": 7}))
+        to_example({"user_id": 7})
+    )
     values = [r.value for r in served["predict"].Regress(regress, timeout=10).result.regressions]
     assert values == pytest.approx([expected(7, 3)["rating"]])
 
@@ -127,7 +132,8 @@ def test_grpc_classify_regress_and_metadata(served):
         "serving_default": "tensorflow/serving/predict",
         "predict_raw": "tensorflow/serving/predict",
         "regress_rating": "tensorflow/serving/regress",
-        "classify_click": "tensorflow/serving/classify"}
+        "classify_click": "tensorflow/serving/classify",
+    }
     assert set(defs.signature_def["predict_raw"].inputs) == {"user_id", "item_id", "gender"}
 
 
@@ -136,32 +142,58 @@ def test_grpc_model_status(served):
     request.model_spec.name = "tiny"
     statuses = served["models"].GetModelStatus(request, timeout=10).model_version_status
     assert [(s.version, s.state, s.status.error_code) for s in statuses] == [
-        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)]
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE, 0)
+    ]
 
 
-@pytest.mark.parametrize(("mutate", "code", "words"), [
-    (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND, "'nope'"),
-    (lambda r: r.model_spec.version.__setattr__("value", 99), grpc.StatusCode.NOT_FOUND,
-     "version 99"),
-    (lambda r: setattr(r.model_spec, "version_label", "canary"), grpc.StatusCode.NOT_FOUND,
-     "'canary'"),
-    (lambda r: setattr(r.model_spec, "signature_name", "nope"), grpc.StatusCode.NOT_FOUND,
-     "signature 'nope'"),
-    (lambda r: r.inputs["exampels"].CopyFrom(r.inputs.pop("examples")),
-     grpc.StatusCode.INVALID_ARGUMENT, "input 'exampels'"),
-    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([1.5, 2.5])),
-     grpc.StatusCode.INVALID_ARGUMENT, "input 'examples' must be DT_STRING"),
-    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([[b"a"], [b"b"]])),
-     grpc.StatusCode.INVALID_ARGUMENT, "input 'examples' must have shape [-1]"),
-    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"not an example"])),
-     grpc.StatusCode.INVALID_ARGUMENT, "Could not parse example input"),
-    (lambda r: r.output_filter.append("score"), grpc.StatusCode.INVALID_ARGUMENT,
-     "'score'"),
-    (lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"x" * 100_000])),
-     grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max"),
-])
-def test_grpc_errors_name_the_problem_and_the_server_keeps_serving(served, mutate, code,
-                                                                   words):
+@pytest.mark.parametrize(
+    ("mutate", "code", "words"),
+    [
+        (lambda r: setattr(r.model_spec, "name", "nope"), grpc.StatusCode.NOT_FOUND, "'nope'"),
+        (
+            lambda r: r.model_spec.version.__setattr__("value", 99),
+            grpc.StatusCode.NOT_FOUND,
+            "version 99",
+        ),
+        (
+            lambda r: setattr(r.model_spec, "version_label", "canary"),
+            grpc.StatusCode.NOT_FOUND,
+            "'canary'",
+        ),
+        (
+            lambda r: setattr(r.model_spec, "signature_name", "nope"),
+            grpc.StatusCode.NOT_FOUND,
+            "signature 'nope'",
+        ),
+        (
+            lambda r: r.inputs["exampels"].CopyFrom(r.inputs.pop("examples")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'exampels'",
+        ),
+        (
+            lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([1.5, 2.5])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'examples' must be DT_STRING",
+        ),
+        (
+            lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([[b"a"], [b"b"]])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "input 'examples' must have shape [-1]",
+        ),
+        (
+            lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"not an example"])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Could not parse example input",
+        ),
+        (lambda r: r.output_filter.append("score"), grpc.StatusCode.INVALID_ARGUMENT, "'score'"),
+        (
+            lambda r: r.inputs["examples"].CopyFrom(tf.make_tensor_proto([b"x" * 100_000])),
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "larger than max",
+        ),
+    ],
+)
+def test_grpc_errors_name_the_problem_and_the_server_keeps_serving(served, mutate, code, words):
     request = predict_request(ROWS[:1])
     mutate(request)
     with pytest.raises(grpc.RpcError) as error:
@@ -176,51 +208,96 @@ def test_grpc_errors_name_the_problem_and_the_server_keeps_serving(served, mutat
 
 def test_rest_predict_in_row_and_columnar_formats(served):
     url = served["rest"] + "/tiny:predict"
-    status, body = rest(url, {"signature_name": "predict_raw", "instances": [
-        {"user_id": 7, "item_id": 3, "gender": "M"}, {"user_id": 2, "item_id": 9, "gender": "F"}]})
+    status, body = rest(
+        url,
+        {
+            "signature_name": "predict_raw",
+            "instances": [
+                {"user_id": 7, "item_id": 3, "gender": "M"},
+                {"user_id": 2, "item_id": 9, "gender": "F"},
+            ],
+        },
+    )
     assert status == 200
     assert body["predictions"][0] == pytest.approx(expected(7, 3))
     assert body["predictions"][1] == pytest.approx(expected(2, 9))
-    status, body = rest(url, {"signature_name": "predict_raw", "inputs": {
-        "user_id": [7], "item_id": [3], "gender": ["M"]}})
+    status, body = rest(
+        url,
+        {
+            "signature_name": "predict_raw",
+            "inputs": {"user_id": [7], "item_id": [3], "gender": ["M"]},
+        },
+    )
     assert status == 200 and body["outputs"]["rating"] == pytest.approx([expected(7, 3)["rating"]])
     b64 = [{"b64": base64.b64encode(e).decode()} for e in to_examples(ROWS)]
     status, body = rest(served["rest"] + "/tiny/versions/1:predict", {"instances": b64})
     assert status == 200 and body["predictions"][1]["click"] == pytest.approx(
-        expected(2, 9)["click"])
+        expected(2, 9)["click"]
+    )
 
 
 def test_rest_status_metadata_classify_and_regress(served):
     status, body = rest(served["rest"] + "/tiny")
-    assert status == 200 and body == {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK",
-                                                          "error_message": ""}}]}
+    assert status == 200 and body == {
+        "model_version_status": [
+            {
+                "version": "1",
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+        ]
+    }
     status, body = rest(served["rest"] + "/tiny/metadata")
     assert status == 200 and body["model_spec"]["version"] == "1"
     assert set(body["metadata"]["signature_def"]["signature_def"]) == {
-        "serving_default", "predict_raw", "regress_rating", "classify_click"}
-    status, body = rest(served["rest"] + "/tiny:regress", {
-        "signature_name": "regress_rating", "examples": [{"user_id": 7, "item_id": 3}]})
+        "serving_default",
+        "predict_raw",
+        "regress_rating",
+        "classify_click",
+    }
+    status, body = rest(
+        served["rest"] + "/tiny:regress",
+        {"signature_name": "regress_rating", "examples": [{"user_id": 7, "item_id": 3}]},
+    )
     assert status == 200 and body["results"] == pytest.approx([expected(7, 3)["rating"]])
-    status, body = rest(served["rest"] + "/tiny:classify", {
-        "signature_name": "classify_click", "context": {"item_id": 3},
-        "examples": [{"user_id": 7}]})
+    status, body = rest(
+        served["rest"] + "/tiny:classify",
+        {
+            "signature_name": "classify_click",
+            "context": {"item_id": 3},
+            "examples": [{"user_id": 7}],
+        },
+    )
     assert status == 200 and body["results"][0][1][0] == "1"
     assert body["results"][0][1][1] == pytest.approx(expected(7, 3)["click"])
 
 
-@pytest.mark.parametrize(("path", "body", "status", "words"), [
-    ("/nope:predict", {"instances": [{"b64": ""}]}, 404, "'nope'"),
-    ("/tiny/versions/5:predict", {"instances": [{"b64": ""}]}, 404, "version 5"),
-    ("/tiny:predict", b"{not json", 400, "JSON Parse error"),
-    ("/tiny:predict", {"signature_name": "predict_raw", "instances": [{"user_id": 1}]}, 400,
-     "inputs 'gender', 'item_id' of signature 'predict_raw' are missing"),
-    ("/tiny:predict", {"signature_name": "predict_raw", "instances": [
-        {"user_id": "x", "item_id": 1, "gender": "M"}]}, 400, "input 'user_id'"),
-    ("/tiny:predict", {"instances": [1], "inputs": [1]}, 400, "exactly one of"),
-    ("/tiny:predict", {"instances": [{"b64": "x" * 100_000}]}, 413, "exceeds the limit"),
-    ("/tiny:explode", {}, 404, "Malformed request"),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"),
+    [
+        ("/nope:predict", {"instances": [{"b64": ""}]}, 404, "'nope'"),
+        ("/tiny/versions/5:predict", {"instances": [{"b64": ""}]}, 404, "version 5"),
+        ("/tiny:predict", b"{not json", 400, "JSON Parse error"),
+        (
+            "/tiny:predict",
+            {"signature_name": "predict_raw", "instances": [{"user_id": 1}]},
+            400,
+            "inputs 'gender', 'item_id' of signature 'predict_raw' are missing",
+        ),
+        (
+            "/tiny:predict",
+            {
+                "signature_name": "predict_raw",
+                "instances": [{"user_id": "x", "item_id": 1, "gender": "M"}],
+            },
+            400,
+            "input 'user_id'",
+        ),
+        ("/tiny:predict", {"instances": [1], "inputs": [1]}, 400, "exactly one of"),
+        ("/tiny:predict", {"instances": [{"b64": "x" * 100_000}]}, 413, "exceeds the limit"),
+        ("/tiny:explode", {}, 404, "Malformed request"),
+    ],
+)
 def test_rest_errors_are_json_with_tf_serving_status_codes(served, path, body, status, words):
     code, answer = rest(served["rest"] + path, body)
     assert code == status and words in answer["error"]
@@ -240,15 +317,17 @@ def test_client_predicts_per_head_scores_over_both_protocols(served, protocol):
             assert scores[1] == pytest.approx(expected(2, 9))
         assert client.status() == [{"version": 1, "state": "AVAILABLE", "error": ""}]
         assert client.metadata()["signatures"]["regress_rating"]["method"] == (
-            "tensorflow/serving/regress")
+            "tensorflow/serving/regress"
+        )
         with pytest.raises(ServingClientError) as error:
             client.recommend({"user_id": 1})
         assert error.value.code == "FAILED_PRECONDITION"
 
 
 def test_client_errors_are_typed_and_unavailable_is_retried():
-    client = ServingClient("127.0.0.1:1", "tiny", timeout_seconds=1,
-                           retry=Retry(attempts=2, backoff_seconds=0.01))
+    client = ServingClient(
+        "127.0.0.1:1", "tiny", timeout_seconds=1, retry=Retry(attempts=2, backoff_seconds=0.01)
+    )
     started = time.monotonic()
     with pytest.raises(ServingClientError) as error:
         client.status()
@@ -306,8 +385,9 @@ def test_hot_reload_under_load_swaps_in_new_versions_and_skips_corrupt_ones(tmp_
         corrupt = base / "3"
         shutil.copytree(base / "2", corrupt)
         (corrupt / "saved_model.pb").write_bytes(b"this is not a SavedModel")
-        assert _wait_for(lambda: any(s.version == 3 and s.error
-                                     for s in server.manager.statuses("tiny")))
+        assert _wait_for(
+            lambda: any(s.version == 3 and s.error for s in server.manager.statuses("tiny"))
+        )
         time.sleep(0.5)
     finally:
         stop.set()
@@ -318,7 +398,8 @@ def test_hot_reload_under_load_swaps_in_new_versions_and_skips_corrupt_ones(tmp_
     assert server.manager.available("tiny") == [2]  # Not the corrupt version 3.
     status_3 = next(s for s in server.manager.statuses("tiny") if s.version == 3)
     assert (status_3.state == "END" and "DecodeError" in status_3.error) or "parse" in (
-        status_3.error.lower())
+        status_3.error.lower()
+    )
 
 
 def test_a_version_whose_warmup_fails_is_not_served(tmp_path):
@@ -327,7 +408,6 @@ def test_a_version_whose_warmup_fails_is_not_served(tmp_path):
     export_tiny_model(base / "1")
     export_tiny_model(base / "2", warmup_rows=[{"user_id": 1}])
     from tensorflow_serving.apis import prediction_log_pb2
-
 
     log = prediction_log_pb2.PredictionLog()  # Replace the warmup with a request TF
     log.predict_log.request.model_spec.signature_name = "serving_default"  # rejects.
@@ -368,16 +448,19 @@ model_config_list {
             response = stub.Predict(predict_request(ROWS[:1], "pinned", label=label))
             assert response.model_spec.version.value == version
             assert tf.make_ndarray(response.outputs["rating"])[0] == pytest.approx(
-                expected(7, 3, offset=version)["rating"])
+                expected(7, 3, offset=version)["rating"]
+            )
         with pytest.raises(grpc.RpcError) as error:
             stub.Predict(predict_request(ROWS[:1], "pinned", version=2))
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
         channel.close()
-        code, body = rest(f"http://127.0.0.1:{server.rest_port}/v1/models/pinned/labels/"
-                          "canary:predict", {"instances": [
-                              {"b64": base64.b64encode(to_example(ROWS[0])).decode()}]})
+        code, body = rest(
+            f"http://127.0.0.1:{server.rest_port}/v1/models/pinned/labels/" "canary:predict",
+            {"instances": [{"b64": base64.b64encode(to_example(ROWS[0])).decode()}]},
+        )
         assert code == 200 and body["predictions"][0]["rating"] == pytest.approx(
-            expected(7, 3, offset=3)["rating"])
+            expected(7, 3, offset=3)["rating"]
+        )
     finally:
         server.stop(grace=1)
 
@@ -400,8 +483,9 @@ def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
         time.sleep(0.005)  # A model call that costs something.
         return {"y": inputs["x"] * 2.0}
 
-    batcher = Batcher(config.BatchingConfig(max_batch_size=16, batch_timeout_micros=5000,
-                                            num_batch_threads=1))
+    batcher = Batcher(
+        config.BatchingConfig(max_batch_size=16, batch_timeout_micros=5000, num_batch_threads=1)
+    )
     results, errors = {}, []
 
     def client(k: int) -> None:
@@ -440,8 +524,7 @@ def test_unknown_version_folder_contents_are_ignored(tmp_path):
     (base / "7").mkdir(parents=True)  # Being copied: no saved_model.pb yet.
     (base / "notes").mkdir()
     export_tiny_model(base / "3")
-    server = start(config.single_model("tiny", str(base)), rest_api_port=None,
-                   poll_seconds=0)
+    server = start(config.single_model("tiny", str(base)), rest_api_port=None, poll_seconds=0)
     try:
         assert server.manager.available("tiny") == [3]
     finally:
@@ -455,9 +538,11 @@ def test_stop_lets_in_flight_requests_finish(tmp_path):
     base.mkdir()
     export_tiny_model(base / "1")
     # A long batching timeout keeps the request in flight while the server stops.
-    server = start(config.single_model("tiny", str(base)), rest_api_port=None,
-                   batching=config.BatchingConfig(max_batch_size=64,
-                                                  batch_timeout_micros=800_000))
+    server = start(
+        config.single_model("tiny", str(base)),
+        rest_api_port=None,
+        batching=config.BatchingConfig(max_batch_size=64, batch_timeout_micros=800_000),
+    )
     answers = []
     client = ServingClient(f"127.0.0.1:{server.grpc_port}", "tiny")
     client.signatures()  # Metadata first, so the predict below is the in-flight call.
@@ -471,6 +556,7 @@ def test_stop_lets_in_flight_requests_finish(tmp_path):
     assert answers and answers[0] == pytest.approx(expected(7, 3))
     assert time.monotonic() - started < 5
     with pytest.raises(ServingClientError) as error:  # Stopped: nothing answers now.
-        ServingClient(f"127.0.0.1:{server.grpc_port}", "tiny", timeout_seconds=1,
-                      retry=Retry(attempts=1)).status()
+        ServingClient(
+            f"127.0.0.1:{server.grpc_port}", "tiny", timeout_seconds=1, retry=Retry(attempts=1)
+        ).status()
     assert error.value.code == "UNAVAILABLE"

@@ -14,15 +14,25 @@ import tempfile
 from pathlib import Path
 
 # As on these machines' closed network: no background connections, no sandbox as root.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--virtual-time-budget=10000")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=10000",
+)
 
 
 def chromium() -> str | None:
     """The Chromium binary, or None where it is not installed."""
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-browser")
+    return (
+        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
 
 
 def _run(page: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -32,7 +42,11 @@ def _run(page: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedP
     with tempfile.TemporaryDirectory(prefix="mtrec-chromium-") as profile:
         return subprocess.run(
             [binary, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
-            capture_output=True, text=True, timeout=timeout, check=True)
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
 
 
 def dump_dom(page: Path) -> str:
@@ -50,5 +64,4 @@ def screenshot(page: Path, out: Path, width: int = 1280, height: int = 4000) -> 
 
 
 if __name__ == "__main__":
-    print(screenshot(Path(sys.argv[1]), Path(sys.argv[2]),
-                     *(int(v) for v in sys.argv[3:5])))
+    print(screenshot(Path(sys.argv[1]), Path(sys.argv[2]), *(int(v) for v in sys.argv[3:5])))

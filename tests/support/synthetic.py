@@ -17,18 +17,21 @@ OCCUPATIONS = ("engineer", "student", "writer")
 AGES = (22, 30, 41)
 
 
-def make_movielens_dir(path: Path, n_users: int = 100, n_items: int = 120,
-                       ratings_per_user: int = 10, seed: int = 0) -> Path:
+def make_movielens_dir(
+    path: Path, n_users: int = 100, n_items: int = 120, ratings_per_user: int = 10, seed: int = 0
+) -> Path:
     """Write u.data, u.user and u.item (GroupLens layout) under ``path``."""
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
-    users = pd.DataFrame({
-        "user_id": np.arange(1, n_users + 1),
-        "age": rng.choice(AGES, n_users),
-        "gender": rng.choice(["M", "F"], n_users),
-        "occupation": rng.choice(OCCUPATIONS, n_users),
-        "zip": [f"{rng.integers(10, 99)}{rng.integers(100, 999)}" for _ in range(n_users)],
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": np.arange(1, n_users + 1),
+            "age": rng.choice(AGES, n_users),
+            "gender": rng.choice(["M", "F"], n_users),
+            "occupation": rng.choice(OCCUPATIONS, n_users),
+            "zip": [f"{rng.integers(10, 99)}{rng.integers(100, 999)}" for _ in range(n_users)],
+        }
+    )
     action = rng.random(n_items) < 0.5
     quality = rng.normal(0.0, 0.6, n_items)
     years = rng.integers(1960, 1998, n_items)
@@ -54,8 +57,14 @@ def make_movielens_dir(path: Path, n_users: int = 100, n_items: int = 120,
         bias = rng.normal(0.0, 0.3)
         for item in items:
             score = 3.3 + 0.9 * affinity[item] + quality[item] + bias + rng.normal(0.0, 0.4)
-            rows.append((user.user_id, item + 1, int(np.clip(np.rint(score), 1, 5)),
-                         int(rng.integers(880_000_000, 890_000_000))))
+            rows.append(
+                (
+                    user.user_id,
+                    item + 1,
+                    int(np.clip(np.rint(score), 1, 5)),
+                    int(rng.integers(880_000_000, 890_000_000)),
+                )
+            )
     with open(path / "u.data", "w") as out:
         for row in rows:
             out.write("\t".join(str(v) for v in row) + "\n")
@@ -68,11 +77,17 @@ def make_interactions_csv(path: Path, n_rows: int = 200, seed: int = 0) -> Path:
     click = rng.integers(0, 2, n_rows)
     purchase = click * rng.integers(0, 2, n_rows)
     rating = np.where(click == 1, rng.integers(1, 6, n_rows).astype(float), np.nan)
-    frame = pd.DataFrame({
-        "user_id": rng.integers(1, 30, n_rows), "item_id": rng.integers(1, 40, n_rows),
-        "rating": rating, "click": click, "purchase": purchase,
-        "timestamp": rng.integers(1_600_000_000, 1_700_000_000, n_rows),
-        "gender": rng.choice(["M", "F"], n_rows), "genres": "Action|Comedy",
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 30, n_rows),
+            "item_id": rng.integers(1, 40, n_rows),
+            "rating": rating,
+            "click": click,
+            "purchase": purchase,
+            "timestamp": rng.integers(1_600_000_000, 1_700_000_000, n_rows),
+            "gender": rng.choice(["M", "F"], n_rows),
+            "genres": "Action|Comedy",
+        }
+    )
     frame.to_csv(path, index=False)
     return path

@@ -22,24 +22,37 @@ from mtrec.models.recommend import collect_catalog
 from mtrec.models.training import cardinalities, fit
 from tests.support.synthetic import make_movielens_dir
 
-CARDS = {"user_id_xf": 11, "gender_xf": 3, "occupation_xf": 4, "zip_prefix_xf": 5,
-         "age_bucket_xf": 7, "item_id_xf": 13, "year_bucket_xf": 10, "genres_xf": 6,
-         "title_xf": 20}
-SMALL = ModelConfig(embedding_dim=4, side_dim=8, bottom_units=(8,), head_units=(4,),
-                    batch_size=16, epochs=2)
+CARDS = {
+    "user_id_xf": 11,
+    "gender_xf": 3,
+    "occupation_xf": 4,
+    "zip_prefix_xf": 5,
+    "age_bucket_xf": 7,
+    "item_id_xf": 13,
+    "year_bucket_xf": 10,
+    "genres_xf": 6,
+    "title_xf": 20,
+}
+SMALL = ModelConfig(
+    embedding_dim=4, side_dim=8, bottom_units=(8,), head_units=(4,), batch_size=16, epochs=2
+)
 
 
 def transformed_batch(n: int = 32, seed: int = 0) -> dict:
     """A batch shaped like Transform's output: ids, bags of tokens, numbers, labels."""
     rng = np.random.default_rng(seed)
-    batch = {key: tf.constant(rng.integers(0, card - 1, n), tf.int64)
-             for key, card in CARDS.items() if key not in F.ITEM_MULTIVALENT_XF}
+    batch = {
+        key: tf.constant(rng.integers(0, card - 1, n), tf.int64)
+        for key, card in CARDS.items()
+        if key not in F.ITEM_MULTIVALENT_XF
+    }
     for key in F.ITEM_MULTIVALENT_XF:
         lengths = rng.integers(0, 3, n)
         indices = [[row, j] for row, length in enumerate(lengths) for j in range(length)]
         values = rng.integers(0, CARDS[key] - 1, len(indices))
-        batch[key] = tf.SparseTensor(np.array(indices, np.int64).reshape(-1, 2), values,
-                                     [n, max(int(lengths.max()), 1)])
+        batch[key] = tf.SparseTensor(
+            np.array(indices, np.int64).reshape(-1, 2), values, [n, max(int(lengths.max()), 1)]
+        )
     batch["age_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
     batch["year_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
     click = rng.integers(0, 2, n).astype(np.float32)
@@ -48,7 +61,6 @@ def transformed_batch(n: int = 32, seed: int = 0) -> dict:
     batch[F.LABEL_XF[F.RATING]] = tf.constant(click * rng.integers(1, 6, n), tf.float32)
     batch[F.RATING_WEIGHT_XF] = tf.constant(click)
     return batch
-
 
 
 def _schema() -> schema_pb2.Schema:
@@ -63,8 +75,12 @@ def run_transform(examples: str, out_dir: Path) -> tft.TFTransformOutput:
 def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data.Dataset:
     raw_spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
     layer = output.transform_features_layer()
-    return (tf.data.TFRecordDataset(examples, compression_type="GZIP").batch(64)
-            .map(lambda x: layer(tf.io.parse_example(x, raw_spec))).cache())
+    return (
+        tf.data.TFRecordDataset(examples, compression_type="GZIP")
+        .batch(64)
+        .map(lambda x: layer(tf.io.parse_example(x, raw_spec)))
+        .cache()
+    )
 
 
 @dataclasses.dataclass
@@ -95,22 +111,27 @@ def train_and_export(root: Path, config: ModelConfig) -> Trained:
     return Trained(model, history, output, catalog, train, loaded)
 
 
-
 def serve(loaded, rows):
     outputs = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(to_examples(rows)))
     return {head: value.numpy() for head, value in outputs.items()}
 
 
-
 def recommend(loaded, user, k, exclude=(), blend=()):
-    raw = {"user_id": [user.get("user_id", -1)], "age": [user.get("age", 0)],
-           "gender": [user.get("gender", "")], "occupation": [user.get("occupation", "")],
-           "zip_prefix": [user.get("zip_prefix", "")]}
-    inputs = {key: tf.constant(value, tf.int64 if key in ("user_id", "age") else tf.string)
-              for key, value in raw.items()}
+    raw = {
+        "user_id": [user.get("user_id", -1)],
+        "age": [user.get("age", 0)],
+        "gender": [user.get("gender", "")],
+        "occupation": [user.get("occupation", "")],
+        "zip_prefix": [user.get("zip_prefix", "")],
+    }
+    inputs = {
+        key: tf.constant(value, tf.int64 if key in ("user_id", "age") else tf.string)
+        for key, value in raw.items()
+    }
     out = loaded.signatures[F.RECOMMEND](
-        **inputs, k=tf.constant([k], tf.int64), exclude=tf.constant(list(exclude), tf.int64),
-        blend=tf.constant(list(blend), tf.float32))
+        **inputs,
+        k=tf.constant([k], tf.int64),
+        exclude=tf.constant(list(exclude), tf.int64),
+        blend=tf.constant(list(blend), tf.float32),
+    )
     return {key: value.numpy() for key, value in out.items()}
-
-

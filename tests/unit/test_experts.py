@@ -22,9 +22,11 @@ def config(**changes) -> ModelConfig:
 def test_gates_are_distributions_over_the_experts(architecture):
     model = build_model(CARDS, config(architecture=architecture))
     gates = model.gate_weights(transformed_batch(16))
-    expected = ({f"{task}" for task in F.HEADS} if architecture == "mmoe" else
-                {f"level{level}/{task}" for level in (0, 1) for task in F.HEADS}
-                | {"level0/shared"})
+    expected = (
+        {f"{task}" for task in F.HEADS}
+        if architecture == "mmoe"
+        else {f"level{level}/{task}" for level in (0, 1) for task in F.HEADS} | {"level0/shared"}
+    )
     assert set(gates) == expected
     for gate in gates.values():
         values = gate.numpy()
@@ -46,10 +48,12 @@ def test_every_expert_and_gate_receives_gradients(architecture):
     block = model.sharing
     variables = block.trainable_variables
     gradients = tape.gradient(loss, variables)
-    kernels = [(v.name, g) for v, g in zip(variables, gradients, strict=True)
-               if "kernel" in v.name]
-    assert len(kernels) >= (EXPERTS.num_experts + len(F.HEADS) if architecture == "mmoe"
-                            else 2 * (2 + len(F.HEADS)) + 2 * len(F.HEADS) + 1)
+    kernels = [(v.name, g) for v, g in zip(variables, gradients, strict=True) if "kernel" in v.name]
+    assert len(kernels) >= (
+        EXPERTS.num_experts + len(F.HEADS)
+        if architecture == "mmoe"
+        else 2 * (2 + len(F.HEADS)) + 2 * len(F.HEADS) + 1
+    )
     for name, gradient in kernels:
         assert gradient is not None, name
         assert float(tf.reduce_sum(tf.abs(gradient))) > 0, name
@@ -66,23 +70,30 @@ def test_esmm_purchase_is_click_times_conversion_and_never_above_click():
 
 def test_uncertainty_weights_are_trainable_change_and_are_logged_per_epoch():
     dataset = tf.data.Dataset.from_tensors(transformed_batch(64, seed=3)).repeat(4)
-    model, history = fit(dataset, None, CARDS, config(loss_balancing="uncertainty",
-                                                      epochs=4, learning_rate=0.05))
+    model, history = fit(
+        dataset, None, CARDS, config(loss_balancing="uncertainty", epochs=4, learning_rate=0.05)
+    )
     assert any(v is model.log_variances for v in model.trainable_variables)
     assert not np.allclose(model.log_variances.numpy(), 0.0)
     for head in F.HEADS:
         weights = history[f"{head}_weight"]
         assert len(weights) == 4 and weights[0] != pytest.approx(weights[-1])
     # Fixed weighting logs the configured weights and has nothing to learn.
-    fixed, history = fit(dataset, None, CARDS, config(epochs=1, rating_loss_weight=0.5,
-                                                      loss_balancing="fixed"))
+    fixed, history = fit(
+        dataset, None, CARDS, config(epochs=1, rating_loss_weight=0.5, loss_balancing="fixed")
+    )
     assert fixed.log_variances is None
     assert history["rating_weight"] == [pytest.approx(0.5)]
 
 
-@pytest.mark.parametrize("layer", [
-    SharedBottom(F.HEADS, (8,), 0.1), MMoE(F.HEADS, 3, (8,), 0.1),
-    PLE(F.HEADS, 2, 2, 1, (8,), 0.1)])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        SharedBottom(F.HEADS, (8,), 0.1),
+        MMoE(F.HEADS, 3, (8,), 0.1),
+        PLE(F.HEADS, 2, 2, 1, (8,), 0.1),
+    ],
+)
 def test_sharing_blocks_round_trip_through_their_config(layer):
     inputs = tf.random.normal([5, 12], seed=1)
     outputs = layer(inputs)
@@ -90,8 +101,7 @@ def test_sharing_blocks_round_trip_through_their_config(layer):
     clone(inputs)
     clone.set_weights(layer.get_weights())
     for task in F.HEADS:
-        np.testing.assert_allclose(clone(inputs)[task].numpy(), outputs[task].numpy(),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(clone(inputs)[task].numpy(), outputs[task].numpy(), rtol=1e-6)
     assert type(clone).__name__ == type(layer).__name__
 
 

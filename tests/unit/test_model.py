@@ -58,7 +58,12 @@ def test_metric_names_per_head_are_exact():
         F.PURCHASE: {"purchase_auc", "purchase_logloss", "purchase_loss", "purchase_weight"},
     }
     assert set(logs) - set().union(*per_head.values()) == {
-        "loss", "regularization_loss", "total_loss", "selection_loss", "retrieval_loss"}
+        "loss",
+        "regularization_loss",
+        "total_loss",
+        "selection_loss",
+        "retrieval_loss",
+    }
     # The per-head losses (and the retrieval tower's) are what the total is made of.
     weighted = sum(SMALL.loss_weights[head] * logs[f"{head}_loss"] for head in F.HEADS)
     weighted += SMALL.retrieval.loss_weight * logs["retrieval_loss"]
@@ -72,10 +77,12 @@ def test_metric_names_per_head_are_exact():
 def test_training_lowers_the_loss_and_priors_set_the_start():
     dataset = tf.data.Dataset.from_tensors(transformed_batch(64, seed=1)).repeat(4)
     priors = label_priors(dataset)
-    assert priors[F.CLICK] == pytest.approx(float(tf.reduce_mean(
-        transformed_batch(64, seed=1)[F.LABEL_XF[F.CLICK]])))
-    model, history = fit(dataset, None, CARDS, ModelConfig(**{**SMALL.to_dict(), "epochs": 5,
-                                                             "bottom_units": [8]}))
+    assert priors[F.CLICK] == pytest.approx(
+        float(tf.reduce_mean(transformed_batch(64, seed=1)[F.LABEL_XF[F.CLICK]]))
+    )
+    model, history = fit(
+        dataset, None, CARDS, ModelConfig(**{**SMALL.to_dict(), "epochs": 5, "bottom_units": [8]})
+    )
     assert history["total_loss"][-1] < history["total_loss"][0]
     # The rating head starts at the observed-rating mean, not at 0.
     fresh = MultiTaskRecommender(CARDS, SMALL, priors)
@@ -94,19 +101,39 @@ def test_training_under_a_mirrored_strategy_matches_the_default_path():
 
 
 def test_id_dropout_sends_ids_to_the_oov_bucket_only_in_training():
-    encoder = SideEncoder(CARDS, ["user_id_xf"], [], [], id_key="user_id_xf",
-                          embedding_dim=4, output_dim=4, id_dropout=0.999)
+    encoder = SideEncoder(
+        CARDS,
+        ["user_id_xf"],
+        [],
+        [],
+        id_key="user_id_xf",
+        embedding_dim=4,
+        output_dim=4,
+        id_dropout=0.999,
+    )
     ids = tf.constant([0, 1, 2, 3], tf.int64)
     assert encoder.drop_ids(ids, training=True).numpy().tolist() == [10, 10, 10, 10]
     assert encoder.drop_ids(ids, training=False).numpy().tolist() == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("layer", [
-    SideEncoder(CARDS, ["user_id_xf"], ["genres_xf"], ["age_z_xf"], id_key="user_id_xf",
-                embedding_dim=4, output_dim=8, id_dropout=0.2, l2=1e-4),
-    MLP([8, 4], dropout=0.1),
-    Tower([4], dropout=0.0, output_bias=1.5),
-])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        SideEncoder(
+            CARDS,
+            ["user_id_xf"],
+            ["genres_xf"],
+            ["age_z_xf"],
+            id_key="user_id_xf",
+            embedding_dim=4,
+            output_dim=8,
+            id_dropout=0.2,
+            l2=1e-4,
+        ),
+        MLP([8, 4], dropout=0.1),
+        Tower([4], dropout=0.0, output_bias=1.5),
+    ],
+)
 def test_layers_round_trip_through_get_config(layer):
     config = layer.get_config()
     clone = type(layer).from_config(config)
