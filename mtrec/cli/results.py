@@ -1,0 +1,107 @@
+"""`mtrec inspect` and `mtrec report`: what the latest evaluation says."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mtrec.cli.common import DEFAULT_OUTPUT, checked
+from mtrec.errors import MtrecError
+
+if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
+    from mtrec.results.inspection import Inspection
+
+
+def _load_inspection(args: argparse.Namespace) -> Inspection:
+    """The evaluation named by --evaluation, or the latest evaluated run's, via MLMD."""
+    from mtrec.pipeline import local_runner
+    from mtrec.results import inspection
+    from mtrec.results import store as results
+
+    rule = checked(
+        inspection.FlagRule,
+        auc_margin=args.auc_margin,
+        rmse_ratio=args.rmse_ratio,
+        min_count=args.min_count,
+    )
+    try:
+        if args.evaluation:
+            return inspection.inspect_evaluation(args.evaluation, rule=rule)
+        store = results.open_store(local_runner.metadata_path(Path(args.output_dir).resolve()))
+        run = results.latest_run(store, args.pipeline_name, evaluated=True)
+        return inspection.inspect_evaluation(run.evaluation_uri, run=run, rule=rule)
+    except (FileNotFoundError, LookupError) as err:
+        raise MtrecError(f"{err.args[0] if err.args else err}") from None
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from mtrec.results.inspection import format_text
+
+    found = _load_inspection(args)
+    print(json.dumps(found.to_json(), indent=2) if args.format == "json" else format_text(found))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mtrec.results.report import write_report
+
+    path = write_report(_load_inspection(args), args.html)
+    print(f"Report written to {path}")
+    return 0
+
+
+def _add_inspect_args(parser: argparse.ArgumentParser) -> None:
+    from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+    from mtrec.results.inspection import FlagRule
+
+    source = parser.add_argument_group("which evaluation (default: the latest run's, via MLMD)")
+    source.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT,
+        help=f"the pipeline's output directory (default ./{DEFAULT_OUTPUT})",
+    )
+    source.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
+    source.add_argument(
+        "--evaluation",
+        metavar="DIR",
+        help="an Evaluator output (ModelEvaluation artifact) directory instead",
+    )
+    flags = parser.add_argument_group("flagging slices much worse than overall")
+    rule = FlagRule()
+    flags.add_argument(
+        "--auc-margin",
+        type=float,
+        default=rule.auc_margin,
+        help=f"AUC this far below overall (default {rule.auc_margin})",
+    )
+    flags.add_argument(
+        "--rmse-ratio",
+        type=float,
+        default=rule.rmse_ratio,
+        help=f"RMSE this many times overall (default {rule.rmse_ratio})",
+    )
+    flags.add_argument(
+        "--min-count",
+        type=int,
+        default=rule.min_count,
+        help=f"smallest slice that can be flagged (default {rule.min_count})",
+    )
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """inspect, report."""
+    inspect = commands.add_parser(
+        "inspect", help="print blessing, thresholds and metrics per head and slice"
+    )
+    _add_inspect_args(inspect)
+    inspect.add_argument("--format", choices=("text", "json"), default="text")
+    inspect.set_defaults(func=cmd_inspect)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report.add_argument(
+        "--html", required=True, metavar="OUT", help="the report file to write, e.g. report.html"
+    )
+    _add_inspect_args(report)
+    report.set_defaults(func=cmd_report)

@@ -1,0 +1,184 @@
+"""`mtrec run`: build the examples and run the whole pipeline with the local runner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mtrec.cli.common import DEFAULT_OUTPUT, checked, log
+from mtrec.cli.data import add_data_args, build_examples
+from mtrec.errors import MtrecError
+
+if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
+    from mtrec.results.store import RunSummary
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mtrec.models.hparams import ModelConfig
+    from mtrec.pipeline import local_runner
+    from mtrec.pipeline.config import CURATED_SCHEMA, EvalThresholds, PipelineConfig
+    from mtrec.results import store as results
+
+    output_dir = Path(args.output_dir).resolve()
+    overrides = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("learning_rate", args.learning_rate),
+            ("distribution", args.distribution),
+        )
+        if v is not None
+    }
+    model = checked(
+        ModelConfig.from_dict,
+        {**ModelConfig().to_dict(), **model_overrides(args.model_config), **overrides},
+    )  # Checked before any work.
+    info = build_examples(args, output_dir)
+    using_movielens = not (args.train_file or args.interactions)  # Incl. --train-ratings.
+    schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema else None)
+    thresholds = EvalThresholds.from_baseline(
+        info.baseline_rating_rmse,
+        **({"min_slice_size": args.min_slice_size} if args.min_slice_size else {}),
+    )
+    config = PipelineConfig(
+        pipeline_name=args.pipeline_name,
+        pipeline_root=str(output_dir / "pipeline_root"),
+        examples_dir=info.root,
+        serving_model_dir=str(output_dir / "serving_model"),
+        model=model,
+        thresholds=thresholds,
+        gated_slices=info.slices_at_least(thresholds.min_slice_size),
+        schema_path=schema,
+        beam_pipeline_args=tuple(args.beam_arg)
+        if args.beam_arg
+        else local_runner.default_beam_args(),
+        enable_cache=not args.no_cache,
+    )
+    log.info("Running pipeline '%s' on %s", config.pipeline_name, info.root)
+    try:
+        local_runner.run(config, output_dir)
+    except Exception as err:  # A failed component: report its cause in one line.
+        log.debug("component failure", exc_info=True)
+        raise MtrecError(f"pipeline failed in a component: {_root_cause(err)}") from None
+    summary = results.latest_run(
+        results.open_store(local_runner.metadata_path(output_dir)), config.pipeline_name
+    )
+    print(format_summary(summary, info.baseline_rating_rmse))
+    return 0
+
+
+def model_overrides(text: str | None) -> dict:
+    """--model-config: a JSON object (or a file holding one) of ModelConfig fields."""
+    if not text:
+        return {}
+    source = Path(text)
+    raw = source.read_text() if source.is_file() else text
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise MtrecError(
+            f"--model-config must be a JSON object or a file with one: {err}"
+        ) from None
+    if not isinstance(values, dict):
+        raise MtrecError(
+            "--model-config must be a JSON object, e.g. "
+            '\'{"architecture": "mmoe", "esmm": true}\''
+        )
+    return values
+
+
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {err}"
+
+
+def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
+    """The end-of-run report: components (and cache hits), blessing, push, metrics."""
+    lines = [f"Pipeline run {summary.run_id}", f"  {'component':<32}{'state':<10}{'seconds':>8}"]
+    lines += [f"  {c.node:<32}{c.state:<10}{c.seconds:>8.1f}" for c in summary.components]
+    cached = summary.cached_nodes
+    if cached:
+        lines.append(
+            f"Reused {len(cached)} cached component(s) from an earlier run: " + ", ".join(cached)
+        )
+    if summary.infra_blessed is not None:
+        verdict = "INFRA_BLESSED" if summary.infra_blessed else "NOT infra-blessed"
+        lines.append(f"ServingValidator: {verdict}: {summary.infra_reason}")
+    if summary.blessed and summary.pushed_to:
+        lines.append(f"Model BLESSED and pushed to {summary.pushed_to}")
+    elif summary.blessed:
+        lines.append("Model BLESSED but NOT pushed: the ServingValidator refused it")
+    else:
+        lines.append("Model NOT blessed: nothing was pushed. Failed thresholds:")
+        lines += [f"  - {line}" for line in summary.failed_thresholds[:15]]
+        if len(summary.failed_thresholds) > 15:
+            lines.append(f"  ... and {len(summary.failed_thresholds) - 15} more")
+    lines.append("Eval metrics (overall slice):")
+    for head, values in summary.metrics.items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
+        lines.append(f"  {head:<9}{shown}")
+    if baseline_rmse is not None:
+        lines.append(
+            f"  (rating baseline: predicting the training mean gives " f"RMSE {baseline_rmse:.4f})"
+        )
+    return "\n".join(lines)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """run."""
+    from mtrec.models.hparams import STRATEGIES, ModelConfig
+    from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+
+    run = commands.add_parser("run", help="run the whole pipeline with the local runner")
+    run.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT,
+        help="pipeline root, MLMD SQLite, examples and pushed models "
+        f"(default ./{DEFAULT_OUTPUT})",
+    )
+    run.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
+    add_data_args(run)
+    run.add_argument("--epochs", type=int, help=f"default {ModelConfig.epochs}")
+    run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
+    run.add_argument(
+        "--learning-rate",
+        type=float,
+        help=f"Adam learning rate (default {ModelConfig.learning_rate})",
+    )
+    run.add_argument(
+        "--model-config",
+        metavar="JSON",
+        help="model options as a JSON object or file, e.g. "
+        '\'{"architecture": "mmoe", "loss_balancing": "uncertainty", '
+        '"esmm": true}\' (see models/hparams.py)',
+    )
+    run.add_argument(
+        "--distribution",
+        choices=STRATEGIES,
+        help="tf.distribute strategy for the Trainer (default: default)",
+    )
+    run.add_argument(
+        "--min-slice-size",
+        type=int,
+        help="smallest slice (eval examples) whose metrics are gated; every "
+        "slice is reported (default 1000)",
+    )
+    run.add_argument("--schema", help="schema.pbtxt to import instead of the default")
+    run.add_argument(
+        "--infer-schema",
+        action="store_true",
+        help="infer the schema with SchemaGen instead of the curated one",
+    )
+    run.add_argument(
+        "--beam-arg",
+        action="append",
+        metavar="ARG",
+        help="Beam pipeline option, repeatable (replaces the DirectRunner default), "
+        "e.g. --beam-arg=--runner=FlinkRunner",
+    )
+    run.add_argument("--no-cache", action="store_true", help="re-run every component")
+    run.set_defaults(func=cmd_run)

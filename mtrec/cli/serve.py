@@ -1,0 +1,264 @@
+"""`mtrec serve`, `mtrec query` and `mtrec tf-serving-config`: TF Serving's APIs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from mtrec.cli.common import DEFAULT_OUTPUT, log
+from mtrec.errors import MtrecError
+
+
+def _bool_flag(text: str) -> bool:
+    """TF Serving's boolean flags: --flag, --flag=true, --flag=false."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _server_options(args: argparse.Namespace) -> Any:
+    from mtrec.serving import config as serving_config
+    from mtrec.serving.server import ServerOptions
+
+    if args.model_config_file:
+        models = serving_config.read_model_config_file(args.model_config_file)
+    else:
+        if not Path(args.model_base_path).is_dir():
+            raise serving_config.ConfigError(
+                f"{args.model_base_path}: no such model base path (run the pipeline first, "
+                "or pass --model_base_path)"
+            )
+        models = serving_config.single_model(args.model_name, args.model_base_path)
+    batching = None
+    if args.enable_batching:
+        batching = (
+            serving_config.read_batching_file(args.batching_parameters_file)
+            if args.batching_parameters_file
+            else serving_config.BatchingConfig()
+        )
+    return ServerOptions(
+        models=tuple(models),
+        port=args.port,
+        rest_api_port=args.rest_api_port or None,
+        host=args.host,
+        batching=batching,
+        poll_seconds=args.file_system_poll_wait_seconds,
+        max_request_bytes=args.max_request_bytes,
+        grpc_workers=args.grpc_max_threads,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from mtrec.serving.errors import ConfigError
+    from mtrec.serving.server import ModelServer
+
+    try:
+        server = ModelServer(_server_options(args)).start()
+    except ConfigError as err:
+        raise MtrecError(str(err)) from None
+    for spec in server.options.models:
+        versions = server.manager.available(spec.name)
+        log.info(
+            "model '%s' from %s: serving versions %s",
+            spec.name,
+            spec.base_path,
+            versions or "none yet (polling)",
+        )
+    rest = f", REST on {args.host}:{server.rest_port}" if server.rest_port else ""
+    print(
+        f"mtrec serve: gRPC on {args.host}:{server.grpc_port}{rest} "
+        f"(batching {'on' if server.batcher else 'off'}); SIGTERM or Ctrl-C stops",
+        flush=True,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+    print("mtrec serve: stopping; finishing in-flight requests", flush=True)
+    server.stop(grace=args.shutdown_grace_seconds)
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from mtrec.serving.client import ServingClient, ServingClientError
+
+    rows = [json_row(text) for text in args.row or []]
+    if args.input:
+        rows += read_rows(Path(args.input))
+    client = ServingClient(
+        args.target, args.model_name, args.version, "rest" if args.rest else "grpc", args.timeout
+    )
+    try:
+        with client:
+            if args.status:
+                print(json.dumps(client.status(), indent=2))
+            if args.metadata:
+                print(json.dumps(client.metadata(), indent=2))
+            if args.recommend is not None:
+                user = json_row(args.recommend)
+                print(
+                    json.dumps(
+                        client.recommend(
+                            user, args.k, user.pop("exclude", ()), user.pop("blend", None)
+                        )
+                    )
+                )
+            if rows:
+                for row, scores in zip(
+                    rows, client.predict(rows, args.signature_name), strict=True
+                ):
+                    print(json.dumps({**row, **scores}))
+            elif not (args.status or args.metadata or args.recommend is not None):
+                raise MtrecError(
+                    "nothing to ask: give --row/--input, --recommend, --status " "or --metadata"
+                )
+    except ServingClientError as err:
+        raise MtrecError(f"{args.target}: {err}") from None
+    return 0
+
+
+def json_row(text: str) -> dict:
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise MtrecError(f"--row must be a JSON object: {err}") from None
+    if not isinstance(row, dict):
+        raise MtrecError('--row must be a JSON object, e.g. \'{"user_id": 1, "item_id": 2}\'')
+    return row
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows from a CSV with a header, or JSON lines (.jsonl/.json)."""
+    import csv
+
+    if not path.is_file():
+        raise MtrecError(f"{path}: no such file")
+    if path.suffix in (".jsonl", ".json"):
+        return [json_row(line) for line in path.read_text().splitlines() if line.strip()]
+    with path.open(newline="") as handle:
+        return [{k: _number_or_text(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def _number_or_text(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_tf_serving_config(args: argparse.Namespace) -> int:
+    from mtrec.serving import config as serving_config
+
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = serving_config.ModelSpec(name=args.model_name, base_path=args.model_base_path)
+    (out / "models.config").write_text(serving_config.model_config_text([spec]))
+    serving_config.write_batching_file(serving_config.BatchingConfig(), out / "batching.config")
+    print(f"Wrote {out / 'models.config'} and {out / 'batching.config'}. Serve with:")
+    print(serving_config.docker_command(out, args.push_dir))
+    return 0
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """serve, query, tf-serving-config."""
+    serve = commands.add_parser(
+        "serve", help="serve pushed models over TF Serving's gRPC and REST APIs"
+    )
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    serve.add_argument(
+        "--rest_api_port", type=int, default=8501, help="REST port (default 8501; 0 turns REST off)"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    serve.add_argument("--model_name", default="mtrec")
+    serve.add_argument(
+        "--model_base_path",
+        default=f"{DEFAULT_OUTPUT}/serving_model",
+        help="folder of numbered versions (default: the pipeline's pushes)",
+    )
+    serve.add_argument(
+        "--model_config_file",
+        help="text ModelServerConfig: several models, version policies, labels",
+    )
+    serve.add_argument(
+        "--enable_batching",
+        type=_bool_flag,
+        nargs="?",
+        const=True,
+        default=False,
+        help="merge concurrent requests into one model call",
+    )
+    serve.add_argument("--batching_parameters_file", help="text BatchingParameters")
+    serve.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="how often base paths are polled for new versions (default 1)",
+    )
+    serve.add_argument(
+        "--max_request_bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="larger requests get RESOURCE_EXHAUSTED (default 16 MiB)",
+    )
+    serve.add_argument(
+        "--grpc_max_threads", type=int, default=16, help="gRPC request threads (default 16)"
+    )
+    serve.add_argument("--shutdown_grace_seconds", type=float, default=10.0)
+    serve.set_defaults(func=cmd_serve)
+
+    query = commands.add_parser("query", help="ask a TF Serving compatible server for scores")
+    query.add_argument(
+        "--target", default="localhost:8500", help="host:port (gRPC; with --rest, the REST port)"
+    )
+    query.add_argument("--rest", action="store_true", help="use REST instead of gRPC")
+    query.add_argument("--model_name", default="mtrec")
+    query.add_argument("--version", type=int)
+    query.add_argument(
+        "--row",
+        action="append",
+        metavar="JSON",
+        help='features of one example, e.g. \'{"user_id": 1, "item_id": 50}\'',
+    )
+    query.add_argument("--input", help="rows as CSV with a header, or JSON lines")
+    query.add_argument("--signature_name", default="serving_default")
+    query.add_argument(
+        "--recommend",
+        metavar="JSON",
+        help='a user to recommend items for, e.g. \'{"user_id": 5, '
+        '"exclude": [1, 2]}\' (optional "blend": [w_rating, w_click, '
+        "w_purchase])",
+    )
+    query.add_argument("--k", type=int, default=10)
+    query.add_argument("--status", action="store_true", help="print the versions' status")
+    query.add_argument("--metadata", action="store_true", help="print the signatures")
+    query.add_argument("--timeout", type=float, default=10.0)
+    query.set_defaults(func=cmd_query)
+
+    tfs = commands.add_parser(
+        "tf-serving-config",
+        help="write models.config and batching.config for "
+        "tensorflow_model_server, and print the docker command",
+    )
+    tfs.add_argument("--output-dir", default="tf_serving")
+    tfs.add_argument("--model_name", default="mtrec")
+    tfs.add_argument(
+        "--model_base_path",
+        default="/models/mtrec",
+        help="the push folder as mounted in the container",
+    )
+    tfs.add_argument(
+        "--push-dir", default=f"{DEFAULT_OUTPUT}/serving_model", help="the push folder on the host"
+    )
+    tfs.set_defaults(func=cmd_tf_serving_config)
