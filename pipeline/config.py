@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from pathlib import Path
 
 from mtrec import names as F
 from mtrec.data import dataset
 from mtrec.models.hparams import ModelConfig
+from mtrec.pipeline.fingerprint import code_fingerprint
 
 # How the Evaluator's baseline is resolved: "replaced_model" (the newest blessed model older
 # than the candidate, so cached re-runs stay cached) or "latest_blessed" (TFX's built-in
@@ -16,6 +15,10 @@ from mtrec.models.hparams import ModelConfig
 BASELINE_STRATEGIES = ("replaced_model", "latest_blessed")
 CURATED_SCHEMA = dataset.CURATED_SCHEMA
 DEFAULT_PIPELINE_NAME = "mtrec"
+# The TFX module files, referenced by module path so any installed copy (the Kubeflow image's
+# too) resolves them.
+TRANSFORM_MODULE = "mtrec.models.modules.transform_module"
+TRAINER_MODULE = "mtrec.models.modules.trainer_module"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,18 +77,12 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
     baseline_strategy: str = "replaced_model"
-    code_fingerprint: str = dataclasses.field(default_factory=lambda: package_fingerprint())
+    # Hash of every package source file the Transform and Trainer code can import: a change
+    # to any of them re-runs both; anything else (docs, the CLI) leaves the cache alone.
+    code_fingerprint: str = dataclasses.field(
+        default_factory=lambda: code_fingerprint((TRANSFORM_MODULE, TRAINER_MODULE))
+    )
 
     def __post_init__(self) -> None:
         if self.baseline_strategy not in BASELINE_STRATEGIES:
             raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}")
-
-
-def package_fingerprint() -> str:
-    """Hash of the model package's source: Transform and Trainer re-run when it changes."""
-    digest = hashlib.sha256()
-    root = Path(__file__).resolve().parent.parent / "models"
-    for path in sorted(root.rglob("*.py")):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]

@@ -11,11 +11,11 @@ from mtrec import names as F
 from mtrec.components.anomalies_gate import AnomaliesGate
 from mtrec.components.baseline_resolver import BaselineModelStrategy
 from mtrec.components.serving_validator import ServingValidator
-from mtrec.pipeline.config import PipelineConfig
+from mtrec.pipeline.config import TRAINER_MODULE, TRANSFORM_MODULE, PipelineConfig
 from mtrec.pipeline.evaluation import make_eval_config
 
-TRANSFORM_FN = "mtrec.models.modules.transform_module.preprocessing_fn"
-RUN_FN = "mtrec.models.modules.trainer_module.run_fn"
+TRANSFORM_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
+RUN_FN = f"{TRAINER_MODULE}.run_fn"
 
 
 def create_pipeline(
