@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 
 from mtrec.serving.config import BatchingConfig
-from mtrec.serving.errors import ServingError
+from mtrec.serving.errors import ServingError, request_errors
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,9 @@ class Batcher:
         self._closed = False
         self.batches = 0  # Model calls made, and the requests they served.
         self.batched_requests = 0
-        self._threads = [
-            threading.Thread(target=self._work, name=f"batch-{i}", daemon=True)
-            for i in range(config.num_batch_threads)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: dict[int, threading.Thread] = {}
+        for index in range(config.num_batch_threads):
+            self._start_thread(index)
 
     def submit(self, key: tuple, run: Run, inputs: Mapping[str, np.ndarray]) -> Arrays:
         """Run ``inputs`` (each with the same leading batch size) in some batch."""
@@ -111,21 +108,33 @@ class Batcher:
             self.batched_requests += len(batch)
             return self._runs[key], batch
 
-    def _work(self) -> None:
-        while True:
-            taken = self._take_batch()
-            if taken is None:
-                return
-            run, batch = taken
-            _run_batch(run, batch)
+    def _start_thread(self, index: int) -> None:
+        thread = threading.Thread(
+            target=self._work, args=(index,), name=f"batch-{index}", daemon=True
+        )
+        self._threads[index] = thread
+        thread.start()
+
+    def _work(self, index: int) -> None:
+        closed = False
+        try:
+            while (taken := self._take_batch()) is not None:
+                run, batch = taken
+                _run_batch(run, batch)
+            closed = True
+        finally:
+            # _run_batch let a bug through (having answered its batch): threading.excepthook
+            # logs its traceback and a new thread takes this one's place.
+            if not closed:
+                self._start_thread(index)
 
     def close(self) -> None:
         """Finish queued requests, then stop the batch threads."""
         with self._ready:
             self._closed = True
             self._ready.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=30)
+        for index in self._threads:
+            self._threads[index].join(timeout=30)
         if self.batches:
             log.info(
                 "batching: %d requests in %d model calls (%.1f per call)",
@@ -152,7 +161,17 @@ def _run_batch(run: Run, batch: list[_Request]) -> None:
             stop = start + request.rows
             request.future.set_result({k: v[start:stop] for k, v in outputs.items()})
             start = stop
-    except Exception as err:  # Every waiting request gets the error; the thread lives on.
-        for request in batch:
-            if not request.future.done():
-                request.future.set_exception(err)
+    except request_errors() as err:  # What a model call can raise: every request gets it.
+        _fail(batch, err)
+    finally:
+        # Anything else is a bug; it propagates to the batch thread (see _work), but no
+        # request of this batch is left waiting.
+        if not all(request.future.done() for request in batch):
+            _fail(batch, ServingError(grpc.StatusCode.INTERNAL, "the batch failed; see the log"))
+
+
+def _fail(batch: list[_Request], error: BaseException) -> None:
+    """Fail every request of ``batch`` that has no answer yet."""
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(error)

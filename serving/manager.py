@@ -19,7 +19,7 @@ from typing import Any
 
 from mtrec import names as F
 from mtrec.serving.config import ModelSpec
-from mtrec.serving.errors import not_found
+from mtrec.serving.errors import load_errors, not_found
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +45,16 @@ class Servable:
 
 
 def version_folders(base: Path) -> dict[int, Path]:
-    """The numbered version folders under a push base path that hold a SavedModel. TFX's
-    Pusher copies ``saved_model.pb`` last, so a half-copied version is not listed."""
+    """The numbered version folders (ASCII digits, as in TF Serving) under a push base path
+    that hold a SavedModel. TFX's Pusher copies ``saved_model.pb`` last, so a half-copied
+    version is not listed."""
     return {
         int(p.name): p
         for p in base.iterdir()
-        if p.is_dir() and p.name.isdigit() and (p / F.SAVED_MODEL_FILE).is_file()
+        if p.name.isascii()
+        and p.name.isdigit()
+        and p.is_dir()
+        and (p / F.SAVED_MODEL_FILE).is_file()
     }
 
 
@@ -147,7 +151,9 @@ class ModelManager:
         try:
             servable = self._loader(name, version, str(path))
             replayed = self._warmup(servable) if self._warmup else 0
-        except Exception as err:  # Any load or warmup failure: report, keep serving the rest.
+        except load_errors() as err:  # A corrupt or failing version: report it, serve the rest.
+            # Anything else is a bug, not a bad version: it propagates to the poller, which
+            # survives it (_poll_loop), or to ModelServer.start, which fails loudly.
             self._failed[(name, version)] = _fingerprint(path)
             message = (
                 f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
@@ -187,18 +193,27 @@ class ModelManager:
     def start(self, poll_seconds: float) -> None:
         """Poll now, then every ``poll_seconds`` in a daemon thread (0: never again)."""
         self.poll()
-        if poll_seconds <= 0:
-            return
+        if poll_seconds > 0:
+            self._start_poller(poll_seconds)
 
-        def loop() -> None:
+    def _start_poller(self, poll_seconds: float) -> None:
+        self._thread = threading.Thread(
+            target=self._poll_loop, args=(poll_seconds,), name="model-poller", daemon=True
+        )
+        self._thread.start()
+
+    def _poll_loop(self, poll_seconds: float) -> None:
+        try:
             while not self._stop.wait(poll_seconds):
                 try:
                     self.poll()
-                except Exception:  # A poll must never kill the poller.
-                    log.exception("model poll failed")
-
-        self._thread = threading.Thread(target=loop, name="model-poller", daemon=True)
-        self._thread.start()
+                except load_errors():  # An unreadable base path, a folder removed mid-poll.
+                    log.exception("model poll failed")  # The next poll retries.
+        finally:
+            # Anything else is a bug in this module: threading.excepthook logs its traceback,
+            # and a new poller takes over while the loaded versions keep serving.
+            if not self._stop.is_set():
+                self._start_poller(poll_seconds)
 
     def stop(self) -> None:
         self._stop.set()

@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
 from mtrec import names as F
 from mtrec.serving import config as config_lib
 from mtrec.serving.batching import Batcher
-from mtrec.serving.errors import HTTP_STATUS, ServingError, invalid
+from mtrec.serving.errors import HTTP_STATUS, ServingError, invalid, request_errors
 from mtrec.serving.inference import (
     Inference,
     as_serving_error,
@@ -89,12 +89,14 @@ def _requested(spec: Any) -> tuple[str, int | None, str | None]:
 
 
 def _grpc_call(method: Any) -> Any:
-    """Turn ServingErrors into gRPC statuses; nothing raised ever reaches the server loop."""
+    """Turn what a request can raise (``request_errors()``) into a gRPC status: a
+    ServingError's own code, INTERNAL (logged) for the rest."""
 
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except Exception as err:  # Every failure becomes a status; the server keeps going.
+        except request_errors() as err:  # Anything else (a bug): grpcio logs it, answers
+            # UNKNOWN ("Exception calling application") and the server keeps serving.
             error = as_serving_error(err)
             if error.code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error in %s", method.__name__)
@@ -231,6 +233,12 @@ def classifications(outputs: dict[str, Any]) -> list[list[tuple[str | None, floa
     either side is None when the signature does not output it."""
     scores, classes = outputs.get("scores"), outputs.get("classes")
     shaped = scores if scores is not None else classes
+    if shaped is None:
+        raise ServingError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the classification signature outputs neither 'classes' nor 'scores' (outputs: "
+            f"{', '.join(sorted(outputs))})",
+        )
     return [
         [
             (
@@ -287,8 +295,8 @@ class RestHandler(BaseHTTPRequestHandler):
         if match is None:
             return
         manager = self.server.inference.manager
-        version = int(match["version"]) if match["version"] else None
         try:
+            version = int(match["version"]) if match["version"] else None
             if match["metadata"]:
                 servable = manager.resolve(match["name"], version, match["label"])
                 self._send(
@@ -326,7 +334,8 @@ class RestHandler(BaseHTTPRequestHandler):
                     ]
                 },
             )
-        except Exception as err:  # Every failure is a JSON error; the server keeps going.
+        except request_errors() as err:  # Anything else (a bug): socketserver's handle_error
+            # prints it and closes this one connection; the server keeps serving.
             self._error(as_serving_error(err))
 
     def do_POST(self) -> None:
@@ -340,7 +349,8 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._send(HTTPStatus.OK, self._predict(match, version, body))
             else:
                 self._send(HTTPStatus.OK, self._examples(match, version, body))
-        except Exception as err:  # Every failure is a JSON error; the server keeps going.
+        except request_errors() as err:  # Anything else (a bug): socketserver's handle_error
+            # prints it and closes this one connection; the server keeps serving.
             error = as_serving_error(err)
             if error.code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error in REST %s", self.path)

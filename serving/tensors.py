@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mtrec.serving.errors import invalid
+from mtrec.serving.errors import DECODE_ERRORS, invalid
 
 
 def signature_inputs(function: Any) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def from_proto(name: str, proto: Any) -> np.ndarray:
         if proto.dtype in _NUMPY_OF and proto.tensor_content:
             return np.frombuffer(proto.tensor_content, _NUMPY_OF[proto.dtype]).reshape(shape)
         return tf.make_ndarray(proto)
-    except Exception as err:  # A malformed TensorProto.
+    except DECODE_ERRORS as err:  # A malformed TensorProto (see DECODE_ERRORS).
         raise invalid(f"input '{name}' is not a valid TensorProto: {err}") from None
 
 

@@ -2,6 +2,7 @@
 a tiny SavedModel exported in the test, with TF Serving's own protos and stubs."""
 
 import base64
+import http.client
 import json
 import shutil
 import threading
@@ -14,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -29,6 +31,7 @@ from mtrec.examples import to_example, to_examples
 from mtrec.serving import config
 from mtrec.serving.batching import Batcher
 from mtrec.serving.client import Retry, ServingClient, ServingClientError
+from mtrec.serving.errors import ServingError
 from mtrec.serving.server import ModelServer, ServerOptions
 from tests.support.tiny_model import expected, export_tiny_model
 
@@ -304,6 +307,93 @@ def test_rest_errors_are_json_with_tf_serving_status_codes(served, path, body, s
     assert rest(served["rest"] + "/tiny")[0] == 200  # Still serving.
 
 
+# ----------------------------------------------------------------------------- failures
+
+
+def _tensor(dtype: int, size: int, **values) -> tensor_pb2.TensorProto:
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size)]
+    )
+    return tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape, **values)
+
+
+@pytest.mark.parametrize(
+    ("proto", "words"),
+    [
+        (_tensor(20, 1), "valid TensorProto: 20"),  # DT_RESOURCE: KeyError in tf.make_ndarray.
+        (_tensor(999, 1), "to a TensorFlow DType"),  # No such dtype: TypeError.
+        (_tensor(1, 2, tensor_content=b"abc"), "multiple of element size"),  # ValueError.
+    ],
+)
+def test_grpc_tensor_protos_that_cannot_be_decoded_are_invalid_arguments(served, proto, words):
+    request = predict_request(ROWS[:1])
+    request.inputs["examples"].CopyFrom(proto)
+    with pytest.raises(grpc.RpcError) as error:
+        served["predict"].Predict(request, timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input 'examples' is not a valid TensorProto" in error.value.details()
+    assert words in error.value.details()
+    assert served["predict"].Predict(predict_request(ROWS), timeout=10).outputs["rating"]
+
+
+MODEL = ("mtrec.serving.inference.call_signature",)
+ENCODING = ("mtrec.serving.server.to_proto", "mtrec.serving.server.rest_outputs")
+
+
+@pytest.mark.parametrize(
+    ("targets", "error", "code", "status", "words"),
+    [
+        (
+            MODEL,
+            tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor"),
+            grpc.StatusCode.INTERNAL,
+            500,
+            "ResourceExhaustedError: OOM when allocating tensor",
+        ),
+        (
+            MODEL,
+            MemoryError("Unable to allocate 4.00 TiB"),
+            grpc.StatusCode.INTERNAL,
+            500,
+            "MemoryError: Unable to allocate",
+        ),
+        (
+            ENCODING,
+            OverflowError("value too large to encode"),
+            grpc.StatusCode.INTERNAL,
+            500,
+            "OverflowError: value too large to encode",
+        ),
+        # Outside request_errors(), as a bug would be: grpcio answers UNKNOWN, the REST
+        # server closes that one connection, and both keep serving.
+        (MODEL, AttributeError("a bug"), grpc.StatusCode.UNKNOWN, None, "a bug"),
+    ],
+)
+def test_a_request_that_fails_in_the_model_or_encoding_gets_an_error_and_serving_goes_on(
+    served, monkeypatch, targets, error, code, status, words
+):
+    def fail(*args, **kwargs):
+        raise error
+
+    for target in targets:
+        monkeypatch.setattr(target, fail)
+    with pytest.raises(grpc.RpcError) as failed:
+        served["predict"].Predict(predict_request(ROWS), timeout=10)
+    assert failed.value.code() == code and words in failed.value.details()
+    url = served["rest"] + "/tiny:predict"
+    body = {"instances": [{"b64": base64.b64encode(e).decode()} for e in to_examples(ROWS)]}
+    if status is None:
+        with pytest.raises((ConnectionError, http.client.HTTPException)):
+            rest(url, body)
+    else:
+        answer = rest(url, body)
+        assert answer[0] == status and words in answer[1]["error"]
+    monkeypatch.undo()
+    assert served["predict"].Predict(predict_request(ROWS), timeout=10).outputs["rating"]
+    answer = rest(url, body)
+    assert answer[0] == 200 and answer[1]["predictions"][0] == pytest.approx(expected(7, 3))
+
+
 # ----------------------------------------------------------------------------- client
 
 
@@ -506,6 +596,33 @@ def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
     assert errors == [] and len(results) == 80
     assert all(out == 2 * value for value, out in results.items())
     assert sum(calls) == 80 and len(calls) < 40 and max(calls) > 1
+
+
+# A bug in a batched model call reaches threading.excepthook, which pytest reports.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_failed_batch_answers_its_requests_and_batching_goes_on():
+    def run(inputs):
+        if inputs["x"][0] < 0:
+            raise tf.errors.InternalError(None, None, "the model failed")
+        if inputs["x"][0] == 0:
+            raise AttributeError("a bug")
+        return {"y": inputs["x"] * 2.0}
+
+    batcher = Batcher(
+        config.BatchingConfig(max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=1)
+    )
+    try:
+        with pytest.raises(tf.errors.InternalError, match="the model failed"):
+            batcher.submit("model", run, {"x": np.array([-1.0], np.float32)})
+        with pytest.raises(ServingError) as error:  # The bug kills its thread; a new one
+            batcher.submit("model", run, {"x": np.array([0.0], np.float32)})  # takes over.
+        assert error.value.code == grpc.StatusCode.INTERNAL
+        for value in (1.0, 2.0, 3.0):
+            out = batcher.submit("model", run, {"x": np.array([value], np.float32)})
+            assert out["y"].tolist() == [2 * value]
+    finally:
+        batcher.close()
+    assert batcher.batches == 5
 
 
 def _wait_for(condition, seconds: float = 20.0) -> bool:
