@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 from mtrec import names as F
-from mtrec.data import dataset
 from mtrec.models.hparams import ModelConfig
 from mtrec.pipeline.fingerprint import code_fingerprint
 
@@ -13,8 +12,9 @@ from mtrec.pipeline.fingerprint import code_fingerprint
 # than the candidate, so cached re-runs stay cached) or "latest_blessed" (TFX's built-in
 # strategy, the only one Kubeflow V2 can compile).
 BASELINE_STRATEGIES = ("replaced_model", "latest_blessed")
-CURATED_SCHEMA = dataset.CURATED_SCHEMA
 DEFAULT_PIPELINE_NAME = "mtrec"
+CURATED = "curated"
+INFERRED = "infer"
 # The TFX module files, referenced by module path so any installed copy (the Kubeflow image's
 # too) resolves them.
 TRANSFORM_MODULE = "mtrec.models.modules.transform_module"
@@ -41,6 +41,17 @@ class EvalThresholds:
     # smaller ones are noise. The runner turns this into PipelineConfig.gated_slices.
     min_slice_size: int = 1000
 
+    def __post_init__(self) -> None:
+        for name in ("min_auc", "slice_min_auc"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("max_rating_rmse", "slice_max_rating_rmse"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("rmse_tolerance", "auc_tolerance", "min_slice_size"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
     @staticmethod
     def from_baseline(
         baseline_rmse: float | None,
@@ -60,6 +71,22 @@ class EvalThresholds:
         )
 
 
+# What each threshold means, as `mtrec run` and `mtrec compile-kubeflow` show it.
+THRESHOLD_HELP = {
+    "max_rating_rmse": "overall rating RMSE must be below this (default: 5%% under the eval "
+    "RMSE of predicting the training mean when the examples are known, else 1.0)",
+    "min_auc": "overall click and purchase AUC must be above this (default 0.6)",
+    "rmse_tolerance": "rating RMSE may be at most this much above the baseline model's "
+    "(default 0.02)",
+    "auc_tolerance": "AUC may be at most this much below the baseline model's (default 0.01)",
+    "slice_max_rating_rmse": "every gated slice's RMSE must be below this (default: 25%% over "
+    "the training-mean RMSE when the examples are known, else 1.25)",
+    "slice_min_auc": "every gated slice's AUC must be above this (default 0.55)",
+    "min_slice_size": "smallest slice (eval examples) whose metrics are gated; every slice is "
+    "reported (default 1000)",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything that defines one pipeline; runners only resolve paths into it."""
@@ -70,13 +97,18 @@ class PipelineConfig:
     pipeline_name: str = DEFAULT_PIPELINE_NAME
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     thresholds: EvalThresholds = dataclasses.field(default_factory=EvalThresholds)
-    schema_path: str | None = CURATED_SCHEMA
+    # CURATED (the schema shipped in the package), INFERRED (SchemaGen) or a schema.pbtxt
+    # path to import, visible where the pipeline runs (gs://... on Kubeflow).
+    schema: str = CURATED
     slice_features: tuple[str, ...] = F.SLICE_FEATURES
     # (feature, value) slices whose per-slice floors are enforced, e.g. ("gender", "F").
     gated_slices: tuple[tuple[str, str], ...] = ()
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
     baseline_strategy: str = "replaced_model"
+    # The examples' data fingerprint (their DatasetInfo manifest's): the Trainer records it in
+    # its custom_config, so a comparison with a baseline trained on other data can be seen.
+    data_fingerprint: str = ""
     # Hash of every package source file the Transform and Trainer code can import: a change
     # to any of them re-runs both; anything else (docs, the CLI) leaves the cache alone.
     code_fingerprint: str = dataclasses.field(

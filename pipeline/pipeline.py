@@ -10,8 +10,15 @@ from tfx.proto import example_gen_pb2
 from mtrec import names as F
 from mtrec.components.anomalies_gate import AnomaliesGate
 from mtrec.components.baseline_resolver import BaselineModelStrategy
+from mtrec.components.curated_schema import CuratedSchemaGen, curated_schema_digest
 from mtrec.components.serving_validator import ServingValidator
-from mtrec.pipeline.config import TRAINER_MODULE, TRANSFORM_MODULE, PipelineConfig
+from mtrec.pipeline.config import (
+    CURATED,
+    INFERRED,
+    TRAINER_MODULE,
+    TRANSFORM_MODULE,
+    PipelineConfig,
+)
 from mtrec.pipeline.evaluation import make_eval_config
 
 TRANSFORM_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
@@ -33,8 +40,10 @@ def create_pipeline(
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    if config.schema_path:
-        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    if config.schema == CURATED:
+        schema_gen = CuratedSchemaGen(schema_digest=curated_schema_digest())
+    elif config.schema != INFERRED:
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema)
     else:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
@@ -62,7 +71,11 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=[F.TRAIN]),
         eval_args=tfx.proto.EvalArgs(splits=[F.VALID]),
-        custom_config={"model": config.model.to_dict(), **code},
+        custom_config={
+            "model": config.model.to_dict(),
+            "data_fingerprint": config.data_fingerprint,
+            **code,
+        },
     )
 
     model_resolver = _baseline_resolver(config.baseline_strategy, trainer.outputs["model"])

@@ -202,14 +202,15 @@ def model_config_text(specs: list[ModelSpec]) -> str:
 def docker_command(
     config_dir: Path,
     push_dir: str,
-    model_name: str = "mtrec",
+    base_path: str = "/models/mtrec",
     image: str = "tensorflow/serving:2.16.1",
 ) -> str:
-    """The production command: the real server on the same push folder and configs."""
+    """The production command: the real server on the same push folder and configs, with
+    the push folder mounted where models.config's ``base_path`` says."""
     config_dir = Path(config_dir).resolve()
     return (
         f"docker run --rm -p 8500:8500 -p 8501:8501 \\\n"
-        f"  -v {Path(push_dir).resolve()}:/models/{model_name} \\\n"
+        f"  -v {Path(push_dir).resolve()}:{base_path} \\\n"
         f"  -v {config_dir}:/config \\\n"
         f"  {image} \\\n"
         f"  --port=8500 --rest_api_port=8501 \\\n"

@@ -7,9 +7,15 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mtrec.errors import MtrecError
+
+if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
+    import argparse
+
+    from mtrec.data.dataset import DatasetInfo
+    from mtrec.pipeline.config import EvalThresholds
 
 T = TypeVar("T")
 
@@ -52,3 +58,58 @@ def _ignore_tf_function_teardown(unraisable: sys.UnraisableHookArgs) -> None:
     """TF 2.16 reports harmless TypeErrors from AtomicFunction.__del__ at teardown."""
     if "AtomicFunction.__del__" not in repr(unraisable.object):
         sys.__unraisablehook__(unraisable)
+
+
+def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
+    """The schema and blessing options that `mtrec run` and `compile-kubeflow` share."""
+    import dataclasses
+
+    from mtrec.pipeline.config import THRESHOLD_HELP, EvalThresholds
+
+    group = parser.add_argument_group("schema and evaluation (what blesses a model)")
+    group.add_argument(
+        "--schema",
+        metavar="FILE",
+        help="schema.pbtxt to import instead of the curated one shipped in the package "
+        "(on Kubeflow: a path the cluster can read)",
+    )
+    group.add_argument(
+        "--infer-schema",
+        action="store_true",
+        help="infer the schema with SchemaGen instead of the curated one",
+    )
+    for field in dataclasses.fields(EvalThresholds):
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=int if field.name == "min_slice_size" else float,
+            help=THRESHOLD_HELP[field.name],
+        )
+
+
+def schema_choice(args: argparse.Namespace, curated: bool) -> str:
+    """--schema FILE, --infer-schema, else the curated schema when the data is
+    MovieLens-shaped (``curated``) or SchemaGen's inference for other logs."""
+    from mtrec.pipeline.config import CURATED, INFERRED
+
+    if args.schema and args.infer_schema:
+        raise MtrecError("--schema and --infer-schema exclude each other")
+    return args.schema or (CURATED if curated and not args.infer_schema else INFERRED)
+
+
+def evaluation_settings(
+    args: argparse.Namespace, info: DatasetInfo | None
+) -> tuple[EvalThresholds, tuple[tuple[str, str], ...]]:
+    """The thresholds (relative to the training-mean RMSE when the examples are known,
+    then the options given) and the slices large enough to gate (none without examples)."""
+    import dataclasses
+
+    from mtrec.pipeline.config import EvalThresholds
+
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(EvalThresholds)
+        if getattr(args, f.name) is not None
+    }
+    baseline = info.baseline_rating_rmse if info else None
+    thresholds = checked(EvalThresholds.from_baseline, baseline, **given)
+    return thresholds, info.slices_at_least(thresholds.min_slice_size) if info else ()

@@ -7,9 +7,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtrec.cli.common import DEFAULT_OUTPUT, checked, log
+from mtrec.cli.common import (
+    DEFAULT_OUTPUT,
+    add_evaluation_args,
+    checked,
+    evaluation_settings,
+    log,
+    schema_choice,
+)
 from mtrec.cli.data import add_data_args, build_examples
-from mtrec.errors import MtrecError
+from mtrec.errors import MtrecError, PipelineError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
     from mtrec.results.store import RunSummary
@@ -18,7 +25,7 @@ if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays inst
 def cmd_run(args: argparse.Namespace) -> int:
     from mtrec.models.hparams import ModelConfig
     from mtrec.pipeline import local_runner
-    from mtrec.pipeline.config import CURATED_SCHEMA, EvalThresholds, PipelineConfig
+    from mtrec.pipeline.config import PipelineConfig
     from mtrec.results import store as results
 
     output_dir = Path(args.output_dir).resolve()
@@ -38,11 +45,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )  # Checked before any work.
     info = build_examples(args, output_dir)
     using_movielens = not (args.train_file or args.interactions)  # Incl. --train-ratings.
-    schema = args.schema or (CURATED_SCHEMA if using_movielens and not args.infer_schema else None)
-    thresholds = EvalThresholds.from_baseline(
-        info.baseline_rating_rmse,
-        **({"min_slice_size": args.min_slice_size} if args.min_slice_size else {}),
-    )
+    schema = schema_choice(args, curated=using_movielens)
+    thresholds, gated_slices = evaluation_settings(args, info)
     config = PipelineConfig(
         pipeline_name=args.pipeline_name,
         pipeline_root=str(output_dir / "pipeline_root"),
@@ -50,19 +54,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         serving_model_dir=str(output_dir / "serving_model"),
         model=model,
         thresholds=thresholds,
-        gated_slices=info.slices_at_least(thresholds.min_slice_size),
-        schema_path=schema,
+        gated_slices=gated_slices,
+        schema=schema,
         beam_pipeline_args=tuple(args.beam_arg)
         if args.beam_arg
         else local_runner.default_beam_args(),
         enable_cache=not args.no_cache,
+        data_fingerprint=info.manifest.get("fingerprint", ""),
     )
     log.info("Running pipeline '%s' on %s", config.pipeline_name, info.root)
+    import tensorflow as tf
+
     try:
         local_runner.run(config, output_dir)
-    except Exception as err:  # A failed component: report its cause in one line.
+    except (RuntimeError, ValueError, OSError, tf.errors.OpError) as err:
+        # What a component raises on bad data or a failed step (Beam wraps its workers'
+        # errors in RuntimeError): its root cause in one line. mtrec's own errors pass as is.
         log.debug("component failure", exc_info=True)
-        raise MtrecError(f"pipeline failed in a component: {_root_cause(err)}") from None
+        raise PipelineError(f"pipeline failed in a component: {_root_cause(err)}") from None
     summary = results.latest_run(
         results.open_store(local_runner.metadata_path(output_dir)), config.pipeline_name
     )
@@ -117,6 +126,8 @@ def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
         lines += [f"  - {line}" for line in summary.failed_thresholds[:15]]
         if len(summary.failed_thresholds) > 15:
             lines.append(f"  ... and {len(summary.failed_thresholds) - 15} more")
+    if summary.data_warning:
+        lines.append(summary.data_warning)
     lines.append("Eval metrics (overall slice):")
     for head, values in summary.metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
@@ -161,18 +172,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         choices=STRATEGIES,
         help="tf.distribute strategy for the Trainer (default: default)",
     )
-    run.add_argument(
-        "--min-slice-size",
-        type=int,
-        help="smallest slice (eval examples) whose metrics are gated; every "
-        "slice is reported (default 1000)",
-    )
-    run.add_argument("--schema", help="schema.pbtxt to import instead of the default")
-    run.add_argument(
-        "--infer-schema",
-        action="store_true",
-        help="infer the schema with SchemaGen instead of the curated one",
-    )
+    add_evaluation_args(run)
     run.add_argument(
         "--beam-arg",
         action="append",

@@ -165,7 +165,7 @@ def cmd_tf_serving_config(args: argparse.Namespace) -> int:
     (out / "models.config").write_text(serving_config.model_config_text([spec]))
     serving_config.write_batching_file(serving_config.BatchingConfig(), out / "batching.config")
     print(f"Wrote {out / 'models.config'} and {out / 'batching.config'}. Serve with:")
-    print(serving_config.docker_command(out, args.push_dir))
+    print(serving_config.docker_command(out, args.push_dir, args.model_base_path))
     return 0
 
 

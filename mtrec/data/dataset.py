@@ -504,6 +504,18 @@ def _file_digest(paths: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
+def read_info(root: str) -> DatasetInfo | None:
+    """The DatasetInfo of examples written by a build_* function (a local or a gs:// path),
+    or None when ``root`` holds no manifest."""
+    import tensorflow as tf
+
+    path = f"{root.rstrip('/')}/{MANIFEST}"
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return DatasetInfo(root=root, manifest=json.load(handle))
+
+
 def _cached(root: Path, fingerprint: str) -> DatasetInfo | None:
     manifest_path = root / MANIFEST
     if manifest_path.is_file():

@@ -3,12 +3,27 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from mtrec.cli.main import build_parser, main
+from tests.support.synthetic import make_movielens_dir
 
-SUBCOMMANDS = ("data", "run", "inspect", "report", "compile-kubeflow")
+REPO = Path(__file__).resolve().parents[2]
+
+SUBCOMMANDS = (
+    "data",
+    "run",
+    "inspect",
+    "report",
+    "serve",
+    "query",
+    "tf-serving-config",
+    "score",
+    "recommend",
+    "compile-kubeflow",
+)
 
 
 def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
@@ -33,7 +48,7 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     assert set(tasks) == {
         "ImportExampleGen",
         "StatisticsGen",
-        "ImportSchemaGen",
+        "CuratedSchemaGen",
         "ExampleValidator",
         "AnomaliesGate",
         "Transform",
@@ -64,6 +79,78 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
         "gs://bucket/mtrec/pipeline_root"
     )
     assert '\\"distribution\\": \\"multi_worker_mirrored\\"' in text  # Trainer config.
+    # Nothing in the spec points at this machine: the schema comes from the installed package.
+    assert str(REPO) not in text and "site-packages" not in text
+
+
+def _evaluator_config(spec_file) -> dict:
+    spec = json.loads(spec_file.read_text())["pipelineSpec"]
+    parameters = spec["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["parameters"]
+    return json.loads(parameters["eval_config"]["runtimeValue"]["constantValue"]["stringValue"])
+
+
+def _bounds(config: dict, head: str, metric: str) -> list[tuple[list, dict]]:
+    """(slicing specs, value threshold) of one head's metric."""
+    spec = next(s for s in config["metrics_specs"] if s["output_names"] == [head])
+    found = next(m for m in spec["metrics"] if m["class_name"] == metric)
+    return [
+        (t["slicing_specs"], t["threshold"]["value_threshold"])
+        for t in found["per_slice_thresholds"]
+    ]
+
+
+def test_kubeflow_takes_the_evaluation_options_of_run(tmp_path, capsys):
+    """Issue: compile-kubeflow ignored the thresholds and slice settings run takes."""
+    source = make_movielens_dir(tmp_path / "ml", n_users=60, n_items=40, ratings_per_user=10)
+    assert (
+        main(["data", "build", "--output-dir", str(tmp_path), "--movielens-dir", str(source)]) == 0
+    )
+    (examples,) = (tmp_path / "data").iterdir()
+    output = tmp_path / "spec.json"
+    args = [
+        "compile-kubeflow",
+        "--image",
+        "img:1",
+        "--pipeline-root",
+        "gs://b/m",
+        "--output",
+        str(output),
+        "--min-auc",
+        "0.7",
+        "--slice-min-auc",
+        "0.52",
+        "--rmse-tolerance",
+        "0.05",
+    ]
+    assert main([*args, "--examples-dir", str(examples), "--min-slice-size", "50"]) == 0
+    config = _evaluator_config(output)
+    (overall, *slices) = _bounds(config, "click", "AUC")
+    assert overall == ([{}], {"lower_bound": 0.7})
+    info = json.loads((examples / "dataset.json").read_text())
+    big = sorted(
+        (feature, value)
+        for feature, counts in info["eval_slice_counts"].items()
+        for value, count in counts.items()
+        if count >= 50
+    )
+    gated = sorted(
+        item for specs, _ in slices for spec in specs for item in spec["feature_values"].items()
+    )
+    assert big and gated == big
+    assert {tuple(bound.items()) for _, bound in slices} == {(("lower_bound", 0.52),)}
+    # The rating bound is relative to the training-mean RMSE of these examples, as in run.
+    (rating_overall, *_) = _bounds(config, "rating", "RootMeanSquaredError")
+    assert rating_overall[1]["upper_bound"] == pytest.approx(
+        round(info["eval_global_mean_rmse"] * 0.95, 4)
+    )
+    capsys.readouterr()
+    # Remote examples are not read: the options alone, and nothing gated per slice.
+    assert main(args) == 0
+    assert "Note: no examples read at gs://b/m/data" in capsys.readouterr().err
+    (overall, *slices) = _bounds(_evaluator_config(output), "click", "AUC")
+    assert overall == ([{}], {"lower_bound": 0.7}) and slices == []
+    assert main([*args, "--min-auc", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "mtrec: error: min_auc must be in [0, 1], got 1.5"
 
 
 def test_help_lists_every_subcommand_and_each_has_help(capsys):
@@ -73,14 +160,7 @@ def test_help_lists_every_subcommand_and_each_has_help(capsys):
     listing = capsys.readouterr().out
     for command in SUBCOMMANDS:
         assert command in listing
-    for command in (
-        ["data", "fetch"],
-        ["data", "build"],
-        ["run"],
-        ["inspect"],
-        ["report"],
-        ["compile-kubeflow"],
-    ):
+    for command in (["data", "fetch"], ["data", "build"], *([c] for c in SUBCOMMANDS[1:])):
         with pytest.raises(SystemExit) as exit_info:
             build_parser().parse_args([*command, "--help"])
         assert exit_info.value.code == 0
@@ -144,3 +224,34 @@ def test_bad_model_options_are_one_line_errors_before_any_work(tmp_path, capsys,
     )
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"mtrec: error: {message}") and len(err.splitlines()) == 1
+
+
+def test_data_fetch_reuses_the_cached_copy_and_data_build_writes_the_splits(tmp_path, capsys):
+    cached = make_movielens_dir(tmp_path / "cache" / "ml-100k", n_users=50, n_items=40)
+    assert main(["data", "fetch", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert capsys.readouterr().out.strip() == str(cached)  # Found, nothing downloaded.
+    out = tmp_path / "out"
+    assert main(["data", "build", "--output-dir", str(out), "--movielens-dir", str(cached)]) == 0
+    printed = capsys.readouterr().out
+    (root,) = (out / "data").iterdir()
+    assert printed.startswith(f"Examples written to {root}\n")
+    splits = json.loads(printed.split("\n", 1)[1])
+    assert set(splits) == {"train", "valid", "eval"}
+    for name, counts in splits.items():
+        assert counts["examples"] == 5 * counts["clicks"] > 0  # Four negatives per click.
+        assert (root / name / "data.tfrecord.gz").is_file()
+
+
+def test_tf_serving_config_writes_files_the_real_server_reads(tmp_path, capsys):
+    from mtrec.serving import config
+
+    out, push = tmp_path / "tfs", tmp_path / "push"
+    args = ["tf-serving-config", "--output-dir", str(out), "--push-dir", str(push)]
+    assert main([*args, "--model_name", "recs", "--model_base_path", "/models/recs"]) == 0
+    printed = capsys.readouterr().out
+    (spec,) = config.read_model_config_file(str(out / "models.config"))
+    assert (spec.name, spec.base_path) == ("recs", "/models/recs")
+    assert config.read_batching_file(str(out / "batching.config")) == config.BatchingConfig()
+    assert f"-v {push.resolve()}:/models/recs" in printed
+    assert "--model_config_file=/config/models.config" in printed
+    assert "--enable_batching=true --batching_parameters_file=/config/batching.config" in printed
