@@ -50,7 +50,8 @@ def serving_feature_spec(raw_spec: dict[str, Any]) -> dict[str, tf.io.FixedLenFe
     spec = {}
     for key in F.MODEL_INPUT_KEYS:
         feature = raw_spec[key]
-        default = "" if feature.dtype == tf.string else 0
+        # A feature a request leaves out is what a missing value is in the training examples.
+        default = F.MISSING_DEFAULTS.get(key, "" if feature.dtype == tf.string else 0)
         # A VarLenFeature (no shape) is served as one value per example.
         shape = list(feature.shape) if hasattr(feature, "shape") else [1]
         spec[key] = tf.io.FixedLenFeature(

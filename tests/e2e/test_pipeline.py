@@ -1,10 +1,15 @@
 """End to end: the real pipeline with LocalDagRunner, SQLite MLMD and Beam, on synthetic
-MovieLens-shaped data (about 6,000 examples) made in the test."""
+MovieLens-shaped data (about 6,000 examples) made in the test.
+
+One module-scoped run is shared by the tests that only read it. A test that runs the
+pipeline again works on its own copy of that run's output folder (``copied``), so every
+test passes alone and in any order."""
 
 import contextlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,7 @@ import tensorflow as tf
 
 from mtrec import names as F
 from mtrec.cli.main import main
+from mtrec.data.dataset import CURATED_SCHEMA
 from mtrec.examples import to_examples
 from mtrec.models.export import SIGNATURES
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
@@ -21,7 +27,7 @@ from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
 NODES = {
     "ImportExampleGen",
-    "ImportSchemaGen",
+    "CuratedSchemaGen",
     "StatisticsGen",
     "ExampleValidator",
     "AnomaliesGate",
@@ -89,6 +95,19 @@ def workspace(tmp_path_factory):
         "summary": summary,
         "store": store,
     }
+
+
+@pytest.fixture
+def copied(workspace, tmp_path):
+    """The shared run's output folder (examples, artifacts, MLMD, pushes) copied for one
+    test to run the pipeline again; the copy's MLMD still points at the shared artifacts,
+    which are only read."""
+    output = tmp_path / "out"
+    shutil.copytree(workspace["output"], output)
+    args = list(workspace["args"])
+    args[args.index("--output-dir") + 1] = str(output)
+    store = results.open_store(str(output / "metadata.sqlite"))
+    return {**workspace, "output": output, "args": tuple(args), "store": store}
 
 
 def test_every_component_executed_once_and_recorded_artifacts(workspace):
@@ -287,26 +306,26 @@ def test_score_and_recommend_from_files_with_the_pushed_model(workspace, tmp_pat
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_second_run_is_served_from_cache(workspace):
-    code, stdout, stderr = run_cli(*workspace["args"])
+def test_second_run_is_served_from_cache(copied):
+    code, stdout, stderr = run_cli(*copied["args"])
     assert code == 0, stderr
-    summary = results.latest_run(workspace["store"], DEFAULT_PIPELINE_NAME)
+    summary = results.latest_run(copied["store"], DEFAULT_PIPELINE_NAME)
     states = {c.node: c.state for c in summary.components}
     assert {node for node, state in states.items() if state == "cached"} == (
-        NODES - {"ImportSchemaGen", "baseline_model_resolver"}
-    ) | ({"ImportSchemaGen"} if states.get("ImportSchemaGen") == "cached" else set())
+        NODES - {"baseline_model_resolver"}
+    )
     assert "Reused" in stdout and "cached component(s)" in stdout
-    versions = list((workspace["output"] / "serving_model").iterdir())
+    versions = list((copied["output"] / "serving_model").iterdir())
     assert len(versions) == 1  # The cached Pusher pushed nothing new.
 
 
-def test_bad_csv_fails_early_and_leaves_the_pushed_model_alone(workspace, tmp_path):
-    serving = workspace["output"] / "serving_model"
+def test_bad_csv_fails_early_and_leaves_the_pushed_model_alone(copied, tmp_path):
+    serving = copied["output"] / "serving_model"
     before = snapshot(serving)
     bad = tmp_path / "clicks.csv"
     bad.write_text("user_id,item_id,rating,click,purchase\n1,2,four,1,1\n")
     code, stdout, stderr = run_cli(
-        "run", "--output-dir", str(workspace["output"]), "--interactions", str(bad)
+        "run", "--output-dir", str(copied["output"]), "--interactions", str(bad)
     )
     assert code == 2
     assert stderr.strip() == (
@@ -316,8 +335,8 @@ def test_bad_csv_fails_early_and_leaves_the_pushed_model_alone(workspace, tmp_pa
     assert snapshot(serving) == before
 
 
-def test_schema_anomalies_stop_the_run_before_training(workspace, tmp_path):
-    serving = workspace["output"] / "serving_model"
+def test_schema_anomalies_stop_the_run_before_training(copied, tmp_path):
+    serving = copied["output"] / "serving_model"
     before = snapshot(serving)
     logs = make_interactions_csv(tmp_path / "logs.csv", n_rows=300, seed=3)
     text = logs.read_text().splitlines()
@@ -330,11 +349,11 @@ def test_schema_anomalies_stop_the_run_before_training(workspace, tmp_path):
     code, _, stderr = run_cli(
         "run",
         "--output-dir",
-        str(workspace["output"]),
+        str(copied["output"]),
         "--interactions",
         str(logs),
         "--schema",
-        str(Path(__file__).parent.parent / "pipeline" / "schema" / "schema.pbtxt"),
+        CURATED_SCHEMA,
     )
     assert code == 2
     assert "ExampleValidator found anomalies" in stderr and "'rating'" in stderr
@@ -434,7 +453,7 @@ def test_tfma_notebook_api_reads_the_evaluator_output(workspace):
 
 
 def test_html_report_renders_in_headless_chromium(workspace, tmp_path):
-    from tests import browser
+    from tests.support import browser
 
     page = tmp_path / "report.html"
     code, stdout, stderr = run_cli(
@@ -463,18 +482,18 @@ def test_html_report_renders_in_headless_chromium(workspace, tmp_path):
     assert colours is not None and len(colours) > 50  # Text, tables and charts, not blank.
 
 
-def test_retrained_model_is_compared_with_the_blessed_baseline(workspace):
+def test_retrained_model_is_compared_with_the_blessed_baseline(copied):
     """A changed Trainer config re-trains; the Evaluator compares with the first model."""
-    args = list(workspace["args"])
+    args = list(copied["args"])
     args[args.index("--epochs") + 1] = "9"
     code, _, stderr = run_cli(*args)
     assert code == 0, stderr
     code, stdout, stderr = run_cli(
-        "inspect", "--output-dir", str(workspace["output"]), "--format", "json"
+        "inspect", "--output-dir", str(copied["output"]), "--format", "json"
     )
     assert code == 0, stderr
     data = json.loads(stdout)
-    first = workspace["summary"]
+    first = copied["summary"]
     assert data["has_baseline"] is True
     assert data["model"]["baseline_uri"] == first.model_uri
     assert data["model"]["uri"] != first.model_uri
@@ -483,5 +502,56 @@ def test_retrained_model_is_compared_with_the_blessed_baseline(workspace):
     assert all(t["value"] is not None and t["status"] in ("passed", "failed") for t in changes)
     overall = next(s for s in data["slices"] if s["slice"] == "overall")
     assert overall["baseline"][F.CLICK]["auc"] == pytest.approx(first.metrics[F.CLICK]["auc"])
-    code, text, _ = run_cli("inspect", "--output-dir", str(workspace["output"]))
+    code, text, _ = run_cli("inspect", "--output-dir", str(copied["output"]))
     assert "Candidate vs baseline (overall):" in text
+
+
+def _installed_copy(target: Path) -> Path:
+    """The package laid out as `pip install .` lays it out (mtrec/ with the repo's mapped
+    folders under it), to edit without touching the repo."""
+    repo = Path(__file__).resolve().parents[2]
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(repo / "mtrec", target / "mtrec", ignore=ignore)
+    for folder in ("pipeline", "models", "components", "serving"):
+        shutil.copytree(repo / folder, target / "mtrec" / folder, ignore=ignore)
+    return target
+
+
+def test_code_the_trainer_imports_re_runs_it_and_other_code_does_not(copied, tmp_path):
+    """The cache fingerprint: an edit to the CLI (which Transform and Trainer never import)
+    keeps every component cached; an edit to a function of mtrec.examples (which the export
+    imports) re-runs the Trainer and what follows it, while Transform stays cached."""
+    import subprocess
+    import sys
+
+    package = _installed_copy(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": str(package)}
+
+    def run_states() -> dict[str, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "mtrec", *copied["args"]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        summary = results.latest_run(copied["store"], DEFAULT_PIPELINE_NAME)
+        return {c.node: c.state for c in summary.components}
+
+    cli = package / "mtrec" / "cli" / "common.py"
+    cli.write_text(cli.read_text() + "\n\ndef unused() -> int:\n    return 1\n")
+    (package / "mtrec" / "README.md").write_text("touched\n")
+    states = run_states()
+    assert {node for node, state in states.items() if state == "cached"} == NODES - {
+        "baseline_model_resolver"
+    }
+
+    examples = package / "mtrec" / "examples.py"
+    text = examples.read_text()
+    assert "def to_example(" in text
+    examples.write_text(text.replace("def to_example(", "def to_example(  # Edited.\n", 1))
+    states = run_states()
+    assert states["Transform"] == "cached" and states["Trainer"] == "executed", states
+    assert states["Evaluator"] == "executed"
