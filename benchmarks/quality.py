@@ -47,7 +47,7 @@ from mtrec.models.recommend import blended_score, item_features
 from mtrec.models.training import cardinalities, fit
 
 U1_TEST_ROWS = 20_000
-COLD_MAX = 20
+COLD_MAX = F.COLD_USER_MAX_INTERACTIONS
 KS = (5, 10)
 
 

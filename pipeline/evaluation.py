@@ -9,25 +9,31 @@ import tensorflow_model_analysis as tfma
 from mtrec import names as F
 from mtrec.pipeline.config import EvalThresholds
 
+# TFMA's class for each metric name the results room reads (names.HEAD_METRICS).
+METRIC_CLASSES = {
+    "root_mean_squared_error": "RootMeanSquaredError",
+    "mean_absolute_error": "MeanAbsoluteError",
+    "auc": "AUC",
+    "binary_crossentropy": "BinaryCrossentropy",
+    "calibration": "Calibration",
+}
+# Per head: its example count, its HEAD_METRICS, then what only the plots and report use.
 RATING_METRICS = (
     "ExampleCount",
     "WeightedExampleCount",
-    "RootMeanSquaredError",
-    "MeanAbsoluteError",
+    *(METRIC_CLASSES[name] for name in F.HEAD_METRICS[F.RATING]),
 )
 BINARY_METRICS = (
     "ExampleCount",
-    "AUC",
-    "BinaryCrossentropy",
-    "Calibration",
+    *(METRIC_CLASSES[name] for name in F.HEAD_METRICS[F.CLICK]),
     "MeanLabel",
     "MeanPrediction",
     "CalibrationPlot",
 )
 # TFMA defaults (10,000 AUC thresholds, 1,000 plot buckets) cost far more than they add.
 METRIC_CONFIGS = {"AUC": '"num_thresholds": 1000', "CalibrationPlot": '"num_buckets": 100'}
-# The metric per head that decides blessing.
-GATED = {F.RATING: "RootMeanSquaredError", F.CLICK: "AUC", F.PURCHASE: "AUC"}
+# The metric per head that decides blessing: its headline metric.
+GATED = {head: METRIC_CLASSES[F.HEAD_METRICS[head][0]] for head in F.HEADS}
 
 
 def _metric(name: str, **kwargs: Any) -> tfma.MetricConfig:
