@@ -32,7 +32,7 @@ def _load_inspection(args: argparse.Namespace) -> Inspection:
         store = results.open_store(local_runner.metadata_path(Path(args.output_dir).resolve()))
         run = results.latest_run(store, args.pipeline_name, evaluated=True)
         return inspection.inspect_evaluation(run.evaluation_uri, run=run, rule=rule)
-    except (FileNotFoundError, LookupError) as err:
+    except (FileNotFoundError, LookupError) as err:  # No MLMD database, no (evaluated) run.
         raise MtrecError(f"{err.args[0] if err.args else err}") from None
 
 
@@ -40,7 +40,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from mtrec.results.inspection import format_text
 
     found = _load_inspection(args)
-    print(json.dumps(found.to_json(), indent=2) if args.format == "json" else format_text(found))
+    print(
+        json.dumps(found.to_json(), indent=2)
+        if args.format == "json"
+        else format_text(found, thresholds=args.thresholds)
+    )
     return 0
 
 
@@ -93,10 +97,18 @@ def _add_inspect_args(parser: argparse.ArgumentParser) -> None:
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """inspect, report."""
     inspect = commands.add_parser(
-        "inspect", help="print blessing, thresholds and metrics per head and slice"
+        "inspect",
+        help="print blessing, failed thresholds, headline metrics, then metrics per head "
+        "and slice",
     )
     _add_inspect_args(inspect)
     inspect.add_argument("--format", choices=("text", "json"), default="text")
+    inspect.add_argument(
+        "--thresholds",
+        action="store_true",
+        help="list every threshold with its value and outcome, not only the failed ones "
+        "(text; JSON always has them all)",
+    )
     inspect.set_defaults(func=cmd_inspect)
 
     report = commands.add_parser("report", help="write a self-contained HTML report")

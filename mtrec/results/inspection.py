@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mtrec import names as F
-from mtrec.results.store import RunSummary
+from mtrec.errors import MtrecError
+from mtrec.results.store import RunSummary, data_fingerprint_warning
 
 OVERALL = "overall"
 # Metrics shown per head (TFMA names), the first one being the head's headline metric.
@@ -25,6 +27,8 @@ SHORT_NAMES = {
     "calibration": "calibration",
 }
 # The example count shown per head: rating metrics count rated examples only (weight 1).
+# The text view's summary lists at most this many failed thresholds (--thresholds: all).
+MAX_SUMMARY_FAILURES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +114,39 @@ class Inspection:
             return self.run.blessed
         return self.validation_ok
 
+    @property
+    def data_warning(self) -> str | None:
+        """Set when the baseline was trained on other examples than the candidate."""
+        if self.run is None or not self.has_baseline:
+            return None
+        return data_fingerprint_warning(
+            self.run.data_fingerprint, self.run.baseline_data_fingerprint
+        )
+
+    def headline(self) -> list[dict[str, Any]]:
+        """Per head, its headline metric overall: candidate, baseline and their delta."""
+        overall = next((s for s in self.slices if s.slice == OVERALL), None)
+        rows = []
+        for head in F.HEADS:
+            name = F.HEAD_METRICS[head][0]
+            new = overall.candidate.get(head, {}).get(name) if overall else None
+            old = overall.baseline.get(head, {}).get(name) if overall else None
+            delta = new - old if new is not None and old is not None else None
+            verdict = ""
+            if delta is not None and math.isfinite(delta) and delta != 0:
+                verdict = "better" if (delta > 0) == F.HIGHER_IS_BETTER[name] else "worse"
+            rows.append(
+                {
+                    "head": head,
+                    "metric": name,
+                    "candidate": new,
+                    "baseline": old,
+                    "delta": delta,
+                    "verdict": verdict,
+                }
+            )
+        return rows
+
     def to_json(self) -> dict[str, Any]:
         run = self.run
         return {
@@ -121,9 +158,13 @@ class Inspection:
                 "pushed_to": run.pushed_to if run else None,
                 "blessed": self.blessed,
                 "baseline_uri": run.baseline_model_uri if run else None,
+                "data_fingerprint": run.data_fingerprint if run else None,
+                "baseline_data_fingerprint": run.baseline_data_fingerprint if run else None,
             },
             "validation_ok": self.validation_ok,
             "has_baseline": self.has_baseline,
+            "warnings": [self.data_warning] if self.data_warning else [],
+            "headline": _finite(self.headline()),
             "thresholds": [dataclasses.asdict(t) for t in self.thresholds],
             "slices": [_finite(dataclasses.asdict(s)) for s in self.slices],
             "flags": [dataclasses.asdict(f) for f in self.flags],
@@ -136,16 +177,40 @@ class Inspection:
 def inspect_evaluation(
     uri: str, run: RunSummary | None = None, rule: FlagRule | None = None
 ) -> Inspection:
-    """Read one Evaluator output directory (a ModelEvaluation artifact's URI)."""
+    """Read one Evaluator output directory (a ModelEvaluation artifact's URI); an unreadable
+    one is an ``MtrecError`` naming it."""
+    import tensorflow as tf
     import tensorflow_model_analysis as tfma  # Deferred: slow to import.
+    from google.protobuf import json_format
+    from google.protobuf.message import DecodeError
     from tensorflow_model_analysis.writers import eval_config_writer
 
+    def unreadable(why: object) -> MtrecError:
+        return MtrecError(f"{uri}: not a TFMA evaluation output ({why})")
+
     try:
+        if not tf.io.gfile.isdir(uri):
+            raise unreadable("no such directory")
         eval_config = eval_config_writer.load_eval_run(uri)[0]
+        if eval_config is None:  # TFMA returns None rather than raising.
+            raise unreadable("no eval_config.json")
+        # TFMA asserts that there is exactly one validation result: check it here instead.
+        found = tf.io.gfile.glob(os.path.join(uri, "validations*"))
+        if len(found) != 1:
+            raise unreadable(f"{len(found)} validation result files, expected 1")
         metrics = list(tfma.load_metrics(uri))
+        if not metrics:
+            raise unreadable("no metrics")
         validation = tfma.load_validation_result(uri)
-    except Exception as err:  # Any unreadable output is the same user error.
-        raise FileNotFoundError(f"{uri}: not a TFMA evaluation output ({err})") from None
+    except (
+        OSError,  # Local file errors.
+        ValueError,  # JSON errors, TFMA's version check.
+        KeyError,  # Legacy (pickled) eval configs missing a key.
+        json_format.ParseError,  # eval_config.json not an EvalRun.
+        DecodeError,  # Records that are not MetricsForSlice / ValidationResult protos.
+        tf.errors.OpError,  # tf.io.gfile and TFRecord errors: missing, corrupt, a directory.
+    ) as err:
+        raise unreadable(f"{type(err).__name__}: {err}") from None
     slices = [_slice_metrics(m) for m in metrics]
     slices.sort(key=lambda s: (s.slice != OVERALL, _feature_order(s.feature), s.value))
     has_baseline = any(s.baseline for s in slices)
@@ -365,14 +430,20 @@ def _finite(value: Any) -> Any:
 # ----------------------------------------------------------------------------- text
 
 
-def format_text(inspection: Inspection) -> str:
-    """The terminal view: model, thresholds, per-head tables, baseline diff, flags."""
+def format_text(inspection: Inspection, thresholds: bool = False) -> str:
+    """The terminal view. First a summary of at most ~25 lines (model, blessing, data
+    fingerprints, failed thresholds, each head's headline metric against the baseline); then
+    the per-head tables, the baseline diff and the flagged slices; with ``thresholds``,
+    every threshold with its value last."""
     lines = _header_lines(inspection)
-    lines += _threshold_lines(inspection)
+    lines += _threshold_summary_lines(inspection, listed=thresholds)
+    lines += ["", *_headline_lines(inspection)]
     for head in F.HEADS:
         lines += ["", *_head_table(inspection, head)]
     lines += ["", *_baseline_lines(inspection)]
     lines += ["", *_flag_lines(inspection)]
+    if thresholds:
+        lines += ["", *_threshold_lines(inspection)]
     return "\n".join(lines)
 
 
@@ -393,35 +464,82 @@ def _header_lines(inspection: Inspection) -> list[str]:
     else:
         lines.append("Baseline: none (no earlier blessed model; change thresholds skipped)")
     lines.append(f"Evaluation: {inspection.evaluation_uri}")
+    if run is not None and (run.data_fingerprint or run.baseline_data_fingerprint):
+        data = f"Data fingerprint: candidate {run.data_fingerprint or 'unknown'}"
+        if inspection.has_baseline:
+            data += f", baseline {run.baseline_data_fingerprint or 'unknown'}"
+        lines.append(data)
+    if inspection.data_warning:
+        lines.append(inspection.data_warning)
+    return lines
+
+
+def _threshold_counts(inspection: Inspection) -> str:
+    count = {
+        status: sum(c.status == status for c in inspection.thresholds)
+        for status in ("passed", "failed", "skipped")
+    }
+    return (
+        f"Thresholds: {count['passed']} passed, {count['failed']} failed, "
+        f"{count['skipped']} skipped"
+    )
+
+
+def _ordered_checks(inspection: Inspection) -> list[ThresholdCheck]:
+    """Failures first: they are why a model was not blessed."""
+    return sorted(
+        inspection.thresholds,
+        key=lambda c: (c.status != "failed", c.status, c.head, c.slice != OVERALL, c.slice, c.kind),
+    )
+
+
+def _check_line(check: ThresholdCheck) -> str:
+    value = (
+        "n/a"
+        if check.value is None
+        else f"{check.value:+.4f}"
+        if (check.kind == "change")
+        else f"{check.value:.4f}"
+    )
+    return (
+        f"  {check.status.upper():<8}{check.head}/{SHORT_NAMES[check.metric]} "
+        f"{check.kind} on {check.slice}: {value} ({check.bound})"
+    )
+
+
+def _threshold_summary_lines(inspection: Inspection, listed: bool) -> list[str]:
+    """The counts and the first failures; where the full list is (or would be)."""
+    failed = [c for c in _ordered_checks(inspection) if c.status == "failed"]
+    counts = _threshold_counts(inspection)
+    if inspection.thresholds:
+        counts += " (all listed below)" if listed else " (--thresholds lists all)"
+    lines = ["", counts]
+    lines += [_check_line(c) for c in failed[:MAX_SUMMARY_FAILURES]]
+    if len(failed) > MAX_SUMMARY_FAILURES:
+        lines.append(f"  ... and {len(failed) - MAX_SUMMARY_FAILURES} more failed")
     return lines
 
 
 def _threshold_lines(inspection: Inspection) -> list[str]:
-    checks = inspection.thresholds
-    count = {
-        status: sum(c.status == status for c in checks)
-        for status in ("passed", "failed", "skipped")
-    }
-    lines = [
-        "",
-        f"Thresholds: {count['passed']} passed, {count['failed']} failed, "
-        f"{count['skipped']} skipped",
+    """Every threshold with its value and outcome (``--thresholds``)."""
+    return [
+        f"All thresholds ({_threshold_counts(inspection).removeprefix('Thresholds: ')}):",
+        *[_check_line(c) for c in _ordered_checks(inspection)],
     ]
-    # Failures first: they are why a model was not blessed.
-    for check in sorted(
-        checks,
-        key=lambda c: (c.status != "failed", c.status, c.head, c.slice != OVERALL, c.slice, c.kind),
-    ):
-        value = (
-            "n/a"
-            if check.value is None
-            else f"{check.value:+.4f}"
-            if (check.kind == "change")
-            else f"{check.value:.4f}"
-        )
+
+
+def _headline_lines(inspection: Inspection) -> list[str]:
+    """Each head's headline metric overall, the candidate against the baseline."""
+    lines = [f"{'Headline (overall)':<22}{'candidate':>10}{'baseline':>10}{'delta':>10}"]
+    for row in inspection.headline():
+        label = f"  {row['head']}/{SHORT_NAMES[row['metric']]}"
+        new, old, delta = row["candidate"], row["baseline"], row["delta"]
         lines.append(
-            f"  {check.status.upper():<8}{check.head}/{SHORT_NAMES[check.metric]} "
-            f"{check.kind} on {check.slice}: {value} ({check.bound})"
+            f"{label:<22}"
+            + (f"{new:>10.4f}" if new is not None else f"{'n/a':>10}")
+            + (f"{old:>10.4f}" if old is not None else f"{'-':>10}")
+            + (f"{delta:>+10.4f}" if delta is not None else f"{'-':>10}")
+            + (f" {row['verdict']}" if row["verdict"] else "")
         )
     return lines
 

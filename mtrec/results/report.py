@@ -290,53 +290,62 @@ def _image(figure: Any, alt: str) -> str:
 
 
 def _slice_charts(inspection: Inspection) -> str:
+    images = []
+    for head in F.HEADS:
+        name = SHORT_NAMES[F.HEAD_METRICS[head][0]]
+        images.append(_image(slice_chart_figure(inspection, head), f"{head} {name} per slice"))
+    return "\n".join(images)
+
+
+def slice_chart_figure(inspection: Inspection, head: str) -> Any:
+    """The matplotlib figure of ``head``'s headline metric per slice: one bar chart per
+    slice feature. Bar lengths are values, so the value axis starts at zero (a zoomed axis
+    would make a difference of hundredths look like a factor); the caller closes it."""
     plt = _pyplot()
     features = [f for f in F.SLICE_FEATURES if any(s.feature == f for s in inspection.slices)]
     if not features:
         raise _UnavailableError("the evaluation has no per-slice metrics")
-    images = []
-    for head in F.HEADS:
-        name = F.HEAD_METRICS[head][0]
-        overall = inspection.overall.candidate.get(head, {}).get(name)
-        columns = 3
-        rows = math.ceil(len(features) / columns)
-        figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
-        for index, feature in enumerate(features):
-            axis = axes[index // columns][index % columns]
-            slices = [
-                s
-                for s in inspection.slices
-                if s.feature == feature and name in s.candidate.get(head, {}) and s.counts[head]
-            ]
-            labels = [s.value for s in slices]
-            values = [s.candidate[head][name] for s in slices]
-            colors = [
-                "#c62828"
-                if any(f.head == head and f.slice == s.slice for f in inspection.flags)
-                else "#1565c0"
-                for s in slices
-            ]
-            if not values:
-                axis.axis("off")
-                continue
-            axis.barh(labels, values, color=colors)
-            reference = [] if overall is None else [overall]
-            low, high = min([*values, *reference]), max([*values, *reference])
-            spread = max(high - low, 0.02)  # Zoom in: slices differ by hundredths.
-            axis.set_xlim(max(0.0, low - 0.3 * spread), high + 0.15 * spread)
-            if overall is not None:
-                axis.axvline(overall, color="black", linestyle="--", linewidth=1, label="overall")
-            axis.set_title(feature, fontsize=10)
-            axis.tick_params(labelsize=8)
-            axis.set_xlabel(SHORT_NAMES[name], fontsize=8)
-        for index in range(len(features), rows * columns):
-            axes[index // columns][index % columns].axis("off")
-        figure.suptitle(
-            f"{head}: {SHORT_NAMES[name]} per slice (dashed: overall; red: " "flagged)", fontsize=11
-        )
-        figure.tight_layout()
-        images.append(_image(figure, f"{head} {SHORT_NAMES[name]} per slice"))
-    return "\n".join(images)
+    name = F.HEAD_METRICS[head][0]
+    overall = inspection.overall.candidate.get(head, {}).get(name)
+    columns = 3
+    rows = math.ceil(len(features) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(13, 3.6 * rows), squeeze=False)
+    for index, feature in enumerate(features):
+        axis = axes[index // columns][index % columns]
+        slices = [
+            s
+            for s in inspection.slices
+            if s.feature == feature and name in s.candidate.get(head, {}) and s.counts[head]
+        ]
+        labels = [s.value for s in slices]
+        values = [s.candidate[head][name] for s in slices]
+        colors = [
+            "#c62828"
+            if any(f.head == head and f.slice == s.slice for f in inspection.flags)
+            else "#1565c0"
+            for s in slices
+        ]
+        if not values:
+            axis.axis("off")
+            continue
+        bars = axis.barh(labels, values, color=colors)
+        axis.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)  # Small differences, in figures.
+        reference = [] if overall is None else [overall]
+        finite = [v for v in (*values, *reference) if math.isfinite(v)]
+        low, high = min([0.0, *finite]), max([0.0, *finite])
+        axis.set_xlim(low, high + 0.2 * (high - low) if high > low else 1.0)  # Room for labels.
+        if overall is not None:
+            axis.axvline(overall, color="black", linestyle="--", linewidth=1, label="overall")
+        axis.set_title(feature, fontsize=10)
+        axis.tick_params(labelsize=8)
+        axis.set_xlabel(SHORT_NAMES[name], fontsize=8)
+    for index in range(len(features), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    figure.suptitle(
+        f"{head}: {SHORT_NAMES[name]} per slice (dashed: overall; red: flagged)", fontsize=11
+    )
+    figure.tight_layout()
+    return figure
 
 
 def calibration_points(uri: str, head: str) -> list[tuple[float, float, float]]:

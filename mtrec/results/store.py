@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -52,11 +53,30 @@ class RunSummary:
     anomalies_uri: str | None = None
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     failed_thresholds: list[str] = dataclasses.field(default_factory=list)
+    # The data fingerprint (DatasetInfo manifest) of the examples each model was trained on,
+    # from its Trainer's custom_config; None where unknown (no baseline, or an older run).
+    data_fingerprint: str | None = None
+    baseline_data_fingerprint: str | None = None
 
     @property
     def cached_nodes(self) -> list[str]:
         """Nodes whose outputs were reused from an earlier run."""
         return [c.node for c in self.components if c.state == "cached"]
+
+    @property
+    def data_warning(self) -> str | None:
+        """Why the candidate-vs-baseline comparison is across different data, if it is."""
+        return data_fingerprint_warning(self.data_fingerprint, self.baseline_data_fingerprint)
+
+
+def data_fingerprint_warning(candidate: str | None, baseline: str | None) -> str | None:
+    """A warning when both models' data fingerprints are known and differ, else None."""
+    if not candidate or not baseline or candidate == baseline:
+        return None
+    return (
+        f"WARNING: the baseline model was trained on examples with data fingerprint "
+        f"{baseline}, the candidate on {candidate}: the comparison is across different data"
+    )
 
 
 def open_store(metadata_path: str) -> mlmd.MetadataStore:
@@ -102,6 +122,7 @@ def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
         store.get_executions_by_context(run.id), key=lambda e: (e.create_time_since_epoch, e.id)
     )
     summary = RunSummary(run_id=run.name, components=[])
+    model_ids: dict[str, int] = {}  # "candidate" / "baseline": Model artifact id.
     for execution in executions:
         node = _node_name(store, execution.id)
         summary.components.append(
@@ -117,6 +138,8 @@ def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
             type_name = store.get_artifact_types_by_id([artifact.type_id])[0].name
             if event.type == metadata_store_pb2.Event.OUTPUT:
                 _read_output(summary, node, type_name, artifact)
+                if type_name == "Model":
+                    model_ids["candidate"] = artifact.id
             elif (
                 event.type == metadata_store_pb2.Event.INPUT
                 and type_name == "Model"
@@ -124,7 +147,34 @@ def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
                 and event.path.steps[0].key == "baseline_model"
             ):
                 summary.baseline_model_uri = artifact.uri
+                model_ids["baseline"] = artifact.id
+    if "candidate" in model_ids:
+        summary.data_fingerprint = trained_data_fingerprint(store, model_ids["candidate"])
+    if "baseline" in model_ids:
+        summary.baseline_data_fingerprint = trained_data_fingerprint(store, model_ids["baseline"])
     return summary
+
+
+def trained_data_fingerprint(store: mlmd.MetadataStore, model_id: int) -> str | None:
+    """The data fingerprint a Model artifact was trained on: the execution that output it
+    (the Trainer, run or cached) carries it in its custom_config exec property (JSON)."""
+    producers = [
+        event.execution_id
+        for event in store.get_events_by_artifact_ids([model_id])
+        if event.type == metadata_store_pb2.Event.OUTPUT
+    ]
+    for execution in store.get_executions_by_id(producers):
+        for props in (execution.properties, execution.custom_properties):
+            if "custom_config" not in props:
+                continue
+            try:
+                config = json.loads(props["custom_config"].string_value)
+            except json.JSONDecodeError:
+                continue  # Not ours (a RuntimeParameter placeholder, say): unknown.
+            found = config.get("data_fingerprint") if isinstance(config, dict) else None
+            if found:
+                return str(found)
+    return None
 
 
 def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) -> None:

@@ -6,9 +6,11 @@ import math
 import pytest
 
 from mtrec import names as F
-from mtrec.cli.main import main
+from mtrec.cli.main import build_parser, main
+from mtrec.errors import MtrecError
 from mtrec.results import inspection, report
 from mtrec.results.inspection import FlagRule, Inspection, SliceMetrics, ThresholdCheck
+from mtrec.results.store import RunSummary
 
 
 def slice_row(
@@ -76,9 +78,9 @@ def test_flags_only_slices_much_worse_than_overall_and_large_enough():
 def test_text_view_puts_failures_first_and_marks_flagged_rows():
     text = inspection.format_text(make_inspection())
     assert "Blessing: NOT BLESSED" in text
-    assert "Thresholds: 1 passed, 1 failed, 0 skipped" in text
+    counts = "Thresholds: 1 passed, 1 failed, 0 skipped (--thresholds lists all)"
     lines = text.splitlines()
-    first_check = lines[lines.index("Thresholds: 1 passed, 1 failed, 0 skipped") + 1]
+    first_check = lines[lines.index(counts) + 1]
     assert first_check.split() == [
         "FAILED",
         "rating/RMSE",
@@ -155,3 +157,171 @@ def test_inspect_without_a_run_says_so(tmp_path, capsys):
         "run the pipeline first"
     )
     assert not (tmp_path / "r.html").exists()
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def make_full_run_inspection(failed: int = 12, passed: int = 156) -> Inspection:
+    """A run's inspection the size of a real one: ~170 thresholds, pushed, with a baseline."""
+    found = make_inspection(with_baseline=True)
+    for slice_row_ in found.slices:
+        slice_row_.baseline[F.RATING] = {"root_mean_squared_error": 1.05}
+    checks = [
+        ThresholdCheck(F.CLICK, "auc", f"genre=g{i}", "value", 0.7, ">= 0.55", "passed")
+        for i in range(passed)
+    ] + [
+        ThresholdCheck(
+            F.RATING,
+            "root_mean_squared_error",
+            f"occupation=o{i}",
+            "change",
+            0.05,
+            "change +0.02 at most",
+            "failed",
+        )
+        for i in range(failed)
+    ]
+    found.thresholds = checks
+    found.run = RunSummary(
+        run_id="run-7",
+        components=[],
+        blessed=False,
+        model_uri="/root/Trainer/model/7",
+        baseline_model_uri="/root/Trainer/model/3",
+        pushed_to="/serving/1700000000",
+        pushed_version="1700000000",
+        data_fingerprint="bbbb2222",
+        baseline_data_fingerprint="aaaa1111",
+    )
+    return found
+
+
+def test_text_view_opens_with_a_short_summary_and_hides_passed_thresholds():
+    text = inspection.format_text(make_full_run_inspection())
+    top = text.splitlines()[:25]
+    assert "Blessing: NOT BLESSED" in top
+    assert "Model: /root/Trainer/model/7 (version 1700000000 at /serving/1700000000)" in top
+    assert "Thresholds: 156 passed, 12 failed, 0 skipped (--thresholds lists all)" in top
+    failures = [line for line in top if line.split()[:1] == ["FAILED"]]
+    assert len(failures) == inspection.MAX_SUMMARY_FAILURES
+    assert f"  ... and {12 - inspection.MAX_SUMMARY_FAILURES} more failed" in top
+    # Each head's headline metric: candidate, baseline, delta (and which way it went).
+    headline = {line.split()[0]: line.split()[1:] for line in top if line.startswith("  ")}
+    assert headline["rating/RMSE"] == ["1.0000", "1.0500", "-0.0500", "better"]
+    assert headline["click/AUC"] == ["0.8000", "0.7900", "+0.0100", "better"]
+    assert headline["purchase/AUC"] == ["0.8000", "0.7900", "+0.0100", "better"]
+    assert any(line.startswith("WARNING: the baseline model was trained") for line in top)
+    # No passed threshold anywhere without --thresholds; the tables follow the summary.
+    assert "PASSED" not in text
+    assert "\nclick " in text and "Flagged slices" in text
+
+
+def test_text_view_lists_every_threshold_when_asked():
+    text = inspection.format_text(make_full_run_inspection(), thresholds=True)
+    lines = text.splitlines()
+    assert sum(line.split()[:1] == ["PASSED"] for line in lines) == 156
+    assert sum(line.split()[:1] == ["FAILED"] for line in lines) == 12 + 8  # All, and the top.
+    assert "All thresholds (156 passed, 12 failed, 0 skipped):" in lines
+    assert "PASSED" not in "\n".join(lines[:25])  # The summary stays the same.
+
+
+def test_summary_without_a_baseline_shows_the_candidate_only():
+    top = inspection.format_text(make_inspection()).splitlines()[:25]
+    headline = {line.split()[0]: line.split()[1:] for line in top if line.startswith("  ")}
+    assert headline["rating/RMSE"] == ["1.0000", "-", "-"]
+    assert headline["click/AUC"] == ["0.8000", "-", "-"]
+
+
+def test_inspect_has_a_thresholds_flag():
+    assert build_parser().parse_args(["inspect", "--thresholds"]).thresholds is True
+    assert build_parser().parse_args(["inspect"]).thresholds is False
+
+
+def test_json_view_keeps_every_threshold_and_adds_the_summary():
+    found = make_full_run_inspection()
+    data = json.loads(json.dumps(found.to_json(), allow_nan=False))
+    assert len(data["thresholds"]) == 168
+    assert data["model"]["version"] == "1700000000"
+    assert data["model"]["data_fingerprint"] == "bbbb2222"
+    assert data["model"]["baseline_data_fingerprint"] == "aaaa1111"
+    assert len(data["warnings"]) == 1
+    click = next(h for h in data["headline"] if h["head"] == F.CLICK)
+    assert click["metric"] == "auc" and click["verdict"] == "better"
+    assert click["delta"] == pytest.approx(0.01)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def write_tfma_output(path, eval_config=True, metrics=True, validations=1):
+    """An Evaluator output directory as TFMA writes it: eval_config.json, metrics and
+    validation result TFRecords of protos."""
+    import tensorflow as tf
+    from google.protobuf import json_format
+    from tensorflow_model_analysis import version
+    from tensorflow_model_analysis.proto import (
+        config_pb2,
+        metrics_for_slice_pb2,
+        validation_result_pb2,
+    )
+
+    path.mkdir(parents=True, exist_ok=True)
+    if eval_config:
+        run = config_pb2.EvalRun(eval_config=config_pb2.EvalConfig(), version=version.VERSION)
+        (path / "eval_config.json").write_text(json_format.MessageToJson(run))
+    if metrics:
+        record = metrics_for_slice_pb2.MetricsForSlice()
+        entry = record.metric_keys_and_values.add()
+        entry.key.name, entry.key.output_name = "auc", F.CLICK
+        entry.value.double_value.value = 0.75
+        with tf.io.TFRecordWriter(str(path / "metrics-00000-of-00001.tfrecord")) as out:
+            out.write(record.SerializeToString())
+    for index in range(validations):
+        result = validation_result_pb2.ValidationResult(validation_ok=True)
+        with tf.io.TFRecordWriter(str(path / f"validations-{index}.tfrecord")) as out:
+            out.write(result.SerializeToString())
+    return path
+
+
+def test_reads_an_evaluator_output(tmp_path):
+    found = inspection.inspect_evaluation(str(write_tfma_output(tmp_path / "eval")))
+    assert found.validation_ok and found.overall.candidate[F.CLICK]["auc"] == 0.75
+
+
+def _garbage(path, name, data=b"not a record"):
+    (path / name).write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (lambda p: p / "missing", "no such directory"),
+        (lambda p: write_tfma_output(p, eval_config=False), "no eval_config.json"),
+        (lambda p: _garbage(write_tfma_output(p), "eval_config.json"), "ParseError"),
+        (lambda p: _garbage(write_tfma_output(p), "eval_config.json", b"{}"), "ValueError"),
+        (lambda p: write_tfma_output(p, validations=0), "0 validation result files"),
+        (lambda p: write_tfma_output(p, validations=2), "2 validation result files"),
+        (lambda p: write_tfma_output(p, metrics=False), "no metrics"),
+        (
+            lambda p: _garbage(write_tfma_output(p), "metrics-00000-of-00001.tfrecord"),
+            "DataLossError",
+        ),
+    ],
+)
+def test_unreadable_evaluator_output_is_one_user_error(tmp_path, make, why):
+    uri = str(make(tmp_path / "eval"))
+    with pytest.raises(MtrecError, match="not a TFMA evaluation output") as error:
+        inspection.inspect_evaluation(uri)
+    assert str(error.value).startswith(f"{uri}: ") and why in str(error.value)
+
+
+def test_undecodable_records_are_one_user_error(tmp_path):
+    import tensorflow as tf
+
+    path = write_tfma_output(tmp_path / "eval")
+    with tf.io.TFRecordWriter(str(path / "validations-0.tfrecord")) as out:
+        out.write(b"\xff\xff not a ValidationResult")
+    with pytest.raises(MtrecError, match="DecodeError"):
+        inspection.inspect_evaluation(str(path))
