@@ -255,3 +255,25 @@ def test_tf_serving_config_writes_files_the_real_server_reads(tmp_path, capsys):
     assert f"-v {push.resolve()}:/models/recs" in printed
     assert "--model_config_file=/config/models.config" in printed
     assert "--enable_batching=true --batching_parameters_file=/config/batching.config" in printed
+
+
+def test_tensorflow_input_errors_are_one_line_and_verbose_adds_the_traceback(monkeypatch, capsys):
+    import tensorflow as tf
+
+    from mtrec.cli import data
+
+    def fails(args):
+        raise tf.errors.InvalidArgumentError(
+            None,
+            None,
+            "Key: zip_prefix.  Data types don't match. Expected type: 1\n\t [[{{node}}]]",
+        )
+
+    monkeypatch.setattr(data, "cmd_data_fetch", fails)
+    assert main(["data", "fetch"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("mtrec: error: Key: zip_prefix.  Data types don't match. Expected type: 1\n")
+    assert main(["-v", "data", "fetch"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert err.rstrip().splitlines()[-1].startswith("mtrec: error: Key: zip_prefix.")
