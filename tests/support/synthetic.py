@@ -18,9 +18,16 @@ AGES = (22, 30, 41)
 
 
 def make_movielens_dir(
-    path: Path, n_users: int = 100, n_items: int = 120, ratings_per_user: int = 10, seed: int = 0
+    path: Path,
+    n_users: int = 100,
+    n_items: int = 120,
+    ratings_per_user: int = 10,
+    seed: int = 0,
+    undated_items: tuple[int, ...] = (),
 ) -> Path:
-    """Write u.data, u.user and u.item (GroupLens layout) under ``path``."""
+    """Write u.data, u.user and u.item (GroupLens layout) under ``path``. The items in
+    ``undated_items`` (1-based ids) have no release date, hence no year, as MovieLens-100K's
+    item 267 has; everything else is the same as without them."""
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
     users = pd.DataFrame(
@@ -44,8 +51,13 @@ def make_movielens_dir(
             flags[GROUPLENS_GENRES.index("Action" if action[item] else "Romance")] = "1"
             if rng.random() < 0.3:
                 flags[GROUPLENS_GENRES.index("Comedy")] = "1"
-            title = f"Movie {'Blast' if action[item] else 'Love'} {item + 1} ({years[item]})"
-            out.write(f"{item + 1}|{title}|01-Jan-{years[item]}||http://x|{'|'.join(flags)}\n")
+            title = f"Movie {'Blast' if action[item] else 'Love'} {item + 1}"
+            date = f"01-Jan-{years[item]}"
+            if item + 1 in undated_items:
+                date = ""
+            else:
+                title += f" ({years[item]})"
+            out.write(f"{item + 1}|{title}|{date}||http://x|{'|'.join(flags)}\n")
     rows = []
     for user in users.itertuples(index=False):
         likes_action = user.gender == "M"
