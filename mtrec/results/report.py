@@ -138,7 +138,15 @@ def _summary_html(inspection: Inspection) -> str:
         )
     )
     rows.append(("Evaluation", html.escape(inspection.evaluation_uri)))
-    return _table(["", ""], rows, show_header=False, css_class="text")
+    if run is not None and (run.data_fingerprint or run.baseline_data_fingerprint):
+        data = f"candidate {run.data_fingerprint or 'unknown'}"
+        if inspection.has_baseline:
+            data += f", baseline {run.baseline_data_fingerprint or 'unknown'}"
+        rows.append(("Data fingerprint", html.escape(data)))
+    warning = inspection.data_warning
+    return _table(["", ""], rows, show_header=False, css_class="text") + (
+        f"<p class='failed'>{html.escape(warning)}</p>" if warning else ""
+    )
 
 
 def _table(

@@ -6,7 +6,7 @@ import pytest
 
 from mtrec import names as F
 from mtrec.results import report
-from tests.unit.test_inspection import make_inspection
+from tests.unit.test_inspection import make_full_run_inspection, make_inspection
 
 
 @pytest.mark.parametrize("head", F.HEADS)
@@ -37,3 +37,12 @@ def test_slice_bar_charts_start_at_zero_even_when_all_values_are_close():
             assert low == 0.0 and high > 0.81 and math.isfinite(high)
     finally:
         report._pyplot().close(figure)
+
+
+def test_report_names_the_data_fingerprints_and_warns_when_they_differ():
+    found = make_full_run_inspection()  # Baseline trained on aaaa1111, candidate bbbb2222.
+    page = report._summary_html(found)
+    assert "<td>Data fingerprint</td><td>candidate bbbb2222, baseline aaaa1111</td>" in page
+    assert "<p class='failed'>WARNING: the baseline model was trained on examples" in page
+    found.run.baseline_data_fingerprint = "bbbb2222"
+    assert "WARNING" not in report._summary_html(found)
