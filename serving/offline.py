@@ -67,6 +67,19 @@ def _signature_spec(model: Any, name: str) -> dict[str, str]:
     return {key: spec.dtype.name for key, spec in specs.items() if key not in RECOMMEND_OPTIONS}
 
 
+# TF Serving's metadata names of the dtypes a raw feature can have.
+SERVING_DTYPES = {"DT_INT64": INT, "DT_FLOAT": FLOAT, "DT_STRING": STRING}
+
+
+def served_feature_spec(signatures: Mapping[str, Any]) -> dict[str, str] | None:
+    """The raw feature spec of a served model, from its metadata (``predict_raw``'s input
+    dtypes), or None when it has no such signature (not an mtrec model)."""
+    raw = signatures.get(F.PREDICT_RAW)
+    if raw is None:
+        return None
+    return {key: SERVING_DTYPES.get(dtype, dtype) for key, dtype in raw["inputs"].items()}
+
+
 def raw_feature_spec(model: Any) -> dict[str, str]:
     """Each raw feature the model scores, with its kind ("int64", "float32" or "string"):
     the input dtypes of its ``predict_raw`` signature."""

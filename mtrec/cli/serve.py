@@ -90,7 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     from mtrec.serving.client import ServingClient, ServingClientError
 
-    rows = [json_row(text) for text in args.row or []]
+    rows = [(f"--row {i}", json_row(text)) for i, text in enumerate(args.row or [], 1)]
     if args.input:
         rows += read_rows(Path(args.input))
     client = ServingClient(
@@ -103,7 +103,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             if args.metadata:
                 print(json.dumps(client.metadata(), indent=2))
             if args.recommend is not None:
-                user = json_row(args.recommend)
+                user = json_row(args.recommend, "--recommend")
                 print(
                     json.dumps(
                         client.recommend(
@@ -112,39 +112,65 @@ def cmd_query(args: argparse.Namespace) -> int:
                     )
                 )
             if rows:
-                for row, scores in zip(
-                    rows, client.predict(rows, args.signature_name), strict=True
+                typed = typed_rows(rows, client.signatures())
+                for (_, row), scores in zip(
+                    rows, client.predict(typed, args.signature_name), strict=True
                 ):
                     print(json.dumps({**row, **scores}))
             elif not (args.status or args.metadata or args.recommend is not None):
                 raise MtrecError(
-                    "nothing to ask: give --row/--input, --recommend, --status " "or --metadata"
+                    "nothing to ask: give --row/--input, --recommend, --status or --metadata"
                 )
     except ServingClientError as err:
         raise MtrecError(f"{args.target}: {err}") from None
     return 0
 
 
-def json_row(text: str) -> dict:
+def typed_rows(rows: list[tuple[str, dict]], signatures: dict) -> list[dict]:
+    """Each row's features typed by the served model's raw feature spec (a zip prefix "551"
+    stays a string), never by their look; other columns pass as given. A model without
+    that spec (not an mtrec model) gets CSV values typed by their look."""
+    from mtrec.serving import offline
+
+    spec = offline.served_feature_spec(signatures)
+    typed = []
+    for where, row in rows:
+        if spec is None:
+            typed.append(
+                {k: _number_or_text(v) if isinstance(v, str) else v for k, v in row.items()}
+            )
+            continue
+        known = {key: spec[key] for key in row if key in spec}
+        typed.append({**row, **offline.coerce_row(row, known, where)})
+    return typed
+
+
+def json_row(text: str, where: str = "--row") -> dict:
     try:
         row = json.loads(text)
     except json.JSONDecodeError as err:
-        raise MtrecError(f"--row must be a JSON object: {err}") from None
+        raise MtrecError(f"{where} must be a JSON object: {err}") from None
     if not isinstance(row, dict):
-        raise MtrecError('--row must be a JSON object, e.g. \'{"user_id": 1, "item_id": 2}\'')
+        raise MtrecError(f'{where} must be a JSON object, e.g. \'{{"user_id": 1, "item_id": 2}}\'')
     return row
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Rows from a CSV with a header, or JSON lines (.jsonl/.json)."""
+def read_rows(path: Path) -> list[tuple[str, dict]]:
+    """(where, row) from a CSV with a header (values as text, typed later) or JSON lines
+    (.jsonl/.json)."""
     import csv
 
     if not path.is_file():
         raise MtrecError(f"{path}: no such file")
     if path.suffix in (".jsonl", ".json"):
-        return [json_row(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().splitlines()
+        return [
+            (f"{path}, line {n}", json_row(line, f"{path}, line {n}"))
+            for n, line in enumerate(lines, 1)
+            if line.strip()
+        ]
     with path.open(newline="") as handle:
-        return [{k: _number_or_text(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [(f"{path}, row {n}", dict(row)) for n, row in enumerate(csv.DictReader(handle), 1)]
 
 
 def _number_or_text(text: str) -> Any:
@@ -231,7 +257,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         metavar="JSON",
         help='features of one example, e.g. \'{"user_id": 1, "item_id": 50}\'',
     )
-    query.add_argument("--input", help="rows as CSV with a header, or JSON lines")
+    query.add_argument(
+        "--input",
+        help="rows as CSV with a header, or JSON Lines (.jsonl); features are typed by the "
+        "served model's raw feature spec (a zip_prefix 551 stays a string)",
+    )
     query.add_argument("--signature_name", default="serving_default")
     query.add_argument(
         "--recommend",

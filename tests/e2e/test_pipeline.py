@@ -206,6 +206,30 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
         assert answers["grpc"]["user_id"] == 1 and set(F.HEADS) <= set(answers["grpc"])
         for head in F.HEADS:
             assert answers["grpc"][head] == pytest.approx(answers["rest"][head], rel=1e-6)
+        # Files, with the documented feature columns: typed by the model's raw feature spec
+        # (zip_prefix "551" stays a string in CSV and JSON Lines alike).
+        table = tmp_path / "rows.csv"
+        table.write_text("user_id,item_id,gender,zip_prefix,year\n1,1,M,551,\n2,7,F,551,1995\n")
+        lines = tmp_path / "rows.jsonl"
+        lines.write_text(
+            '{"user_id": 1, "item_id": 1, "gender": "M", "zip_prefix": 551}\n'
+            '{"user_id": 2, "item_id": 7, "gender": "F", "zip_prefix": "551", "year": 1995}\n'
+        )
+        scored = {}
+        for path in (table, lines):
+            code, stdout, stderr = run_cli(
+                "query", "--target", f"127.0.0.1:{grpc_port}", "--input", str(path)
+            )
+            assert code == 0, stderr
+            scored[path.suffix] = [json.loads(line) for line in stdout.splitlines()]
+        for csv_row, json_row in zip(scored[".csv"], scored[".jsonl"], strict=True):
+            for head in F.HEADS:
+                assert csv_row[head] == pytest.approx(json_row[head], rel=1e-6)
+        assert scored[".csv"][0][F.CLICK] != pytest.approx(scored[".csv"][1][F.CLICK])
+        code, stdout, stderr = run_cli("query", "--target", f"127.0.0.1:{grpc_port}", "--metadata")
+        assert code == 0, stderr
+        raw_inputs = json.loads(stdout)["signatures"][F.PREDICT_RAW]["inputs"]
+        assert raw_inputs[F.ZIP_PREFIX] == "DT_STRING" and raw_inputs[F.YEAR] == "DT_INT64"
         code, stdout, stderr = run_cli(
             "query",
             "--target",
