@@ -528,6 +528,27 @@ def test_retrained_model_is_compared_with_the_blessed_baseline(copied):
     assert overall["baseline"][F.CLICK]["auc"] == pytest.approx(first.metrics[F.CLICK]["auc"])
     code, text, _ = run_cli("inspect", "--output-dir", str(copied["output"]))
     assert "Candidate vs baseline (overall):" in text
+    assert "WARNING" not in text  # Same examples: nothing to warn about.
+
+
+def test_a_baseline_trained_on_other_data_is_named_in_run_and_inspect(copied):
+    """Issue: a re-run after changing the split compared with a baseline trained on other
+    examples (which may include the new eval rows), and nothing said so."""
+    args = [*copied["args"], "--eval-fraction", "0.2"]
+    code, stdout, stderr = run_cli(*args)
+    assert code == 0, stderr
+    first = copied["summary"]
+    summary = results.latest_run(copied["store"], DEFAULT_PIPELINE_NAME)
+    assert summary.baseline_data_fingerprint == first.data_fingerprint
+    assert summary.data_fingerprint and summary.data_fingerprint != first.data_fingerprint
+    warning = (
+        "WARNING: the baseline model was trained on examples with data fingerprint "
+        f"{first.data_fingerprint}, the candidate on {summary.data_fingerprint}: the "
+        "comparison is across different data"
+    )
+    assert warning in stdout
+    code, text, _ = run_cli("inspect", "--output-dir", str(copied["output"]))
+    assert code == 0 and warning in text
 
 
 def _installed_copy(target: Path) -> Path:
