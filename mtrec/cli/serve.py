@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mtrec.cli.common import DEFAULT_OUTPUT, log
+from mtrec.cli.rows import FORMATS_HELP, RowFile
 from mtrec.errors import MtrecError
 
 
@@ -92,7 +93,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     rows = [(f"--row {i}", json_row(text)) for i, text in enumerate(args.row or [], 1)]
     if args.input:
-        rows += read_rows(Path(args.input))
+        source = RowFile(args.input, (), "querying")
+        rows += [(source.where(number), row) for number, row in source.rows()]
     client = ServingClient(
         args.target, args.model_name, args.version, "rest" if args.rest else "grpc", args.timeout
     )
@@ -113,8 +115,8 @@ def cmd_query(args: argparse.Namespace) -> int:
                 )
             if rows:
                 typed = typed_rows(rows, client.signatures())
-                for (_, row), scores in zip(
-                    rows, client.predict(typed, args.signature_name), strict=True
+                for row, scores in zip(
+                    typed, client.predict(typed, args.signature_name), strict=True
                 ):
                     print(json.dumps({**row, **scores}))
             elif not (args.status or args.metadata or args.recommend is not None):
@@ -153,24 +155,6 @@ def json_row(text: str, where: str = "--row") -> dict:
     if not isinstance(row, dict):
         raise MtrecError(f'{where} must be a JSON object, e.g. \'{{"user_id": 1, "item_id": 2}}\'')
     return row
-
-
-def read_rows(path: Path) -> list[tuple[str, dict]]:
-    """(where, row) from a CSV with a header (values as text, typed later) or JSON lines
-    (.jsonl/.json)."""
-    import csv
-
-    if not path.is_file():
-        raise MtrecError(f"{path}: no such file")
-    if path.suffix in (".jsonl", ".json"):
-        lines = path.read_text().splitlines()
-        return [
-            (f"{path}, line {n}", json_row(line, f"{path}, line {n}"))
-            for n, line in enumerate(lines, 1)
-            if line.strip()
-        ]
-    with path.open(newline="") as handle:
-        return [(f"{path}, row {n}", dict(row)) for n, row in enumerate(csv.DictReader(handle), 1)]
 
 
 def _number_or_text(text: str) -> Any:
@@ -259,8 +243,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     query.add_argument(
         "--input",
-        help="rows as CSV with a header, or JSON Lines (.jsonl); features are typed by the "
-        "served model's raw feature spec (a zip_prefix 551 stays a string)",
+        help=f"rows: {FORMATS_HELP}; features are typed by the served model's raw feature "
+        "spec (a zip_prefix 551 stays a string)",
     )
     query.add_argument("--signature_name", default="serving_default")
     query.add_argument(
