@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_XF = (*F.USER_CATEGORICAL_XF, *F.ITEM_CATEGORICAL_XF, *F.ITEM_MULTIVALENT_XF)
 HISTORY_FILE = "history.json"
+# The one metric per head that the per-epoch line shows (its validation value when there is one).
+HEADLINE_METRICS = {F.RATING: "rating_rmse", F.CLICK: "click_auc", F.PURCHASE: "purchase_auc"}
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -70,6 +73,35 @@ def click_counts(dataset: tf.data.Dataset, cardinality: int) -> np.ndarray:
     return counts
 
 
+def epoch_line(epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
+    """One epoch in a line: total loss, the (validation) selection loss early stopping watches,
+    each head's headline metric and the time, e.g. ``epoch 2/20  loss=6.9312
+    val_selection_loss=1.9666  val_rating_rmse=1.0275  val_click_auc=0.5773 ...  0.3s``."""
+    prefix = "val_" if f"val_{SELECTION_LOSS}" in logs else ""
+    total = logs.get("total_loss", logs.get("loss"))
+    shown = {"loss": total} if total is not None else {}
+    for name in (SELECTION_LOSS, *HEADLINE_METRICS.values()):
+        if prefix + name in logs:
+            shown[prefix + name] = logs[prefix + name]
+    fields = "  ".join(f"{key}={float(value):.4f}" for key, value in shown.items())
+    return f"epoch {epoch}/{epochs}  {fields}  {seconds:.1f}s"
+
+
+class EpochLog(tf_keras.callbacks.Callback):
+    """Logs ``epoch_line`` at INFO after each epoch, in place of Keras's own progress output."""
+
+    def __init__(self, epochs: int) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self._start = time.monotonic()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        log.info(epoch_line(epoch + 1, self.epochs, logs or {}, time.monotonic() - self._start))
+
+
 def build_model(
     cards: dict[str, int], config: ModelConfig, priors: dict[str, float] | None = None
 ) -> MultiTaskRecommender:
@@ -95,20 +127,32 @@ def fit(
         model = build_model(cards, config, priors)
         if model.retrieval is not None:
             model.set_item_frequencies(click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
-    callbacks: list[tf_keras.callbacks.Callback] = []
+    callbacks: list[tf_keras.callbacks.Callback] = [EpochLog(config.epochs)]
+    stopping = None
     if valid is not None:
-        callbacks.append(
-            tf_keras.callbacks.EarlyStopping(
-                monitor=f"val_{SELECTION_LOSS}",
-                patience=config.early_stopping_patience,
-                restore_best_weights=True,
-            )
+        stopping = tf_keras.callbacks.EarlyStopping(
+            monitor=f"val_{SELECTION_LOSS}",
+            patience=config.early_stopping_patience,
+            restore_best_weights=True,
         )
+        callbacks.append(stopping)
     if log_dir:
         callbacks.append(tf_keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    # Keras's own per-epoch line (20-odd metrics) only with verbose logging (mtrec -v).
     history = model.fit(
-        train, validation_data=valid, epochs=config.epochs, callbacks=callbacks, verbose=2
+        train,
+        validation_data=valid,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=2 if log.isEnabledFor(logging.DEBUG) else 0,
     )
+    if stopping is not None and stopping.stopped_epoch > 0:
+        log.info(
+            "Early stopping after %d of %d epochs: kept the weights of epoch %d",
+            stopping.stopped_epoch + 1,
+            config.epochs,
+            stopping.best_epoch + 1,
+        )
     return model, {key: [float(v) for v in values] for key, values in history.history.items()}
 
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
 from tfx import v1 as tfx
 
+from mtrec import quiet
 from mtrec.pipeline.config import PipelineConfig
 from mtrec.pipeline.pipeline import create_pipeline
 
@@ -26,8 +31,28 @@ def metadata_path(output_dir: str | os.PathLike) -> str:
 
 
 def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
-    """Run the pipeline locally, recording everything in the output dir's SQLite MLMD."""
+    """Run the pipeline locally, recording everything in the output dir's SQLite MLMD.
+
+    Every Beam worker imports mtrec.quiet first, so that it hides TF's teardown errors when
+    this process does (the CLI's default; -v shows them).
+    """
+    config = dataclasses.replace(
+        config, beam_pipeline_args=quiet.with_beam_plugin(config.beam_pipeline_args)
+    )
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         metadata_path(output_dir)
     )
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+    with _argv_hidden_from_absl():
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+
+
+@contextlib.contextmanager
+def _argv_hidden_from_absl() -> Iterator[None]:
+    """TFX's Beam executors parse ``sys.argv`` as absl flags, where the command line's own
+    arguments mean something else: ``mtrec -v run`` reads as ``--verbosity=run`` and fails."""
+    argv = sys.argv
+    sys.argv = argv[:1]
+    try:
+        yield
+    finally:
+        sys.argv = argv

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mtrec import quiet
 from mtrec.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
@@ -39,7 +39,7 @@ def configure_logging(verbose: bool) -> None:
         os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        sys.unraisablehook = _ignore_tf_function_teardown
+        quiet.install()  # TF's harmless teardown errors, here and in the Beam workers.
     level = logging.INFO if verbose else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for ours in ("mtrec",):
@@ -52,12 +52,6 @@ def configure_logging(verbose: bool) -> None:
         absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     except ImportError:
         pass
-
-
-def _ignore_tf_function_teardown(unraisable: sys.UnraisableHookArgs) -> None:
-    """TF 2.16 reports harmless TypeErrors from AtomicFunction.__del__ at teardown."""
-    if "AtomicFunction.__del__" not in repr(unraisable.object):
-        sys.__unraisablehook__(unraisable)
 
 
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
