@@ -19,6 +19,7 @@ __all__ = [
     "HTTP_STATUS",
     "ConfigError",
     "ServingError",
+    "failed_precondition",
     "invalid",
     "load_errors",
     "not_found",
@@ -26,16 +27,27 @@ __all__ = [
 ]
 
 
-# How TF Serving's REST front end maps gRPC codes onto HTTP statuses.
+# How TF Serving's REST front end maps gRPC codes onto HTTP statuses (ToHTTPStatusCode in
+# model_servers/http_server.cc). One deliberate difference: RESOURCE_EXHAUSTED, which only
+# the server's request size limit raises here, is 413 Payload Too Large, not 429.
 HTTP_STATUS = {
     grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 413,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 
 ErrorTypes = tuple[type[BaseException], ...]
@@ -113,3 +125,7 @@ def not_found(message: str) -> ServingError:
 
 def invalid(message: str) -> ServingError:
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def failed_precondition(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.FAILED_PRECONDITION, message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
 import numpy as np
 
 from mtrec import names as F
@@ -74,7 +75,9 @@ class Inference:
         self, servable: Servable, signature: str, method: str, examples: list[bytes]
     ) -> dict[str, np.ndarray]:
         definition = servable.signature_defs.get(signature)
-        servable.signature(signature)  # NOT_FOUND for an unknown signature.
+        if signature not in servable.model.signatures:  # As TF Serving's classifier.cc and
+            # regressor.cc (Predict says FAILED_PRECONDITION instead).
+            raise invalid(f"No signature was found with the name: {signature}")
         actual = definition.method_name if definition is not None else F.PREDICT_METHOD
         if actual != method:
             kind = "classification" if method == F.CLASSIFY_METHOD else "regression"
@@ -85,6 +88,47 @@ class Inference:
         if not examples:
             raise invalid("Input is empty: the request has no examples")
         return self.predict_on(servable, signature, {"inputs": np.array(examples, dtype=object)})
+
+    def multi_inference(self, tasks: Sequence[Any], examples: list[bytes]) -> tuple[Servable, list]:
+        """MultiInference: classify and regress tasks of one model on the same examples.
+        Returns the servable and, per task, (signature, method, outputs). The checks and
+        their codes are TF Serving's (servables/tensorflow/multi_inference.cc)."""
+        name, version, label = "", None, None
+        signatures: set[str] = set()
+        for task in tasks:
+            spec = task.model_spec
+            if not spec.name:
+                raise invalid("Found ModelSpec with an empty model name.")
+            if not name:
+                name = spec.name
+                if spec.WhichOneof("version_choice") == "version":
+                    version = spec.version.value
+                elif spec.WhichOneof("version_choice") == "version_label":
+                    label = spec.version_label or None
+            elif spec.name != name:
+                raise invalid(
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                )
+            signature = spec.signature_name or F.SERVING_DEFAULT
+            if signature in signatures:
+                raise invalid(f"Duplicate evaluation of signature: {signature}")
+            signatures.add(signature)
+        servable = self.manager.resolve(name, version, label)
+        for task in tasks:
+            signature = task.model_spec.signature_name or F.SERVING_DEFAULT
+            if signature not in servable.model.signatures:
+                raise invalid(f"Requested signature not found in model graph: {signature}")
+            if task.method_name not in (F.CLASSIFY_METHOD, F.REGRESS_METHOD):
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"Unsupported signature method_name: {task.method_name}",
+                )
+        results = []
+        for task in tasks:
+            signature = task.model_spec.signature_name or F.SERVING_DEFAULT
+            outputs = self.examples_on(servable, signature, task.method_name, examples)
+            results.append((signature, task.method_name, outputs))
+        return servable, results
 
 
 def call_signature(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -131,8 +175,6 @@ def examples_from_input(input_proto: Any) -> list[bytes]:
 
 def as_serving_error(error: BaseException) -> ServingError:
     """Any exception as a ServingError (INTERNAL unless it already is one)."""
-    import grpc
-
     if isinstance(error, ServingError):
         return error
     return ServingError(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")

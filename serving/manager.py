@@ -3,9 +3,12 @@
 Each poll lists the numbered version folders under every model's base path and applies the
 version policy to those that can be loaded. A new version is loaded and warmed up (from
 ``assets.extra/tf_serving_warmup_requests``) before it is swapped in, by replacing one
-dictionary reference. A version that fails to load is reported in the status and the log
-and is not retried until its files change. With the ``latest`` policy the newest *loadable*
-versions are served, so a corrupt push leaves the previous version serving.
+dictionary reference. A version that fails to load (an empty or half-copied folder too) is
+reported in the status (END, with the error) and the log, and is retried as TF Serving
+retries it (``max_load_retries`` more times, ``retry_interval`` seconds apart, on later
+polls) and again whenever its files change. With the ``latest`` policy the newest
+*loadable* versions are served, so a corrupt push leaves the previous version serving.
+Version labels must point at available versions (FAILED_PRECONDITION otherwise).
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mtrec import names as F
 from mtrec.serving.config import ModelSpec
-from mtrec.serving.errors import load_errors, not_found
+from mtrec.serving.errors import (
+    ConfigError,
+    ServingError,
+    failed_precondition,
+    invalid,
+    load_errors,
+    not_found,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +47,26 @@ class Servable:
 
     def signature(self, name: str) -> Any:
         """The concrete function of signature ``name``."""
-        if name not in self.model.signatures:
-            raise not_found(
-                f"signature '{name}' not found in model '{self.name}' version "
-                f"{self.version}; it has: {', '.join(sorted(self.model.signatures))}"
-            )
+        if name not in self.model.signatures:  # As TF Serving's Predict (predict_util.cc).
+            raise failed_precondition(f'Serving signature key "{name}" not found.')
         return self.model.signatures[name]
 
 
-def version_folders(base: Path) -> dict[int, Path]:
-    """The numbered version folders (ASCII digits, as in TF Serving) under a push base path
-    that hold a SavedModel. TFX's Pusher copies ``saved_model.pb`` last, so a half-copied
-    version is not listed."""
+def numbered_folders(base: Path) -> dict[int, Path]:
+    """Every numbered folder (ASCII digits, as in TF Serving) under a push base path: what
+    the server tries to load. As in TF Serving, an empty or half-copied one is listed too;
+    its load fails, is reported and retried (TFX's Pusher copies ``saved_model.pb`` last)."""
     return {
         int(p.name): p
         for p in base.iterdir()
-        if p.name.isascii()
-        and p.name.isdigit()
-        and p.is_dir()
-        and (p / F.SAVED_MODEL_FILE).is_file()
+        if p.name.isascii() and p.name.isdigit() and p.is_dir()
     }
+
+
+def version_folders(base: Path) -> dict[int, Path]:
+    """The numbered folders that hold a SavedModel (for offline use: the newest complete
+    push)."""
+    return {v: p for v, p in numbered_folders(base).items() if (p / F.SAVED_MODEL_FILE).is_file()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +83,8 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
+    if not Path(path, F.SAVED_MODEL_FILE).is_file():
+        raise OSError(f"SavedModel not found in export directory: {path}")
     model = tf.saved_model.load(path)
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(Path(path, F.SAVED_MODEL_FILE).read_bytes())
@@ -93,13 +106,19 @@ class ModelManager:
         specs: list[ModelSpec],
         warmup: Callable[[Servable], int] | None = None,
         loader: Callable[[str, int, str], Servable] = load_servable,
+        max_load_retries: int = 5,
+        retry_interval: float = 60.0,
     ) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self._warmup = warmup
         self._loader = loader
+        self.max_load_retries = max_load_retries
+        self.retry_interval = retry_interval
+        self._labels: dict[str, dict[str, int]] = {}
         self._serving: dict[str, dict[int, Servable]] = {name: {} for name in self.specs}
         self._status: dict[str, dict[int, VersionStatus]] = {name: {} for name in self.specs}
-        self._failed: dict[tuple[str, int], tuple[int, float]] = {}
+        # (model, version) -> (fingerprint, failed attempts, monotonic time of the next try).
+        self._failed: dict[tuple[str, int], tuple[tuple[int, float], int, float]] = {}
         self._poll_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -117,12 +136,10 @@ class ModelManager:
         if not base.is_dir():
             log.error("model '%s': base path %s does not exist", spec.name, base)
             return
-        on_disk = version_folders(base)
+        on_disk = numbered_folders(base)
         current = self._serving[spec.name]
         loadable = [
-            v
-            for v, p in on_disk.items()
-            if v in current or self._failed.get((spec.name, v)) != _fingerprint(p)
+            v for v, p in on_disk.items() if v in current or self._may_load(spec.name, v, p)
         ]
         serving: dict[int, Servable] = {}
         if spec.policy.kind == "latest":
@@ -146,6 +163,17 @@ class ModelManager:
                 log.info("model '%s': version %d unloaded", spec.name, version)
             log.info("model '%s': serving versions %s", spec.name, sorted(serving))
 
+    def _may_load(self, name: str, version: int, path: Path) -> bool:
+        """Never tried, files changed since the last failure, or a retry is due."""
+        failed = self._failed.get((name, version))
+        if failed is None:
+            return True
+        fingerprint, attempts, next_try = failed
+        if fingerprint != _fingerprint(path):
+            self._failed.pop((name, version))  # New files: a fresh series of retries.
+            return True
+        return attempts <= self.max_load_retries and time.monotonic() >= next_try
+
     def _load(self, name: str, version: int, path: Path) -> Servable | None:
         self._set_status(name, VersionStatus(version, "LOADING"))
         try:
@@ -154,7 +182,13 @@ class ModelManager:
         except load_errors() as err:  # A corrupt or failing version: report it, serve the rest.
             # Anything else is a bug, not a bad version: it propagates to the poller, which
             # survives it (_poll_loop), or to ModelServer.start, which fails loudly.
-            self._failed[(name, version)] = _fingerprint(path)
+            previous = self._failed.get((name, version))
+            attempts = previous[1] + 1 if previous else 1
+            self._failed[(name, version)] = (
+                _fingerprint(path),
+                attempts,
+                time.monotonic() + self.retry_interval,
+            )
             message = (
                 f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300]}"
                 if str(err).strip()
@@ -183,16 +217,36 @@ class ModelManager:
         }
 
     def reconfigure(self, specs: list[ModelSpec]) -> None:
-        """Serve a new set of models (ModelService.HandleReloadConfigRequest), then poll."""
+        """Serve a new set of models (ModelService.HandleReloadConfigRequest), poll, then
+        take the new version labels: FAILED_PRECONDITION (labels unchanged) if one points at
+        a version that is not available, as TF Serving's ServerCore does."""
         with self._poll_lock:
             self.specs = {spec.name: spec for spec in specs}
             self._serving = {name: self._serving.get(name, {}) for name in self.specs}
             self._status = {name: self._status.get(name, {}) for name in self.specs}
         self.poll()
+        self._update_labels()
+
+    def _update_labels(self) -> None:
+        labels: dict[str, dict[str, int]] = {}
+        for spec in self.specs.values():
+            for label, version in spec.labels:
+                if version not in self._serving.get(spec.name, {}):
+                    raise failed_precondition(
+                        f"Request to assign label to version {version} of model "
+                        f"{spec.name}, which is not currently available for inference"
+                    )
+                labels.setdefault(spec.name, {})[label] = version
+        self._labels = labels
 
     def start(self, poll_seconds: float) -> None:
-        """Poll now, then every ``poll_seconds`` in a daemon thread (0: never again)."""
+        """Poll now, then every ``poll_seconds`` in a daemon thread (0: never again). A
+        label on a version that did not load fails the start, as in TF Serving."""
         self.poll()
+        try:
+            self._update_labels()
+        except ServingError as err:
+            raise ConfigError(err.message) from None
         if poll_seconds > 0:
             self._start_poller(poll_seconds)
 
@@ -231,9 +285,9 @@ class ModelManager:
             )
         versions = self._serving[name]
         if label:
-            labels = self.specs[name].label_map
-            if label not in labels:
-                raise not_found(f"model '{name}' has no version label '{label}'")
+            labels = self._labels.get(name, {})
+            if label not in labels:  # As TF Serving's ServerCore::GetModelVersionForLabel.
+                raise invalid(f"Unrecognized servable version label: {label}")
             version = labels[label]
         if version is None:
             if not versions:

@@ -1,6 +1,6 @@
 """An embedded server that speaks TensorFlow Serving's gRPC and REST APIs.
 
-gRPC: ``tensorflow.serving.PredictionService`` (Predict, Classify, Regress,
+gRPC: ``tensorflow.serving.PredictionService`` (Predict, Classify, Regress, MultiInference,
 GetModelMetadata) and ``tensorflow.serving.ModelService`` (GetModelStatus,
 HandleReloadConfigRequest), with the protos and stubs of ``tensorflow-serving-api``.
 REST: TF Serving's paths and JSON. The same clients, requests and push directory work
@@ -9,12 +9,16 @@ against ``tensorflow_model_server``; the README gives the production command.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import json
 import logging
+import os
 import re
+import socket
 import threading
+import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -26,6 +30,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
@@ -36,7 +41,13 @@ from tensorflow_serving.apis import (
 from mtrec import names as F
 from mtrec.serving import config as config_lib
 from mtrec.serving.batching import Batcher
-from mtrec.serving.errors import HTTP_STATUS, ServingError, invalid, request_errors
+from mtrec.serving.errors import (
+    HTTP_STATUS,
+    ServingError,
+    failed_precondition,
+    invalid,
+    request_errors,
+)
 from mtrec.serving.inference import (
     Inference,
     as_serving_error,
@@ -70,6 +81,14 @@ class ServerOptions:
     poll_seconds: float = 1.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     grpc_workers: int = 16
+    # TF Serving's flags of the same names, with its defaults.
+    rest_api_timeout_ms: int = 30_000  # A REST connection idle or stalled this long closes.
+    rest_api_num_threads: int = 4 * (os.cpu_count() or 1)  # REST requests run at once.
+    enable_model_warmup: bool = True
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 60_000_000
+    model_config_file: str | None = None  # Re-read every config_poll_seconds (0: never).
+    config_poll_seconds: float = 0.0
 
 
 # ----------------------------------------------------------------------------- gRPC
@@ -172,6 +191,29 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     @_grpc_call
+    def MultiInference(self, request: Any, context: Any) -> Any:
+        servable, results = self.inference.multi_inference(
+            list(request.tasks), examples_from_input(request.input)
+        )
+        response = inference_pb2.MultiInferenceResponse()
+        for signature, method, outputs in results:
+            result = response.results.add()
+            _model_spec(result.model_spec, servable, signature)
+            if method == F.CLASSIFY_METHOD:
+                for row in classifications(outputs):
+                    klasses = result.classification_result.classifications.add()
+                    for label, score in row:
+                        klass = klasses.classes.add()
+                        if label is not None:
+                            klass.label = label
+                        if score is not None:
+                            klass.score = score
+            else:
+                for value in np.asarray(outputs["outputs"]).reshape(-1):
+                    result.regression_result.regressions.add(value=float(value))
+        return response
+
+    @_grpc_call
     def GetModelMetadata(self, request: Any, context: Any) -> Any:
         if list(request.metadata_field) != ["signature_def"]:
             raise invalid(
@@ -217,6 +259,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:
         from google.protobuf import text_format
 
+        which = request.config.WhichOneof("config")
+        if which is None:  # As TF Serving's ServerCore::ReloadConfig.
+            log.info("Taking no action for empty config.")
+            return model_management_pb2.ReloadConfigResponse()
+        if which != "model_config_list":
+            raise failed_precondition(
+                "Cannot transition to requested config. It is only legal to transition "
+                "from one ModelConfigList to another."
+            )
         specs = config_lib.parse_model_config(
             text_format.MessageToString(request.config), "ReloadConfigRequest"
         )
@@ -253,145 +304,244 @@ def classifications(outputs: dict[str, Any]) -> list[list[tuple[str | None, floa
 
 # ----------------------------------------------------------------------------- REST
 
-_PATH = re.compile(
-    r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-    r"(?::(?P<verb>predict|classify|regress)|(?P<metadata>/metadata))?$"
+# TF Serving's routes (model_servers/http_rest_api_util.cc): every path under /v1/ is the
+# REST API's; the model paths match case-insensitively, names and labels are URL-decoded.
+_API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_PREDICTION_PATH = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
 )
+_STATUS_PATH = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+_INT64_MAX = 2**63 - 1
+
+
+class _StalledError(Exception):
+    """The client stopped sending its request body: the connection is closed unanswered."""
 
 
 class RestHandler(BaseHTTPRequestHandler):
-    """TF Serving's REST API on the same paths and JSON formats."""
+    """TF Serving's REST API on the same paths and JSON formats. Each response is one write
+    on a TCP_NODELAY socket (no Nagle stall against the client's delayed ACK)."""
 
     server: _RestServer
     protocol_version = "HTTP/1.1"
 
+    def setup(self) -> None:
+        self.timeout = self.server.timeout_seconds  # StreamRequestHandler applies it.
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, is_open=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, is_open=False)
+        super().finish()
+
     def log_message(self, format: str, *args: Any) -> None:  # Overrides the stdlib's name.
         log.debug("rest: " + format, *args)
 
-    def _send(self, status: int, body: dict) -> None:
+    def _send(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        status = int(status)
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        head = (
+            f"HTTP/1.1 {status} {phrase}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            + ("Connection: close\r\n" if self.close_connection else "")
+            + "\r\n"
+        )
+        if self.command == "HEAD":
+            data = b""
+        self.wfile.write(head.encode("latin-1") + data)  # One write: headers and body.
+        self.log_request(status)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (a bad request line, oversized headers) as JSON too."""
+        self.close_connection = True
+        self._send(int(code), {"error": message or HTTPStatus(code).phrase})
 
     def _error(self, error: ServingError) -> None:
         self._send(HTTP_STATUS.get(error.code, 500), {"error": error.message})
 
-    def _route(self, verb_expected: bool) -> re.Match | None:
-        match = _PATH.match(self.path.split("?", 1)[0])
-        if match is None or bool(match["verb"]) != verb_expected:
-            self._send(
-                HTTPStatus.NOT_FOUND,
-                {"error": f"Malformed request: {self.command} " f"{self.path}"},
-            )
-            return None
-        return match
+    def __getattr__(self, name: str) -> Any:
+        """Every HTTP method (``do_GET``, ``do_PUT``, ``do_FOO``...) reaches one dispatcher:
+        TF Serving answers 400 "Malformed request" for anything but GET and POST."""
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
-    def do_GET(self) -> None:
-        match = self._route(verb_expected=False)
-        if match is None:
-            return
-        manager = self.server.inference.manager
+    def _handle(self) -> None:
+        path = self.path.split("?", 1)[0]
         try:
-            version = int(match["version"]) if match["version"] else None
-            if match["metadata"]:
-                servable = manager.resolve(match["name"], version, match["label"])
-                self._send(
-                    HTTPStatus.OK,
-                    {
-                        "model_spec": {
-                            "name": servable.name,
-                            "signature_name": "",
-                            "version": str(servable.version),
-                        },
-                        "metadata": {
-                            "signature_def": json_format.MessageToDict(
-                                signature_def_map(servable), preserving_proto_field_name=True
-                            )
-                        },
-                    },
-                )
-                return
-            if match["label"]:
-                version = manager.resolve(match["name"], None, match["label"]).version
-            statuses = manager.statuses(match["name"], version)
-            self._send(
-                HTTPStatus.OK,
-                {
-                    "model_version_status": [
-                        {
-                            "version": str(s.version),
-                            "state": s.state,
-                            "status": {
-                                "error_code": "UNKNOWN" if s.error else "OK",
-                                "error_message": s.error,
-                            },
-                        }
-                        for s in statuses
-                    ]
-                },
-            )
-        except request_errors() as err:  # Anything else (a bug): socketserver's handle_error
-            # prints it and closes this one connection; the server keeps serving.
+            body = self._read_body()
+        except _StalledError:
+            self.close_connection = True  # As TF Serving's HTTP server: no answer.
+            return
+        except request_errors() as err:  # Bad framing; anything else (a bug):
+            # socketserver's handle_error prints it and closes this one connection.
+            self.close_connection = True
             self._error(as_serving_error(err))
-
-    def do_POST(self) -> None:
-        match = self._route(verb_expected=True)
-        if match is None:
             return
-        try:
-            body = self._body()
-            version = int(match["version"]) if match["version"] else None
-            if match["verb"] == "predict":
-                self._send(HTTPStatus.OK, self._predict(match, version, body))
-            else:
-                self._send(HTTPStatus.OK, self._examples(match, version, body))
-        except request_errors() as err:  # Anything else (a bug): socketserver's handle_error
-            # prints it and closes this one connection; the server keeps serving.
-            error = as_serving_error(err)
-            if error.code == grpc.StatusCode.INTERNAL:
-                log.exception("internal error in REST %s", self.path)
-            self._error(error)
+        if not _API_PATH.fullmatch(path):
+            self._send(HTTPStatus.NOT_FOUND, {"error": f"Not found: {self.command} {path}"})
+            return
+        with self.server.slots:  # --rest_api_num_threads requests at once.
+            try:
+                self._send(HTTPStatus.OK, self._dispatch(path, body))
+            except request_errors() as err:  # Anything else (a bug): socketserver's
+                # handle_error prints it and closes this one connection; serving goes on.
+                error = as_serving_error(err)
+                if error.code == grpc.StatusCode.INTERNAL:
+                    log.exception("internal error in REST %s", self.path)
+                self._error(error)
 
-    def _body(self) -> dict:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.server.max_request_bytes:
-            self.close_connection = True  # The body is left unread.
-            raise ServingError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"request of {length} bytes exceeds the limit of "
-                f"{self.server.max_request_bytes} bytes",
-            )
+    def _read_body(self) -> bytes:
+        """The whole body: Content-Length or chunked; 400 for bad framing, 413 over the
+        size limit, _StalledError when the client stops sending for --rest_api_timeout_in_ms."""
+        limit = self.server.max_request_bytes
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise invalid(f"JSON Parse error: {err}") from None
-        if not isinstance(body, dict):
-            raise invalid("the request body must be a JSON object")
-        return body
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return self._read_chunks(limit)
+            text = self.headers.get("Content-Length")
+            if text is None:
+                return b""
+            if not text.strip().isdigit():
+                raise invalid(f"Malformed request: invalid Content-Length: {text}")
+            length = int(text)
+            if length > limit:
+                raise self._too_large(length)
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise _StalledError from None
+        if len(data) < length:
+            raise _StalledError  # The client closed mid-body.
+        return data
 
-    def _predict(self, match: re.Match, version: int | None, body: dict) -> dict:
+    def _read_chunks(self, limit: int) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise invalid("Malformed request: invalid chunk size") from None
+            if size < 0:
+                raise invalid("Malformed request: invalid chunk size")
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # Trailers.
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                raise self._too_large(total)
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                raise _StalledError
+            parts.append(chunk)
+            self.rfile.readline(16)  # The CRLF after the chunk.
+
+    def _too_large(self, length: int) -> ServingError:
+        return ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"request of {length} bytes exceeds the limit of "
+            f"{self.server.max_request_bytes} bytes",
+        )
+
+    def _dispatch(self, path: str, body: bytes) -> Any:
+        """TF Serving's HttpRestApiHandler::ProcessRequest."""
+        malformed = invalid(f"Malformed request: {self.command} {path}")
+        if self.command == "OPTIONS":  # A CORS preflight.
+            if re.search(r"https?://", self.headers.get("Origin", "")):
+                return {}
+            raise failed_precondition("Origin header is missing in CORS preflight")
+        if self.command == "POST":
+            match = _PREDICTION_PATH.fullmatch(path)
+        elif self.command == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+        else:
+            raise malformed
+        if match is None:
+            raise malformed
+        raw_name, raw_version, raw_label, action = match.groups()
+        name = urllib.parse.unquote(raw_name or "")
+        label = urllib.parse.unquote(raw_label) if raw_label else None
+        version = int(raw_version) if raw_version else None
+        if version is not None and version > _INT64_MAX:
+            raise invalid(f"Failed to convert version: {raw_version} to numeric.")
+        if self.command == "POST":
+            if action == "predict":
+                return self._predict(name, version, label, _json_body(body))
+            if action in ("classify", "regress"):
+                return self._examples(name, version, label, action, _json_body(body))
+            raise malformed  # The verb matched case-insensitively but is compared exactly.
+        if action == "metadata":
+            return self._metadata(name, version, label)
+        if not name:
+            raise invalid("Missing model name in request.")
+        return self._status(name, version, label)
+
+    def _metadata(self, name: str, version: int | None, label: str | None) -> dict:
+        servable = self.server.inference.manager.resolve(name, version, label)
+        return {
+            "model_spec": {
+                "name": servable.name,
+                "signature_name": "",
+                "version": str(servable.version),
+            },
+            "metadata": {
+                "signature_def": json_format.MessageToDict(
+                    signature_def_map(servable), preserving_proto_field_name=True
+                )
+            },
+        }
+
+    def _status(self, name: str, version: int | None, label: str | None) -> dict:
+        manager = self.server.inference.manager
+        if label:
+            version = manager.resolve(name, None, label).version
+        return {
+            "model_version_status": [
+                {
+                    "version": str(s.version),
+                    "state": s.state,
+                    "status": {
+                        "error_code": "UNKNOWN" if s.error else "OK",
+                        "error_message": s.error,
+                    },
+                }
+                for s in manager.statuses(name, version)
+            ]
+        }
+
+    def _predict(self, name: str, version: int | None, label: str | None, body: dict) -> dict:
         inference = self.server.inference
-        servable = inference.manager.resolve(match["name"], version, match["label"])
+        servable = inference.manager.resolve(name, version, label)
         signature = body.get("signature_name") or F.SERVING_DEFAULT
         expected = signature_inputs(servable.signature(signature))
         inputs, row_format = parse_rest_inputs(body, expected)
         return rest_outputs(inference.predict_on(servable, signature, inputs), row_format)
 
-    def _examples(self, match: re.Match, version: int | None, body: dict) -> dict:
+    def _examples(
+        self, name: str, version: int | None, label: str | None, verb: str, body: dict
+    ) -> dict:
         from mtrec.examples import to_example
 
         rows = body.get("examples")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise invalid("'examples' must be a list of objects")
         context = body.get("context") or {}
-        examples = [to_example({**context, **row}) for row in rows]
-        method = F.CLASSIFY_METHOD if match["verb"] == "classify" else F.REGRESS_METHOD
+        if not isinstance(context, dict):
+            raise invalid("'context' must be an object")
+        examples = [
+            to_example({k: _feature_value(k, v) for k, v in {**context, **row}.items()})
+            for row in rows
+        ]
+        method = F.CLASSIFY_METHOD if verb == "classify" else F.REGRESS_METHOD
         _, _, outputs = self.server.inference.run_examples(
-            match["name"], version, match["label"], body.get("signature_name", ""), method, examples
+            name, version, label, body.get("signature_name", ""), method, examples
         )
         if method == F.REGRESS_METHOD:
             return {"results": np.asarray(outputs["outputs"]).reshape(-1).tolist()}
@@ -406,16 +556,74 @@ class RestHandler(BaseHTTPRequestHandler):
         }
 
 
+def _json_body(body: bytes) -> dict:
+    try:
+        parsed = json.loads(body or b"null")
+    except RecursionError:
+        raise invalid("JSON Parse error: the document is nested too deeply") from None
+    except ValueError as err:  # Bad JSON or bad UTF-8.
+        raise invalid(f"JSON Parse error: {err}"[:500]) from None
+    if not isinstance(parsed, dict):
+        raise invalid("JSON Parse error: the request body must be a JSON object")
+    return parsed
+
+
+def _feature_value(name: str, value: Any) -> Any:
+    """A classify/regress example feature's JSON value: ``{"b64": ...}`` is bytes, as in TF
+    Serving's json_tensor.cc; other objects, nested lists and nulls are refused."""
+    if isinstance(value, list):
+        return [_feature_value(name, v) for v in value]
+    if isinstance(value, dict):
+        if set(value) != {"b64"} or not isinstance(value["b64"], str):
+            raise invalid(f"Feature: {name} has element with unexpected JSON type: Object")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except ValueError:
+            raise invalid(f"Feature: {name}: invalid base64") from None
+    if value is None:
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: Null")
+    return value
+
+
 class _RestServer(ThreadingHTTPServer):
     daemon_threads = False  # Shutdown waits for in-flight requests.
     block_on_close = True
+    # The listen backlog: the system's maximum, as TF Serving's libevent server asks for
+    # (the stdlib's default is 5).
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(
-        self, address: tuple[str, int], inference: Inference, max_request_bytes: int
+        self,
+        address: tuple[str, int],
+        inference: Inference,
+        max_request_bytes: int,
+        timeout_seconds: float | None = None,
+        num_threads: int = 16,
     ) -> None:
-        super().__init__(address, RestHandler)
         self.inference = inference
         self.max_request_bytes = max_request_bytes
+        self.timeout_seconds = timeout_seconds
+        self.slots = threading.BoundedSemaphore(max(1, num_threads))
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, RestHandler)
+
+    def track(self, connection: socket.socket, is_open: bool) -> None:
+        with self._connections_lock:
+            if is_open:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def end_reads(self) -> None:
+        """At shutdown: keep-alive connections read no further requests (a request being
+        answered still gets its answer), so closing does not wait out their idle timeout."""
+        with self._connections_lock:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RD)
+                except OSError:  # Already closed by the client.
+                    pass
 
 
 # ----------------------------------------------------------------------------- server
@@ -426,7 +634,12 @@ class ModelServer:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self.manager = ModelManager(list(options.models), warmup=self._warmup)
+        self.manager = ModelManager(
+            list(options.models),
+            warmup=self._warmup if options.enable_model_warmup else None,
+            max_load_retries=options.max_num_load_retries,
+            retry_interval=options.load_retry_interval_micros / 1e6,
+        )
         self.batcher = Batcher(options.batching) if options.batching else None
         self.inference = Inference(self.manager, self.batcher)
         self._grpc: grpc.Server | None = None
@@ -434,6 +647,8 @@ class ModelServer:
         self._rest_thread: threading.Thread | None = None
         self.grpc_port = 0
         self.rest_port = 0
+        self._stop = threading.Event()
+        self._config_thread: threading.Thread | None = None
 
     def _warmup(self, servable: Servable) -> int:
         return replay_warmup(servable, Inference(self.manager))
@@ -467,12 +682,39 @@ class ModelServer:
         self._grpc.start()
         if self.options.rest_api_port is not None:
             self._start_rest(self.options.rest_api_port)
+        if self.options.model_config_file and self.options.config_poll_seconds > 0:
+            self._config_thread = threading.Thread(
+                target=self._poll_config, name="config-poller", daemon=True
+            )
+            self._config_thread.start()
         return self
+
+    def _poll_config(self) -> None:
+        """--model_config_file_poll_wait_seconds: re-read the model config file and apply
+        it when it changed (as a HandleReloadConfigRequest would)."""
+        path = self.options.model_config_file
+        assert path is not None
+        applied = list(self.options.models)
+        while not self._stop.wait(self.options.config_poll_seconds):
+            try:
+                specs = config_lib.read_model_config_file(path)
+                if specs != applied:
+                    self.manager.reconfigure(specs)
+                    applied = specs
+                    log.info("model config %s reloaded", path)
+            except request_errors() as err:  # A bad edit: keep serving the last config.
+                # Anything else is a bug: threading.excepthook logs it and polling stops.
+                log.error("model config %s not applied: %s", path, err)
 
     def _start_rest(self, port: int) -> None:
         try:
+            timeout = self.options.rest_api_timeout_ms
             self._rest = _RestServer(
-                (self.options.host, port), self.inference, self.options.max_request_bytes
+                (self.options.host, port),
+                self.inference,
+                self.options.max_request_bytes,
+                timeout_seconds=timeout / 1000 if timeout > 0 else None,
+                num_threads=self.options.rest_api_num_threads,
             )
         except OSError as err:
             raise config_lib.ConfigError(
@@ -486,10 +728,12 @@ class ModelServer:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop taking requests, let in-flight ones finish, then release everything."""
+        self._stop.set()
         if self._grpc is not None:
             self._grpc.stop(grace).wait(grace + 1)
         if self._rest is not None:
             self._rest.shutdown()
+            self._rest.end_reads()
             self._rest.server_close()  # Joins the request threads.
         if self.batcher is not None:
             self.batcher.close()

@@ -49,11 +49,11 @@ def check_inputs(
         else:
             if value.dtype.kind in "SOU":
                 raise invalid(f"input '{name}' must be {spec.dtype.name.upper()}, got strings")
-            if not np.can_cast(value.dtype, spec.dtype.as_numpy_dtype, casting="same_kind"):
+            if value.dtype != spec.dtype.as_numpy_dtype:  # No silent casts: TF Serving
+                # refuses an int32 tensor for an int64 input (INVALID_ARGUMENT).
                 raise invalid(
                     f"input '{name}' must be {_tf_name(spec.dtype)}, got " f"{_dtype_name(value)}"
                 )
-            value = value.astype(spec.dtype.as_numpy_dtype, copy=False)
         if not spec.shape.is_compatible_with(value.shape):
             raise invalid(
                 f"input '{name}' must have shape {_shape(spec.shape)}, got " f"{list(value.shape)}"
@@ -100,22 +100,46 @@ def from_proto(name: str, proto: Any) -> np.ndarray:
         raise invalid(f"input '{name}' is not a valid TensorProto: {err}") from None
 
 
+# numpy kind+size -> (DataType enum, the TensorProto field Tensor::AsProtoField fills).
+_TYPED_FIELDS = {
+    np.dtype(np.float32): (1, "float_val"),
+    np.dtype(np.float64): (2, "double_val"),
+    np.dtype(np.int32): (3, "int_val"),
+    np.dtype(np.uint8): (4, "int_val"),
+    np.dtype(np.int16): (5, "int_val"),
+    np.dtype(np.int8): (6, "int_val"),
+    np.dtype(np.int64): (9, "int64_val"),
+    np.dtype(np.bool_): (10, "bool_val"),
+    np.dtype(np.uint16): (17, "int_val"),
+    np.dtype(np.uint32): (22, "uint32_val"),
+    np.dtype(np.uint64): (23, "uint64_val"),
+}
+
+
 def to_proto(value: np.ndarray) -> Any:
-    """An output array as a TensorProto (raw bytes for numbers, as TF Serving sends)."""
+    """An output array as a TensorProto with typed value fields (float_val, int64_val,
+    string_val, ...), as TF Serving's Predict serializes outputs (Tensor::AsProtoField,
+    predict_util.cc's default), so ``outputs[k].float_val`` reads the values."""
     import tensorflow as tf
     from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
 
     value = np.asarray(value)
-    for dtype, numpy_type in _NUMPY_OF.items():
-        if value.dtype == numpy_type:
-            return tensor_pb2.TensorProto(
-                dtype=dtype,
-                tensor_content=np.ascontiguousarray(value).tobytes(),
-                tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                    dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]
-                ),
-            )
-    return tf.make_tensor_proto(value)
+    shape = tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in value.shape]
+    )
+    typed = _TYPED_FIELDS.get(value.dtype)
+    if typed is not None:
+        dtype, field = typed
+        proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape)
+        getattr(proto, field).extend(value.reshape(-1).tolist())
+        return proto
+    if value.dtype == object or value.dtype.kind in "SU":
+        proto = tensor_pb2.TensorProto(dtype=_STRING, tensor_shape=shape)
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode() for v in value.reshape(-1).tolist()
+        )
+        return proto
+    return tf.make_tensor_proto(value)  # Half, complex: TensorFlow's own encoding.
 
 
 # ----------------------------------------------------------------------------- REST JSON
@@ -149,6 +173,14 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
         raise invalid(f"input '{name}': ragged or mixed values") from None
     if array.dtype == object:
         raise invalid(f"input '{name}': ragged or mixed values")
+    if dtype is not None and array.dtype.kind in "biuf":
+        # JSON numbers take the signature's type, as TF Serving's json_tensor.cc reads them
+        # (an integer into a float input, not a fraction into an integer input).
+        target = np.dtype(dtype.as_numpy_dtype)
+        if np.can_cast(array.dtype, target, casting="same_kind") or (
+            array.dtype.kind in "biu" and target.kind in "iuf"
+        ):
+            array = array.astype(target)
     return array
 
 

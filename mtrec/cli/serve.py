@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ def _server_options(args: argparse.Namespace) -> Any:
             )
         models = serving_config.single_model(args.model_name, args.model_base_path)
     batching = None
+    if args.batching_parameters_file and not args.enable_batching:
+        raise serving_config.ConfigError(  # TF Serving's start-up error (server.cc).
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
     if args.enable_batching:
         batching = (
             serving_config.read_batching_file(args.batching_parameters_file)
@@ -50,6 +56,13 @@ def _server_options(args: argparse.Namespace) -> Any:
         poll_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
         grpc_workers=args.grpc_max_threads,
+        rest_api_timeout_ms=args.rest_api_timeout_in_ms,
+        rest_api_num_threads=args.rest_api_num_threads,
+        enable_model_warmup=args.enable_model_warmup,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_micros=args.load_retry_interval_micros,
+        model_config_file=args.model_config_file,
+        config_poll_seconds=args.model_config_file_poll_wait_seconds,
     )
 
 
@@ -224,6 +237,44 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--grpc_max_threads", type=int, default=16, help="gRPC request threads (default 16)"
+    )
+    serve.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="how often --model_config_file is re-read and applied (default 0: never)",
+    )
+    serve.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        help="a REST connection idle or stalled this long is closed (default 30000)",
+    )
+    serve.add_argument(
+        "--rest_api_num_threads",
+        type=int,
+        default=4 * (os.cpu_count() or 1),
+        help="REST requests processed at once (default 4 per CPU)",
+    )
+    serve.add_argument(
+        "--enable_model_warmup",
+        type=_bool_flag,
+        nargs="?",
+        const=True,
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests before serving (default true)",
+    )
+    serve.add_argument(
+        "--max_num_load_retries",
+        type=int,
+        default=5,
+        help="retries of a version that failed to load (default 5)",
+    )
+    serve.add_argument(
+        "--load_retry_interval_micros",
+        type=int,
+        default=60_000_000,
+        help="between load retries (default 60000000: a minute)",
     )
     serve.add_argument("--shutdown_grace_seconds", type=float, default=10.0)
     serve.set_defaults(func=cmd_serve)

@@ -158,15 +158,16 @@ def test_grpc_model_status(served):
             grpc.StatusCode.NOT_FOUND,
             "version 99",
         ),
-        (
+        (  # As TF Serving: an unknown label is INVALID_ARGUMENT, an unknown signature of
+            # Predict FAILED_PRECONDITION.
             lambda r: setattr(r.model_spec, "version_label", "canary"),
-            grpc.StatusCode.NOT_FOUND,
-            "'canary'",
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "Unrecognized servable version label: canary",
         ),
         (
             lambda r: setattr(r.model_spec, "signature_name", "nope"),
-            grpc.StatusCode.NOT_FOUND,
-            "signature 'nope'",
+            grpc.StatusCode.FAILED_PRECONDITION,
+            'Serving signature key "nope" not found.',
         ),
         (
             lambda r: r.inputs["exampels"].CopyFrom(r.inputs.pop("examples")),
@@ -298,7 +299,7 @@ def test_rest_status_metadata_classify_and_regress(served):
         ),
         ("/tiny:predict", {"instances": [1], "inputs": [1]}, 400, "exactly one of"),
         ("/tiny:predict", {"instances": [{"b64": "x" * 100_000}]}, 413, "exceeds the limit"),
-        ("/tiny:explode", {}, 404, "Malformed request"),
+        ("/tiny:explode", {}, 400, "Malformed request"),  # TF Serving: 400, not 404.
     ],
 )
 def test_rest_errors_are_json_with_tf_serving_status_codes(served, path, body, status, words):
@@ -635,8 +636,9 @@ def _wait_for(condition, seconds: float = 20.0) -> bool:
 
 
 def test_unknown_version_folder_contents_are_ignored(tmp_path):
-    """Only numbered folders with a saved_model.pb are versions (a push in progress has
-    none yet)."""
+    """Only numbered folders are versions; one without a saved_model.pb (a push in
+    progress) fails to load and is reported, as in TF Serving, while the last loadable
+    version serves."""
     base = tmp_path / "models"
     (base / "7").mkdir(parents=True)  # Being copied: no saved_model.pb yet.
     (base / "notes").mkdir()
@@ -644,6 +646,8 @@ def test_unknown_version_folder_contents_are_ignored(tmp_path):
     server = start(config.single_model("tiny", str(base)), rest_api_port=None, poll_seconds=0)
     try:
         assert server.manager.available("tiny") == [3]
+        status_7 = next(s for s in server.manager.statuses("tiny") if s.version == 7)
+        assert status_7.state == "END" and "SavedModel not found" in status_7.error
     finally:
         server.stop(grace=1)
     assert Path(base / "7").exists()

@@ -1,0 +1,587 @@
+"""`mtrec serve` behaves as TF Serving does, seen the way a TF Serving client sees it: only
+the tensorflow-serving-api stubs and protos, and raw HTTP (http.client, sockets). Each test
+is one row of the contract; the codes and messages are TF Serving's own (its source:
+predict_util.cc, classifier.cc, server_core.cc, http_rest_api_util.cc, http_server.cc,
+multi_inference.cc, server.cc, main.cc)."""
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+    regression_pb2,
+)
+
+from mtrec.examples import to_example
+from mtrec.serving import config
+from mtrec.serving.server import ModelServer, ServerOptions
+from tests.support.tiny_model import expected, export_tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
+
+
+def start(base: Path, **options) -> ModelServer:
+    settings = {"port": 0, "rest_api_port": 0, "poll_seconds": 0.1, **options}
+    models = config.single_model("tiny", str(base))
+    return ModelServer(ServerOptions(models=tuple(models), **settings)).start()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    base = tmp_path_factory.mktemp("conformance") / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    (base / "2").mkdir()  # An empty numbered folder: a version that cannot load.
+    server = start(base, rest_api_timeout_ms=1000, max_request_bytes=1024 * 1024)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    yield {
+        "base": base,
+        "rest_port": server.rest_port,
+        "predict": prediction_service_pb2_grpc.PredictionServiceStub(channel),
+        "models": model_service_pb2_grpc.ModelServiceStub(channel),
+    }
+    channel.close()
+    server.stop(grace=1)
+
+
+def raw_request(port: int, data: bytes, timeout: float = 10) -> tuple[int, dict]:
+    """Send raw bytes; the status and JSON body of the one response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
+def http_call(port: int, method: str, path: str, body: bytes | dict | None = None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        connection.request(method, path, body=data)
+        response = connection.getresponse()
+        raw = response.read()
+        return response.status, response.getheader("Content-Type"), raw
+    finally:
+        connection.close()
+
+
+def rest_json(port: int, method: str, path: str, body=None) -> tuple[int, dict]:
+    status, _, raw = http_call(port, method, path, body)
+    return status, json.loads(raw)
+
+
+def raw_predict(user_id: int, item_id: int, dtype=tf.int64) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "tiny"
+    request.model_spec.signature_name = "predict_raw"
+    request.inputs["user_id"].CopyFrom(tf.make_tensor_proto([user_id], dtype=dtype))
+    request.inputs["item_id"].CopyFrom(tf.make_tensor_proto([item_id], dtype=tf.int64))
+    request.inputs["gender"].CopyFrom(tf.make_tensor_proto([b"F"]))
+    return request
+
+
+def examples_input(target, rows) -> None:
+    for row in rows:
+        target.example_list.examples.add().ParseFromString(to_example(row))
+
+
+def grpc_error(call, request) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as error:
+        call(request, timeout=10)
+    return error.value
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def test_grpc_predict_outputs_are_typed_value_fields(served):
+    response = served["predict"].Predict(raw_predict(7, 3), timeout=10)
+    click = response.outputs["click"]
+    assert click.dtype == tf.float32.as_datatype_enum and click.tensor_content == b""
+    assert [d.size for d in click.tensor_shape.dim] == [1]
+    assert list(click.float_val) == pytest.approx([expected(7, 3)["click"]])
+    assert list(response.outputs["rating"].float_val) == [expected(7, 3)["rating"]]
+
+    request = predict_pb2.PredictRequest()  # Strings too: a classify signature's classes.
+    request.model_spec.name = "tiny"
+    request.model_spec.signature_name = "classify_click"
+    request.inputs["inputs"].CopyFrom(tf.make_tensor_proto([to_example({"user_id": 7})]))
+    response = served["predict"].Predict(request, timeout=10)
+    classes = response.outputs["classes"]
+    assert classes.dtype == tf.string.as_datatype_enum and classes.tensor_content == b""
+    assert list(classes.string_val) == [b"0", b"1"]
+    assert [d.size for d in classes.tensor_shape.dim] == [1, 2]
+    assert len(response.outputs["scores"].float_val) == 2
+
+
+def test_rest_keep_alive_batch_one_latency_is_low(served):
+    connection = http.client.HTTPConnection("127.0.0.1", served["rest_port"], timeout=10)
+    body = json.dumps(
+        {
+            "signature_name": "predict_raw",
+            "instances": [{"user_id": 7, "item_id": 3, "gender": "F"}],
+        }
+    )
+    times = []
+    try:
+        for _ in range(220):
+            started = time.perf_counter()
+            connection.request("POST", "/v1/models/tiny:predict", body=body)
+            response = connection.getresponse()
+            payload = response.read()
+            times.append(time.perf_counter() - started)
+            assert response.status == 200 and not response.will_close
+    finally:
+        connection.close()
+    assert json.loads(payload)["predictions"][0]["rating"] == expected(7, 3)["rating"]
+    assert statistics.median(times[20:]) < 0.010  # Was 48 ms: Nagle + delayed ACK.
+
+
+def test_rest_listen_backlog_is_large(served):
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read a listening socket's backlog")
+    listing = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{served['rest_port']}"], capture_output=True, text=True
+    ).stdout.split()
+    assert int(listing[2]) >= 128  # Send-Q of a listening socket: its backlog (was 5).
+
+
+def test_unknown_signature_codes(served):
+    request = raw_predict(7, 3)
+    request.model_spec.signature_name = "nope"
+    error = grpc_error(served["predict"].Predict, request)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == 'Serving signature key "nope" not found.'
+
+    classify = classification_pb2.ClassificationRequest()
+    regress = regression_pb2.RegressionRequest()
+    for call, request in (
+        (served["predict"].Classify, classify),
+        (served["predict"].Regress, regress),
+    ):
+        request.model_spec.name = "tiny"
+        request.model_spec.signature_name = "nope"
+        examples_input(request.input, [{"user_id": 1}])
+        error = grpc_error(call, request)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error.details() == "No signature was found with the name: nope"
+
+    for verb, body in (
+        ("predict", {"signature_name": "nope", "instances": [1]}),
+        ("classify", {"signature_name": "nope", "examples": [{"user_id": 1}]}),
+        ("regress", {"signature_name": "nope", "examples": [{"user_id": 1}]}),
+    ):
+        status, answer = rest_json(served["rest_port"], "POST", f"/v1/models/tiny:{verb}", body)
+        assert status == 400 and "nope" in answer["error"]
+
+
+def test_unknown_version_label_is_invalid_argument(served):
+    request = raw_predict(7, 3)
+    request.model_spec.version_label = "nope"
+    error = grpc_error(served["predict"].Predict, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "Unrecognized servable version label: nope"
+    status, answer = rest_json(
+        served["rest_port"], "POST", "/v1/models/tiny/labels/nope:predict", {"instances": [1]}
+    )
+    assert status == 400 and answer == {"error": "Unrecognized servable version label: nope"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v1/models/tiny:predict", 400),  # A verb on GET.
+        ("POST", "/v1/models/tiny", 400),  # No verb on POST.
+        ("POST", "/v1/models/tiny:explode", 400),
+        ("POST", "/v1/models/tiny:PREDICT", 400),  # The verb itself is compared exactly.
+        ("PUT", "/v1/models/tiny:predict", 400),
+        ("DELETE", "/v1/models/tiny", 400),
+        ("GET", "/v1/nothing/here", 400),
+        ("GET", "/V1/MODELS/tiny", 200),  # Paths match case-insensitively.
+        ("GET", "/v1/models/t%69ny/versions/1", 200),  # Names are URL-decoded.
+        ("GET", "/v1/models/tiny/labels/n%6Fpe", 400),  # Labels too: "nope".
+    ],
+)
+def test_rest_paths_and_verbs(served, method, path, status):
+    code, content_type, raw = http_call(served["rest_port"], method, path, b"{}")
+    body = json.loads(raw)
+    assert code == status and content_type == "application/json"
+    if status == 400 and "/labels/" not in path:
+        assert body == {"error": f"Malformed request: {method} {path}"}
+    elif status == 400:
+        assert body == {"error": "Unrecognized servable version label: nope"}
+    else:
+        assert body["model_version_status"][-1]["version"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "payload", "error"),
+    [
+        ("Content-Length: abc\r\n", b"{}", "Malformed request: invalid Content-Length: abc"),
+        ("Content-Length: -5\r\n", b"{}", "Malformed request: invalid Content-Length: -5"),
+        (
+            "Content-Length: {n}\r\n",
+            b"[" * 100_000 + b"]" * 100_000,
+            "JSON Parse error: the document is nested too deeply",
+        ),
+    ],
+)
+def test_rest_bad_bodies_are_400(served, headers, payload, error):
+    request = (
+        "POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\n"
+        + headers.format(n=len(payload))
+        + "\r\n"
+    ).encode() + payload
+    assert raw_request(served["rest_port"], request) == (400, {"error": error})
+
+
+def test_rest_chunked_request_body_is_read(served):
+    connection = http.client.HTTPConnection("127.0.0.1", served["rest_port"], timeout=10)
+    body = json.dumps(
+        {
+            "signature_name": "predict_raw",
+            "inputs": {"user_id": [7], "item_id": [3], "gender": ["F"]},
+        }
+    )
+    try:
+        connection.request(
+            "POST",
+            "/v1/models/tiny:predict",
+            body=iter([body[:10].encode(), body[10:].encode()]),
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        outputs = json.loads(response.read())["outputs"]
+    finally:
+        connection.close()
+    assert outputs["click"] == pytest.approx([expected(7, 3)["click"]])
+
+
+def test_rest_stalled_request_body_times_out(served):
+    # The fixture's --rest_api_timeout_in_ms is 1000.
+    with socket.create_connection(("127.0.0.1", served["rest_port"]), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/models/tiny:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        )
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # Closed by the server, unanswered.
+        assert 0.5 < time.monotonic() - started < 5
+
+
+def test_multi_inference(served):
+    request = inference_pb2.MultiInferenceRequest()
+    for signature, method in (("classify_click", CLASSIFY), ("regress_rating", REGRESS)):
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name = "tiny"
+        task.model_spec.signature_name = signature
+    examples_input(request.input, [{"user_id": 7, "item_id": 3}, {"user_id": 2, "item_id": 9}])
+    response = served["predict"].MultiInference(request, timeout=10)
+    classified, regressed = response.results
+    assert classified.model_spec.name == "tiny" and classified.model_spec.version.value == 1
+    assert classified.model_spec.signature_name == "classify_click"
+    scores = [c.classes[1].score for c in classified.classification_result.classifications]
+    assert scores == pytest.approx([expected(7, 3)["click"], expected(2, 9)["click"]])
+    assert [c.label for c in classified.classification_result.classifications[0].classes] == [
+        "0",
+        "1",
+    ]
+    values = [r.value for r in regressed.regression_result.regressions]
+    assert values == pytest.approx([expected(7, 3)["rating"], expected(2, 9)["rating"]])
+
+    request.tasks[1].method_name = "tensorflow/serving/predict"
+    error = grpc_error(served["predict"].MultiInference, request)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error.details() == "Unsupported signature method_name: tensorflow/serving/predict"
+    request.tasks[1].method_name = REGRESS
+    request.tasks[1].model_spec.name = "other"
+    error = grpc_error(served["predict"].MultiInference, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "must access the same model name" in error.details()
+
+
+def test_rest_example_features_take_b64(served):
+    gender = {"b64": base64.b64encode(b"F").decode()}
+    status, body = rest_json(
+        served["rest_port"],
+        "POST",
+        "/v1/models/tiny:regress",
+        {
+            "signature_name": "regress_rating",
+            "examples": [{"user_id": 7, "item_id": 3, "gender": gender}],
+        },
+    )
+    assert status == 200 and body == {"results": [expected(7, 3)["rating"]]}
+    status, body = rest_json(
+        served["rest_port"],
+        "POST",
+        "/v1/models/tiny:classify",
+        {
+            "signature_name": "classify_click",
+            "context": {"gender": [gender]},
+            "examples": [{"user_id": 7}],
+        },
+    )
+    assert status == 200 and body["results"][0][1][0] == "1"
+
+
+def _reload(served, labels: dict[str, int] | None = None, empty: bool = False):
+    request = model_management_pb2.ReloadConfigRequest()
+    if not empty:
+        model = request.config.model_config_list.config.add(
+            name="tiny", base_path=str(served["base"]), model_platform="tensorflow"
+        )
+        for label, version in (labels or {}).items():
+            model.version_labels[label] = version
+    return served["models"].HandleReloadConfigRequest(request, timeout=30)
+
+
+def test_reload_with_an_empty_config_does_nothing(served):
+    response = _reload(served, empty=True)
+    assert response.status.error_code == 0
+    assert served["predict"].Predict(raw_predict(7, 3), timeout=10).outputs["rating"].float_val
+
+
+def test_a_label_on_an_unavailable_version_is_refused(served):
+    with pytest.raises(grpc.RpcError) as error:
+        _reload(served, {"canary": 9})
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.value.details() == (
+        "Request to assign label to version 9 of model tiny, which is not currently "
+        "available for inference"
+    )
+    _reload(served, {"stable": 1})  # A label on an available version is taken.
+    request = raw_predict(7, 3)
+    request.model_spec.version_label = "stable"
+    assert served["predict"].Predict(request, timeout=10).model_spec.version.value == 1
+
+
+def test_an_empty_version_folder_is_reported_as_a_failed_version(served):
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "tiny"
+    statuses = {
+        s.version: s
+        for s in served["models"].GetModelStatus(request, timeout=10).model_version_status
+    }
+    states = get_model_status_pb2.ModelVersionStatus
+    assert statuses[2].state == states.END and statuses[2].status.error_code == 2  # UNKNOWN.
+    assert "SavedModel not found" in statuses[2].status.error_message
+    assert statuses[1].state == states.AVAILABLE and statuses[1].status.error_code == 0
+    status, body = rest_json(served["rest_port"], "GET", "/v1/models/tiny/versions/2")
+    assert status == 200 and body["model_version_status"][0]["state"] == "END"
+    assert body["model_version_status"][0]["status"]["error_code"] == "UNKNOWN"
+
+
+def test_a_failed_load_is_retried(tmp_path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    version = export_tiny_model(base / "1")
+    proto = version / "saved_model.pb"
+    good, stat = proto.read_bytes(), proto.stat()
+    proto.write_bytes(b"not yet a SavedModel")  # Same files, same times: only a retry
+    os.utime(proto, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # can load it.
+    server = start(
+        base, rest_api_port=None, max_num_load_retries=100, load_retry_interval_micros=200_000
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = "tiny"
+    try:
+        (first,) = stub.GetModelStatus(request, timeout=10).model_version_status
+        assert (
+            first.state == get_model_status_pb2.ModelVersionStatus.END
+            and first.status.error_message
+        )
+        proto.write_bytes(good)
+        os.utime(proto, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            (now,) = stub.GetModelStatus(request, timeout=10).model_version_status
+            if now.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE:
+                break
+            time.sleep(0.1)
+        assert now.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        assert predict.Predict(raw_predict(7, 3), timeout=10).outputs["rating"].float_val
+    finally:
+        channel.close()
+        server.stop(grace=1)
+
+
+def test_int32_for_an_int64_input_is_invalid_argument(served):
+    error = grpc_error(served["predict"].Predict, raw_predict(7, 3, dtype=tf.int32))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "user_id" in error.details() and "DT_INT64" in error.details()
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def _serve(*flags: str) -> subprocess.Popen:
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mtrec", "serve", *flags],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_batching_parameters_file_without_enable_batching_fails_start_up(tmp_path):
+    (tmp_path / "tiny" / "1").mkdir(parents=True)
+    (tmp_path / "batching.config").write_text("max_batch_size { value: 8 }\n")
+    process = _serve(
+        f"--model_base_path={tmp_path / 'tiny'}",
+        f"--batching_parameters_file={tmp_path / 'batching.config'}",
+        f"--port={_free_port()}",
+        "--rest_api_port=0",
+    )
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert "batching_parameters_file is set without setting" in output
+
+
+def test_tf_serving_flags_are_accepted_and_honoured(tmp_path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    rest_port = _free_port()
+    process = _serve(
+        f"--model_base_path={base}",
+        "--model_name=tiny",
+        f"--port={_free_port()}",
+        f"--rest_api_port={rest_port}",
+        "--model_config_file_poll_wait_seconds=60",
+        "--rest_api_timeout_in_ms=500",
+        "--enable_model_warmup=false",
+        "--rest_api_num_threads=2",
+    )
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "mtrec serve: gRPC" not in line:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+        assert "mtrec serve: gRPC" in line, line
+        status, body = rest_json(rest_port, "GET", "/v1/models/tiny")
+        assert status == 200 and body["model_version_status"][0]["state"] == "AVAILABLE"
+        with socket.create_connection(("127.0.0.1", rest_port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/models/tiny:predict HTTP/1.1\r\nContent-Length: 9\r\n\r\n{")
+            started = time.monotonic()
+            assert sock.recv(1024) == b""  # --rest_api_timeout_in_ms=500 honoured.
+            assert time.monotonic() - started < 5
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+
+
+def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    (tmp_path / "models.config").write_text(
+        f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" '
+        'model_platform: "tensorflow" version_labels { key: "canary" value: 2 } } }'
+    )
+    models = config.read_model_config_file(tmp_path / "models.config")
+    with pytest.raises(config.ConfigError, match="label to version 2 of model tiny"):
+        ModelServer(ServerOptions(models=tuple(models), port=0, poll_seconds=0)).start()
+
+
+def test_model_config_file_is_polled(tmp_path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    file = tmp_path / "models.config"
+    text = f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" {{labels}} }} }}'
+    file.write_text(text.replace("{labels}", ""))
+    server = ModelServer(
+        ServerOptions(
+            models=tuple(config.read_model_config_file(file)),
+            port=0,
+            poll_seconds=0.1,
+            model_config_file=str(file),
+            config_poll_seconds=0.1,
+        )
+    ).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = raw_predict(7, 3)
+    request.model_spec.version_label = "stable"
+    try:
+        assert grpc_error(stub.Predict, request).code() == grpc.StatusCode.INVALID_ARGUMENT
+        file.write_text(text.replace("{labels}", 'version_labels { key: "stable" value: 1 }'))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                assert stub.Predict(request, timeout=10).model_spec.version.value == 1
+                break
+            except grpc.RpcError:
+                time.sleep(0.1)
+        assert stub.Predict(request, timeout=10).outputs["rating"].float_val
+    finally:
+        channel.close()
+        server.stop(grace=1)
+
+
+def test_enable_model_warmup_false_skips_the_warmup_records(tmp_path):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    base = tmp_path / "tiny"
+    base.mkdir()
+    version = export_tiny_model(base / "1")
+    log = prediction_log_pb2.PredictionLog()  # A warmup request TF Serving would refuse.
+    log.predict_log.request.inputs["wrong_name"].CopyFrom(tf.make_tensor_proto([b""]))
+    with tf.io.TFRecordWriter(str(version / "assets.extra" / "tf_serving_warmup_requests")) as w:
+        w.write(log.SerializeToString())
+    for warmup, available in ((True, []), (False, [1])):
+        server = start(base, rest_api_port=None, poll_seconds=0, enable_model_warmup=warmup)
+        try:
+            assert server.manager.available("tiny") == available
+        finally:
+            server.stop(grace=1)
+
+
+def test_stop_does_not_wait_for_idle_keep_alive_connections(tmp_path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    server = start(base, poll_seconds=0)
+    connection = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=10)
+    connection.request("GET", "/v1/models/tiny")
+    assert connection.getresponse().read()  # The connection stays open, idle.
+    started = time.monotonic()
+    server.stop(grace=1)
+    connection.close()
+    assert time.monotonic() - started < 5  # Not the 30 s REST timeout.
