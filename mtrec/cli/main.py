@@ -9,12 +9,12 @@ import traceback
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
-from mtrec.cli import data, kubeflow, offline, results, run, serve
+from mtrec.cli import data, kubeflow, offline, results, run, serve, skew
 from mtrec.cli.common import configure_logging
 from mtrec.errors import MtrecError
 
 # One module per command group, in the order `mtrec --help` lists them.
-GROUPS = (data, run, results, serve, offline, kubeflow)
+GROUPS = (data, run, results, skew, serve, offline, kubeflow)
 
 
 def build_parser() -> argparse.ArgumentParser:

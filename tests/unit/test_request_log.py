@@ -1,0 +1,167 @@
+"""The request logger: TF Serving's logging_config semantics (sampling, a file collector
+with a filename prefix), size rotation, and a full queue that drops without blocking."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    classification_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_log_pb2,
+)
+from tensorflow_serving.config import logging_config_pb2, model_server_config_pb2
+
+from mtrec import names as F
+from mtrec.errors import ConfigError
+from mtrec.examples import to_examples
+from mtrec.serving import request_log
+
+
+def _call(n_rows: int = 2, version: int = 7) -> tuple:
+    rows = [{F.USER_ID: i + 1, F.ITEM_ID: 3, F.GENDER: "F", F.AGE: 30} for i in range(n_rows)]
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mtrec"
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto(to_examples(rows), tf.string))
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "mtrec"
+    response.model_spec.version.value = version
+    response.model_spec.signature_name = F.SERVING_DEFAULT
+    response.outputs["click"].CopyFrom(tf.make_tensor_proto([0.5] * n_rows, tf.float32))
+    return response.model_spec, request, response
+
+
+def _read(paths: list[str]) -> list[prediction_log_pb2.PredictionLog]:
+    records = []
+    for path in paths:
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            records.append(prediction_log_pb2.PredictionLog.FromString(raw))
+    return records
+
+
+def test_sampling_rate_is_respected_on_2000_requests(tmp_path):
+    spec, request, response = _call()
+    with request_log.RequestLogger(str(tmp_path / "log"), 0.25, seed=3, queue_size=4096) as logger:
+        queued = sum(logger.log_predict(spec, request, response) for _ in range(2000))
+        assert logger.flush()
+    counts = logger.counts()
+    # Binomial(2000, 0.25): mean 500, sd ~19; +-5 sd.
+    assert 405 <= queued <= 595
+    assert counts.offered == 2000
+    assert counts.written == queued and counts.sampled_out == 2000 - queued
+    assert counts.dropped == counts.failed == 0
+    assert len(_read(logger.paths)) == queued
+
+
+def test_records_carry_request_response_and_metadata(tmp_path):
+    spec, request, response = _call()
+    config = logging_config_pb2.LoggingConfig()
+    config.log_collector_config.type = "file"
+    config.log_collector_config.filename_prefix = str(tmp_path / "sub" / "requests")
+    config.sampling_config.sampling_rate = 1.0
+    with request_log.from_logging_config(config) as logger:
+        assert logger.log_predict(spec, request, response)
+        classify = classification_pb2.ClassificationRequest()
+        classify.model_spec.name = "mtrec"
+        assert logger.log(classify, classification_pb2.ClassificationResponse())
+    assert [p.rsplit("/", 1)[-1] for p in logger.paths] == ["requests-00000-00000.tfrecord"]
+    first, second = _read(logger.paths)
+    assert first.WhichOneof("log_type") == "predict_log"
+    assert first.predict_log.request == request and first.predict_log.response == response
+    meta = first.log_metadata
+    assert meta.model_spec.version.value == 7 and meta.model_spec.name == "mtrec"
+    assert meta.sampling_config.sampling_rate == 1.0
+    assert list(meta.saved_model_tags) == ["serve"] and meta.timestamp_secs > 0
+    assert second.WhichOneof("log_type") == "classify_log"
+    assert second.log_metadata.model_spec.name == "mtrec"
+
+
+def test_rotation_by_size_writes_several_readable_files(tmp_path):
+    spec, request, response = _call(n_rows=20)
+    record_bytes = len(request.SerializeToString()) + len(response.SerializeToString())
+    logger = request_log.RequestLogger(
+        str(tmp_path / "req"), 1.0, max_file_bytes=10 * record_bytes, queue_size=4096
+    )
+    for _ in range(100):
+        assert logger.log_predict(spec, request, response)
+    logger.close()
+    assert len(logger.paths) >= 5
+    assert logger.counts().files == len(logger.paths)
+    assert all(tf.io.gfile.stat(p).length <= 10 * record_bytes + 200 for p in logger.paths)
+    records = _read(logger.paths)
+    assert len(records) == 100
+    assert all(r.predict_log.request == request for r in records)
+    # A restarted logger with the same prefix appends new files, never overwrites.
+    with request_log.RequestLogger(str(tmp_path / "req"), 1.0) as again:
+        again.log_predict(spec, request, response)
+    assert again.paths[0] not in logger.paths
+    assert len(_read(logger.paths + again.paths)) == 101
+
+
+def test_a_full_queue_drops_without_blocking_or_raising(tmp_path, monkeypatch):
+    spec, request, response = _call()
+    logger = request_log.RequestLogger(str(tmp_path / "slow"), 1.0, queue_size=4)
+    release = threading.Event()
+    real_write = logger._write
+
+    def stuck_write(record: bytes) -> None:  # A disk that hangs.
+        release.wait(30)
+        real_write(record)
+
+    monkeypatch.setattr(logger, "_write", stuck_write)
+    started = time.perf_counter()
+    results = [logger.log_predict(spec, request, response) for _ in range(500)]
+    elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"500 offers took {elapsed:.2f}s"
+    counts = logger.counts()
+    # One record is in the stuck writer, four wait in the queue, the rest are dropped.
+    assert sum(results) <= 5 and counts.dropped == 500 - sum(results) >= 495
+    release.set()
+    logger.close()
+    assert logger.counts().written == sum(results)
+
+
+def test_write_failures_are_counted_not_raised(tmp_path):
+    spec, request, response = _call()
+    with request_log.RequestLogger(str(tmp_path / "bad"), 1.0) as logger:
+        # A response of the wrong type fails in the writer thread, not in the caller.
+        assert logger.log_predict(spec, request, classification_pb2.ClassificationResponse())
+        assert logger.log(model_pb2.ModelSpec(), response) is False  # Not a request type.
+        assert logger.log_predict(spec, request, response)
+        assert logger.flush()
+    counts = logger.counts()
+    assert (counts.failed, counts.written) == (2, 1)
+    logger.log_predict(spec, request, response)  # After close: dropped, no error.
+    assert logger.counts().dropped == 1
+
+
+def test_logging_config_errors_and_server_logger(tmp_path):
+    config = logging_config_pb2.LoggingConfig()
+    config.log_collector_config.type = "kafka"
+    config.log_collector_config.filename_prefix = "x"
+    with pytest.raises(ConfigError, match="kafka"):
+        request_log.from_logging_config(config)
+    with pytest.raises(ConfigError, match="filename_prefix"):
+        request_log.from_logging_config(logging_config_pb2.LoggingConfig())
+    with pytest.raises(ConfigError, match="sampling_rate"):
+        request_log.RequestLogger("x", 1.5)
+
+    server_config = model_server_config_pb2.ModelServerConfig()
+    for name in ("mtrec", "mtrec_b", "quiet"):
+        model = server_config.model_config_list.config.add(name=name, base_path="/m")
+        if name != "quiet":
+            model.logging_config.log_collector_config.filename_prefix = str(tmp_path / "all")
+            model.logging_config.sampling_config.sampling_rate = 1.0
+    loggers = request_log.ServerRequestLogger.from_model_server_config(str(server_config))
+    assert set(loggers.loggers) == {"mtrec", "mtrec_b"}
+    assert loggers.loggers["mtrec"] is loggers.loggers["mtrec_b"]  # Same config, one logger.
+    spec, request, response = _call()
+    assert loggers.log(request, response)
+    response.model_spec.name = "quiet"
+    assert not loggers.log(request, response)
+    loggers.close()
+    assert len(_read(loggers.loggers["mtrec"].paths)) == 1
