@@ -343,7 +343,7 @@ class RestHandler(BaseHTTPRequestHandler):
         log.debug("rest: " + format, *args)
 
     def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        data = b"" if body is None else json.dumps(body).encode()
         status = int(status)
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
         head = (
@@ -455,7 +455,7 @@ class RestHandler(BaseHTTPRequestHandler):
         malformed = invalid(f"Malformed request: {self.command} {path}")
         if self.command == "OPTIONS":  # A CORS preflight.
             if re.search(r"https?://", self.headers.get("Origin", "")):
-                return {}
+                return None  # 200 with an empty body.
             raise failed_precondition("Origin header is missing in CORS preflight")
         if self.command == "POST":
             match = _PREDICTION_PATH.fullmatch(path)

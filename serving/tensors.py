@@ -133,13 +133,17 @@ def to_proto(value: np.ndarray) -> Any:
         proto = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=shape)
         getattr(proto, field).extend(value.reshape(-1).tolist())
         return proto
+    if value.dtype == np.float16:  # half_val holds the raw 16-bit patterns.
+        proto = tensor_pb2.TensorProto(dtype=19, tensor_shape=shape)
+        proto.half_val.extend(value.view(np.uint16).reshape(-1).tolist())
+        return proto
     if value.dtype == object or value.dtype.kind in "SU":
         proto = tensor_pb2.TensorProto(dtype=_STRING, tensor_shape=shape)
         proto.string_val.extend(
             v if isinstance(v, bytes) else str(v).encode() for v in value.reshape(-1).tolist()
         )
         return proto
-    return tf.make_tensor_proto(value)  # Half, complex: TensorFlow's own encoding.
+    return tf.make_tensor_proto(value)  # Complex: TensorFlow's own encoding.
 
 
 # ----------------------------------------------------------------------------- REST JSON
