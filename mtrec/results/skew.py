@@ -4,7 +4,8 @@ the model that served them.
 - Requests: ``PredictionLog`` TFRecords (the request logger's ``*.tfrecord`` files). Predict
   requests carry serialized tf.Examples in the ``examples`` input (``serving_default``) or
   one tensor per raw feature (``predict_raw``); Classify, Regress and MultiInference requests
-  carry tf.Examples (a list, or a list with a context merged into each).
+  carry tf.Examples (a list, or a list with a context merged into each). A request with some
+  of the features only (``recommend`` takes the user's) adds rows with those features.
 - Statistics: TFDV's in-memory statistics generators, fed bounded batches of decoded
   examples and merged as they go, so a log of any size streams through.
 - Training side: the ExampleStatistics (one split, ``train`` by default) and the Schema of the
@@ -37,6 +38,10 @@ DEFAULT_JS_THRESHOLD = 0.1
 DEFAULT_BATCH_SIZE = 4096
 ANOMALIES_FILE = "skew_anomalies.pbtxt"
 LOG_MARK = ".tfrecord"  # Request log files: *.tfrecord, *.tfrecord.gz.
+# Predict inputs of serialized tf.Examples: serving_default's, and the classify and regress
+# signatures' (TF Serving's name) when called through Predict.
+EXAMPLE_INPUTS = ("examples", "inputs")
+_DT_STRING = 7  # tensorflow.DataType.DT_STRING
 COMPARATOR_NAMES = {
     "L_INFTY": "L-infinity",
     "JENSEN_SHANNON_DIVERGENCE": "Jensen-Shannon",
@@ -106,8 +111,9 @@ def request_examples(record: Any, features: Sequence[str]) -> list[bytes]:
     kind = record.WhichOneof("log_type")
     if kind == "predict_log":
         inputs = record.predict_log.request.inputs
-        if "examples" in inputs:
-            return _string_values(inputs["examples"])
+        for name in EXAMPLE_INPUTS:
+            if name in inputs and inputs[name].dtype == _DT_STRING:
+                return _string_values(inputs[name])
         return _raw_examples(inputs, features)
     if kind in ("classify_log", "regress_log", "multi_inference_log"):
         return _input_examples(getattr(record, kind).request.input)
@@ -552,6 +558,7 @@ class SkewCheck:
     requests: RequestStatistics
     training: TrainingData
     version: int | None
+    absent: list[str] = dataclasses.field(default_factory=list)  # Not in any request.
 
 
 def check_skew(
@@ -603,7 +610,27 @@ def check_skew(
     train_stats = load_statistics(training.statistics_uri, split)
     compared = compared_schema(full_schema, F.MODEL_INPUT_KEYS, linf_threshold, js_threshold)
     served = request_statistics(paths, compared, version, batch_size)
-    return SkewCheck(compare(train_stats, served.statistics, compared), served, training, version)
+    present = present_features(served.statistics)
+    absent = [f.name for f in compared.feature if f.name not in present]
+    if absent:  # Requests to signatures that take some features only (recommend).
+        if len(absent) == len(compared.feature):
+            raise DataError("the logged requests carry none of the model's input features")
+        kept = [f for f in compared.feature if f.name in present]
+        del compared.feature[:]
+        compared.feature.extend(kept)
+    result = compare(train_stats, served.statistics, compared)
+    return SkewCheck(result, served, training, version, absent)
+
+
+def present_features(statistics: Any) -> set[str]:
+    """The features that have a value in at least one example."""
+    present = set()
+    for feature in statistics.datasets[0].features:
+        which = feature.WhichOneof("stats")
+        common = getattr(feature, which).common_stats if which else None
+        if common is None or common.num_non_missing > 0:
+            present.add(".".join(feature.path.step) or feature.name)
+    return present
 
 
 def format_check(check: SkewCheck, anomalies_path: str | None = None) -> str:
@@ -616,6 +643,8 @@ def format_check(check: SkewCheck, anomalies_path: str | None = None) -> str:
         f"Training statistics: {check.training.statistics_uri}",
         f"Schema: {check.training.schema_uri}",
     ]
+    if check.absent:
+        lines.append(f"Not in the requests, not compared: {', '.join(check.absent)}")
     result = check.result
     features = result.features
     skewed = result.skewed

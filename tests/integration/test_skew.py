@@ -14,7 +14,7 @@ import tensorflow_data_validation as tfdv
 from google.protobuf import text_format
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_metadata.proto.v0 import anomalies_pb2
-from tensorflow_serving.apis import classification_pb2, predict_pb2
+from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_log_pb2
 from tfx.orchestration import metadata
 from tfx.orchestration.portable import execution_publish_utils
 from tfx.orchestration.portable.mlmd import context_lib
@@ -352,3 +352,32 @@ def test_statistics_stream_in_bounded_batches(world, tmp_path):
     names = {f.path.step[0] for f in small.statistics.datasets[0].features}
     assert names == set(F.MODEL_INPUT_KEYS)
     assert os.path.basename(paths[0]).startswith("requests-00000-")
+
+
+def test_requests_with_some_features_compare_those(world, tmp_path, capsys):
+    """recommend takes the user's features only; Predict on a classify signature carries
+    examples in TF Serving's ``inputs``."""
+    requests = tmp_path / "partial"
+    rows = [_inputs_only(r) for r in world["splits"][F.EVAL]]
+    with RequestLogger(str(requests / "requests"), 1.0) as logger:
+        for start in range(0, len(rows), 16):
+            chunk = rows[start : start + 16]
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "mtrec"
+            request.model_spec.version.value = VERSION
+            request.model_spec.signature_name = F.RECOMMEND
+            for key in (F.USER_ID, *F.USER_FEATURES):
+                column = np.array([_value(e, key) for e in chunk])
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(column))
+            assert logger.log_predict(request.model_spec, request, predict_pb2.PredictResponse())
+    code = main(["skew", "--requests", str(requests), "--output-dir", str(world["output_dir"])])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Not in the requests, not compared: genres, item_id, title, year" in out
+    assert "No skew in 5 features (age, gender, occupation, user_id, zip_prefix)" in out
+
+    record = prediction_log_pb2.PredictionLog()
+    inputs = record.predict_log.request.inputs
+    serialized = [e.SerializeToString() for e in rows[:3]]
+    inputs["inputs"].CopyFrom(tf.make_tensor_proto(serialized, tf.string))
+    assert skew.request_examples(record, F.MODEL_INPUT_KEYS) == serialized
