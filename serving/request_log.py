@@ -310,10 +310,19 @@ def _next_free_index(filename_prefix: str, collector_id: int) -> int:
 
 
 def _answered_spec(request: Any, response: Any) -> Any:
-    spec = getattr(response, "model_spec", None)
-    if spec is not None and spec.name:
-        return spec
-    return getattr(request, "model_spec", None)
+    """The model spec that answered: the response's, else the request's (MultiInference:
+    its first result's, else its first task's)."""
+    results = getattr(response, "results", None)
+    tasks = getattr(request, "tasks", None)
+    for spec in (
+        getattr(response, "model_spec", None),
+        results[0].model_spec if results else None,
+        getattr(request, "model_spec", None),
+        tasks[0].model_spec if tasks else None,
+    ):
+        if spec is not None and spec.name:
+            return spec
+    return None
 
 
 def from_logging_config(

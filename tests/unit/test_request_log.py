@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
     classification_pb2,
+    inference_pb2,
     model_pb2,
     predict_pb2,
     prediction_log_pb2,
@@ -161,7 +162,12 @@ def test_logging_config_errors_and_server_logger(tmp_path):
     assert loggers.loggers["mtrec"] is loggers.loggers["mtrec_b"]  # Same config, one logger.
     spec, request, response = _call()
     assert loggers.log(request, response)
+    multi = inference_pb2.MultiInferenceRequest()
+    multi.tasks.add().model_spec.name = "mtrec_b"
+    assert loggers.log(multi, inference_pb2.MultiInferenceResponse())
     response.model_spec.name = "quiet"
     assert not loggers.log(request, response)
     loggers.close()
-    assert len(_read(loggers.loggers["mtrec"].paths)) == 1
+    logged = _read(loggers.loggers["mtrec"].paths)
+    assert [r.WhichOneof("log_type") for r in logged] == ["predict_log", "multi_inference_log"]
+    assert logged[1].log_metadata.model_spec.name == "mtrec_b"
