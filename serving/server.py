@@ -21,6 +21,7 @@ import threading
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -54,6 +55,7 @@ from mtrec.serving.inference import (
     examples_from_input,
 )
 from mtrec.serving.manager import ModelManager, Servable
+from mtrec.serving.request_log import ServerRequestLogger
 from mtrec.serving.tensors import (
     from_proto,
     parse_rest_inputs,
@@ -129,8 +131,9 @@ def _grpc_call(method: Any) -> Any:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, inference: Inference) -> None:
+    def __init__(self, inference: Inference, request_logger: ServerRequestLogger) -> None:
         self.inference = inference
+        self.request_logger = request_logger  # The model config's logging_config.
 
     @_grpc_call
     def Predict(self, request: Any, context: Any) -> Any:
@@ -148,6 +151,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         _model_spec(response.model_spec, servable, signature)
         for key, value in outputs.items():
             response.outputs[key].CopyFrom(to_proto(value))
+        self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
     @_grpc_call
@@ -171,6 +175,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     klass.label = label
                 if score is not None:
                     klass.score = score
+        self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
     @_grpc_call
@@ -188,6 +193,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         _model_spec(response.model_spec, servable, signature)
         for value in np.asarray(outputs["outputs"]).reshape(-1):
             response.result.regressions.add(value=float(value))
+        self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
     @_grpc_call
@@ -211,6 +217,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             else:
                 for value in np.asarray(outputs["outputs"]).reshape(-1):
                     result.regression_result.regressions.add(value=float(value))
+        self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
     @_grpc_call
@@ -642,6 +649,14 @@ class ModelServer:
         )
         self.batcher = Batcher(options.batching) if options.batching else None
         self.inference = Inference(self.manager, self.batcher)
+        # TF Serving's per-model logging_config, from the model config file.
+        self.request_logger = (
+            ServerRequestLogger.from_model_server_config(
+                Path(options.model_config_file).read_text()
+            )
+            if options.model_config_file
+            else ServerRequestLogger()
+        )
         self._grpc: grpc.Server | None = None
         self._rest: _RestServer | None = None
         self._rest_thread: threading.Thread | None = None
@@ -667,7 +682,7 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.inference), self._grpc
+            PredictionService(self.inference, self.request_logger), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager), self._grpc
@@ -737,4 +752,5 @@ class ModelServer:
             self._rest.server_close()  # Joins the request threads.
         if self.batcher is not None:
             self.batcher.close()
+        self.request_logger.close()
         self.manager.stop()

@@ -681,3 +681,44 @@ def test_stop_lets_in_flight_requests_finish(tmp_path):
             f"127.0.0.1:{server.grpc_port}", "tiny", timeout_seconds=1, retry=Retry(attempts=1)
         ).status()
     assert error.value.code == "UNAVAILABLE"
+
+
+def test_logging_config_writes_sampled_prediction_logs(tmp_path):
+    """A model's logging_config in the model config file: every answered gRPC request
+    (sampling rate 1) is written as a PredictionLog with its request and response."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    (tmp_path / "tiny").mkdir()
+    export_tiny_model(tmp_path / "tiny" / "1")
+    prefix = tmp_path / "logs" / "requests"
+    prefix.parent.mkdir()
+    config_file = tmp_path / "models.config"
+    config_file.write_text(f"""
+model_config_list {{
+  config {{ name: "tiny" base_path: "{tmp_path / "tiny"}" model_platform: "tensorflow"
+    logging_config {{
+      log_collector_config {{ type: "file" filename_prefix: "{prefix}" }}
+      sampling_config {{ sampling_rate: 1.0 }} }} }}
+}}""")
+    server = start(
+        config.read_model_config_file(config_file),
+        rest_api_port=None,
+        model_config_file=str(config_file),
+    )
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        answers = [stub.Predict(predict_request([row]), timeout=10) for row in ROWS]
+        channel.close()
+    finally:
+        server.stop(grace=1)  # Closes the logger: every queued record is written.
+    records = []
+    for path in sorted(prefix.parent.glob("requests-*.tfrecord")):
+        for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+            records.append(prediction_log_pb2.PredictionLog.FromString(raw))
+    assert len(records) == len(ROWS)
+    for record, answer in zip(records, answers, strict=True):
+        assert record.log_metadata.model_spec.name == "tiny"
+        assert record.log_metadata.sampling_config.sampling_rate == 1.0
+        assert record.predict_log.response == answer
+        assert record.predict_log.request.inputs["examples"].string_val
