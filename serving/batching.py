@@ -20,6 +20,7 @@ import numpy as np
 
 from mtrec.serving.config import BatchingConfig
 from mtrec.serving.errors import ServingError, request_errors
+from mtrec.serving.monitoring import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +29,24 @@ Run = Callable[[Mapping[str, np.ndarray]], Arrays]
 
 
 class _Request:
-    __slots__ = ("future", "inputs", "rows")
+    __slots__ = ("future", "inputs", "queued_ns", "rows")
 
     def __init__(self, inputs: Mapping[str, np.ndarray], rows: int) -> None:
         self.inputs = inputs
         self.rows = rows
+        self.queued_ns = time.perf_counter_ns()
         self.future: concurrent.futures.Future = concurrent.futures.Future()
 
 
 class Batcher:
     """Merges requests per key; ``submit`` blocks until the request's outputs are ready."""
 
-    def __init__(self, config: BatchingConfig) -> None:
+    def __init__(self, config: BatchingConfig, metrics: ServingMetrics | None = None) -> None:
         self.config = config
+        # TF Serving's batching_session metrics, and the queue's length at scrape time.
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.watch_batching_queue(lambda: self._pending)
         self._queues: dict[tuple, collections.deque[_Request]] = {}
         self._runs: dict[tuple, Run] = {}
         self._ready = threading.Condition()
@@ -58,7 +64,12 @@ class Batcher:
         if len(rows) != 1 or any(v.ndim == 0 for v in inputs.values()):
             return run(inputs)  # Not batchable along axis 0: run alone.
         request = _Request(inputs, rows.pop())
+        if self.metrics is not None:
+            self.metrics.input_batch_size.observe(value=request.rows)
         if request.rows >= self.config.max_batch_size:
+            if self.metrics is not None:
+                self.metrics.processed_batch_size.observe(value=request.rows)
+                self.metrics.wrapped_run_count.increment()
             return run(inputs)  # Already a full batch.
         layout = tuple(sorted((k, v.dtype.str, v.shape[1:]) for k, v in inputs.items()))
         full_key = (key, layout)
@@ -106,7 +117,20 @@ class Batcher:
             self._pending -= len(batch)
             self.batches += 1
             self.batched_requests += len(batch)
-            return self._runs[key], batch
+            run = self._runs[key]
+        if self.metrics is not None:
+            self._record_batch(batch, rows)
+        return run, batch
+
+    def _record_batch(self, batch: list[_Request], rows: int) -> None:
+        """TF Serving's queuing latency per request and the batch's size."""
+        assert self.metrics is not None
+        now = time.perf_counter_ns()
+        for request in batch:
+            self.metrics.queuing_latency.observe(
+                self.metrics.THREAD_POOL, value=(now - request.queued_ns) // 1000
+            )
+        self.metrics.processed_batch_size.observe(value=rows)
 
     def _start_thread(self, index: int) -> None:
         thread = threading.Thread(
@@ -120,13 +144,25 @@ class Batcher:
         try:
             while (taken := self._take_batch()) is not None:
                 run, batch = taken
-                _run_batch(run, batch)
+                _run_batch(self._counted(run), batch)
             closed = True
         finally:
             # _run_batch let a bug through (having answered its batch): threading.excepthook
             # logs its traceback and a new thread takes this one's place.
             if not closed:
                 self._start_thread(index)
+
+    def _counted(self, run: Run) -> Run:
+        """``run``, counting its model calls (wrapped_run_count)."""
+        if self.metrics is None:
+            return run
+        counter = self.metrics.wrapped_run_count
+
+        def counted(inputs: Mapping[str, np.ndarray]) -> Arrays:
+            counter.increment()
+            return run(inputs)
+
+        return counted
 
     def close(self) -> None:
         """Finish queued requests, then stop the batch threads."""

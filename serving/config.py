@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -218,3 +219,72 @@ def docker_command(
         f"  --enable_batching=true --batching_parameters_file=/config/batching.config \\\n"
         f"  --file_system_poll_wait_seconds=1"
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitoringConfig:
+    """``--monitoring_config_file``: TF Serving's ``MonitoringConfig``; with ``enable`` the
+    REST port serves Prometheus metrics at ``path``."""
+
+    enable: bool = False
+    path: str = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath.
+
+
+@functools.cache
+def _monitoring_config_class() -> type:
+    """tensorflow_serving/config/monitoring_config.proto, which the pip package lacks, built
+    in a private descriptor pool so that protobuf's own text parser reads the file strictly
+    (as tensorflow_model_server's ParseProtoTextFile does)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/monitoring_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
+    prometheus.field.add(name="path", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    monitoring = proto.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(
+        name="prometheus_config",
+        number=1,
+        type=field.TYPE_MESSAGE,
+        type_name=".tensorflow.serving.PrometheusConfig",
+        label=field.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    return message_factory.GetMessageClass(descriptor)
+
+
+def parse_monitoring_config(text: str, source: str = "monitoring config") -> MonitoringConfig:
+    """A text-format ``MonitoringConfig``, e.g.
+    ``prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }``; an empty
+    path means the default one, as in TF Serving."""
+    config = _monitoring_config_class()()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        message = " ".join(str(err).split())
+        raise ConfigError(f"{source}: not a MonitoringConfig: {message}") from None
+    prometheus = config.prometheus_config
+    path = prometheus.path or MonitoringConfig.path
+    if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
+        raise ConfigError(
+            f"{source}: prometheus_config.path must be a URL path starting with '/', got {path!r}"
+        )
+    return MonitoringConfig(enable=prometheus.enable, path=path)
+
+
+def read_monitoring_config_file(path: str | Path) -> MonitoringConfig:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such monitoring config file")
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeError) as err:
+        raise ConfigError(f"{file}: cannot read the monitoring config file: {err}") from None
+    return parse_monitoring_config(text, str(file))

@@ -3,6 +3,7 @@ status, over the model manager and the optional batcher."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,15 +14,22 @@ from mtrec import names as F
 from mtrec.serving.batching import Batcher
 from mtrec.serving.errors import ServingError, invalid
 from mtrec.serving.manager import ModelManager, Servable
+from mtrec.serving.monitoring import ServingMetrics
 from mtrec.serving.tensors import check_inputs
 
 
 class Inference:
     """Resolves the servable, checks the request against the signature, runs it."""
 
-    def __init__(self, manager: ModelManager, batcher: Batcher | None = None) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        batcher: Batcher | None = None,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.manager = manager
         self.batcher = batcher
+        self.metrics = metrics  # runtime_latency of model calls (None: not recorded).
 
     def predict(
         self,
@@ -47,15 +55,33 @@ class Inference:
         return servable, signature, outputs
 
     def predict_on(
-        self, servable: Servable, signature: str, inputs: Mapping[str, np.ndarray]
+        self,
+        servable: Servable,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        api: str = "Predict",
     ) -> dict[str, np.ndarray]:
-        """Check ``inputs`` against ``signature`` of a given servable and run it."""
+        """Check ``inputs`` against ``signature`` of a given servable and run it. A run
+        that succeeds is timed in ``runtime_latency`` under ``api`` (Predict, Classify,
+        Regress), batching included, as TF Serving times its session's Run."""
         function = servable.signature(signature)
         checked = check_inputs(signature, function, inputs)
+        start = time.perf_counter_ns()
         if self.batcher is None:
-            return call_signature(function, checked)
-        key = (servable.name, servable.version, id(servable), signature)
-        return self.batcher.submit(key, lambda batch: call_signature(function, batch), checked)
+            outputs = call_signature(function, checked)
+        else:
+            key = (servable.name, servable.version, id(servable), signature)
+            outputs = self.batcher.submit(
+                key, lambda batch: call_signature(function, batch), checked
+            )
+        if self.metrics is not None:
+            self.metrics.runtime_latency.observe(
+                servable.name,
+                api,
+                self.metrics.RUNTIME,
+                value=(time.perf_counter_ns() - start) // 1000,
+            )
+        return outputs
 
     def run_examples(
         self,
@@ -87,7 +113,10 @@ class Inference:
             )
         if not examples:
             raise invalid("Input is empty: the request has no examples")
-        return self.predict_on(servable, signature, {"inputs": np.array(examples, dtype=object)})
+        api = "Classify" if method == F.CLASSIFY_METHOD else "Regress"
+        return self.predict_on(
+            servable, signature, {"inputs": np.array(examples, dtype=object)}, api
+        )
 
     def multi_inference(self, tasks: Sequence[Any], examples: list[bytes]) -> tuple[Servable, list]:
         """MultiInference: classify and regress tasks of one model on the same examples.

@@ -31,6 +31,7 @@ from mtrec.serving.errors import (
     load_errors,
     not_found,
 )
+from mtrec.serving.monitoring import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +109,14 @@ class ModelManager:
         loader: Callable[[str, int, str], Servable] = load_servable,
         max_load_retries: int = 5,
         retry_interval: float = 60.0,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self._warmup = warmup
         self._loader = loader
         self.max_load_retries = max_load_retries
         self.retry_interval = retry_interval
+        self.metrics = metrics  # Load attempts and latency, per version folder.
         self._labels: dict[str, dict[str, int]] = {}
         self._serving: dict[str, dict[int, Servable]] = {name: {} for name in self.specs}
         self._status: dict[str, dict[int, VersionStatus]] = {name: {} for name in self.specs}
@@ -177,7 +180,7 @@ class ModelManager:
     def _load(self, name: str, version: int, path: Path) -> Servable | None:
         self._set_status(name, VersionStatus(version, "LOADING"))
         try:
-            servable = self._loader(name, version, str(path))
+            servable = self._timed_load(name, version, str(path))
             replayed = self._warmup(servable) if self._warmup else 0
         except load_errors() as err:  # A corrupt or failing version: report it, serve the rest.
             # Anything else is a bug, not a bad version: it propagates to the poller, which
@@ -208,6 +211,22 @@ class ModelManager:
             path,
             replayed,
         )
+        return servable
+
+    def _timed_load(self, name: str, version: int, path: str) -> Servable:
+        """The loader, counted as TensorFlow's SavedModel loader counts its attempts:
+        ``load_attempt_count{model_path, status="success"|"fail"}`` and the microseconds
+        spent in ``load_latency{model_path}``."""
+        if self.metrics is None:
+            return self._loader(name, version, path)
+        start = time.perf_counter_ns()
+        status = "fail"
+        try:
+            servable = self._loader(name, version, path)
+            status = "success"
+        finally:  # Counted whatever the loader raised; the caller handles the error.
+            self.metrics.load_attempt_count.increment(path, status)
+            self.metrics.load_latency.increment(path, by=(time.perf_counter_ns() - start) // 1000)
         return servable
 
     def _set_status(self, name: str, status: VersionStatus) -> None:

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -55,6 +56,7 @@ from mtrec.serving.inference import (
     examples_from_input,
 )
 from mtrec.serving.manager import ModelManager, Servable
+from mtrec.serving.monitoring import CONTENT_TYPE, ServingMetrics
 from mtrec.serving.request_log import ServerRequestLogger
 from mtrec.serving.tensors import (
     from_proto,
@@ -91,6 +93,8 @@ class ServerOptions:
     load_retry_interval_micros: int = 60_000_000
     model_config_file: str | None = None  # Re-read every config_poll_seconds (0: never).
     config_poll_seconds: float = 0.0
+    # TF Serving's MonitoringConfig: Prometheus metrics on the REST port when enabled.
+    monitoring_config_file: str | None = None
 
 
 # ----------------------------------------------------------------------------- gRPC
@@ -109,31 +113,71 @@ def _requested(spec: Any) -> tuple[str, int | None, str | None]:
     return spec.name, version, label or None
 
 
+# The gRPC calls counted in request_count and timed in request_latency: TF Serving's
+# PredictionServiceImpl records Predict, Classify and Regress; MultiInference is counted too.
+_COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")
+
+
 def _grpc_call(method: Any) -> Any:
     """Turn what a request can raise (``request_errors()``) into a gRPC status: a
-    ServingError's own code, INTERNAL (logged) for the rest."""
+    ServingError's own code, INTERNAL (logged) for the rest. The calls in _COUNTED_APIS
+    are recorded in the service's metrics (before the answer leaves)."""
+    api = method.__name__
 
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        start = time.perf_counter_ns()
+        code = grpc.StatusCode.UNKNOWN  # What grpcio answers for a bug.
         try:
-            return method(self, request, context)
+            response = method(self, request, context)
+            code = grpc.StatusCode.OK
+            return response
         except request_errors() as err:  # Anything else (a bug): grpcio logs it, answers
             # UNKNOWN ("Exception calling application") and the server keeps serving.
             error = as_serving_error(err)
+            code = error.code
             if error.code == grpc.StatusCode.INTERNAL:
                 log.exception("internal error in %s", method.__name__)
             context.abort(error.code, error.message)
+        finally:
+            if self.metrics is not None and api in _COUNTED_APIS:
+                name, signature = _grpc_labels(request)
+                self.metrics.record_request(
+                    name,
+                    api,
+                    "GRPC",
+                    signature,
+                    code.name,
+                    (time.perf_counter_ns() - start) // 1000,
+                )
 
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     return wrapper
 
 
+def _grpc_labels(request: Any) -> tuple[str, str]:
+    """The model name and signature a counted gRPC request names (TF Serving counts the
+    name as requested; MultiInference: its first task's, and every task's signature)."""
+    if isinstance(request, inference_pb2.MultiInferenceRequest):
+        specs = [task.model_spec for task in request.tasks]
+        name = specs[0].name if specs else ""
+        return name, ",".join(spec.signature_name or F.SERVING_DEFAULT for spec in specs)
+    spec = request.model_spec
+    return spec.name, spec.signature_name or F.SERVING_DEFAULT
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
-    def __init__(self, inference: Inference, request_logger: ServerRequestLogger) -> None:
+    def __init__(
+        self,
+        inference: Inference,
+        request_logger: ServerRequestLogger,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
         self.inference = inference
         self.request_logger = request_logger  # The model config's logging_config.
+        self.metrics = metrics
 
     @_grpc_call
     def Predict(self, request: Any, context: Any) -> Any:
@@ -246,6 +290,8 @@ def signature_def_map(servable: Servable) -> Any:
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService."""
 
+    metrics: ServingMetrics | None = None  # Its calls are not counted (as in TF Serving).
+
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
@@ -351,11 +397,14 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any) -> None:
         data = b"" if body is None else json.dumps(body).encode()
+        self._write(status, data, "application/json")
+
+    def _write(self, status: int, data: bytes, content_type: str) -> None:
         status = int(status)
         phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
         head = (
             f"HTTP/1.1 {status} {phrase}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(data)}\r\n"
             + ("Connection: close\r\n" if self.close_connection else "")
             + "\r\n"
@@ -392,18 +441,43 @@ class RestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(as_serving_error(err))
             return
+        metrics = self.server.metrics
+        if metrics is not None and path == self.server.monitoring_path:
+            # As TF Serving's Prometheus handler: any method on exactly this path.
+            self._write(HTTPStatus.OK, metrics.registry.exposition().encode(), CONTENT_TYPE)
+            return
         if not _API_PATH.fullmatch(path):
             self._send(HTTPStatus.NOT_FOUND, {"error": f"Not found: {self.command} {path}"})
             return
         with self.server.slots:  # --rest_api_num_threads requests at once.
+            # What the request names, for its metrics (set by _dispatch as it parses).
+            self._model_name = self._method = self._signature = ""
+            start = time.perf_counter_ns()
+            code = grpc.StatusCode.UNKNOWN
             try:
-                self._send(HTTPStatus.OK, self._dispatch(path, body))
-            except request_errors() as err:  # Anything else (a bug): socketserver's
-                # handle_error prints it and closes this one connection; serving goes on.
-                error = as_serving_error(err)
-                if error.code == grpc.StatusCode.INTERNAL:
-                    log.exception("internal error in REST %s", self.path)
-                self._error(error)
+                try:
+                    result = self._dispatch(path, body)
+                    code = grpc.StatusCode.OK
+                except request_errors() as err:  # Anything else (a bug): socketserver's
+                    # handle_error prints it and closes this one connection; serving goes on.
+                    result = as_serving_error(err)
+                    code = result.code
+                    if code == grpc.StatusCode.INTERNAL:
+                        log.exception("internal error in REST %s", self.path)
+            finally:  # Recorded before the answer leaves, as TF Serving's dispatcher does.
+                if metrics is not None:
+                    metrics.record_request(
+                        self._model_name,
+                        self._method,
+                        "REST",
+                        self._signature,
+                        code.name,
+                        (time.perf_counter_ns() - start) // 1000,
+                    )
+            if isinstance(result, ServingError):
+                self._error(result)
+            else:
+                self._send(HTTPStatus.OK, result)
 
     def _read_body(self) -> bytes:
         """The whole body: Content-Length or chunked; 400 for bad framing, 413 over the
@@ -474,6 +548,8 @@ class RestHandler(BaseHTTPRequestHandler):
             raise malformed
         raw_name, raw_version, raw_label, action = match.groups()
         name = urllib.parse.unquote(raw_name or "")
+        self._model_name = name
+        self._method = action if self.command == "POST" else ""  # TF Serving's API label.
         label = urllib.parse.unquote(raw_label) if raw_label else None
         version = int(raw_version) if raw_version else None
         if version is not None and version > _INT64_MAX:
@@ -525,8 +601,9 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _predict(self, name: str, version: int | None, label: str | None, body: dict) -> dict:
         inference = self.server.inference
-        servable = inference.manager.resolve(name, version, label)
         signature = body.get("signature_name") or F.SERVING_DEFAULT
+        self._signature = str(signature)
+        servable = inference.manager.resolve(name, version, label)
         expected = signature_inputs(servable.signature(signature))
         inputs, row_format = parse_rest_inputs(body, expected)
         return rest_outputs(inference.predict_on(servable, signature, inputs), row_format)
@@ -536,6 +613,7 @@ class RestHandler(BaseHTTPRequestHandler):
     ) -> dict:
         from mtrec.examples import to_example
 
+        self._signature = str(body.get("signature_name") or F.SERVING_DEFAULT)
         rows = body.get("examples")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise invalid("'examples' must be a list of objects")
@@ -606,8 +684,12 @@ class _RestServer(ThreadingHTTPServer):
         max_request_bytes: int,
         timeout_seconds: float | None = None,
         num_threads: int = 16,
+        metrics: ServingMetrics | None = None,
+        monitoring_path: str | None = None,
     ) -> None:
         self.inference = inference
+        self.metrics = metrics  # Requests are recorded here; None: not recorded.
+        self.monitoring_path = monitoring_path  # Where metrics are served; None: nowhere.
         self.max_request_bytes = max_request_bytes
         self.timeout_seconds = timeout_seconds
         self.slots = threading.BoundedSemaphore(max(1, num_threads))
@@ -641,14 +723,22 @@ class ModelServer:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
+        # --monitoring_config_file: read first, so a bad one fails before models load.
+        self.monitoring = (
+            config_lib.read_monitoring_config_file(options.monitoring_config_file)
+            if options.monitoring_config_file
+            else config_lib.MonitoringConfig()
+        )
+        self.metrics = ServingMetrics()  # Always recorded; served when monitoring is on.
         self.manager = ModelManager(
             list(options.models),
             warmup=self._warmup if options.enable_model_warmup else None,
             max_load_retries=options.max_num_load_retries,
             retry_interval=options.load_retry_interval_micros / 1e6,
+            metrics=self.metrics,
         )
-        self.batcher = Batcher(options.batching) if options.batching else None
-        self.inference = Inference(self.manager, self.batcher)
+        self.batcher = Batcher(options.batching, self.metrics) if options.batching else None
+        self.inference = Inference(self.manager, self.batcher, self.metrics)
         # TF Serving's per-model logging_config, from the model config file.
         self.request_logger = (
             ServerRequestLogger.from_model_server_config(
@@ -682,7 +772,7 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.inference, self.request_logger), self._grpc
+            PredictionService(self.inference, self.request_logger, self.metrics), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager), self._grpc
@@ -697,6 +787,8 @@ class ModelServer:
         self._grpc.start()
         if self.options.rest_api_port is not None:
             self._start_rest(self.options.rest_api_port)
+        elif self.monitoring.enable:  # As TF Serving: metrics are served by the REST port.
+            log.warning("monitoring is enabled but REST is off: no metrics are served")
         if self.options.model_config_file and self.options.config_poll_seconds > 0:
             self._config_thread = threading.Thread(
                 target=self._poll_config, name="config-poller", daemon=True
@@ -730,6 +822,8 @@ class ModelServer:
                 self.options.max_request_bytes,
                 timeout_seconds=timeout / 1000 if timeout > 0 else None,
                 num_threads=self.options.rest_api_num_threads,
+                metrics=self.metrics,
+                monitoring_path=self.monitoring.path if self.monitoring.enable else None,
             )
         except OSError as err:
             raise config_lib.ConfigError(

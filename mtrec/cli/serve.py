@@ -63,6 +63,7 @@ def _server_options(args: argparse.Namespace) -> Any:
         load_retry_interval_micros=args.load_retry_interval_micros,
         model_config_file=args.model_config_file,
         config_poll_seconds=args.model_config_file_poll_wait_seconds,
+        monitoring_config_file=args.monitoring_config_file,
     )
 
 
@@ -86,6 +87,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             versions or "none yet (polling)",
         )
     rest = f", REST on {args.host}:{server.rest_port}" if server.rest_port else ""
+    if server.rest_port and server.monitoring.enable:
+        rest += f" (metrics at {server.monitoring.path})"
     print(
         f"mtrec serve: gRPC on {args.host}:{server.grpc_port}{rest} "
         f"(batching {'on' if server.batcher else 'off'}); SIGTERM or Ctrl-C stops",
@@ -275,6 +278,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=60_000_000,
         help="between load retries (default 60000000: a minute)",
+    )
+    serve.add_argument(
+        "--monitoring_config_file",
+        help="text MonitoringConfig; with prometheus_config { enable: true } the REST port "
+        "serves Prometheus metrics at its path (default /monitoring/prometheus/metrics)",
     )
     serve.add_argument("--shutdown_grace_seconds", type=float, default=10.0)
     serve.set_defaults(func=cmd_serve)
