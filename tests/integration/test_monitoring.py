@@ -255,10 +255,19 @@ def test_metrics_path_answers_any_method_and_only_itself(traffic):
 def test_custom_path_and_no_batching(base, tmp_path):
     server = start(base, tmp_path, 'prometheus_config: { enable: true, path: "/metrics" }')
     try:
+        # A failing REST predict, and a status GET (TF Serving counts it, API "").
+        assert rest_post(server.rest_port, "/v1/models/nope:predict", b'{"instances": []}') == 404
+        assert scrape(server.rest_port, "/v1/models/tiny")[0] == 200
         status, _, text = scrape(server.rest_port, "/metrics")
         assert status == 200
-        types, _ = parse(text)
-        assert ":tensorflow:serving:request_count" in types
+        types, samples = parse(text)
+        count = ":tensorflow:serving:request_count"
+        assert value(samples, count, model_name="nope", status="NOT_FOUND") == 1
+        assert value(samples, count, model_name="tiny", status="OK") == 1
+        latency = ":tensorflow:serving:request_latency_count"
+        assert value(samples, latency, model_name="tiny", API="", entrypoint="REST") == 1
+        assert len([s for s in samples if s[0] == latency]) == 1
+        assert value(samples, ":tensorflow:serving:batching_session:wrapped_run_count") is None
         assert ":mtrec:serving:batching_session:queue_size" not in types
         assert scrape(server.rest_port, PATH)[0] == 404
     finally:
