@@ -53,12 +53,11 @@ def create_pipeline(
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
-    code = {"code_fingerprint": config.code_fingerprint}
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
-        custom_config=code,
+        custom_config={"code_fingerprint": config.transform_fingerprint},
         disable_statistics=True,  # StatisticsGen already profiles the raw data.
         splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN], transform=list(F.SPLITS)),
     )
@@ -74,7 +73,7 @@ def create_pipeline(
         custom_config={
             "model": config.model.to_dict(),
             "data_fingerprint": config.data_fingerprint,
-            **code,
+            "code_fingerprint": config.trainer_fingerprint,
         },
     )
 

@@ -69,6 +69,9 @@ def test_trainer_fingerprint_reaches_the_example_builder_but_not_the_cli():
     assert {"mtrec.examples", "mtrec.names", "mtrec.models.export"} <= set(reached)
     assert reached["mtrec.examples"] == REPO / "mtrec" / "examples.py"
     assert not [name for name in reached if room_of_module(name) in ("cli", "serving", "results")]
+    # Transform's own fingerprint leaves the export's helpers out: editing them re-runs the
+    # Trainer only.
+    assert "mtrec.examples" not in fingerprint.reachable_sources((TRANSFORM_MODULE,))
 
 
 def _package(root: Path) -> None:
