@@ -3,21 +3,28 @@ in-process signature call (the floor), on the same pushed model, in one run.
 
     python benchmarks/serving.py [--model_base_path mtrec_output/serving_model]
 
-Cases: batch 1 and 100; 1 and 8 concurrent clients; server-side batching off and on. The
-servers run as `mtrec serve` subprocesses on loopback; clients are threads here, each with
-its own channel, sending ready-made requests (so the client's own proto building is not
-timed). Prints one table with p50/p99 latency, throughput and ratios to the floor.
+Cases: batch 1 and 100; 1 and 8 concurrent clients; server-side batching off and on; and
+REST :predict over one keep-alive connection, batch 1. The servers run as `mtrec serve`
+subprocesses on loopback; clients are threads here, each with its own channel or
+connection, sending ready-made requests (so the client's own request building is not
+timed). Prints one table with p50/p99 latency, throughput, ratios to the floor and, with
+batching on, the merge factor: requests per model call, from the server's own Prometheus
+batching metrics. It says whether the machine was otherwise idle (load average).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import http.client
+import json
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -93,10 +100,13 @@ def summarise(latencies: list[float], batch: int, clients: int, seconds: float) 
 
 
 class Server:
-    """`mtrec serve` in a subprocess."""
+    """`mtrec serve` in a subprocess, with Prometheus metrics on its REST port."""
 
-    def __init__(self, base: Path, batching: bool, parameters: str | None = None) -> None:
+    def __init__(
+        self, base: Path, batching: bool, monitoring: Path, parameters: str | None = None
+    ) -> None:
         self.port = free_port()
+        self.rest_port = free_port()
         command = [
             sys.executable,
             "-m",
@@ -105,7 +115,9 @@ class Server:
             "--port",
             str(self.port),
             "--rest_api_port",
-            "0",
+            str(self.rest_port),
+            "--monitoring_config_file",
+            str(monitoring),
             "--model_base_path",
             str(base),
             "--file_system_poll_wait_seconds",
@@ -125,6 +137,45 @@ class Server:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
+
+    def batches(self) -> tuple[float, float]:
+        """(requests, model calls) the batcher has seen so far, from the server's metrics:
+        the counts of its input and processed batch-size histograms."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.rest_port, timeout=30)
+        connection.request("GET", METRICS_PATH)
+        text = connection.getresponse().read().decode()
+        connection.close()
+        counts = {}
+        for line in text.splitlines():
+            for name in ("input_batch_size", "processed_batch_size"):
+                if line.startswith(f":tensorflow:serving:batching_session:{name}_count"):
+                    counts[name] = counts.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return counts.get("input_batch_size", 0.0), counts.get("processed_batch_size", 0.0)
+
+
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+def rest_load(port: int, seconds: float) -> dict:
+    """Batch-1 REST :predict over one keep-alive connection."""
+    example = base64.b64encode(to_examples(sample_rows(1))[0]).decode()
+    body = json.dumps(
+        {"signature_name": "serving_default", "inputs": {"examples": [{"b64": example}]}}
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call() -> None:
+        connection.request(
+            "POST", "/v1/models/mtrec:predict", body, {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise SystemExit(f"REST predict failed: {response.status} {payload[:200]!r}")
+
+    latencies = timed(call, seconds)
+    connection.close()
+    return summarise(latencies, 1, 1, seconds)
 
 
 def load(port: int, batch: int, clients: int, seconds: float) -> dict:
@@ -166,45 +217,70 @@ def main() -> None:
     args = parser.parse_args()
     base = Path(args.model_base_path).resolve()
     model_dir = latest_version(base)
-    print(f"model {model_dir}; {os.cpu_count()} CPUs; {args.seconds:g} s per case")
+    load_1m = os.getloadavg()[0]
+    print(
+        f"model {model_dir}; {os.cpu_count()} CPUs; {args.seconds:g} s per case; load average "
+        f"{load_1m:.2f} before the run ("
+        + ("otherwise idle" if load_1m < 0.5 else "NOT idle: other work shares the cores")
+        + ")"
+    )
+    monitoring = Path(tempfile.mkdtemp()) / "monitoring.config"
+    monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     floors = {batch: floor(model_dir, batch, args.seconds) for batch in (1, 100)}
     rows = [
         ("in-process signature call (floor)", batch, 1, "-", floors[batch]) for batch in (1, 100)
     ]
     for batching in (True,) if args.only_batched else (False, True):
-        server = Server(base, batching, args.batching_parameters_file)
+        server = Server(base, batching, monitoring, args.batching_parameters_file)
         try:
             for batch in (1, 100):
                 for clients in (1, 8):
+                    before = server.batches()
+                    result = load(server.port, batch, clients, args.seconds)
+                    after = server.batches()
+                    calls = after[1] - before[1]
+                    result["merge"] = (after[0] - before[0]) / calls if calls else None
                     rows.append(
-                        (
-                            "gRPC Predict",
-                            batch,
-                            clients,
-                            "on" if batching else "off",
-                            load(server.port, batch, clients, args.seconds),
-                        )
+                        ("gRPC Predict", batch, clients, "on" if batching else "off", result)
                     )
+            rows.append(
+                (
+                    "REST :predict, keep-alive",
+                    1,
+                    1,
+                    "on" if batching else "off",
+                    rest_load(server.rest_port, args.seconds),
+                )
+            )
         finally:
             server.stop()
     header = (
         f"{'case':<36}{'batch':>6}{'clients':>8}{'batching':>9}{'p50 ms':>9}"
         f"{'p99 ms':>9}{'rows/s':>10}{'p50/floor':>10}{'rows/s vs unbatched':>21}"
+        f"{'requests/call':>15}"
     )
     print(header)
-    unbatched = {(r[1], r[2]): r[4]["rows_per_s"] for r in rows if r[3] == "off"}
+    unbatched = {(r[0], r[1], r[2]): r[4]["rows_per_s"] for r in rows if r[3] == "off"}
     if not unbatched:
-        unbatched = {(r[1], r[2]): r[4]["rows_per_s"] for r in rows}
+        unbatched = {(r[0], r[1], r[2]): r[4]["rows_per_s"] for r in rows}
     for case, batch, clients, batching, result in rows:
         ratio = result["p50_ms"] / floors[batch]["p50_ms"]
         speedup = (
-            f"{result['rows_per_s'] / unbatched[(batch, clients)]:.2f}x" if batching == "on" else ""
+            f"{result['rows_per_s'] / unbatched[(case, batch, clients)]:.2f}x"
+            if batching == "on"
+            else ""
         )
+        merge = result.get("merge")
+        merged = f"{merge:.2f}" if batching == "on" and merge is not None else ""
         print(
             f"{case:<36}{batch:>6}{clients:>8}{batching:>9}{result['p50_ms']:>9.2f}"
             f"{result['p99_ms']:>9.2f}{result['rows_per_s']:>10.0f}{ratio:>9.2f}x"
-            f"{speedup:>21}"
+            f"{speedup:>21}{merged:>15}"
         )
+    single = {r[0]: r[4]["p50_ms"] for r in rows if r[1:4] == (1, 1, "off") and r[0] != rows[0][0]}
+    if len(single) == 2:
+        ratio = single["REST :predict, keep-alive"] / single["gRPC Predict"]
+        print(f"REST keep-alive batch-1 p50 / gRPC batch-1 p50 (batching off): {ratio:.2f}x")
 
 
 if __name__ == "__main__":
