@@ -69,7 +69,10 @@ def snapshot(directory: Path) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    source = make_movielens_dir(root / "ml", n_users=120, n_items=100, ratings_per_user=10)
+    # One movie without a release year, as MovieLens-100K has (item 267).
+    source = make_movielens_dir(
+        root / "ml", n_users=120, n_items=100, ratings_per_user=10, undated_items=(7,)
+    )
     output = root / "out"
     run_args = (
         "run",
