@@ -166,6 +166,19 @@ def _grpc_labels(request: Any) -> tuple[str, str]:
     return spec.name, spec.signature_name or F.SERVING_DEFAULT
 
 
+def _add_classifications(result: Any, outputs: dict) -> None:
+    """Fill a ClassificationResult (of Classify or of a MultiInference task) from a classify
+    signature's outputs."""
+    for row in classifications(outputs):
+        klasses = result.classifications.add()
+        for label, score in row:
+            klass = klasses.classes.add()
+            if label is not None:
+                klass.label = label
+            if score is not None:
+                klass.score = score
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
@@ -211,14 +224,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         )
         response = classification_pb2.ClassificationResponse()
         _model_spec(response.model_spec, servable, signature)
-        for row in classifications(outputs):
-            result = response.result.classifications.add()
-            for label, score in row:
-                klass = result.classes.add()
-                if label is not None:
-                    klass.label = label
-                if score is not None:
-                    klass.score = score
+        _add_classifications(response.result, outputs)
         self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
@@ -250,14 +256,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             result = response.results.add()
             _model_spec(result.model_spec, servable, signature)
             if method == F.CLASSIFY_METHOD:
-                for row in classifications(outputs):
-                    klasses = result.classification_result.classifications.add()
-                    for label, score in row:
-                        klass = klasses.classes.add()
-                        if label is not None:
-                            klass.label = label
-                        if score is not None:
-                            klass.score = score
+                _add_classifications(result.classification_result, outputs)
             else:
                 for value in np.asarray(outputs["outputs"]).reshape(-1):
                     result.regression_result.regressions.add(value=float(value))

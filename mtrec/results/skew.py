@@ -157,19 +157,11 @@ def _raw_examples(inputs: Any, features: Sequence[str]) -> list[bytes]:
 
 
 def _input_examples(request_input: Any) -> list[bytes]:
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        return [e.SerializeToString() for e in request_input.example_list.examples]
-    if kind == "example_list_with_context":
-        listed = request_input.example_list_with_context
-        out = []
-        for example in listed.examples:
-            merged = type(example)()
-            merged.CopyFrom(listed.context)
-            merged.MergeFrom(example)
-            out.append(merged.SerializeToString())
-        return out
-    return []
+    """The serialized tf.Examples of a logged Classify/Regress/MultiInference input (the
+    context merged in, as the server does); none for an empty input."""
+    from mtrec.serving.inference import examples_from_input
+
+    return examples_from_input(request_input) if request_input.WhichOneof("kind") else []
 
 
 @dataclasses.dataclass
