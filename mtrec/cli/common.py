@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import warnings
@@ -31,14 +32,24 @@ def checked(factory: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise MtrecError(str(err)) from None
 
 
+# Warnings hidden without -v (PYTHONWARNINGS syntax, so Beam workers inherit them): library
+# deprecations, and TFMA's 0/0 recall on a slice without positives (it reports NaN).
+QUIET_WARNINGS = (
+    "ignore::FutureWarning:",
+    "ignore::DeprecationWarning:",
+    "ignore::RuntimeWarning:tensorflow_model_analysis.metrics.confusion_matrix_metrics",
+)
+
+
 def configure_logging(verbose: bool) -> None:
     """Quiet by default: our own progress and errors, not TF/Beam/absl chatter."""
     # Environment first: TensorFlow and the Beam worker processes read it when they start.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1" if verbose else "3")
     if not verbose:
-        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning,ignore::DeprecationWarning")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        os.environ.setdefault("PYTHONWARNINGS", ",".join(QUIET_WARNINGS))
+        for rule in QUIET_WARNINGS:
+            action, _, category, module = rule.split(":")
+            warnings.filterwarnings(action, category=getattr(builtins, category), module=module)
         quiet.install()  # TF's harmless teardown errors, here and in the Beam workers.
     level = logging.INFO if verbose else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
