@@ -184,10 +184,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     recommend.add_argument(
         "--users",
         required=True,
-        help="users: CSV with a header, JSON Lines (.jsonl: one object per line) or "
-        "TFRecord of tf.Example (.tfrecord, .tfrecord.gz), with "
-        "user_id and any of age, gender, occupation, zip_prefix (empty or NaN: unknown); "
-        "other columns are ignored",
+        help=f"users: {FORMATS_HELP}. Columns: user_id and any of age, gender, occupation, "
+        "zip_prefix (empty or NaN: unknown); other columns are ignored",
     )
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument(
