@@ -14,7 +14,7 @@ from pathlib import Path
 from tfx import v1 as tfx
 from tfx.dsl.io import fileio
 
-from mtrec.data.dataset import CURATED_SCHEMA
+from mtrec.data.config import CURATED_SCHEMA
 from mtrec.errors import PipelineError
 
 SCHEMA_FILE = "schema.pbtxt"  # The file name SchemaGen writes and TFX readers expect.

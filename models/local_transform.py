@@ -20,7 +20,7 @@ def analyze(train_pattern: str, out_dir: Path, telemetry: str = "mtrec") -> tft.
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.public import tfxio
 
-    from mtrec.data.dataset import CURATED_SCHEMA
+    from mtrec.data.config import CURATED_SCHEMA
     from mtrec.models.preprocessing import preprocessing_fn
 
     for stale in ("transform", "tmp"):

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from tfx import v1 as tfx
-from tfx.proto import example_gen_pb2
 
 from mtrec import names as F
 from mtrec.components.anomalies_gate import AnomaliesGate
 from mtrec.components.baseline_resolver import BaselineModelStrategy
 from mtrec.components.curated_schema import CuratedSchemaGen, curated_schema_digest
+from mtrec.components.evaluation import MtrecEvaluator
+from mtrec.components.example_gen import MtrecExampleGen
 from mtrec.components.serving_validator import ServingValidator
 from mtrec.pipeline.config import (
     CURATED,
@@ -19,7 +20,6 @@ from mtrec.pipeline.config import (
     TRANSFORM_MODULE,
     PipelineConfig,
 )
-from mtrec.pipeline.evaluation import make_eval_config
 
 TRANSFORM_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
@@ -28,17 +28,11 @@ RUN_FN = f"{TRAINER_MODULE}.run_fn"
 def create_pipeline(
     config: PipelineConfig, metadata_connection_config: Any | None = None
 ) -> tfx.dsl.Pipeline:
-    """ExampleGen → StatisticsGen → SchemaGen → ExampleValidator → AnomaliesGate → Transform
-    → Trainer → (baseline: the blessed model the candidate would replace) Evaluator
-    → ServingValidator (the candidate served over gRPC) → Pusher."""
-    example_gen = tfx.components.ImportExampleGen(
-        input_base=config.examples_dir,
-        input_config=example_gen_pb2.Input(
-            splits=[
-                example_gen_pb2.Input.Split(name=name, pattern=f"{name}/*") for name in F.SPLITS
-            ]
-        ),
-    )
+    """MtrecExampleGen (raw logs to split examples, in Beam) → StatisticsGen → SchemaGen
+    → ExampleValidator → AnomaliesGate → Transform → Trainer → (baseline: the blessed model
+    the candidate would replace) Evaluator → ServingValidator (the candidate served over
+    gRPC) → Pusher."""
+    example_gen = MtrecExampleGen(config.source, config.data, config.data_fingerprint)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema == CURATED:
         schema_gen = CuratedSchemaGen(schema_digest=curated_schema_digest())
@@ -72,20 +66,18 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[F.VALID]),
         custom_config={
             "model": config.model.to_dict(),
-            "data_fingerprint": config.data_fingerprint,
             "code_fingerprint": config.trainer_fingerprint,
         },
     )
 
     model_resolver = _baseline_resolver(config.baseline_strategy, trainer.outputs["model"])
 
-    evaluator = tfx.components.Evaluator(
+    evaluator = MtrecEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        example_splits=[F.EVAL],
-        eval_config=make_eval_config(config.thresholds, config.slice_features, config.gated_slices),
-    )
+        settings=config.evaluation,
+    ).with_id("Evaluator")
 
     # InfraValidator's role: serve the candidate over gRPC before anything is pushed.
     serving_validator = ServingValidator(

@@ -15,8 +15,7 @@ from mtrec.errors import MtrecError
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
     import argparse
 
-    from mtrec.data.dataset import DatasetInfo
-    from mtrec.pipeline.config import EvalThresholds
+    from mtrec.components.thresholds import EvaluationSettings
 
 T = TypeVar("T")
 
@@ -69,7 +68,7 @@ def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
     """The schema and blessing options that `mtrec run` and `compile-kubeflow` share."""
     import dataclasses
 
-    from mtrec.pipeline.config import THRESHOLD_HELP, EvalThresholds
+    from mtrec.components.thresholds import THRESHOLD_HELP, EvalThresholds
 
     group = parser.add_argument_group("schema and evaluation (what blesses a model)")
     group.add_argument(
@@ -101,20 +100,18 @@ def schema_choice(args: argparse.Namespace, curated: bool) -> str:
     return args.schema or (CURATED if curated and not args.infer_schema else INFERRED)
 
 
-def evaluation_settings(
-    args: argparse.Namespace, info: DatasetInfo | None
-) -> tuple[EvalThresholds, tuple[tuple[str, str], ...]]:
-    """The thresholds (relative to the training-mean RMSE when the examples are known,
-    then the options given) and the slices large enough to gate (none without examples)."""
+def evaluation_settings(args: argparse.Namespace) -> EvaluationSettings:
+    """The threshold options given (checked now); the rest follow the data where the
+    Evaluator runs: RMSE bounds from the training-mean baseline, the slices big enough."""
     import dataclasses
 
-    from mtrec.pipeline.config import EvalThresholds
+    from mtrec.components.thresholds import EvalThresholds, EvaluationSettings
 
-    given = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(EvalThresholds)
-        if getattr(args, f.name) is not None
-    }
-    baseline = info.baseline_rating_rmse if info else None
-    thresholds = checked(EvalThresholds.from_baseline, baseline, **given)
-    return thresholds, info.slices_at_least(thresholds.min_slice_size) if info else ()
+    given = tuple(
+        sorted(
+            (f.name, getattr(args, f.name))
+            for f in dataclasses.fields(EvalThresholds)
+            if getattr(args, f.name) is not None
+        )
+    )
+    return checked(EvaluationSettings, overrides=given)

@@ -7,15 +7,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtrec.cli import synth
 from mtrec.cli.common import DEFAULT_OUTPUT, checked
 from mtrec.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
-    from mtrec.data.dataset import DataConfig, DatasetInfo
+    from mtrec.data.build import DataConfig
+    from mtrec.data.source import DataSource
 
 
-def _data_config(args: argparse.Namespace) -> DataConfig:
-    from mtrec.data.dataset import DataConfig
+def data_config(args: argparse.Namespace) -> DataConfig:
+    """Labelling and splitting options, checked."""
+    from mtrec.data.build import DataConfig
 
     return checked(
         DataConfig,
@@ -26,12 +29,10 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
     )
 
 
-def build_examples(args: argparse.Namespace, output_dir: Path) -> DatasetInfo:
-    """Build (or reuse) the examples for the chosen data source."""
-    from mtrec.data import dataset, movielens
+def data_source(args: argparse.Namespace) -> DataSource:
+    """The raw inputs chosen on the command line (MovieLens-100K, fetched, by default)."""
+    from mtrec.data import movielens, source
 
-    config = _data_config(args)
-    data_dir = output_dir / "data"
     if bool(args.train_file) != bool(args.eval_file):
         raise MtrecError(
             "--train-file and --eval-file go together "
@@ -39,20 +40,12 @@ def build_examples(args: argparse.Namespace, output_dir: Path) -> DatasetInfo:
         )
     if bool(args.train_ratings) != bool(args.eval_ratings):
         raise MtrecError("--train-ratings and --eval-ratings go together")
-    if args.train_ratings:
-        source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
-        return dataset.build_from_ratings(
-            Path(args.train_ratings), Path(args.eval_ratings), source, data_dir, config
-        )
     if args.train_file or args.interactions:
-        return dataset.build_from_files(
-            Path(args.train_file or args.interactions),
-            Path(args.eval_file) if args.eval_file else None,
-            data_dir,
-            config,
-        )
-    source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
-    return dataset.build_movielens(source, data_dir, config)
+        return source.logs(args.interactions, args.train_file, args.eval_file)
+    directory = args.movielens_dir or str(movielens.fetch())
+    if args.train_ratings:
+        return source.ratings(args.train_ratings, args.eval_ratings, directory)
+    return source.movielens(directory)
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +57,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--interactions",
-        help="your own interactions CSV/TFRecord, " "split by time (see README: data contract)",
+        help="your own interactions: a CSV or TFRecord file, or a folder of them, "
+        "split by time (see README: data contract)",
     )
     source.add_argument(
         "--train-ratings",
@@ -105,9 +99,16 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    info = build_examples(args, Path(args.output_dir))
-    print(f"Examples written to {info.root}")
-    print(json.dumps(info.manifest["splits"], indent=2))
+    from mtrec.data import build
+
+    root, summary = build.run(
+        data_source(args),
+        data_config(args),
+        str(Path(args.output_dir) / "data"),
+        args.beam_arg or (),
+    )
+    print(f"Examples written to {root}")
+    print(json.dumps(summary.splits, indent=2))
     return 0
 
 
@@ -118,7 +119,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     fetch = data_commands.add_parser("fetch", help="download MovieLens-100K into the cache")
     fetch.add_argument("--cache-dir", help="default: $MTREC_CACHE_DIR or ~/.cache/mtrec")
     fetch.set_defaults(func=cmd_data_fetch)
-    build = data_commands.add_parser("build", help="write labelled, split examples")
+    build = data_commands.add_parser(
+        "build",
+        help="run the pipeline's data component alone: labelled, split examples",
+    )
     build.add_argument("--output-dir", default=DEFAULT_OUTPUT)
     add_data_args(build)
+    build.add_argument(
+        "--beam-arg", action="append", metavar="ARG", help="Beam pipeline option, repeatable"
+    )
     build.set_defaults(func=cmd_data_build)
+    synth.add_parser(data_commands)

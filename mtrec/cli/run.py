@@ -1,4 +1,4 @@
-"""`mtrec run`: build the examples and run the whole pipeline with the local runner."""
+"""`mtrec run`: the whole pipeline, raw logs to pushed model, with the local runner."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from mtrec.cli.common import (
     log,
     schema_choice,
 )
-from mtrec.cli.data import add_data_args, build_examples
+from mtrec.cli.data import add_data_args, data_config, data_source
 from mtrec.errors import MtrecError, PipelineError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
@@ -43,26 +43,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         ModelConfig.from_dict,
         {**ModelConfig().to_dict(), **model_overrides(args.model_config), **overrides},
     )  # Checked before any work.
-    info = build_examples(args, output_dir)
     using_movielens = not (args.train_file or args.interactions)  # Incl. --train-ratings.
     schema = schema_choice(args, curated=using_movielens)
-    thresholds, gated_slices = evaluation_settings(args, info)
+    evaluation = evaluation_settings(args)
+    data = data_config(args)
+    source = data_source(args)
     config = PipelineConfig(
         pipeline_name=args.pipeline_name,
         pipeline_root=str(output_dir / "pipeline_root"),
-        examples_dir=info.root,
+        source=source,
         serving_model_dir=str(output_dir / "serving_model"),
+        data=data,
         model=model,
-        thresholds=thresholds,
-        gated_slices=gated_slices,
+        evaluation=evaluation,
         schema=schema,
         beam_pipeline_args=tuple(args.beam_arg)
         if args.beam_arg
         else local_runner.default_beam_args(),
         enable_cache=not args.no_cache,
-        data_fingerprint=info.manifest.get("fingerprint", ""),
     )
-    log.info("Running pipeline '%s' on %s", config.pipeline_name, info.root)
+    log.info("Running pipeline '%s' on %s", config.pipeline_name, source.base)
     import tensorflow as tf
 
     try:
@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = results.latest_run(
         results.open_store(local_runner.metadata_path(output_dir)), config.pipeline_name
     )
-    print(format_summary(summary, info.baseline_rating_rmse))
+    print(format_summary(summary))
     return 0
 
 
@@ -105,7 +105,7 @@ def _root_cause(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
+def format_summary(summary: RunSummary) -> str:
     """The end-of-run report: components (and cache hits), blessing, push, metrics."""
     lines = [f"Pipeline run {summary.run_id}", f"  {'component':<32}{'state':<10}{'seconds':>8}"]
     lines += [f"  {c.node:<32}{c.state:<10}{c.seconds:>8.1f}" for c in summary.components]
@@ -132,9 +132,10 @@ def format_summary(summary: RunSummary, baseline_rmse: float | None) -> str:
     for head, values in summary.metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
         lines.append(f"  {head:<9}{shown}")
-    if baseline_rmse is not None:
+    if summary.rating_baseline is not None:
         lines.append(
-            f"  (rating baseline: predicting the training mean gives " f"RMSE {baseline_rmse:.4f})"
+            "  (rating baseline: predicting the training mean gives "
+            f"RMSE {summary.rating_baseline:.4f})"
         )
     return "\n".join(lines)
 

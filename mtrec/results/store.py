@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import ml_metadata as mlmd
+from google.protobuf import json_format
 from ml_metadata.proto import metadata_store_pb2
 
 from mtrec import names as F
@@ -53,10 +54,13 @@ class RunSummary:
     anomalies_uri: str | None = None
     metrics: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
     failed_thresholds: list[str] = dataclasses.field(default_factory=list)
-    # The data fingerprint (DatasetInfo manifest) of the examples each model was trained on,
-    # from its Trainer's custom_config; None where unknown (no baseline, or an older run).
+    # The data fingerprint of the examples each model was trained on, found by lineage (the
+    # data component records it on its Examples); None where unknown (no baseline).
     data_fingerprint: str | None = None
     baseline_data_fingerprint: str | None = None
+    # What the data component recorded: counts per split, the training-mean rating RMSE.
+    split_counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    rating_baseline: float | None = None
 
     @property
     def cached_nodes(self) -> list[str]:
@@ -155,25 +159,48 @@ def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
     return summary
 
 
-def trained_data_fingerprint(store: mlmd.MetadataStore, model_id: int) -> str | None:
-    """The data fingerprint a Model artifact was trained on: the execution that output it
-    (the Trainer, run or cached) carries it in its custom_config exec property (JSON)."""
+def trained_data_fingerprint(
+    store: mlmd.MetadataStore, artifact_id: int, depth: int = 4
+) -> str | None:
+    """The data fingerprint an artifact (a Model) derives from: up its lineage (Trainer,
+    Transform) to the Examples the data component recorded it on. Runs made before the data
+    component carry it in the Trainer's custom_config instead."""
     producers = [
         event.execution_id
-        for event in store.get_events_by_artifact_ids([model_id])
+        for event in store.get_events_by_artifact_ids([artifact_id])
         if event.type == metadata_store_pb2.Event.OUTPUT
     ]
     for execution in store.get_executions_by_id(producers):
-        for props in (execution.properties, execution.custom_properties):
-            if "custom_config" not in props:
+        if found := _config_fingerprint(execution):
+            return found
+        if depth == 0:
+            continue
+        inputs = [
+            event.artifact_id
+            for event in store.get_events_by_execution_ids([execution.id])
+            if event.type == metadata_store_pb2.Event.INPUT
+        ]
+        for artifact in store.get_artifacts_by_id(inputs):
+            if store.get_artifact_types_by_id([artifact.type_id])[0].name != "Examples":
                 continue
-            try:
-                config = json.loads(props["custom_config"].string_value)
-            except json.JSONDecodeError:
-                continue  # Not ours (a RuntimeParameter placeholder, say): unknown.
-            found = config.get("data_fingerprint") if isinstance(config, dict) else None
-            if found:
-                return str(found)
+            if "data_fingerprint" in artifact.custom_properties:
+                return artifact.custom_properties["data_fingerprint"].string_value
+            if found := trained_data_fingerprint(store, artifact.id, depth - 1):
+                return found
+    return None
+
+
+def _config_fingerprint(execution: Any) -> str | None:
+    for props in (execution.properties, execution.custom_properties):
+        if "custom_config" not in props:
+            continue
+        try:
+            config = json.loads(props["custom_config"].string_value)
+        except json.JSONDecodeError:
+            continue  # Not ours (a RuntimeParameter placeholder, say): unknown.
+        found = config.get("data_fingerprint") if isinstance(config, dict) else None
+        if found:
+            return str(found)
     return None
 
 
@@ -192,6 +219,14 @@ def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) 
         summary.model_run_uri = artifact.uri
     elif type_name == "Examples" and "ExampleGen" in node:
         summary.examples_uri = artifact.uri
+        if "split_counts" in props:
+            counts = json_format.MessageToDict(props["split_counts"].struct_value)
+            summary.split_counts = {
+                split: {key: int(value) for key, value in values.items()}
+                for split, values in counts.items()
+            }
+        if "eval_global_mean_rmse" in props:
+            summary.rating_baseline = props["eval_global_mean_rmse"].double_value
     elif type_name == "ExampleStatistics":
         summary.statistics_uri = artifact.uri
     elif type_name == "ExampleAnomalies":

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from mtrec import names as F
 from mtrec.cli.main import main
-from mtrec.data.dataset import CURATED_SCHEMA
+from mtrec.data.config import CURATED_SCHEMA
 from mtrec.examples import to_examples
 from mtrec.models.export import SIGNATURES
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME

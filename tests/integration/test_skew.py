@@ -23,7 +23,7 @@ from tfx.types import standard_artifacts
 
 from mtrec import names as F
 from mtrec.cli.main import main
-from mtrec.data.dataset import CURATED_SCHEMA, DataConfig, build_movielens
+from mtrec.data.build import CURATED_SCHEMA, DataConfig, build_movielens
 from mtrec.results import skew
 from mtrec.serving.request_log import RequestLogger
 from tests.support.synthetic import make_movielens_dir

@@ -13,7 +13,7 @@ from tensorflow_transform.tf_metadata import schema_utils
 
 from mtrec import names as F
 from mtrec.data import dataset
-from mtrec.data.dataset import CURATED_SCHEMA
+from mtrec.data.config import CURATED_SCHEMA
 from mtrec.examples import to_examples
 from mtrec.models import local_transform
 from mtrec.models.export import export_model

@@ -1,13 +1,30 @@
-"""The TFMA EvalConfig: one MetricsSpec per head, slices, absolute and change thresholds."""
+"""What blesses a model: thresholds, the TFMA EvalConfig (one MetricsSpec per head, slices,
+absolute and change thresholds), and MtrecEvaluator, TFX's Evaluator completing that config
+where it runs from what the data component recorded (the rating baseline, the slices large
+enough to gate), so the pipeline's definition never depends on data read before it runs.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import tensorflow_model_analysis as tfma
+from tfx import types
+from tfx.components.evaluator import executor as evaluator_executor
+from tfx.components.evaluator.component import Evaluator
+from tfx.dsl.components.base import base_beam_component, executor_spec
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ExecutionParameter
+from tfx.utils import json_utils, proto_utils
 
 from mtrec import names as F
-from mtrec.pipeline.config import EvalThresholds
+from mtrec.components.thresholds import EvalThresholds, EvaluationSettings
+from mtrec.data.config import DataSummary
+
+log = logging.getLogger(__name__)
+SETTINGS_KEY = "evaluation_settings"
+
 
 # TFMA's class for each metric name the results room reads (names.HEAD_METRICS).
 METRIC_CLASSES = {
@@ -125,3 +142,69 @@ def make_eval_config(
         + [tfma.SlicingSpec(feature_keys=[key]) for key in slice_features],
         options=tfma.Options(include_default_metrics={"value": False}),
     )
+
+
+def eval_config(settings: EvaluationSettings, summary: DataSummary | None) -> tfma.EvalConfig:
+    """The EvalConfig for ``settings`` on the data ``summary`` describes."""
+    thresholds, gated = settings.complete(summary)
+    return make_eval_config(thresholds, settings.slice_features, gated)
+
+
+class Executor(evaluator_executor.Executor):
+    """TFX's Evaluator, its EvalConfig completed from the examples' recorded summary."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        settings = EvaluationSettings.from_json(exec_properties.pop(SETTINGS_KEY))
+        examples = artifact_utils.get_single_instance(
+            input_dict[standard_component_specs.EXAMPLES_KEY]
+        )
+        summary = DataSummary.read(examples.uri)
+        if summary is None:
+            log.info("No data summary beside %s: default thresholds, no slice gated", examples.uri)
+        config = eval_config(settings, summary)
+        exec_properties[standard_component_specs.EVAL_CONFIG_KEY] = proto_utils.proto_to_json(
+            config
+        )
+        super().Do(input_dict, output_dict, exec_properties)
+
+
+class MtrecEvaluatorSpec(standard_component_specs.EvaluatorSpec):
+    """TFX's Evaluator parameters plus the evaluation settings (JSON)."""
+
+    PARAMETERS = {
+        **standard_component_specs.EvaluatorSpec.PARAMETERS,
+        SETTINGS_KEY: ExecutionParameter(type=str),
+    }
+
+
+class MtrecEvaluator(Evaluator):
+    """The Evaluator on the eval split, gating as ``settings`` and the data say."""
+
+    SPEC_CLASS = MtrecEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
+
+    def __init__(
+        self,
+        examples: types.BaseChannel,
+        model: types.BaseChannel,
+        baseline_model: types.BaseChannel,
+        settings: EvaluationSettings,
+    ) -> None:
+        spec = MtrecEvaluatorSpec(
+            examples=examples,
+            model=model,
+            baseline_model=baseline_model,
+            example_splits=json_utils.dumps([F.EVAL]),
+            fairness_indicator_thresholds=json_utils.dumps(None),
+            # A placeholder the executor replaces; it shows the defaults to a reader.
+            eval_config=eval_config(settings, None),
+            evaluation_settings=settings.to_json(),
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        )
+        base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

@@ -1,0 +1,748 @@
+"""The data component's Beam job: raw logs in, labelled, split, shuffled tf.Examples out.
+
+Rules (also in the README):
+- An observed rating is an interaction: click = 1; purchase = 1 when rating >= 4.
+- Non-interactions are sampled per user (4 per positive by default) from items the user never
+  rated: click = 0, purchase = 0, rating absent. Each takes the timestamp (and split) of the
+  positive it was drawn for. The draw is seeded by the seed and the user id only, so it does
+  not depend on how the work is partitioned.
+- Splits are by time: eval is the most recent ``eval_fraction`` of interactions, valid the
+  most recent ``valid_fraction`` of what is left, train the rest. Cutoffs come from Beam's
+  approximate quantiles (rank error at most 1/10,000 of the rows). Explicit train and eval
+  files are used as given; valid is carved from train (by time; per user for u1-style
+  ratings, whose split is random in time).
+- Your own logs keep their labels; nothing is sampled.
+
+Everything streams: one user's interactions are the most held at once, plus the item and user
+side tables and per-item counts (sized by the catalog, not the rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+
+from mtrec import names as F
+from mtrec.data import parse
+from mtrec.data import source as S
+from mtrec.data.config import SUMMARY_FILE, DataConfig, DataSummary
+from mtrec.data.parse import Row, RowError
+from mtrec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 5  # Part of every fingerprint: bump when what is written changes.
+ERRORS_FILE = "errors.json"
+SPLIT = "_split"  # Internal row keys, never written.
+ROLE = "_role"
+QUANTILES = 10_000
+SHUFFLE_BUCKETS = 4096
+ENCODE_BATCH = 1000
+ERRORS_SHOWN = 5
+# Item popularity by training clicks: at most the first bound is "cold", then "mid".
+ITEM_POPULARITY_BOUNDS = ((20, "cold"), (100, "mid"))
+AGE_BUCKETS = (
+    (1, "under 18"),
+    (18, "18-24"),
+    (25, "25-34"),
+    (35, "35-44"),
+    (45, "45-49"),
+    (50, "50-55"),
+    (56, "56+"),
+)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def resolve_files(base: str, roles: Mapping[str, str]) -> dict[str, list[str]]:
+    """The files behind each role's pattern, sorted; a pattern matching none is an error."""
+    import tensorflow as tf
+
+    files = {}
+    for role, pattern in roles.items():
+        path = os.path.join(base, pattern)
+        found = sorted(p for p in tf.io.gfile.glob(path) if not tf.io.gfile.isdir(p))
+        if not found:
+            raise DataError(f"{path}: no such file")
+        files[role] = found
+    return files
+
+
+def check_inputs(kind: str, files: Mapping[str, list[str]]) -> None:
+    """What can be checked before the Beam job, cheaply: every logs CSV has a header that
+    names the required columns and is not empty."""
+    import tensorflow as tf
+
+    if kind != S.LOGS:
+        return
+    for paths in files.values():
+        for path in paths:
+            if S.is_tfrecord(path):
+                continue
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                header = handle.readline().decode("utf-8", errors="replace")
+            if not header.strip():
+                raise DataError(f"{path}: the file is empty")
+            columns = [c.strip() for c in next(csv.reader([header]))]
+            parse.check_log_columns(columns, path)
+
+
+def fingerprint(*parts: object) -> str:
+    """A short hash of what decides the examples."""
+    digest = hashlib.sha256(str(FORMAT_VERSION).encode())
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def files_fingerprint(files: Mapping[str, list[str]]) -> str:
+    """Path, size and modification time of every input file (as TFX's ExampleGen driver)."""
+    import tensorflow as tf
+
+    listing = []
+    for role, paths in sorted(files.items()):
+        for path in paths:
+            stat = tf.io.gfile.stat(path)
+            listing.append((role, path, stat.length, stat.mtime_nsec))
+    return fingerprint(listing)
+
+
+def _lines(path: str, encoding: str = "utf-8") -> Iterator[str]:
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        for raw in handle:
+            yield raw.decode(encoding)
+
+
+class _ReadFile(beam.DoFn):
+    """One input file's records as rows (tagged with their role), bad ones as RowErrors."""
+
+    ERRORS = "errors"
+
+    def __init__(self, kind: str, layout: str, role: str) -> None:
+        self._kind, self._layout, self._role = kind, layout, role
+
+    def process(self, path: str) -> Iterator[Any]:
+        try:
+            for record in self._records(path):
+                if isinstance(record, RowError):
+                    yield beam.pvalue.TaggedOutput(self.ERRORS, record)
+                else:
+                    record[ROLE] = self._role
+                    yield record
+        except UnicodeDecodeError as err:
+            yield beam.pvalue.TaggedOutput(self.ERRORS, RowError(path, 0, f"not UTF-8 text: {err}"))
+
+    def _records(self, path: str) -> Iterator[Row | RowError]:
+        if self._role == S.USERS:
+            return parse.user_rows(path, _lines(path), self._layout)
+        if self._role == S.ITEMS:
+            encoding = "latin-1" if self._layout == S.GROUPLENS else "utf-8"
+            return parse.item_rows(path, _lines(path, encoding), self._layout)
+        if self._kind != S.LOGS:
+            return parse.ratings_rows(path, _lines(path))
+        if S.is_tfrecord(path):
+            return _tfrecord_rows(path)
+        return parse.csv_rows(path, _lines(path))
+
+
+def _tfrecord_rows(path: str) -> Iterator[Row | RowError]:
+    import tensorflow as tf
+
+    compression = "GZIP" if path.endswith(".gz") else ""
+    count = 0
+    try:
+        for count, record in enumerate(
+            tf.data.TFRecordDataset(path, compression_type=compression).as_numpy_iterator(),
+            start=1,
+        ):
+            try:
+                yield parse.example_row(record, count)
+            except parse.RowProblemError as problem:
+                yield RowError(path, count, str(problem))
+    except (tf.errors.OpError, ValueError) as err:
+        message = getattr(err, "message", str(err))
+        yield RowError(path, count + 1, f"not a readable TFRecord file of tf.Examples: {message}")
+        return
+    if count == 0:
+        yield RowError(path, 0, "the file has no data rows")
+
+
+# ----------------------------------------------------------------------------- per user
+
+
+def label(row: Row, purchase_min_rating: float) -> Row:
+    """An observed rating becomes a positive: click 1, purchase when rated high enough."""
+    row[F.CLICK] = 1
+    row[F.PURCHASE] = int(row[F.RATING] >= purchase_min_rating)
+    return row
+
+
+def user_rng(seed: int, user: int, stream: int) -> np.random.Generator:
+    """A generator for one user's draws: a function of the seed and the user id only."""
+    return np.random.default_rng([seed & 0xFFFFFFFF, user & 0xFFFFFFFFFFFF, stream])
+
+
+def sample_negatives(
+    catalog: np.ndarray, exclude: set[int], wanted: int, rng: np.random.Generator
+) -> list[int]:
+    """``wanted`` items of ``catalog`` (sorted, unique) outside ``exclude``, without
+    replacement while there are enough; a heavy user falls back to drawing with replacement."""
+    if wanted <= 0 or catalog.size == 0:
+        return []
+    excluded = int(np.isin(catalog, np.fromiter(exclude, dtype=np.int64)).sum()) if exclude else 0
+    available = catalog.size - excluded
+    if available <= 0:
+        return []
+    if (excluded + wanted) * 2 > catalog.size:  # Dense: draw from the explicit candidates.
+        candidates = catalog[~np.isin(catalog, np.fromiter(exclude, dtype=np.int64))]
+        return rng.choice(candidates, size=wanted, replace=wanted > candidates.size).tolist()
+    picked: list[int] = []
+    seen = set(exclude)
+    while len(picked) < wanted:
+        for item in catalog[rng.integers(0, catalog.size, size=2 * (wanted - len(picked)) + 8)]:
+            item = int(item)
+            if item not in seen:
+                seen.add(item)
+                picked.append(item)
+                if len(picked) == wanted:
+                    break
+    return picked
+
+
+def _stable_unit(*parts: object) -> float:
+    """A number in [0, 1) from ``parts``, the same in every process (unlike hash())."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+class _PerUser(beam.DoFn):
+    """One user's rows: assign splits, sample negatives, mark the user cold or warm."""
+
+    def __init__(self, kind: str, config: DataConfig) -> None:
+        self._kind, self._config = kind, config
+
+    def process(
+        self, element: tuple[int, Iterable[Row]], cutoffs: Mapping[str, Any], catalog: Any
+    ) -> Iterator[Row]:
+        user, grouped = element
+        config = self._config
+        # A total order, so the draws do not depend on the order the runner delivers rows in.
+        rows = sorted(
+            grouped,
+            key=lambda r: (r[F.TIMESTAMP], r[F.ITEM_ID], r[ROLE], r[F.CLICK], r[F.RATING] or 0),
+        )
+        if self._kind == S.RATINGS:
+            self._split_ratings(rows, config.valid_fraction)
+        else:
+            for row in rows:
+                row[SPLIT] = _split_by_time(row, cutoffs, config)
+        if self._kind != S.LOGS and config.negatives_per_positive:
+            rows += self._negatives(user, rows, np.asarray(catalog))
+        train_clicks = sum(1 for r in rows if r[SPLIT] == F.TRAIN and r[F.CLICK] == 1)
+        activity = "cold" if train_clicks <= config.cold_user_max_interactions else "warm"
+        for row in rows:
+            row[F.USER_ACTIVITY] = activity
+            yield row
+
+    @staticmethod
+    def _split_ratings(rows: list[Row], fraction: float) -> None:
+        """Explicit split; valid is this user's most recent ``fraction`` of train ratings
+        (at least one for a user with two or more), with every row from that time on."""
+        train = [r for r in rows if r[ROLE] == S.TRAIN]
+        keep = max(1, math.floor(fraction * len(train))) if len(train) >= 2 else 0
+        cutoff = min(r[F.TIMESTAMP] for r in train[-keep:]) if keep else math.inf
+        for row in rows:
+            if row[ROLE] == S.EVAL:
+                row[SPLIT] = F.EVAL
+            else:
+                row[SPLIT] = F.VALID if row[F.TIMESTAMP] >= cutoff else F.TRAIN
+
+    def _negatives(self, user: int, rows: list[Row], catalog: np.ndarray) -> list[Row]:
+        """``negatives_per_positive`` never-rated items per positive: train ones avoid the
+        items rated in train; eval ones (an explicit eval file) avoid every rated item."""
+        per = self._config.negatives_per_positive
+        out = []
+        groups = ((S.TRAIN, [r for r in rows if r[ROLE] != S.EVAL]),)
+        if self._kind == S.RATINGS:
+            groups += ((S.EVAL, [r for r in rows if r[ROLE] == S.EVAL]),)
+        rated: set[int] = set()
+        for stream, positives in enumerate(group for _, group in groups):
+            rated |= {r[F.ITEM_ID] for r in positives}
+            if not positives:
+                continue
+            rng = user_rng(self._config.seed, user, stream)
+            items = sample_negatives(catalog, rated, per * len(positives), rng)
+            for index, item in enumerate(items):
+                positive = positives[index // per]
+                out.append(
+                    {
+                        F.USER_ID: user,
+                        F.ITEM_ID: item,
+                        F.RATING: None,
+                        F.TIMESTAMP: positive[F.TIMESTAMP],
+                        F.CLICK: 0,
+                        F.PURCHASE: 0,
+                        ROLE: positive[ROLE],
+                        SPLIT: positive[SPLIT],
+                    }
+                )
+        return out
+
+
+def _split_by_time(row: Row, cutoffs: Mapping[str, Any], config: DataConfig) -> str:
+    if row[ROLE] == S.EVAL:
+        return F.EVAL
+    stamp = row[F.TIMESTAMP]
+    if cutoffs.get("eval") is not None and stamp > cutoffs["eval"]:
+        return F.EVAL
+    if cutoffs.get("distinct", True):
+        return F.VALID if stamp > cutoffs["valid"] else F.TRAIN
+    # Explicit files without timestamps: a seeded random share of train.
+    held_out = _stable_unit(config.seed, row[F.USER_ID], row[F.ITEM_ID], stamp) < (
+        config.valid_fraction
+    )
+    return F.VALID if held_out else F.TRAIN
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def item_popularity(clicks: int) -> str:
+    """'cold' (<= 20 training clicks), 'mid' (<= 100) or 'popular'."""
+    for upper, name in ITEM_POPULARITY_BOUNDS:
+        if clicks <= upper:
+            return name
+    return "popular"
+
+
+def age_bucket(age: int) -> str:
+    """MovieLens-1M style age groups; 'unknown' for a missing (<= 0) age."""
+    name = "unknown"
+    for lower, bucket in AGE_BUCKETS:
+        if age >= lower:
+            name = bucket
+    return name
+
+
+def genre_list(genres: str) -> list[str]:
+    """Joined genres as a list; an item without genres is in the 'unknown' slice."""
+    return [g for g in str(genres).split(F.GENRE_SEPARATOR) if g] or ["unknown"]
+
+
+def finish_row(
+    row: Row, users: Mapping[int, Row], items: Mapping[int, Row], popularity: Mapping[int, int]
+) -> Row:
+    """Join side features (defaults where unknown) and add the slice-only columns."""
+    row.update(users.get(row[F.USER_ID], {}))
+    row.update(items.get(row[F.ITEM_ID], {}))
+    for column, default in F.MISSING_DEFAULTS.items():
+        if row.get(column) is None:
+            row[column] = default
+    row[F.ITEM_POPULARITY] = item_popularity(popularity.get(row[F.ITEM_ID], 0))
+    row[F.AGE_BUCKET] = age_bucket(int(row[F.AGE]))
+    row[F.GENRE] = genre_list(row[F.GENRES])
+    return row
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def record_batch(rows: list[Row]) -> Any:
+    """One list column per example column (single values but the genre list); an unknown
+    rating is a null list, so the tf.Example has no rating feature."""
+    import pyarrow as pa
+
+    binary = pa.large_list(pa.large_binary())
+    arrays = []
+    for column in F.EXAMPLE_COLUMNS:
+        values = [r[column] for r in rows]
+        if column in F.STRING_LIST_COLUMNS:
+            arrays.append(pa.array([[v.encode() for v in vs] for vs in values], type=binary))
+        elif column in F.INT_COLUMNS:
+            arrays.append(pa.array([[int(v)] for v in values], type=pa.large_list(pa.int64())))
+        elif column in F.FLOAT_COLUMNS:
+            arrays.append(
+                pa.array(
+                    [None if v is None else [v] for v in values], type=pa.large_list(pa.float32())
+                )
+            )
+        else:
+            arrays.append(pa.array([[str(v).encode()] for v in values], type=binary))
+    return pa.RecordBatch.from_arrays(arrays, list(F.EXAMPLE_COLUMNS))
+
+
+class _Encode(beam.DoFn):
+    """Batches of rows to serialized tf.Examples with tfx_bsl's C++ encoder."""
+
+    def setup(self) -> None:
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
+
+    def process(self, rows: list[Row]) -> Iterator[bytes]:
+        yield from self._encoder.encode(record_batch(rows))
+
+
+def _bucketed(row: Row, seed: int) -> tuple[int, tuple[float, Row]]:
+    """(bucket, (sort key, row)): both from a hash of the row, the same on every runner."""
+    key = _stable_unit(
+        seed, row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP], row[F.CLICK], row[SPLIT]
+    )
+    return int(key * SHUFFLE_BUCKETS), (key, row)
+
+
+def _shuffled(bucket: tuple[int, Iterable[tuple[float, Row]]]) -> Iterator[Row]:
+    for _, row in sorted(bucket[1], key=lambda pair: pair[0]):
+        yield row
+
+
+@beam.ptransform_fn
+def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollection:
+    """Shuffle (seeded buckets, each sorted by a row hash: runners keep order through a
+    plain Reshuffle) and write gzipped tf.Examples, as TFX's ExampleGen lays them out."""
+    return (
+        rows
+        | "Bucket" >> beam.Map(_bucketed, seed)
+        | "Group" >> beam.GroupByKey()
+        | "Sort" >> beam.FlatMap(_shuffled)
+        | "Batch" >> beam.BatchElements(min_batch_size=ENCODE_BATCH, max_batch_size=ENCODE_BATCH)
+        | "Encode" >> beam.ParDo(_Encode())
+        | "Write" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".gz")
+    )
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
+
+
+class _SumTuples(beam.CombineFn):
+    def create_accumulator(self) -> tuple[int, ...]:
+        return (0, 0, 0, 0)
+
+    def add_input(self, acc: tuple[int, ...], value: tuple[int, ...]) -> tuple[int, ...]:
+        return _add(acc, value)
+
+    def merge_accumulators(self, accs: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+        out = (0, 0, 0, 0)
+        for acc in accs:
+            out = _add(out, acc)
+        return out
+
+    def extract_output(self, acc: tuple[int, ...]) -> tuple[int, ...]:
+        return acc
+
+
+@beam.ptransform_fn
+def _Summarise(rows: beam.PCollection) -> beam.PCollection:
+    """One dict: counts per split, eval slice sizes, the training-mean rating baseline."""
+    counts = (
+        rows
+        | "Counts"
+        >> beam.Map(
+            lambda r: (
+                r[SPLIT],
+                (1, r[F.CLICK], r[F.PURCHASE], int(r[F.RATING] is not None)),
+            )
+        )
+        | "SumCounts" >> beam.CombinePerKey(_SumTuples())
+        | "TagCounts" >> beam.Map(lambda kv: ("counts", kv))
+    )
+    distinct = []
+    for column in (F.USER_ID, F.ITEM_ID):
+        distinct.append(
+            rows
+            | f"Keys{column}" >> beam.Map(lambda r, c=column: (r[SPLIT], r[c]))
+            | f"Distinct{column}" >> beam.Distinct()
+            | f"Splits{column}" >> beam.Map(lambda kv: kv[0])
+            | f"Count{column}" >> beam.combiners.Count.PerElement()
+            | f"Tag{column}" >> beam.Map(lambda kv, c=column: (c, kv))
+        )
+    slices = (
+        rows
+        | "EvalOnly" >> beam.Filter(lambda r: r[SPLIT] == F.EVAL)
+        | "SliceKeys"
+        >> beam.FlatMap(
+            lambda r: [
+                (key, str(value))
+                for key in F.SLICE_FEATURES
+                for value in (r[key] if isinstance(r[key], list) else [r[key]])
+            ]
+        )
+        | "CountSlices" >> beam.combiners.Count.PerElement()
+        | "TagSlices" >> beam.Map(lambda kv: ("slices", kv))
+    )
+    train_mean = (
+        rows
+        | "TrainRatings"
+        >> beam.FlatMap(
+            lambda r: [r[F.RATING]] if r[SPLIT] == F.TRAIN and r[F.RATING] is not None else []
+        )
+        | "TrainMean" >> beam.combiners.Mean.Globally()
+    )
+    eval_mse = (
+        rows
+        | "EvalRatings"
+        >> beam.FlatMap(
+            lambda r: [r[F.RATING]] if r[SPLIT] == F.EVAL and r[F.RATING] is not None else []
+        )
+        | "SquaredError"
+        >> beam.Map(lambda v, m: (v - m) ** 2, m=beam.pvalue.AsSingleton(train_mean))
+        | "EvalMse" >> beam.combiners.Mean.Globally()
+    )
+    means = (
+        train_mean | "TagMean" >> beam.Map(lambda v: ("train_rating_mean", v)),
+        eval_mse | "TagMse" >> beam.Map(lambda v: ("eval_mse", v)),
+    ) | "FlattenMeans" >> beam.Flatten()
+    return (
+        (counts, *distinct, slices, means)
+        | "FlattenAll" >> beam.Flatten()
+        | "ToList" >> beam.combiners.ToList()
+        | "Assemble" >> beam.Map(_assemble)
+    )
+
+
+def _assemble(parts: list[tuple[str, Any]]) -> dict:
+    splits = {
+        name: dict.fromkeys(("examples", "clicks", "purchases", "rated", "users", "items"), 0)
+        for name in F.SPLITS
+    }
+    slices: dict[str, dict[str, int]] = {key: {} for key in F.SLICE_FEATURES}
+    summary: dict[str, Any] = {"train_rating_mean": None, "eval_global_mean_rmse": None}
+    for tag, value in parts:
+        if tag == "counts":
+            name, (examples, clicks, purchases, rated) = value
+            splits[name].update(examples=examples, clicks=clicks, purchases=purchases, rated=rated)
+        elif tag in (F.USER_ID, F.ITEM_ID):
+            name, count = value
+            splits[name]["users" if tag == F.USER_ID else "items"] = count
+        elif tag == "slices":
+            (key, slice_value), count = value
+            slices[key][slice_value] = count
+        elif tag == "train_rating_mean" and not math.isnan(value):
+            summary["train_rating_mean"] = value
+        elif tag == "eval_mse" and not math.isnan(value):
+            summary["eval_global_mean_rmse"] = math.sqrt(value)
+    for counts in splits.values():
+        counts["negatives"] = counts["examples"] - counts["clicks"]
+    return {"splits": splits, "eval_slice_counts": slices, **summary}
+
+
+def _write_errors(errors: list[RowError], path: str) -> None:
+    if errors:
+        _write_json([list(error) for error in errors], path)
+
+
+def _write_json(value: Any, path: str) -> None:
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "w") as out:
+        json.dump(value, out, indent=1, sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def expand(
+    pipeline: beam.Pipeline,
+    kind: str,
+    layout: str,
+    files: Mapping[str, list[str]],
+    config: DataConfig,
+    output_uri: str,
+    scratch_dir: str,
+) -> None:
+    """Add the whole data job to ``pipeline``: read ``files`` (role -> paths), build the
+    examples, write ``Split-<name>/`` under ``output_uri`` and, in ``scratch_dir``, the
+    summary and the first bad records (see ``collect``)."""
+    reads, errors = {}, []
+    for role, paths in sorted(files.items()):
+        read = (
+            pipeline
+            | f"Files{role}" >> beam.Create(paths)
+            | f"Spread{role}" >> beam.Reshuffle()
+            | f"Read{role}"
+            >> beam.ParDo(_ReadFile(kind, layout, role)).with_outputs(_ReadFile.ERRORS, main="rows")
+        )
+        reads[role] = read.rows
+        errors.append(read[_ReadFile.ERRORS])
+    users = reads.pop(S.USERS, None) or (pipeline | "NoUsers" >> beam.Create([]))
+    items = reads.pop(S.ITEMS, None) or (pipeline | "NoItems" >> beam.Create([]))
+    interactions = tuple(reads.values()) | "Interactions" >> beam.Flatten()
+    if kind != S.LOGS:
+        interactions = interactions | "Label" >> beam.Map(label, config.purchase_min_rating)
+
+    timed = interactions
+    if kind != S.RATINGS and S.INTERACTIONS not in files:  # Explicit logs: cut train only.
+        timed = interactions | "TrainOnly" >> beam.Filter(lambda r: r[ROLE] == S.TRAIN)
+    cutoffs = (
+        timed
+        | "Timestamps" >> beam.Map(lambda r: r[F.TIMESTAMP])
+        | "Quantiles" >> beam.ApproximateQuantiles.Globally(QUANTILES + 1)
+        | "Cutoffs" >> beam.Map(_cutoffs, kind, S.INTERACTIONS in files, config)
+    )
+    if kind != S.RATINGS:
+        pattern = files.get(S.INTERACTIONS, files.get(S.TRAIN))[0]
+        errors.append(
+            cutoffs
+            | "SameTime"
+            >> beam.FlatMap(
+                lambda c, p=pattern: []
+                if c["distinct"] or not c["time_split"]
+                else [
+                    RowError(
+                        p, 0, "a time-based split needs a timestamp column with distinct values"
+                    )
+                ]
+            )
+        )
+    catalog = (
+        items
+        | "ItemIds" >> beam.Map(lambda r: r[F.ITEM_ID])
+        | "Catalog" >> beam.combiners.ToList()
+        | "Sorted" >> beam.Map(lambda ids: np.unique(np.asarray(ids, dtype=np.int64)))
+    )
+    rows = (
+        interactions
+        | "ByUser" >> beam.Map(lambda r: (r[F.USER_ID], r))
+        | "GroupUsers" >> beam.GroupByKey()
+        | "PerUser"
+        >> beam.ParDo(
+            _PerUser(kind, config),
+            cutoffs=beam.pvalue.AsSingleton(cutoffs),
+            catalog=beam.pvalue.AsSingleton(catalog),
+        )
+    )
+    popularity = (
+        rows
+        | "TrainClicks"
+        >> beam.FlatMap(lambda r: [r[F.ITEM_ID]] if r[SPLIT] == F.TRAIN and r[F.CLICK] == 1 else [])
+        | "ItemClicks" >> beam.combiners.Count.PerElement()
+    )
+    finished = rows | "Finish" >> beam.Map(
+        finish_row,
+        users=beam.pvalue.AsDict(users | "UserKeys" >> beam.Map(lambda r: (r[F.USER_ID], r))),
+        items=beam.pvalue.AsDict(items | "ItemKeys" >> beam.Map(lambda r: (r[F.ITEM_ID], r))),
+        popularity=beam.pvalue.AsDict(popularity),
+    )
+    by_split = finished | "Partition" >> beam.Partition(
+        lambda r, n: F.SPLITS.index(r[SPLIT]), len(F.SPLITS)
+    )
+    for index, name in enumerate(F.SPLITS):
+        _ = by_split[index] | f"Write{name}" >> _WriteSplit(
+            os.path.join(output_uri, f"Split-{name}", "data_tfrecord"), config.seed + index
+        )
+    _ = (
+        finished
+        | "Summarise" >> _Summarise()
+        | "WriteSummary" >> beam.Map(_write_json, os.path.join(scratch_dir, SUMMARY_FILE))
+    )
+    _ = (
+        tuple(errors)
+        | "Errors" >> beam.Flatten()
+        | "FirstErrors" >> beam.combiners.Top.Smallest(ERRORS_SHOWN)
+        | "WriteErrors" >> beam.Map(_write_errors, os.path.join(scratch_dir, ERRORS_FILE))
+    )
+
+
+def _cutoffs(quantiles: list[int], kind: str, time_split: bool, config: DataConfig) -> dict:
+    """Eval and valid cutoffs from timestamp quantiles: time split, the latest eval fraction
+    is eval and the latest valid fraction of the rest valid; explicit files, valid only."""
+    if not quantiles:
+        return {"distinct": False, "time_split": time_split, "eval": None, "valid": None}
+    last = len(quantiles) - 1
+    valid_at = 1.0 - config.valid_fraction
+    if time_split:
+        valid_at *= 1.0 - config.eval_fraction
+    return {
+        "distinct": quantiles[0] != quantiles[-1],
+        "time_split": time_split and kind != S.RATINGS,
+        "eval": quantiles[round((1.0 - config.eval_fraction) * last)] if time_split else None,
+        "valid": quantiles[round(valid_at * last)],
+    }
+
+
+def collect(scratch_dir: str) -> DataSummary:
+    """After the job: the first bad record as a DataError, else the summary."""
+    import tensorflow as tf
+
+    errors_path = os.path.join(scratch_dir, ERRORS_FILE)
+    if tf.io.gfile.exists(errors_path):
+        with tf.io.gfile.GFile(errors_path) as handle:
+            first = RowError(*json.load(handle)[0])
+        raise first.as_error()
+    with tf.io.gfile.GFile(os.path.join(scratch_dir, SUMMARY_FILE)) as handle:
+        values = json.load(handle)
+    empty = [name for name, counts in values["splits"].items() if not counts["examples"]]
+    if empty:
+        raise DataError(
+            f"the {' and '.join(empty)} split(s) came out empty: too few interactions or "
+            "timestamps for the fractions asked"
+        )
+    return DataSummary(**values)
+
+
+def write_summary(summary: DataSummary, output_uri: str) -> None:
+    """The summary beside the splits, for whatever reads the examples later."""
+    _write_json(summary.to_dict(), os.path.join(output_uri, SUMMARY_FILE))
+
+
+def run(
+    data_source: S.DataSource,
+    config: DataConfig,
+    output_dir: str,
+    beam_args: Iterable[str] = (),
+) -> tuple[str, DataSummary]:
+    """The data job alone, outside a pipeline (``mtrec data build``, tests, benchmarks):
+    (folder with ``Split-<name>/`` and the summary, summary). The folder is named by the
+    inputs' and settings' fingerprint; an existing one is reused, a new one appears whole."""
+    import shutil
+    import tempfile
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    files = resolve_files(data_source.base, data_source.roles)
+    check_inputs(data_source.kind, files)
+    digest = fingerprint(files_fingerprint(files), data_source.to_dict(), config.to_dict())
+    root = os.path.join(output_dir, f"{data_source.kind}-{digest}")
+    found = DataSummary.read(root) if os.path.isdir(root) else None
+    if found is not None and found.fingerprint == digest:
+        log.info("Examples for these inputs and settings already in %s; reusing them", root)
+        return root, found
+    os.makedirs(output_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=output_dir, prefix=".staging-")
+    try:
+        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+            expand(
+                pipeline,
+                data_source.kind,
+                data_source.layout,
+                files,
+                config,
+                os.path.join(staging, "examples"),
+                os.path.join(staging, "scratch"),
+            )
+        summary = collect(os.path.join(staging, "scratch"))
+        summary = DataSummary(**{**summary.to_dict(), "fingerprint": digest})
+        write_summary(summary, os.path.join(staging, "examples"))
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.rename(os.path.join(staging, "examples"), root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root, summary

@@ -1,0 +1,161 @@
+"""Where the raw logs are: the data component's inputs, as file patterns per role.
+
+A source is one of three kinds, each a set of roles (the ExampleGen input splits):
+- ``movielens``: MovieLens-100K, ratings plus user and item side files, split by time;
+- ``ratings``: an explicit split of MovieLens-style ratings files (e.g. u1.base and u1.test)
+  with the side files of a MovieLens directory;
+- ``logs``: your own interactions with real click and purchase labels, one file, a folder of
+  shards split by time, or explicit train and eval files.
+
+Patterns are relative to one base folder, as TFX's ExampleGen driver expects: it fingerprints
+the files behind every pattern, so a changed input re-runs the component and nothing else does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from mtrec.errors import DataError
+
+MOVIELENS = "movielens"
+RATINGS = "ratings"
+LOGS = "logs"
+KINDS = (MOVIELENS, RATINGS, LOGS)
+
+# Roles: the input splits of the data component.
+INTERACTIONS = "interactions"
+TRAIN = "train"
+EVAL = "eval"
+USERS = "users"
+ITEMS = "items"
+
+GROUPLENS = "grouplens"
+RECBOLE = "recbole"
+MOVIELENS_FILES = {
+    GROUPLENS: {INTERACTIONS: "u.data", USERS: "u.user", ITEMS: "u.item"},
+    RECBOLE: {INTERACTIONS: "ml-100k.inter", USERS: "ml-100k.user", ITEMS: "ml-100k.item"},
+}
+TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfr", ".gz")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """The raw inputs of one pipeline: their kind, a base folder and a pattern per role."""
+
+    kind: str
+    base: str
+    patterns: tuple[tuple[str, str], ...]
+    layout: str = ""  # MovieLens side files: GROUPLENS or RECBOLE.
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"source kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Role -> pattern relative to ``base``."""
+        return dict(self.patterns)
+
+    def to_dict(self) -> dict:
+        """What the component records (besides the patterns, kept in its input_config)."""
+        return {"kind": self.kind, "layout": self.layout}
+
+
+def detect_layout(directory: str) -> str | None:
+    """GROUPLENS, RECBOLE, or None when ``directory`` holds neither MovieLens layout."""
+    import tensorflow as tf  # gfile: local paths and gs:// alike.
+
+    for layout, files in MOVIELENS_FILES.items():
+        if all(tf.io.gfile.exists(os.path.join(directory, name)) for name in files.values()):
+            return layout
+    return None
+
+
+def is_remote(path: str) -> bool:
+    """A path on a remote file system (gs://, s3://...): not read where the pipeline is
+    defined, only where it runs."""
+    return "://" in path
+
+
+def _side_files(directory: str) -> tuple[str, dict[str, str]]:
+    # A remote folder is not read where the pipeline is compiled: GroupLens layout assumed.
+    layout = GROUPLENS if is_remote(directory) else detect_layout(directory)
+    if layout is None:
+        grouplens, recbole = (", ".join(MOVIELENS_FILES[k].values()) for k in MOVIELENS_FILES)
+        raise DataError(
+            f"{directory}: not a MovieLens-100K directory; expected {grouplens} "
+            f"(GroupLens layout) or {recbole} (RecBole layout)"
+        )
+    files = MOVIELENS_FILES[layout]
+    return layout, {role: os.path.join(directory, name) for role, name in files.items()}
+
+
+def _relative(paths: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """One base folder for every path (their common parent) and patterns relative to it."""
+    absolute = {role: _absolute(path) for role, path in paths.items()}
+    schemes = {p.split("://")[0] if "://" in p else "" for p in absolute.values()}
+    if len(schemes) > 1:
+        raise DataError("every input must be on the same file system: " + ", ".join(paths.values()))
+    scheme = schemes.pop()
+    prefix = f"{scheme}://" if scheme else ""
+    local = {role: p[len(prefix) :] for role, p in absolute.items()}
+    base = os.path.commonpath([os.path.dirname(p) for p in local.values()])
+    patterns = tuple(sorted((role, os.path.relpath(p, base)) for role, p in local.items()))
+    return prefix + base, patterns
+
+
+def _absolute(path: str) -> str:
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def _pattern(path: str) -> str:
+    """A file as it is; a folder as every file in it (shards written by a job, say)."""
+    import tensorflow as tf
+
+    if is_remote(path):
+        return os.path.join(path, "*") if path.endswith("/") else path
+    if tf.io.gfile.isdir(path):
+        return os.path.join(path, "*")
+    if not tf.io.gfile.exists(path) and not tf.io.gfile.glob(path):
+        raise DataError(f"{path}: no such file")
+    return path
+
+
+def movielens(directory: str) -> DataSource:
+    """MovieLens-100K in either published layout, split by time."""
+    layout, files = _side_files(directory)
+    base, patterns = _relative(files)
+    return DataSource(MOVIELENS, base, patterns, layout)
+
+
+def ratings(train: str, eval_: str, side_directory: str) -> DataSource:
+    """u1-style train and eval ratings files, side features from a MovieLens directory."""
+    layout, files = _side_files(side_directory)
+    files = {
+        USERS: files[USERS],
+        ITEMS: files[ITEMS],
+        TRAIN: _pattern(train),
+        EVAL: _pattern(eval_),
+    }
+    base, patterns = _relative(files)
+    return DataSource(RATINGS, base, patterns, layout)
+
+
+def logs(
+    interactions: str | None = None, train: str | None = None, eval_: str | None = None
+) -> DataSource:
+    """Your own labelled logs: ``interactions`` split by time, or ``train`` and ``eval_`` as
+    given. Each is a CSV or TFRecord file, a glob, or a folder of them (remote: ending in
+    '/')."""
+    if interactions:
+        files = {INTERACTIONS: _pattern(interactions)}
+    else:
+        files = {TRAIN: _pattern(train or ""), EVAL: _pattern(eval_ or "")}
+    base, patterns = _relative(files)
+    return DataSource(LOGS, base, patterns)
+
+
+def is_tfrecord(path: str) -> bool:
+    """TFRecord of tf.Examples (by suffix; .gz means gzipped TFRecord), else CSV."""
+    return path.endswith(TFRECORD_SUFFIXES)
