@@ -1,0 +1,189 @@
+"""The data component's Beam job on tiny data: labels, negatives, splits, determinism across
+Beam workers, layouts, explicit splits, your own logs, and one-line errors on bad input."""
+
+import collections
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from mtrec import names as F
+from mtrec.data import build, source
+from mtrec.data.config import DataConfig, DataSummary
+from mtrec.errors import DataError
+from tests.support.synthetic import make_interactions_csv, make_movielens_dir
+
+TWO_WORKERS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
+
+
+def read_split(root: str, split: str) -> list[dict]:
+    """Every example of a split as {column: first value (None when absent)}."""
+    rows = []
+    files = tf.io.gfile.glob(f"{root}/Split-{split}/*")
+    for record in tf.data.TFRecordDataset(files, compression_type="GZIP"):
+        feature = tf.train.Example.FromString(record.numpy()).features.feature
+        row = {}
+        for key in F.EXAMPLE_COLUMNS:
+            kind = feature[key].WhichOneof("kind") if key in feature else None
+            values = list(getattr(feature[key], kind).value) if kind else []
+            row[key] = values if key == F.GENRE else (values[0] if values else None)
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def movielens_dir(tmp_path_factory) -> Path:
+    return make_movielens_dir(
+        tmp_path_factory.mktemp("ml") / "ml", n_users=30, n_items=40, ratings_per_user=8
+    )
+
+
+@pytest.fixture(scope="module")
+def built(movielens_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built")
+    return build.run(source.movielens(str(movielens_dir)), DataConfig(), str(out))
+
+
+def test_movielens_labels_negatives_and_time_split(built, movielens_dir):
+    root, summary = built
+    ratings = pd.read_csv(
+        movielens_dir / "u.data", sep="\t", names=[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP]
+    )
+    splits = {name: read_split(root, name) for name in F.SPLITS}
+    rows = [r for name in F.SPLITS for r in splits[name]]
+    assert len(rows) == 5 * len(ratings)  # Each rating plus 4 sampled non-interactions.
+    for name in F.SPLITS:
+        assert len(splits[name]) == summary.splits[name]["examples"]
+        assert summary.splits[name]["clicks"] == sum(r[F.CLICK] for r in splits[name])
+    positives = {(r[F.USER_ID], r[F.ITEM_ID]) for r in rows if r[F.CLICK]}
+    rated = set(zip(ratings[F.USER_ID], ratings[F.ITEM_ID], strict=True))
+    assert positives == rated
+    negatives = [r for r in rows if not r[F.CLICK]]
+    assert not {(r[F.USER_ID], r[F.ITEM_ID]) for r in negatives} & rated
+    assert all(r[F.RATING] is None and r[F.PURCHASE] == 0 for r in negatives)
+    assert all((r[F.RATING] >= 4) == bool(r[F.PURCHASE]) for r in rows if r[F.CLICK])
+    # Time: every eval row is after every valid row, which is after every train row.
+    latest = {name: max(r[F.TIMESTAMP] for r in splits[name]) for name in F.SPLITS}
+    earliest = {name: min(r[F.TIMESTAMP] for r in splits[name]) for name in F.SPLITS}
+    assert latest[F.TRAIN] < earliest[F.VALID] and latest[F.VALID] < earliest[F.EVAL]
+    share = len(splits[F.EVAL]) / len(rows)
+    assert 0.08 <= share <= 0.12
+    assert set(splits[F.EVAL][0]) == set(F.EXAMPLE_COLUMNS)
+
+
+def test_summary_slices_and_rating_baseline(built):
+    root, summary = built
+    evaluation = read_split(root, F.EVAL)
+    genders = collections.Counter(r[F.GENDER].decode() for r in evaluation)
+    assert summary.eval_slice_counts[F.GENDER] == dict(genders)
+    train_ratings = [r[F.RATING] for r in read_split(root, F.TRAIN) if r[F.RATING] is not None]
+    mean = sum(train_ratings) / len(train_ratings)
+    assert summary.train_rating_mean == pytest.approx(mean, rel=1e-5)
+    eval_ratings = [r[F.RATING] for r in evaluation if r[F.RATING] is not None]
+    rmse = (sum((r - mean) ** 2 for r in eval_ratings) / len(eval_ratings)) ** 0.5
+    assert summary.baseline_rating_rmse == pytest.approx(rmse, rel=1e-5)
+    assert summary.slices_at_least(1) and not summary.slices_at_least(10**9)
+
+
+def test_same_examples_with_one_or_two_beam_workers_and_reused_when_unchanged(
+    built, movielens_dir, tmp_path
+):
+    root, summary = built
+    again, _ = build.run(
+        source.movielens(str(movielens_dir)), DataConfig(), str(tmp_path), TWO_WORKERS
+    )
+    assert again != root
+    for name in F.SPLITS:
+        key = lambda r: (r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP], r[F.CLICK])  # noqa: E731
+        assert sorted(map(key, read_split(root, name))) == sorted(map(key, read_split(again, name)))
+    reused, same = build.run(source.movielens(str(movielens_dir)), DataConfig(), str(tmp_path))
+    assert reused == again and same == DataSummary.read(again)
+
+
+def test_explicit_ratings_split_keeps_eval_apart(movielens_dir, tmp_path):
+    ratings = pd.read_csv(
+        movielens_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"]
+    )
+    train_file, eval_file = tmp_path / "base.csv", tmp_path / "u1.test"
+    ratings.iloc[48:].to_csv(train_file, index=False)  # Like u1: the first rows are test.
+    ratings.iloc[:48].to_csv(eval_file, sep="\t", header=False, index=False)  # Raw u1 format.
+    root, _ = build.run(
+        source.ratings(str(train_file), str(eval_file), str(movielens_dir)),
+        DataConfig(),
+        str(tmp_path / "out"),
+    )
+    pairs = lambda rows: [(r[F.USER_ID], r[F.ITEM_ID], r[F.CLICK]) for r in rows]  # noqa: E731
+    evaluation = pairs(read_split(root, F.EVAL))
+    valid = pairs(read_split(root, F.VALID))
+    train = pairs(read_split(root, F.TRAIN)) + valid
+    eval_rated = set(ratings.iloc[:48][["user_id", "item_id"]].itertuples(index=False, name=None))
+    base_rated = set(ratings.iloc[48:][["user_id", "item_id"]].itertuples(index=False, name=None))
+    assert {(u, i) for u, i, c in evaluation if c} == eval_rated
+    assert {(u, i) for u, i, c in train if c} == base_rated
+    assert len(evaluation) == 48 * 5 and len(train) == (len(ratings) - 48) * 5
+    # Negatives are never rated pairs (eval negatives avoid train ratings too).
+    assert not {(u, i) for u, i, c in evaluation if not c} & (eval_rated | base_rated)
+    assert not {(u, i) for u, i, c in train if not c} & base_rated
+    # Validation: each user's most recent train ratings, at least one per user with two.
+    per_user = ratings.iloc[48:].groupby("user_id").size()
+    assert {u for u, _, c in valid if c} == set(per_user[per_user >= 2].index)
+
+
+def test_your_own_logs_keep_their_labels_in_a_folder_of_shards(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    make_interactions_csv(logs / "part-0.csv", n_rows=150, seed=1)
+    make_interactions_csv(logs / "part-1.csv", n_rows=150, seed=2)
+    frame = pd.concat([pd.read_csv(p) for p in sorted(logs.iterdir())])
+    root, summary = build.run(source.logs(str(logs)), DataConfig(), str(tmp_path / "out"))
+    assert sum(s["examples"] for s in summary.splits.values()) == 300
+    assert sum(s["clicks"] for s in summary.splits.values()) == int(frame[F.CLICK].sum())
+    rows = [r for name in F.SPLITS for r in read_split(root, name)]
+    assert all(r[F.AGE] == 0 and r[F.OCCUPATION] == b"unknown" for r in rows)  # Defaults.
+
+
+def test_explicit_log_files(tmp_path):
+    train = make_interactions_csv(tmp_path / "train.csv", n_rows=200, seed=1)
+    evaluation = make_interactions_csv(tmp_path / "eval.csv", n_rows=50, seed=2)
+    _, summary = build.run(
+        source.logs(train=str(train), eval_=str(evaluation)), DataConfig(), str(tmp_path / "out")
+    )
+    assert summary.splits[F.EVAL]["examples"] == 50
+    assert summary.splits[F.TRAIN]["examples"] + summary.splits[F.VALID]["examples"] == 200
+    assert summary.splits[F.EVAL]["clicks"] == int(pd.read_csv(evaluation)[F.CLICK].sum())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the file is empty"),
+        (
+            "user_id,item_id,click\n1,2,1\n",
+            "missing required column(s) purchase; required: user_id, item_id, click, purchase",
+        ),
+        (
+            "user_id,item_id,click,purchase,timestamp\n1,2,1,0,5\n3,4,1,0,6\n5,6,2,0,7\n",
+            "label 'click' must be 0 or 1; row 3 has 2",
+        ),
+        (
+            "user_id,item_id,click,purchase,timestamp\n1,2,1,0,5\n3,4,1,0,5\n",
+            "a time-based split needs a timestamp column with distinct values",
+        ),
+    ],
+)
+def test_bad_logs_are_one_line_errors_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        build.run(source.logs(str(path)), DataConfig(), str(tmp_path / "out"))
+    assert str(err.value) == f"{path}: {message}"
+    assert "\n" not in str(err.value)
+    assert not list((tmp_path / "out").glob("logs-*"))  # Nothing half-written is left.
+
+
+def test_a_missing_input_is_named(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path}/nope.csv: no such file"):
+        source.logs(str(tmp_path / "nope.csv"))
+    with pytest.raises(DataError, match="not a MovieLens-100K directory"):
+        source.movielens(str(tmp_path))
