@@ -46,7 +46,7 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     spec = json.loads(output.read_text())["pipelineSpec"]
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {
-        "ImportExampleGen",
+        "MtrecExampleGen",
         "StatisticsGen",
         "CuratedSchemaGen",
         "ExampleValidator",
@@ -65,10 +65,18 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     assert set(tasks["ServingValidator"]["dependentTasks"]) == {
         "Evaluator",
         "Trainer",
-        "ImportExampleGen",
+        "MtrecExampleGen",
     }
     assert set(tasks["Pusher"]["dependentTasks"]) == {"Evaluator", "Trainer", "ServingValidator"}
     assert "baseline_model_resolver-model-resolver" in tasks["Evaluator"]["dependentTasks"]
+    # The data component is the first node: it reads the raw logs where the cluster runs,
+    # nothing is built on this machine first.
+    assert "dependentTasks" not in tasks["MtrecExampleGen"]
+    params = tasks["MtrecExampleGen"]["inputs"]["parameters"]
+    assert params["input_base"]["runtimeValue"]["constantValue"]["stringValue"] == (
+        "gs://bucket/mtrec/ml-100k"
+    )
+    assert "u.data" in params["input_config"]["runtimeValue"]["constantValue"]["stringValue"]
     executors = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
     assert images == {image}
@@ -83,29 +91,16 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     assert str(REPO) not in text and "site-packages" not in text
 
 
-def _evaluator_config(spec_file) -> dict:
+def _evaluation_settings(spec_file) -> dict:
     spec = json.loads(spec_file.read_text())["pipelineSpec"]
     parameters = spec["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["parameters"]
-    return json.loads(parameters["eval_config"]["runtimeValue"]["constantValue"]["stringValue"])
-
-
-def _bounds(config: dict, head: str, metric: str) -> list[tuple[list, dict]]:
-    """(slicing specs, value threshold) of one head's metric."""
-    spec = next(s for s in config["metrics_specs"] if s["output_names"] == [head])
-    found = next(m for m in spec["metrics"] if m["class_name"] == metric)
-    return [
-        (t["slicing_specs"], t["threshold"]["value_threshold"])
-        for t in found["per_slice_thresholds"]
-    ]
+    value = parameters["evaluation_settings"]["runtimeValue"]["constantValue"]["stringValue"]
+    return json.loads(value)
 
 
 def test_kubeflow_takes_the_evaluation_options_of_run(tmp_path, capsys):
-    """Issue: compile-kubeflow ignored the thresholds and slice settings run takes."""
-    source = make_movielens_dir(tmp_path / "ml", n_users=60, n_items=40, ratings_per_user=10)
-    assert (
-        main(["data", "build", "--output-dir", str(tmp_path), "--movielens-dir", str(source)]) == 0
-    )
-    (examples,) = (tmp_path / "data").iterdir()
+    """compile-kubeflow takes run's threshold options; the rest follow the data where the
+    Evaluator runs (the rating bound, the slices big enough), nothing is read here."""
     output = tmp_path / "spec.json"
     args = [
         "compile-kubeflow",
@@ -113,6 +108,8 @@ def test_kubeflow_takes_the_evaluation_options_of_run(tmp_path, capsys):
         "img:1",
         "--pipeline-root",
         "gs://b/m",
+        "--interactions",
+        "gs://b/logs/",
         "--output",
         str(output),
         "--min-auc",
@@ -121,34 +118,17 @@ def test_kubeflow_takes_the_evaluation_options_of_run(tmp_path, capsys):
         "0.52",
         "--rmse-tolerance",
         "0.05",
+        "--min-slice-size",
+        "50",
     ]
-    assert main([*args, "--examples-dir", str(examples), "--min-slice-size", "50"]) == 0
-    config = _evaluator_config(output)
-    (overall, *slices) = _bounds(config, "click", "AUC")
-    assert overall == ([{}], {"lower_bound": 0.7})
-    info = json.loads((examples / "dataset.json").read_text())
-    big = sorted(
-        (feature, value)
-        for feature, counts in info["eval_slice_counts"].items()
-        for value, count in counts.items()
-        if count >= 50
-    )
-    gated = sorted(
-        item for specs, _ in slices for spec in specs for item in spec["feature_values"].items()
-    )
-    assert big and gated == big
-    assert {tuple(bound.items()) for _, bound in slices} == {(("lower_bound", 0.52),)}
-    # The rating bound is relative to the training-mean RMSE of these examples, as in run.
-    (rating_overall, *_) = _bounds(config, "rating", "RootMeanSquaredError")
-    assert rating_overall[1]["upper_bound"] == pytest.approx(
-        round(info["eval_global_mean_rmse"] * 0.95, 4)
-    )
-    capsys.readouterr()
-    # Remote examples are not read: the options alone, and nothing gated per slice.
     assert main(args) == 0
-    assert "Note: no examples read at gs://b/m/data" in capsys.readouterr().err
-    (overall, *slices) = _bounds(_evaluator_config(output), "click", "AUC")
-    assert overall == ([{}], {"lower_bound": 0.7}) and slices == []
+    assert _evaluation_settings(output)["overrides"] == {
+        "min_auc": 0.7,
+        "slice_min_auc": 0.52,
+        "rmse_tolerance": 0.05,
+        "min_slice_size": 50,
+    }
+    capsys.readouterr()
     assert main([*args, "--min-auc", "1.5"]) == 2
     assert capsys.readouterr().err.strip() == "mtrec: error: min_auc must be in [0, 1], got 1.5"
 
@@ -239,7 +219,7 @@ def test_data_fetch_reuses_the_cached_copy_and_data_build_writes_the_splits(tmp_
     assert set(splits) == {"train", "valid", "eval"}
     for name, counts in splits.items():
         assert counts["examples"] == 5 * counts["clicks"] > 0  # Four negatives per click.
-        assert (root / name / "data.tfrecord.gz").is_file()
+        assert list((root / f"Split-{name}").glob("data_tfrecord-*.gz"))
 
 
 def test_tf_serving_config_writes_files_the_real_server_reads(tmp_path, capsys):

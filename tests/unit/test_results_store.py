@@ -142,7 +142,7 @@ def test_fingerprints_of_candidate_and_baseline_are_read_through_mlmd(tmp_path):
 
 
 def test_end_of_run_summary_warns_when_the_baseline_saw_other_data(tmp_path):
-    text = format_summary(_runs(tmp_path, "aaaa1111", "bbbb2222"), None)
+    text = format_summary(_runs(tmp_path, "aaaa1111", "bbbb2222"))
     warnings = [line for line in text.splitlines() if line.startswith("WARNING")]
     assert warnings == [
         "WARNING: the baseline model was trained on examples with data fingerprint "
@@ -164,7 +164,7 @@ def test_no_warning_unless_both_fingerprints_are_known_and_differ(
     summary = _runs(tmp_path, first, second)
     assert (summary.data_fingerprint, summary.baseline_data_fingerprint) == (candidate, baseline)
     assert summary.data_warning is None
-    assert "WARNING" not in format_summary(summary, None)
+    assert "WARNING" not in format_summary(summary)
 
 
 def _inspection(run: store.RunSummary) -> Inspection:
@@ -202,29 +202,44 @@ def test_inspect_on_the_same_data_has_no_warning(tmp_path):
     assert found.to_json()["warnings"] == []
 
 
-def _trainer_custom_config(tmp_path: Path, fingerprint: str) -> str:
-    """The Trainer's custom_config exec property as create_pipeline builds it."""
-    from mtrec.pipeline.config import PipelineConfig
-    from mtrec.pipeline.pipeline import create_pipeline
-
-    config = PipelineConfig(
-        pipeline_root=str(tmp_path / "root"),
-        examples_dir=str(tmp_path / "examples"),
-        serving_model_dir=str(tmp_path / "serving"),
-        data_fingerprint=fingerprint,
-    )
-    pipeline = create_pipeline(config)
-    trainer = next(c for c in pipeline.components if c.id == "Trainer")
-    return trainer.exec_properties["custom_config"]
+def _examples(uri: str, fingerprint: str | None = None):
+    examples = standard_artifacts.Examples()
+    examples.uri = uri
+    if fingerprint:
+        examples.set_string_custom_property("data_fingerprint", fingerprint)
+    return examples
 
 
-def test_create_pipeline_gives_the_trainer_the_data_fingerprint(tmp_path):
-    first = _trainer_custom_config(tmp_path, "aaaa1111")
-    assert json.loads(first)["data_fingerprint"] == "aaaa1111"
-    # Recorded by TFX as it is, then read back through MLMD by `mtrec run` and `inspect`.
-    summary = _runs(tmp_path, first, _trainer_custom_config(tmp_path, "bbbb2222"))
-    assert (summary.data_fingerprint, summary.baseline_data_fingerprint) == (
-        "bbbb2222",
-        "aaaa1111",
-    )
-    assert "WARNING: the baseline model was trained" in format_summary(summary, None)
+def test_the_fingerprint_is_found_up_the_lineage_from_the_data_component(tmp_path):
+    """The data component records it on its Examples; Transform and the Trainer pass it on."""
+    path = str(tmp_path / "metadata.sqlite")
+    with metadata.Metadata(metadata.sqlite_metadata_connection_config(path)) as handle:
+        raw = _execute(
+            handle,
+            "run-1",
+            "MtrecExampleGen",
+            "mtrec.components.example_gen.MtrecExampleGen",
+            outputs={"examples": [_examples(str(tmp_path / "raw"), "cafe0001")]},
+        )["examples"][0]
+        transformed = _execute(
+            handle,
+            "run-1",
+            "Transform",
+            "tfx.components.transform.component.Transform",
+            inputs={"examples": [raw]},
+            outputs={"transformed_examples": [_examples(str(tmp_path / "xf"))]},
+        )["transformed_examples"][0]
+        model = standard_artifacts.Model()
+        model.uri = str(tmp_path / "model")
+        model = _execute(
+            handle,
+            "run-1",
+            "Trainer",
+            TRAINER,
+            inputs={"examples": [transformed]},
+            outputs={"model": [model]},
+            exec_properties={"custom_config": json_utils.dumps({"code_fingerprint": "c0de"})},
+        )["model"][0]
+    mlmd = store.open_store(path)
+    assert store.trained_data_fingerprint(mlmd, model.id) == "cafe0001"
+    assert store.trained_data_fingerprint(mlmd, model.id, depth=0) is None
