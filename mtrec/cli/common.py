@@ -56,12 +56,21 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(ours).setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("absl", "apache_beam", "tensorflow"):
         logging.getLogger(noisy).setLevel(level)
+    if not verbose:  # The CLI reports a failed component itself, in one line.
+        logging.getLogger("absl").addFilter(_NotExecutionFailed())
     try:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.INFO if verbose else absl_logging.ERROR)
     except ImportError:
         pass
+
+
+class _NotExecutionFailed(logging.Filter):
+    """Drops TFX's "Execution N failed." log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != "Execution %d failed."
 
 
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:

@@ -48,6 +48,9 @@ QUANTILES = 10_000
 SHUFFLE_BUCKETS = 4096
 ENCODE_BATCH = 1000
 ERRORS_SHOWN = 5
+# A problem of the whole input, reported after any bad row (errors sort by file and row).
+AFTER_ROWS = 2**62
+TIME_SPLIT_NEEDS_TIMES = "a time-based split needs a timestamp column with distinct values"
 # Item popularity by training clicks: at most the first bound is "cold", then "mid".
 ITEM_POPULARITY_BOUNDS = ((20, "cold"), (100, "mid"))
 AGE_BUCKETS = (
@@ -604,11 +607,7 @@ def expand(
             >> beam.FlatMap(
                 lambda c, p=pattern: []
                 if c["distinct"] or not c["time_split"]
-                else [
-                    RowError(
-                        p, 0, "a time-based split needs a timestamp column with distinct values"
-                    )
-                ]
+                else [RowError(p, AFTER_ROWS, TIME_SPLIT_NEEDS_TIMES)]
             )
         )
     catalog = (

@@ -3,9 +3,9 @@ MovieLens-shaped data (about 6,000 examples) made in the test.
 
 One module-scoped run is shared by the tests that only read it (a fully cached re-run
 changes nothing either). A test that trains again works on its own copy of that run's output
-folder (``copied``), so every test passes alone and in any order. The copy's examples sit at
-another path, so its first run executes every component again; its baseline is still the
-shared run's blessed model."""
+folder (``copied``), so every test passes alone and in any order. The copy's MLMD holds the
+shared run, so what did not change is reused from it, and its baseline is the shared run's
+blessed model."""
 
 import contextlib
 import io
@@ -28,7 +28,7 @@ from mtrec.results import store as results
 from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
 NODES = {
-    "ImportExampleGen",
+    "MtrecExampleGen",
     "CuratedSchemaGen",
     "StatisticsGen",
     "ExampleValidator",
@@ -140,6 +140,34 @@ def test_evaluator_blessed_the_model_on_every_head(workspace):
     # Rating metrics count observed interactions only: a fifth of eval examples.
     rated = summary.metrics[F.RATING]["weighted_example_count"]
     assert rated == pytest.approx(summary.metrics[F.CLICK]["example_count"] / 5, rel=0.01)
+
+
+def test_the_data_component_recorded_its_summary_and_the_evaluator_gated_by_it(workspace):
+    """Counts per split on the Examples artifact; the Evaluator's thresholds completed from
+    them where it ran: the rating bound 5% under the training-mean RMSE, and exactly the
+    slices with at least --min-slice-size (100) eval examples gated."""
+    import tensorflow_model_analysis as tfma
+
+    from mtrec.data.config import DataSummary
+
+    summary = workspace["summary"]
+    data = DataSummary.read(summary.examples_uri)
+    assert summary.split_counts == data.splits
+    assert sum(s["clicks"] for s in data.splits.values()) == 120 * 10
+    assert summary.rating_baseline == pytest.approx(data.baseline_rating_rmse)
+    config = tfma.load_eval_result(summary.evaluation_uri).config
+    rating = next(s for s in config.metrics_specs if list(s.output_names) == [F.RATING])
+    rmse = next(m for m in rating.metrics if m.class_name == "RootMeanSquaredError")
+    overall, *per_slice = rmse.per_slice_thresholds
+    bound = overall.threshold.value_threshold.upper_bound.value
+    assert bound == pytest.approx(round(data.baseline_rating_rmse * 0.95, 4))
+    gated = sorted(
+        (key, value)
+        for threshold in per_slice
+        for spec in threshold.slicing_specs
+        for key, value in spec.feature_values.items()
+    )
+    assert gated and gated == sorted(data.slices_at_least(100))
 
 
 def test_pushed_model_is_a_versioned_savedmodel_that_responds(workspace):
@@ -357,10 +385,11 @@ def test_bad_csv_fails_early_and_leaves_the_pushed_model_alone(copied, tmp_path)
     code, stdout, stderr = run_cli(
         "run", "--output-dir", str(copied["output"]), "--interactions", str(bad)
     )
-    assert code == 2
-    assert stderr.strip() == (
-        f"mtrec: error: {bad}: column 'rating' must be numeric; " "row 1 has 'four'"
+    assert code == 2  # The data component found it, inside the pipeline.
+    assert stderr.strip().splitlines()[-1] == (
+        f"mtrec: error: {bad}: column 'rating' must be numeric; row 1 has 'four'"
     )
+    assert "failed" not in stderr
     assert "Traceback" not in stderr
     assert snapshot(serving) == before
 
@@ -591,7 +620,7 @@ def test_code_the_trainer_imports_re_runs_it_and_other_code_does_not(copied, tmp
         summary = results.latest_run(copied["store"], DEFAULT_PIPELINE_NAME)
         return {c.node: c.state for c in summary.components}
 
-    run_states()  # The copy's examples are at a new path: everything runs once here.
+    run_states()  # Reuses the shared run's outputs.
     cli = package / "mtrec" / "cli" / "common.py"
     cli.write_text(cli.read_text() + "\n\ndef unused() -> int:\n    return 1\n")
     (package / "mtrec" / "README.md").write_text("touched\n")
