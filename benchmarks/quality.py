@@ -4,7 +4,8 @@
 
 Protocol:
 - u1.test = the first 20,000 rows of u.data, u1.base = the other 80,000 (the GroupLens split).
-- Examples are built with `mtrec`'s explicit ratings mode (`dataset.build_from_ratings`):
+- Examples are built by `mtrec`'s data job in explicit ratings mode (`build.run` on
+  `source.ratings`, as `mtrec data build --train-ratings --eval-ratings` runs it):
   4 sampled non-interactions per rating, side features from the MovieLens side files. The
   validation split is each user's most recent 10% of u1.base ratings, and it alone drives
   early stopping and the choice of epoch. u1.test is read for evaluation only.
@@ -40,7 +41,9 @@ import pandas as pd
 import tensorflow as tf
 
 from mtrec import names as F
-from mtrec.data import dataset, movielens
+from mtrec.data import build, movielens
+from mtrec.data import source as data_source
+from mtrec.data.config import DataConfig
 from mtrec.models import local_transform
 from mtrec.models.hparams import ExpertConfig, ModelConfig
 from mtrec.models.recommend import blended_score, item_features
@@ -61,9 +64,28 @@ def u1_split(
     ratings = movielens.load(source).ratings[[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP]]
     test, base = ratings.iloc[:test_rows], ratings.iloc[test_rows:]
     base_file, test_file = work / "u1.base.csv", work / "u1.test.csv"
-    base.to_csv(base_file, index=False)
-    test.to_csv(test_file, index=False)
+    _write_unchanged(base, base_file)
+    _write_unchanged(test, test_file)
     return base, test, base_file, test_file
+
+
+def _write_unchanged(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV unless ``path`` already holds exactly that: the data job
+    fingerprints its inputs by size and modification time, so a rerun in the same work
+    folder reuses the examples it built."""
+    text = frame.to_csv(index=False)
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+
+
+def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Side-table rows with the shared missing-value defaults, as the data job fills them
+    in every example (``build.finish_row``: a NaN year becomes 0, and so on)."""
+    rows = [
+        build.finish_row({k: None if pd.isna(v) else v for k, v in row.items()}, {}, {}, {})
+        for row in frame.to_dict("records")
+    ]
+    return pd.DataFrame(rows, index=frame.index)
 
 
 def transformed(pattern: str, output: object, batch_size: int, shuffle: bool) -> tf.data.Dataset:
@@ -93,8 +115,8 @@ def feature_tables(source: Path, output: object) -> Catalog:
     tables = movielens.load(source)
     layer = output.transform_features_layer()
     spec = {k: v for k, v in output.raw_feature_spec().items() if k in F.MODEL_INPUT_KEYS}
-    users = dataset.fill_defaults(tables.users.assign(**{F.ITEM_ID: 0}))
-    items = dataset.fill_defaults(tables.items.assign(**{F.USER_ID: 0}))
+    users = with_defaults(tables.users.assign(**{F.ITEM_ID: 0}))
+    items = with_defaults(tables.items.assign(**{F.USER_ID: 0}))
 
     def raw(frame: pd.DataFrame) -> dict[str, tf.Tensor]:
         columns = {}
@@ -463,23 +485,25 @@ def main() -> None:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="mtrec-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     base, test, base_file, test_file = u1_split(source, work, args.test_rows)
-    info = dataset.build_from_ratings(
-        base_file, test_file, source, work / "data", dataset.DataConfig()
+    examples, summary = build.run(
+        data_source.ratings(str(base_file), str(test_file), str(source)),
+        DataConfig(),
+        str(work / "data"),
     )
-    root = Path(info.root)
+    root = Path(examples)
     started = time.perf_counter()
-    output = local_transform.analyze(str(root / "train" / "*"), work, "benchmark")
+    output = local_transform.analyze(str(split_files(root, F.TRAIN)), work, "benchmark")
     print(
         f"u1: {len(base):,} base / {len(test):,} test ratings; examples "
-        f"{info.manifest['splits']}; Transform {time.perf_counter() - started:.0f} s",
+        f"{summary.splits}; Transform {time.perf_counter() - started:.0f} s",
         flush=True,
     )
     catalog = feature_tables(source, output)
     eval_pairs = pd.DataFrame(
-        _labels(root / "eval"), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
+        _labels(split_files(root, F.EVAL)), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
     )
     labelled = pd.DataFrame(
-        _labels(root / "valid"), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
+        _labels(split_files(root, F.VALID)), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
     )
     valid_pairs = labelled[labelled[F.CLICK] == 1]
     results = []
@@ -492,11 +516,11 @@ def main() -> None:
     configs = model_configs(args.epochs, overrides)
     print(f"model config: {json.dumps(overrides or 'defaults')}", flush=True)
     wanted = list(configs) if args.models == "all" else args.models.split(",")
-    train_examples = info.manifest["splits"]["train"]["examples"]
+    train_examples = summary.splits[F.TRAIN]["examples"]
     for name in wanted:
         config = configs[name]
-        train = transformed(str(root / "train" / "*"), output, config.batch_size, True)
-        valid = transformed(str(root / "valid" / "*"), output, config.batch_size, False)
+        train = transformed(str(split_files(root, F.TRAIN)), output, config.batch_size, True)
+        valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
         started = time.perf_counter()
         model, history = fit(train, valid, cardinalities(output), config)
         seconds = time.perf_counter() - started  # Training alone, not the evaluation.
@@ -512,10 +536,15 @@ def main() -> None:
         print(_row(result))
 
 
-def _labels(split_dir: Path) -> list[tuple[int, int, int, int]]:
+def split_files(root: Path, split: str) -> Path:
+    """The pattern of one split's shards (gzipped tf.Examples) in the data job's output."""
+    return root / f"Split-{split}" / "*"
+
+
+def _labels(pattern: Path) -> list[tuple[int, int, int, int]]:
     out = []
     for record in tf.data.TFRecordDataset(
-        tf.io.gfile.glob(str(split_dir / "*")), compression_type="GZIP"
+        sorted(tf.io.gfile.glob(str(pattern))), compression_type="GZIP"
     ):
         feature = tf.train.Example.FromString(record.numpy()).features.feature
         out.append(

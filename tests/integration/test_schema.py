@@ -7,19 +7,20 @@ from google.protobuf import text_format
 from tensorflow_metadata.proto.v0 import schema_pb2
 
 from mtrec import names as F
-from mtrec.data import dataset
+from mtrec.data import build, source
+from mtrec.data.config import CURATED_SCHEMA, DataConfig
 from tests.support.synthetic import make_movielens_dir
 
 
 def test_examples_with_an_unknown_year_match_the_curated_schema(tmp_path):
     """MovieLens-100K has a movie without a release date: its examples carry the missing
     year (0, as names.MISSING_DEFAULTS says) and must not be an anomaly."""
-    source = make_movielens_dir(tmp_path / "ml", n_users=60, n_items=40, undated_items=(3,))
-    info = dataset.build_movielens(source, tmp_path / "data", dataset.DataConfig())
-    schema = text_format.Parse(Path(dataset.CURATED_SCHEMA).read_text(), schema_pb2.Schema())
+    directory = make_movielens_dir(tmp_path / "ml", n_users=60, n_items=40, undated_items=(3,))
+    root, _ = build.run(source.movielens(str(directory)), DataConfig(), str(tmp_path / "data"))
+    schema = text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
     for split in F.SPLITS:
         statistics = tfdv.generate_statistics_from_tfrecord(
-            str(Path(info.root) / split / "*.tfrecord.gz")
+            str(Path(root) / f"Split-{split}" / "*")
         )
         years = next(
             f for f in statistics.datasets[0].features if f.path.step == [F.YEAR]

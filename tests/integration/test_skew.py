@@ -23,7 +23,8 @@ from tfx.types import standard_artifacts
 
 from mtrec import names as F
 from mtrec.cli.main import main
-from mtrec.data.build import CURATED_SCHEMA, DataConfig, build_movielens
+from mtrec.data import build, source
+from mtrec.data.config import CURATED_SCHEMA, DataConfig
 from mtrec.results import skew
 from mtrec.serving.request_log import RequestLogger
 from tests.support.synthetic import make_movielens_dir
@@ -40,9 +41,9 @@ def world(tmp_path_factory) -> dict:
     """Synthetic MovieLens examples, the train split's statistics, and an MLMD store in
     which a pushed model traces back to them and to the curated schema."""
     root = tmp_path_factory.mktemp("skew")
-    source = make_movielens_dir(root / "ml", n_users=120, n_items=120, ratings_per_user=10)
-    info = build_movielens(source, root / "data", DataConfig())
-    splits = {split: _read_examples(Path(info.root) / split) for split in F.SPLITS}
+    directory = make_movielens_dir(root / "ml", n_users=120, n_items=120, ratings_per_user=10)
+    examples, _ = build.run(source.movielens(str(directory)), DataConfig(), str(root / "data"))
+    splits = {split: _read_examples(Path(examples) / f"Split-{split}") for split in F.SPLITS}
     assert len(splits[F.TRAIN]) > 3000
 
     # The ExampleStatistics and Schema artifacts, laid out as StatisticsGen and
@@ -51,7 +52,7 @@ def world(tmp_path_factory) -> dict:
     (stats_dir / "Split-train").mkdir(parents=True)
     # TFDV's Beam path, as StatisticsGen runs it, on the train split.
     train_stats = tfdv.generate_statistics_from_tfrecord(
-        data_location=str(Path(info.root) / F.TRAIN / "*.gz")
+        data_location=str(Path(examples) / f"Split-{F.TRAIN}" / "*.gz")
     )
     (stats_dir / "Split-train" / "FeatureStats.pb").write_bytes(train_stats.SerializeToString())
     schema_dir = root / "pipeline" / "ImportSchemaGen" / "schema" / "1"
@@ -59,7 +60,7 @@ def world(tmp_path_factory) -> dict:
     (schema_dir / "schema.pbtxt").write_text(Path(CURATED_SCHEMA).read_text())
     output_dir = root / "out"
     output_dir.mkdir()
-    _write_lineage(output_dir / "metadata.sqlite", root, info.root, stats_dir, schema_dir)
+    _write_lineage(output_dir / "metadata.sqlite", root, examples, stats_dir, schema_dir)
     return {
         "root": root,
         "splits": splits,

@@ -12,8 +12,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tensorflow_transform.tf_metadata import schema_utils
 
 from mtrec import names as F
-from mtrec.data import dataset
-from mtrec.data.config import CURATED_SCHEMA
+from mtrec.data import build
+from mtrec.data import source as data_source
+from mtrec.data.config import CURATED_SCHEMA, DataConfig
 from mtrec.examples import to_examples
 from mtrec.models import local_transform
 from mtrec.models.export import export_model
@@ -73,10 +74,12 @@ def run_transform(examples: str, out_dir: Path) -> tft.TFTransformOutput:
 
 
 def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data.Dataset:
+    """The examples at ``examples`` (a file pattern: a split's shards), transformed."""
     raw_spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
     layer = output.transform_features_layer()
+    files = sorted(tf.io.gfile.glob(examples))
     return (
-        tf.data.TFRecordDataset(examples, compression_type="GZIP")
+        tf.data.TFRecordDataset(files, compression_type="GZIP")
         .batch(64)
         .map(lambda x: layer(tf.io.parse_example(x, raw_spec)))
         .cache()
@@ -98,10 +101,10 @@ class Trained:
 def train_and_export(root: Path, config: ModelConfig) -> Trained:
     """Transform, fit and export ``config`` as the pipeline would, then reload it."""
     source = make_movielens_dir(root / "ml", n_users=40, n_items=30, ratings_per_user=8)
-    info = dataset.build_movielens(source, root / "data", dataset.DataConfig())
-    train_file = str(Path(info.root) / "train" / "data.tfrecord.gz")
-    output = run_transform(train_file, root)
-    train = transformed_dataset(train_file, output)
+    examples, _ = build.run(data_source.movielens(str(source)), DataConfig(), str(root / "data"))
+    train_files = str(Path(examples) / f"Split-{F.TRAIN}" / "*")
+    output = run_transform(train_files, root)
+    train = transformed_dataset(train_files, output)
     model, history = fit(train, None, cardinalities(output), config)
     catalog = collect_catalog(train, output.vocabulary_by_name(F.ITEM_ID))
     export_model(model, output, str(root / "saved"), catalog, (0.2, 0.5, 0.3))
