@@ -20,8 +20,16 @@ from mtrec.pipeline.pipeline import create_pipeline
 METADATA_FILE = "metadata.sqlite"
 
 
-def default_beam_args() -> tuple[str, ...]:
-    """DirectRunner in multi-processing mode with one worker per core."""
+# Below this much raw input, Beam runs in this process: starting a worker per core, each
+# importing TensorFlow and loading the model, costs more than it saves on small data.
+IN_MEMORY_MAX_BYTES = 32 * 2**20
+
+
+def default_beam_args(input_bytes: int | None = None) -> tuple[str, ...]:
+    """DirectRunner in this process for small inputs (``input_bytes``: the raw files' size),
+    else in multi-processing mode with one worker per core."""
+    if input_bytes is not None and input_bytes < IN_MEMORY_MAX_BYTES:
+        return ("--direct_running_mode=in_memory",)
     return ("--direct_running_mode=multi_processing", f"--direct_num_workers={os.cpu_count() or 1}")
 
 

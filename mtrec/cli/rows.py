@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mtrec import names as F
+from mtrec.data.source import TFRECORD_SUFFIXES
 from mtrec.errors import DataError, MtrecError
 
 BATCH = 4096
@@ -34,7 +35,7 @@ class RowFile:
         if not self.path.is_file():
             raise MtrecError(f"{self.path}: no such file")
         name = self.path.name.lower()
-        if name.endswith((".tfrecord", ".tfrecord.gz")):
+        if name.endswith(TFRECORD_SUFFIXES):  # The pipeline's own shards end in .gz.
             self.kind, self.unit = "tfrecord", "record"
         elif name.endswith(".jsonl"):
             self.kind, self.unit = "jsonl", "line"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from mtrec.cli.data import add_data_args, data_config, data_source
 from mtrec.errors import MtrecError, PipelineError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
+    from mtrec.data.source import DataSource
     from mtrec.results.store import RunSummary
 
 
@@ -59,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         schema=schema,
         beam_pipeline_args=tuple(args.beam_arg)
         if args.beam_arg
-        else local_runner.default_beam_args(),
+        else local_runner.default_beam_args(input_bytes(source)),
         enable_cache=not args.no_cache,
     )
     log.info("Running pipeline '%s' on %s", config.pipeline_name, source.base)
@@ -77,6 +79,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(format_summary(summary))
     return 0
+
+
+def input_bytes(data_source: DataSource) -> int | None:
+    """The raw inputs' total size (None when remote), to pick the Beam running mode."""
+    from mtrec.data import build, source
+
+    if source.is_remote(data_source.base):
+        return None
+    files = build.resolve_files(data_source.base, data_source.roles)
+    return sum(os.path.getsize(path) for paths in files.values() for path in paths)
 
 
 def model_overrides(text: str | None) -> dict:
