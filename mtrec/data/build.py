@@ -47,6 +47,7 @@ ROLE = "_role"
 QUANTILES = 10_000
 SHUFFLE_BUCKETS = 4096
 ENCODE_BATCH = 1000
+HIDDEN = ("_", ".")  # Files in an input folder that are not data (Hadoop's convention).
 ERRORS_SHOWN = 5
 # A problem of the whole input, reported after any bad row (errors sort by file and row).
 AFTER_ROWS = 2**62
@@ -68,13 +69,19 @@ AGE_BUCKETS = (
 
 
 def resolve_files(base: str, roles: Mapping[str, str]) -> dict[str, list[str]]:
-    """The files behind each role's pattern, sorted; a pattern matching none is an error."""
+    """The files behind each role's pattern, sorted, but for hidden ones (names starting
+    with '_' or '.', e.g. a job's _SUCCESS or a manifest); a pattern matching none is an
+    error."""
     import tensorflow as tf
 
     files = {}
     for role, pattern in roles.items():
         path = os.path.join(base, pattern)
-        found = sorted(p for p in tf.io.gfile.glob(path) if not tf.io.gfile.isdir(p))
+        found = sorted(
+            p
+            for p in tf.io.gfile.glob(path)
+            if not os.path.basename(p).startswith(HIDDEN) and not tf.io.gfile.isdir(p)
+        )
         if not found:
             raise DataError(f"{path}: no such file")
         files[role] = found

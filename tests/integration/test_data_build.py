@@ -135,6 +135,7 @@ def test_your_own_logs_keep_their_labels_in_a_folder_of_shards(tmp_path):
     logs.mkdir()
     make_interactions_csv(logs / "part-0.csv", n_rows=150, seed=1)
     make_interactions_csv(logs / "part-1.csv", n_rows=150, seed=2)
+    (logs / "_manifest.json").write_text("{}")  # Hidden files are not data.
     frame = pd.concat([pd.read_csv(p) for p in sorted(logs.iterdir())])
     root, summary = build.run(source.logs(str(logs)), DataConfig(), str(tmp_path / "out"))
     assert sum(s["examples"] for s in summary.splits.values()) == 300
