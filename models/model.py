@@ -426,6 +426,10 @@ class MultiTaskRecommender(tfrs.models.Model):
         # TFRS's `loss` is the last batch's value, and with learned weights the total also
         # moves with the log-variances, so neither can pick the best epoch.
         self.selection_tracker = tf_keras.metrics.Mean(name=SELECTION_LOSS)
+        # Every value step_logs returns is already global, the same on every replica: fit()
+        # reports the first. Keras's "auto" would sum them over the workers of a
+        # MultiWorkerMirroredStrategy, scaling every metric by the number of workers.
+        self.distribute_reduction_method = "first"
 
     def set_item_frequencies(self, counts: Any) -> None:
         """Set p(item) for the retrieval loss's correction from per-index click counts."""
@@ -495,9 +499,41 @@ class MultiTaskRecommender(tfrs.models.Model):
         self.selection_tracker.update_state(selection * replicas)
         return total
 
+    def train_step(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        """TFRS's train step, with the regularization loss scaled for tf.distribute (as
+        Keras's compile() scales it), so that L2 does not grow with the replica count."""
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization = self.regularization_loss()
+            total = loss + regularization
+        gradients = tape.gradient(total, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        return self.step_logs(loss, regularization)
+
+    def test_step(self, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+        return self.step_logs(self.compute_loss(inputs, training=False), self.regularization_loss())
+
+    def regularization_loss(self) -> tf.Tensor:
+        """This replica's share of the layers' regularization losses."""
+        if not self.losses:
+            return tf.constant(0.0)
+        return tf.add_n(self.losses) / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def step_logs(self, loss: tf.Tensor, regularization: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Keras's per-step logs: the (synced) metric results and the losses, summed over
+        the replicas that each hold a share of them, so every replica returns global values."""
+        summed = tf.distribute.get_replica_context().all_reduce(
+            "SUM", tf.stack([tf.cast(loss, tf.float32), tf.cast(regularization, tf.float32)])
+        )
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        logs.update(loss=summed[0], regularization_loss=summed[1], total_loss=summed[0] + summed[1])
+        return logs
+
     def retrieval_loss(self, features: Mapping[str, Any], training: bool) -> tf.Tensor:
         """In-batch softmax over the batch's clicked pairs: each user against the other
-        clicked items, corrected by log p(item) and with accidental hits removed."""
+        clicked items, corrected by log p(item) and with accidental hits removed. A batch
+        without a click (a small replica batch, or the empty batch a worker gets once its
+        share of the data is used up) adds 0."""
         clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
         users = self.user_encoder(features, training=training)
         items = self.item_encoder(features, training=training)
@@ -508,13 +544,17 @@ class MultiTaskRecommender(tfrs.models.Model):
             tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1]), clicked
         )
         probability = tf.exp(tf.gather(self.item_log_probability, ids))
-        return self.retrieval_task(
-            queries,
-            candidates,
-            candidate_sampling_probability=probability,
-            candidate_ids=ids,
-            compute_metrics=False,
-            compute_batch_metrics=False,
+        return tf.cond(  # TFRS's accidental-hit removal fails on an empty [0, 0] batch.
+            tf.size(ids) > 0,
+            lambda: self.retrieval_task(
+                queries,
+                candidates,
+                candidate_sampling_probability=probability,
+                candidate_ids=ids,
+                compute_metrics=False,
+                compute_batch_metrics=False,
+            ),
+            lambda: tf.constant(0.0),
         )
 
     def get_config(self) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,12 +32,60 @@ HEADLINE_METRICS = {F.RATING: "rating_rmse", F.CLICK: "click_auc", F.PURCHASE: "
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The tf.distribute strategy named in the config (the cluster comes from TF_CONFIG)."""
+    """The tf.distribute strategy named in the config (the cluster comes from TF_CONFIG).
+
+    MultiWorkerMirroredStrategy must be created before any other TensorFlow op runs in the
+    process (it configures collective ops at start-up), so callers create it first.
+    """
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the shared outputs: the chief task of a cluster, else
+    worker 0; always true without a cluster."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def describe_strategy(strategy: tf.distribute.Strategy, global_batch: int) -> str:
+    """One line on where this process trains, e.g. ``CollectiveAllReduceStrategy: task
+    worker:1 of 2 workers (chief: False), 2 replicas in sync, global batch 64``."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    replicas = strategy.num_replicas_in_sync
+    name = type(strategy).__name__
+    if resolver is None or not resolver.task_type:
+        return f"{name}: {replicas} replica(s) in sync, global batch {global_batch}"
+    workers = len(resolver.cluster_spec().as_dict().get(resolver.task_type, []))
+    return (
+        f"{name}: task {resolver.task_type}:{resolver.task_id} of {workers} "
+        f"{resolver.task_type}s (chief: {is_chief(strategy)}), {replicas} replicas in sync, "
+        f"global batch {global_batch}"
+    )
+
+
+def worker_export_dir(export_dir: str, strategy: tf.distribute.Strategy) -> str:
+    """Where this process saves the model: ``export_dir`` on the chief; on another worker a
+    ``workertemp_<task id>`` folder beside it, removed after saving. Every worker must save,
+    since saving reads variables that are all-reduced across workers (TF's multi-worker
+    guide); only the chief's copy is kept."""
+    if is_chief(strategy):
+        return export_dir
+    task_id = strategy.cluster_resolver.task_id
+    parent, base = os.path.split(os.path.normpath(export_dir))
+    return os.path.join(parent, f"workertemp_{task_id}", base)
+
+
+def weights_digest(variables: Sequence[tf.Variable]) -> str:
+    """A short SHA-256 of the values of ``variables`` (a model's trainable weights, in
+    order): equal on every worker of a synchronous cluster, and logged so that a run, or
+    the SavedModel it wrote, can be checked for it."""
+    digest = hashlib.sha256()
+    for variable in variables:
+        digest.update(np.ascontiguousarray(variable.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def cardinalities(tft_output: tft.TFTransformOutput) -> dict[str, int]:
@@ -117,9 +167,13 @@ def fit(
     cards: dict[str, int],
     config: ModelConfig,
     log_dir: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[MultiTaskRecommender, dict]:
-    """Train under the configured strategy with early stopping on validation loss."""
-    strategy = make_strategy(config.distribution)  # Before other ops, as MWMS requires.
+    """Train under ``strategy`` (else the configured one) with early stopping on validation
+    loss. ``config.batch_size`` is the global batch: each replica takes its share of it."""
+    if strategy is None:
+        strategy = make_strategy(config.distribution)
+    log.info("Training with %s", describe_strategy(strategy, config.batch_size))
     tf_keras.utils.set_random_seed(config.seed)
     priors = label_priors(train)
     log.info("Label priors from the training split: %s", priors)
@@ -174,23 +228,39 @@ def make_dataset(
     dataset = data_accessor.tf_dataset_factory(
         file_pattern, options, tft_output.transformed_metadata.schema
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Across workers, shard batches rather than files: Transform may write fewer files than
+    # there are workers. Every worker reads the same seeded order and keeps its share.
+    sharding = tf.data.Options()
+    sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(sharding).prefetch(tf.data.AUTOTUNE)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """TFX Trainer entry: fit on 'train', early-stop on 'valid', export for serving."""
+    """TFX Trainer entry: fit on 'train', early-stop on 'valid', export for serving.
+
+    With ``multi_worker_mirrored`` every worker runs this with its own TF_CONFIG; only the
+    chief writes the history and the serving model.
+    """
     custom = fn_args.custom_config or {}
     config = ModelConfig.from_dict(custom.get("model", {}))
+    strategy = make_strategy(config.distribution)  # Before any other op, as MWMS requires.
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, True)
     valid = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config, False)
-    model, history = fit(train, valid, cardinalities(tft_output), config, fn_args.model_run_dir)
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
-        json.dump(history, out, indent=1)
+    model, history = fit(
+        train, valid, cardinalities(tft_output), config, fn_args.model_run_dir, strategy
+    )
+    log.info("Trained weights digest: %s", weights_digest(model.trainable_weights))
+    if is_chief(strategy):
+        tf.io.gfile.makedirs(fn_args.model_run_dir)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
+            json.dump(history, out, indent=1)
     catalog = collect_catalog(
         make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, False),
         tft_output.vocabulary_by_name(F.ITEM_ID),
     )
     log.info("Recommend catalog: %d items", len(catalog))
-    export_model(model, tft_output, fn_args.serving_model_dir, catalog, tuple(config.blend_weights))
+    export_dir = worker_export_dir(fn_args.serving_model_dir, strategy)
+    export_model(model, tft_output, export_dir, catalog, tuple(config.blend_weights))
+    if export_dir != fn_args.serving_model_dir:
+        tf.io.gfile.rmtree(os.path.dirname(export_dir))

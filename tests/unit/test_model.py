@@ -100,6 +100,26 @@ def test_training_under_a_mirrored_strategy_matches_the_default_path():
     assert history["total_loss"][0] == pytest.approx(plain["total_loss"][0], rel=0.05)
 
 
+def test_a_batch_without_clicks_adds_no_retrieval_loss():
+    # A replica's share of a batch can hold no click, and a worker whose share of the data
+    # is used up gets empty batches; TFRS's accidental-hit removal fails on those.
+    model = MultiTaskRecommender(CARDS, SMALL)
+    assert model.retrieval is not None
+    unclicked = transformed_batch(8)
+    unclicked[F.LABEL_XF[F.CLICK]] = tf.zeros(8)
+    empty = {
+        key: tf.sparse.slice(value, [0, 0], [0, value.dense_shape[1]])
+        if isinstance(value, tf.SparseTensor)
+        else value[:0]
+        for key, value in transformed_batch(8).items()
+    }
+    for batch in (unclicked, empty):
+        assert float(model.retrieval_loss(batch, training=True)) == 0.0
+    clicked = transformed_batch(8)
+    clicked[F.LABEL_XF[F.CLICK]] = tf.ones(8)
+    assert float(model.retrieval_loss(clicked, training=True)) > 0.0
+
+
 def test_id_dropout_sends_ids_to_the_oov_bucket_only_in_training():
     encoder = SideEncoder(
         CARDS,
