@@ -21,4 +21,4 @@ COPY components/ components/
 COPY serving/ serving/
 # A regular (non-editable) install: the image runs from site-packages/mtrec, not this folder.
 RUN pip install --no-deps . && cd / && rm -rf /opt/mtrec \
- && python -c "import tfx, tensorflow_recommenders, mtrec.models.training, mtrec.data.dataset"
+ && python -c "import tfx, tensorflow_recommenders, mtrec.models.training, mtrec.data.build, mtrec.components.example_gen"
