@@ -109,13 +109,13 @@ def _artifact(kind, uri) -> object:
 
 
 def _write_lineage(path: Path, root: Path, examples_uri: str, stats_dir, schema_dir) -> None:
-    """ExampleGen → StatisticsGen, ImportSchemaGen → Transform → Trainer → Pusher, with
+    """MtrecExampleGen → StatisticsGen, ImportSchemaGen → Transform → Trainer → Pusher, with
     a pushed model of VERSION; a second StatisticsGen on other examples is a decoy."""
     config = metadata.sqlite_metadata_connection_config(str(path))
     with metadata.Metadata(config) as handle:
         examples = _execute(
             handle,
-            "ImportExampleGen",
+            "MtrecExampleGen",
             outputs={"examples": [_artifact(standard_artifacts.Examples, examples_uri)]},
         )["examples"][0]
         other = _execute(
