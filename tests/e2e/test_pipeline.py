@@ -455,6 +455,9 @@ def test_own_logs_with_noise_labels_use_an_inferred_schema_and_are_not_pushed(tm
 def test_inspect_explains_the_blessing_per_head_and_slice(workspace):
     code, stdout, stderr = run_cli("inspect", "--output-dir", str(workspace["output"]))
     assert code == 0, stderr
+    eval_counts = workspace["summary"].split_counts[F.EVAL]
+    assert f"Examples: train {workspace['summary'].split_counts[F.TRAIN]['examples']:,} (" in stdout
+    assert f"eval {eval_counts['examples']:,} ({eval_counts['clicks']:,} clicks" in stdout
     summary = workspace["summary"]
     # The newest run that reached the Evaluator (the cached re-run shares its outputs);
     # later runs stopped by bad data are skipped.
@@ -495,6 +498,9 @@ def test_inspect_json_matches_the_pipeline_summary(workspace):
     # Each genre slice counts the examples of that genre: more than overall in total.
     genre_total = sum(s["counts"][F.CLICK] for s in data["slices"] if s["feature"] == F.GENRE)
     assert genre_total > overall["counts"][F.CLICK]
+    # The data component's counts, from its Examples artifact in MLMD.
+    assert data["examples"][F.EVAL]["examples"] == overall["counts"][F.CLICK]
+    assert sum(c["clicks"] for c in data["examples"].values()) == 120 * 10
 
 
 def test_tfma_notebook_api_reads_the_evaluator_output(workspace):
