@@ -483,8 +483,12 @@ def split_counts_text(counts: dict[str, dict[str, int]]) -> str:
     return "; ".join(
         f"{split} {c.get('examples', 0):,} ({c.get('clicks', 0):,} clicks, "
         f"{c.get('users', 0):,} users, {c.get('items', 0):,} items)"
-        for split, c in counts.items()
+        for split, c in sorted(counts.items(), key=lambda kv: _split_order(kv[0]))
     )
+
+
+def _split_order(split: str) -> int:
+    return F.SPLITS.index(split) if split in F.SPLITS else len(F.SPLITS)
 
 
 def _threshold_counts(inspection: Inspection) -> str:
