@@ -118,22 +118,30 @@ def export_model(
 
         return classify
 
-    tf.saved_model.save(
-        module,
-        export_dir,
-        signatures={
-            F.SERVING_DEFAULT: serve_examples,
-            F.PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
-            F.TRANSFORM_FEATURES: transform_features,
-            F.REGRESS_RATING: regress_rating,
-            **{name: classifier(head) for head, name in F.CLASSIFY.items()},
-            **(
-                {F.RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
-                if catalog is not None
-                else {}
-            ),
-        },
-    )
+    signatures = {
+        F.SERVING_DEFAULT: serve_examples,
+        F.PREDICT_RAW: serve_raw.get_concrete_function(**raw_inputs),
+        F.TRANSFORM_FEATURES: transform_features,
+        F.REGRESS_RATING: regress_rating,
+        **{name: classifier(head) for head, name in F.CLASSIFY.items()},
+        **(
+            {F.RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
+            if catalog is not None
+            else {}
+        ),
+    }
+    # Serving reads no optimizer state, and Adam's two slots per weight would triple the
+    # saved variables (the item embeddings most, which grow with the catalog). Detached as
+    # Keras's own save(include_optimizer=False) does, and put back after.
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        model.optimizer = None
+        model._delete_tracking("optimizer")
+    try:
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+    finally:
+        if optimizer is not None:
+            model.optimizer = optimizer
     set_method_names(export_dir, METHOD_NAMES)
     write_warmup_requests(export_dir, warmup_examples(tft_output))
 

@@ -1,5 +1,7 @@
 """Export: a real Transform graph plus a trained model, saved, reloaded and compared."""
 
+import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,13 @@ from mtrec.examples import to_examples
 from mtrec.models.export import (
     METHOD_NAMES,
     SIGNATURES,
+    export_model,
     warmup_examples,
     write_warmup_requests,
 )
 from mtrec.models.hparams import ModelConfig
+from mtrec.models.recommend import USER_XF, Catalog, blended_score, item_features
+from mtrec.models.training import cardinalities
 from tests.support.training import recommend, serve, train_and_export
 
 CONFIG = ModelConfig(
@@ -35,9 +40,13 @@ KNOWN = {
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def trained(tmp_path_factory):
+    return train_and_export(tmp_path_factory.mktemp("export"), CONFIG)
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
     """(in-memory model, transform output, reloaded SavedModel)."""
-    trained = train_and_export(tmp_path_factory.mktemp("export"), CONFIG)
     return trained.model, trained.output, trained.loaded
 
 
@@ -200,3 +209,109 @@ def test_unseen_users_with_different_features_get_different_recommendations(expo
     # The export's blend weights can be overridden per request.
     clicks_only = recommend(loaded, {"user_id": 99_999, "gender": "M"}, k=10, blend=(0.0, 1.0, 0.0))
     np.testing.assert_allclose(clicks_only["score"], clicks_only[F.CLICK], rtol=1e-5)
+
+
+# ------------------------------------------------------------------- a catalog at scale
+
+BIG = 5_000
+BLEND = (0.2, 0.5, 0.3)
+
+
+def large_catalog(small: Catalog, cards: dict[str, int], size: int) -> Catalog:
+    """``size`` items with random transformed features (ids, buckets and bags the model
+    knows), so that their scores differ."""
+    rng = np.random.default_rng(0)
+    dense = {
+        key: (rng.integers(0, cards[key], size) if key in cards else rng.normal(size=size)).astype(
+            value.dtype
+        )
+        for key, value in small.dense.items()
+    }
+    rows = rng.integers(0, len(small), size)
+    bags = {key: padded[rows] for key, padded in small.bags.items()}
+    return Catalog(np.arange(1, size + 1, dtype=np.int64) * 3, dense, bags)
+
+
+def export_with_candidates(trained, directory: Path, catalog: Catalog, candidates: int):
+    """Export ``trained.model`` with ``retrieval.candidates`` set to ``candidates``."""
+    model = trained.model
+    config = model.config
+    model.config = dataclasses.replace(
+        config, retrieval=dataclasses.replace(config.retrieval, candidates=candidates)
+    )
+    try:
+        export_model(model, trained.output, str(directory), catalog, BLEND)
+    finally:
+        model.config = config
+    return tf.saved_model.load(str(directory))
+
+
+def largest_constant(export_dir: Path) -> int:
+    """Elements of the largest Const in saved_model.pb's graph and its functions."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString((export_dir / "saved_model.pb").read_bytes())
+    graph = proto.meta_graphs[0].graph_def
+    nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
+    return max(
+        math.prod(d.size for d in n.attr["value"].tensor.tensor_shape.dim)
+        for n in nodes
+        if n.op == "Const"
+    )
+
+
+def test_the_export_saves_no_optimizer_state(exported):
+    _, _, loaded = exported
+    saved = tf.train.list_variables(f"{loaded.export_dir}/variables/variables")
+    assert saved and not [name for name, _ in saved if "optimizer" in name]
+
+
+def test_a_catalog_of_5000_items_is_saved_as_variables_and_recommends_exactly(trained, tmp_path):
+    """At 5,000 items: no per-item constant in the graph (saved_model.pb does not grow with
+    the catalog), and both recommend paths rank and exclude exactly, with an exclusion list
+    of thousands."""
+    catalog = large_catalog(trained.catalog, cardinalities(trained.output), BIG)
+    small_graph = (Path(trained.loaded.export_dir) / "saved_model.pb").stat().st_size
+    user = {"user_id": 3, "age": 30, "gender": "M", "occupation": "engineer", "zip_prefix": "123"}
+    seen = sorted(np.random.default_rng(1).choice(catalog.item_ids, 4_000, replace=False).tolist())
+    unseen = sorted(set(catalog.item_ids.tolist()) - set(seen))
+
+    full = export_with_candidates(trained, tmp_path / "full", catalog, candidates=0)
+    retrieval = export_with_candidates(trained, tmp_path / "retrieval", catalog, candidates=100)
+    for name in ("full", "retrieval"):
+        assert largest_constant(tmp_path / name) < BIG, name
+        graph = (tmp_path / name / "saved_model.pb").stat().st_size
+        assert graph < small_graph + 20_000, (name, graph, small_graph)
+
+    # Every item scored by the model in memory, as the full path must.
+    raw = {
+        key: tf.constant([[user.get(key, 0 if key in ("item_id", "year") else "")]])
+        for key in F.MODEL_INPUT_KEYS
+    }
+    raw = {k: tf.cast(v, tf.int64) if v.dtype == tf.int32 else v for k, v in raw.items()}
+    features = trained.output.transform_features_layer()(raw)
+    inputs = {key: tf.repeat(tf.reshape(features[key], [1]), BIG) for key in USER_XF}
+    inputs.update(
+        item_features(
+            {key: tf.constant(value) for key, value in catalog.dense.items()},
+            {key: tf.constant(value) for key, value in catalog.bags.items()},
+        )
+    )
+    heads = {key: value.numpy() for key, value in trained.model(inputs, training=False).items()}
+    brute = blended_score(heads[F.RATING], heads[F.CLICK], heads[F.PURCHASE], np.array(BLEND))
+    by_id = dict(zip(catalog.item_ids.tolist(), brute.tolist(), strict=True))
+
+    top = recommend(full, user, k=10, exclude=seen)
+    ids = top["item_id"].tolist()
+    assert len(ids) == 10 and not set(ids) & set(seen)
+    np.testing.assert_allclose(top["score"], [by_id[i] for i in ids], rtol=1e-4, atol=1e-5)
+    eleventh = sorted((by_id[i] for i in unseen), reverse=True)[10]
+    assert np.all(top["score"] >= eleventh - 1e-5)  # The best 10 of the unseen items.
+    assert np.all(np.diff(top["score"]) <= 1e-6)
+
+    near = recommend(retrieval, user, k=10, exclude=seen)["item_id"].tolist()
+    assert len(near) == 10 and not set(near) & set(seen)
+    # Excluding all but 10 items leaves those 10, whichever path.
+    for loaded in (full, retrieval):
+        left = recommend(loaded, user, k=20, exclude=catalog.item_ids[10:].tolist())
+        assert sorted(left["item_id"].tolist()) == catalog.item_ids[:10].tolist()
