@@ -23,13 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from mtrec import names as F
+from mtrec.data import source as S
 from mtrec.errors import DataError
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 RECBOLE_PREFIX = "recbole/dataset_example/ml-100k/"
-GROUPLENS_FILES = ("u.data", "u.user", "u.item")
-RECBOLE_FILES = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
+RECBOLE_FILES = tuple(S.MOVIELENS_FILES[S.RECBOLE].values())
 GROUPLENS_GENRES = (
     "unknown",
     "Action",
@@ -78,20 +78,11 @@ def default_cache_dir() -> Path:
     return Path(xdg) / "mtrec"
 
 
-def detect_layout(directory: Path) -> str | None:
-    """'grouplens', 'recbole', or None when the directory holds neither layout."""
-    if all((directory / name).is_file() for name in GROUPLENS_FILES):
-        return "grouplens"
-    if all((directory / name).is_file() for name in RECBOLE_FILES):
-        return "recbole"
-    return None
-
-
 def fetch(cache_dir: Path | None = None, timeout_s: float = 20.0) -> Path:
     """Return a directory holding MovieLens-100K, downloading it once into the cache."""
     cache_dir = Path(cache_dir or default_cache_dir())
     for cached in (cache_dir / "ml-100k", cache_dir / "ml-100k-recbole"):
-        if detect_layout(cached):
+        if S.detect_layout(cached):
             log.info("MovieLens-100K: using cached copy in %s", cached)
             return cached
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -151,16 +142,13 @@ def _fetch_recbole(cache_dir: Path) -> Path:
 def load(directory: Path) -> MovieLensTables:
     """Parse a MovieLens-100K directory in either layout into canonical tables."""
     directory = Path(directory)
-    layout = detect_layout(directory)
-    if layout == "grouplens":
+    layout = S.detect_layout(directory)
+    if layout == S.GROUPLENS:
         tables = _load_grouplens(directory)
-    elif layout == "recbole":
+    elif layout == S.RECBOLE:
         tables = _load_recbole(directory)
     else:
-        raise DataError(
-            f"{directory}: not a MovieLens-100K directory; expected {', '.join(GROUPLENS_FILES)}"
-            f" (GroupLens layout) or {', '.join(RECBOLE_FILES)} (RecBole layout)"
-        )
+        raise S.not_movielens(directory)
     counts = {
         "ratings": len(tables.ratings),
         "users": len(tables.users),

@@ -62,14 +62,21 @@ class DataSource:
         return {"kind": self.kind, "layout": self.layout}
 
 
-def detect_layout(directory: str) -> str | None:
-    """GROUPLENS, RECBOLE, or None when ``directory`` holds neither MovieLens layout."""
-    import tensorflow as tf  # gfile: local paths and gs:// alike.
-
+def detect_layout(directory: str | os.PathLike) -> str | None:
+    """GROUPLENS, RECBOLE, or None when the local ``directory`` holds neither layout."""
     for layout, files in MOVIELENS_FILES.items():
-        if all(tf.io.gfile.exists(os.path.join(directory, name)) for name in files.values()):
+        if all(os.path.isfile(os.path.join(directory, name)) for name in files.values()):
             return layout
     return None
+
+
+def not_movielens(directory: str | os.PathLike) -> DataError:
+    """The error for a folder in neither MovieLens layout, naming both."""
+    grouplens, recbole = (", ".join(files.values()) for files in MOVIELENS_FILES.values())
+    return DataError(
+        f"{directory}: not a MovieLens-100K directory; expected {grouplens} "
+        f"(GroupLens layout) or {recbole} (RecBole layout)"
+    )
 
 
 def is_remote(path: str) -> bool:
@@ -82,11 +89,7 @@ def _side_files(directory: str) -> tuple[str, dict[str, str]]:
     # A remote folder is not read where the pipeline is compiled: GroupLens layout assumed.
     layout = GROUPLENS if is_remote(directory) else detect_layout(directory)
     if layout is None:
-        grouplens, recbole = (", ".join(MOVIELENS_FILES[k].values()) for k in MOVIELENS_FILES)
-        raise DataError(
-            f"{directory}: not a MovieLens-100K directory; expected {grouplens} "
-            f"(GroupLens layout) or {recbole} (RecBole layout)"
-        )
+        raise not_movielens(directory)
     files = MOVIELENS_FILES[layout]
     return layout, {role: os.path.join(directory, name) for role, name in files.items()}
 
