@@ -10,6 +10,7 @@ read back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -69,7 +70,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             exec_properties.get(example_gen_utils.FINGERPRINT_PROPERTY_NAME, ""), source, settings
         )
         summary = build.collect(scratch)
-        summary = build.DataSummary(**{**summary.to_dict(), "fingerprint": fingerprint})
+        summary = dataclasses.replace(summary, fingerprint=fingerprint)
         build.write_summary(summary, examples.uri)
         record_summary(examples, summary)
 

@@ -20,6 +20,7 @@ side tables and per-item counts (sized by the catalog, not the rows).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import logging
@@ -436,25 +437,9 @@ def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollect
 # ----------------------------------------------------------------------------- summary
 
 
-def _add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(x + y for x, y in zip(a, b, strict=True))
-
-
-class _SumTuples(beam.CombineFn):
-    def create_accumulator(self) -> tuple[int, ...]:
-        return (0, 0, 0, 0)
-
-    def add_input(self, acc: tuple[int, ...], value: tuple[int, ...]) -> tuple[int, ...]:
-        return _add(acc, value)
-
-    def merge_accumulators(self, accs: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
-        out = (0, 0, 0, 0)
-        for acc in accs:
-            out = _add(out, acc)
-        return out
-
-    def extract_output(self, acc: tuple[int, ...]) -> tuple[int, ...]:
-        return acc
+def _sum_columns(rows: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
+    """Column sums of equally long tuples (counts, or partial sums of them)."""
+    return tuple(sum(column) for column in zip(*rows, strict=True))
 
 
 @beam.ptransform_fn
@@ -469,7 +454,7 @@ def _Summarise(rows: beam.PCollection) -> beam.PCollection:
                 (1, r[F.CLICK], r[F.PURCHASE], int(r[F.RATING] is not None)),
             )
         )
-        | "SumCounts" >> beam.CombinePerKey(_SumTuples())
+        | "SumCounts" >> beam.CombinePerKey(_sum_columns)
         | "TagCounts" >> beam.Map(lambda kv: ("counts", kv))
     )
     distinct = []
@@ -597,16 +582,19 @@ def expand(
     if kind != S.LOGS:
         interactions = interactions | "Label" >> beam.Map(label, config.purchase_min_rating)
 
-    timed = interactions
-    if kind != S.RATINGS and S.INTERACTIONS not in files:  # Explicit logs: cut train only.
-        timed = interactions | "TrainOnly" >> beam.Filter(lambda r: r[ROLE] == S.TRAIN)
-    cutoffs = (
-        timed
-        | "Timestamps" >> beam.Map(lambda r: r[F.TIMESTAMP])
-        | "Quantiles" >> beam.ApproximateQuantiles.Globally(QUANTILES + 1)
-        | "Cutoffs" >> beam.Map(_cutoffs, kind, S.INTERACTIONS in files, config)
-    )
-    if kind != S.RATINGS:
+    if kind == S.RATINGS:  # Explicit files, valid carved per user: no time cutoffs.
+        cutoffs = pipeline | "NoCutoffs" >> beam.Create([{}])
+    else:
+        time_split = S.INTERACTIONS in files
+        timed = interactions
+        if not time_split:  # Explicit logs: valid is cut from train by time.
+            timed = interactions | "TrainOnly" >> beam.Filter(lambda r: r[ROLE] == S.TRAIN)
+        cutoffs = (
+            timed
+            | "Timestamps" >> beam.Map(lambda r: r[F.TIMESTAMP])
+            | "Quantiles" >> beam.ApproximateQuantiles.Globally(QUANTILES + 1)
+            | "Cutoffs" >> beam.Map(_cutoffs, time_split, config)
+        )
         pattern = files.get(S.INTERACTIONS, files.get(S.TRAIN))[0]
         errors.append(
             cutoffs
@@ -666,7 +654,7 @@ def expand(
     )
 
 
-def _cutoffs(quantiles: list[int], kind: str, time_split: bool, config: DataConfig) -> dict:
+def _cutoffs(quantiles: list[int], time_split: bool, config: DataConfig) -> dict:
     """Eval and valid cutoffs from timestamp quantiles: time split, the latest eval fraction
     is eval and the latest valid fraction of the rest valid; explicit files, valid only."""
     if not quantiles:
@@ -677,7 +665,7 @@ def _cutoffs(quantiles: list[int], kind: str, time_split: bool, config: DataConf
         valid_at *= 1.0 - config.eval_fraction
     return {
         "distinct": quantiles[0] != quantiles[-1],
-        "time_split": time_split and kind != S.RATINGS,
+        "time_split": time_split,
         "eval": quantiles[round((1.0 - config.eval_fraction) * last)] if time_split else None,
         "valid": quantiles[round(valid_at * last)],
     }
@@ -744,7 +732,7 @@ def run(
                 os.path.join(staging, "scratch"),
             )
         summary = collect(os.path.join(staging, "scratch"))
-        summary = DataSummary(**{**summary.to_dict(), "fingerprint": digest})
+        summary = dataclasses.replace(summary, fingerprint=digest)
         write_summary(summary, os.path.join(staging, "examples"))
         if os.path.isdir(root):
             shutil.rmtree(root)

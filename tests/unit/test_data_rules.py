@@ -135,14 +135,14 @@ def test_negatives_avoid_the_excluded_items_and_depend_on_user_and_seed_only():
 def test_cutoffs_split_by_time_and_explicit_files_keep_eval():
     config = DataConfig(eval_fraction=0.2, valid_fraction=0.25)
     quantiles = list(range(101))  # Timestamps 0..100.
-    cutoffs = build._cutoffs(quantiles, S.LOGS, True, config)
+    cutoffs = build._cutoffs(quantiles, True, config)
     assert (cutoffs["eval"], cutoffs["valid"]) == (80, 60)
     split = [
         build._split_by_time({F.TIMESTAMP: t, build.ROLE: S.INTERACTIONS}, cutoffs, config)
         for t in (0, 60, 61, 80, 81, 100)
     ]
     assert split == [F.TRAIN, F.TRAIN, F.VALID, F.VALID, F.EVAL, F.EVAL]
-    explicit = build._cutoffs(quantiles, S.LOGS, False, config)
+    explicit = build._cutoffs(quantiles, False, config)
     assert explicit["eval"] is None and explicit["valid"] == 75
     row = {F.TIMESTAMP: 0, build.ROLE: S.EVAL}
     assert build._split_by_time(row, explicit, config) == F.EVAL
