@@ -25,21 +25,9 @@ from mtrec.examples import to_examples
 from mtrec.models.export import SIGNATURES
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.results import store as results
+from tests.support.nodes import NODES
 from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
-NODES = {
-    "MtrecExampleGen",
-    "CuratedSchemaGen",
-    "StatisticsGen",
-    "ExampleValidator",
-    "AnomaliesGate",
-    "Transform",
-    "Trainer",
-    "baseline_model_resolver",
-    "Evaluator",
-    "ServingValidator",
-    "Pusher",
-}
 ARTIFACT_TYPES = {
     "Examples",
     "Schema",

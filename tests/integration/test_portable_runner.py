@@ -42,23 +42,11 @@ from mtrec.data import build, source
 from mtrec.data.config import DataConfig, DataSummary
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.results import store as results
+from tests.support.nodes import NODES
 from tests.support.synthetic import make_movielens_dir
 
 REPO = Path(__file__).resolve().parents[2]
 STARTED = "Starting worker with command"  # The pool's log line for each worker it starts.
-NODES = {
-    "MtrecExampleGen",
-    "CuratedSchemaGen",
-    "StatisticsGen",
-    "ExampleValidator",
-    "AnomaliesGate",
-    "Transform",
-    "Trainer",
-    "baseline_model_resolver",
-    "Evaluator",
-    "ServingValidator",
-    "Pusher",
-}
 BEAM_NODES = ("MtrecExampleGen", "StatisticsGen", "Transform", "Evaluator")
 BEAM_ARTIFACT_TYPES = {"Examples", "ExampleStatistics", "TransformGraph", "ModelEvaluation"}
 KEY = (F.USER_ID, F.ITEM_ID, F.TIMESTAMP, F.CLICK)
