@@ -57,7 +57,7 @@ def configure_logging(verbose: bool) -> None:
     for noisy in ("absl", "apache_beam", "tensorflow"):
         logging.getLogger(noisy).setLevel(level)
     if not verbose:  # The CLI reports a failed component itself, in one line.
-        logging.getLogger("absl").addFilter(_NotExecutionFailed())
+        logging.getLogger("absl").addFilter(_NOT_EXECUTION_FAILED)  # Once, however often.
     try:
         from absl import logging as absl_logging
 
@@ -71,6 +71,9 @@ class _NotExecutionFailed(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.msg != "Execution %d failed."
+
+
+_NOT_EXECUTION_FAILED = _NotExecutionFailed()
 
 
 def add_evaluation_args(parser: argparse.ArgumentParser) -> None:
