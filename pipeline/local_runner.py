@@ -23,7 +23,8 @@ METADATA_FILE = "metadata.sqlite"
 # Below this much raw input, Beam runs in this process: starting a worker per core, each
 # importing TensorFlow and loading the model, costs more than it saves on small data. Above
 # it the Evaluator gains most from the workers: on MovieLens-100K (2 MiB of ratings, 50,000
-# eval examples) it took 212 s in one process against 144 s with two workers.
+# eval examples) it took 212 s in one process (a busy machine) and 124.6 s on two workers
+# (an idle one): see the README.
 IN_MEMORY_MAX_BYTES = 2**20
 
 
