@@ -49,7 +49,13 @@ COLUMNS: tuple[str, ...] = (
     *F.ITEM_FEATURES,
 )
 MANIFEST = "_synth.json"  # A leading underscore: file-pattern readers skip it.
+SPANS_MANIFEST = "_spans.json"  # Beside the span folders, for continuous-training logs.
 SHARD_PATTERN = re.compile(r"part-\d{5}-of-\d{5}\.csv")
+# Span folders as TFX ExampleGen's {SPAN} spec reads them: any digits, zero-padding allowed.
+SPAN_PATTERN = re.compile(r"span-(\d+)")
+# What a span writer (here or mtrec.data.spans) puts in a span folder, and replaces.
+SPAN_FILE_PATTERN = re.compile(r"part-\d{5}(-of-\d{5})?\.csv|_synth\.json")
+DAY_S = 86_400
 CHUNK_ROWS = 100_000
 MAX_CHUNK_ROWS = 5_000_000
 # Default table sizes grow with the rows, sub-linearly once capped.
@@ -132,12 +138,17 @@ GENRE_NOUNS: dict[str, tuple[str, ...]] = {
     "Western": ("Outlaw", "Frontier", "Saddle"),
 }
 LATENT_DIM = 8
+FACTOR_SD = float(np.sqrt(0.8 / np.sqrt(LATENT_DIM)))  # Taste dot products of about 0.8 std.
+GENDER_GENRE_SD = 0.8
+OCCUPATION_GENRE_SD = 0.35
+GENRE_TREND_SD = 0.6
 # Logit offsets: about a quarter of impressions are clicked, a quarter of clicks purchased.
 CLICK_BASE = -1.3
 PURCHASE_BASE = -2.2
 # Row streams: each random quantity of a row has its own stream of hashed draws.
 _USER, _ITEM, _CLICK, _PURCHASE, _RATED, _NOISE_A, _NOISE_B = range(7)
 _TABLES = 100  # The stream the user and item tables are drawn from.
+_DRIFT = 101  # The stream of the second draw of tastes that spans drift toward.
 
 
 def default_users(rows: int) -> int:
@@ -234,6 +245,9 @@ class Catalog:
     user_text: pa.Array  # "age,gender,occupation,zip_prefix" per user.
     item_text: pa.Array  # "genres,year,title" per item.
     center: float = 0.0  # The mean relevance of an impression, taken out of relevance().
+    # Everyone's taste per genre, beyond gender and occupation: none at first; spans drift
+    # toward one (a genre comes into fashion, another goes out).
+    genre_trend: np.ndarray | None = None
 
 
 def _power_law_cdf(n: int, skew: float, flat: float, rng: np.random.Generator) -> np.ndarray:
@@ -333,13 +347,12 @@ def make_catalog(config: SynthConfig) -> Catalog:
     year = year.astype(np.int64)
     titles = _titles(main, rng)
 
-    scale = np.sqrt(0.8 / np.sqrt(LATENT_DIM))  # Dot products of about 0.8 std.
     popularity = np.diff(item_cdf, prepend=0.0)
     catalog = Catalog(
         user_cdf=user_cdf,
         item_cdf=item_cdf,
-        user_factors=rng.normal(0.0, scale, (n_users, LATENT_DIM)).astype(np.float32),
-        item_factors=rng.normal(0.0, scale, (n_items, LATENT_DIM)).astype(np.float32),
+        user_factors=rng.normal(0.0, FACTOR_SD, (n_users, LATENT_DIM)).astype(np.float32),
+        item_factors=rng.normal(0.0, FACTOR_SD, (n_items, LATENT_DIM)).astype(np.float32),
         user_bias=rng.normal(0.0, 0.4, n_users).astype(np.float32),
         # Popular items are a little better on average.
         item_quality=(0.2 * _zscore(np.log(popularity)) + rng.normal(0.0, 0.45, n_items)).astype(
@@ -351,18 +364,53 @@ def make_catalog(config: SynthConfig) -> Catalog:
         user_age_z=_zscore(age.astype(np.float64)),
         item_year_z=_zscore(year.astype(np.float64)),
         item_genre_mix=(flags / flags.sum(axis=1, keepdims=True)).astype(np.float32),
-        gender_genre=rng.normal(0.0, 0.8, (2, len(GENRES))).astype(np.float32),
-        occupation_genre=rng.normal(0.0, 0.35, (len(OCCUPATIONS), len(GENRES))).astype(np.float32),
+        gender_genre=rng.normal(0.0, GENDER_GENRE_SD, (2, len(GENRES))).astype(np.float32),
+        occupation_genre=rng.normal(
+            0.0, OCCUPATION_GENRE_SD, (len(OCCUPATIONS), len(GENRES))
+        ).astype(np.float32),
         user_text=_joined(
             age, np.array(["F", "M"])[gender], np.array(OCCUPATIONS)[occupation], zips
         ),
         item_text=_joined(_genre_strings(flags), year, titles),
     )
-    # Centre relevance on a sample of impressions, so label rates hardly vary with the seed.
+    return _centred(catalog, rng)
+
+
+def _centred(catalog: Catalog, rng: np.random.Generator) -> Catalog:
+    """Centre relevance on a sample of impressions, so label rates hardly vary with the seed
+    (or the drift)."""
     sample = rng.random((2, 20_000))
-    users = np.minimum(np.searchsorted(user_cdf, sample[0], side="right"), n_users - 1)
-    items = np.minimum(np.searchsorted(item_cdf, sample[1], side="right"), n_items - 1)
+    n_users, n_items = len(catalog.user_cdf), len(catalog.item_cdf)
+    users = np.minimum(np.searchsorted(catalog.user_cdf, sample[0], side="right"), n_users - 1)
+    items = np.minimum(np.searchsorted(catalog.item_cdf, sample[1], side="right"), n_items - 1)
+    catalog = dataclasses.replace(catalog, center=0.0)
     return dataclasses.replace(catalog, center=float(relevance(catalog, users, items).mean()))
+
+
+def drifted(catalog: Catalog, seed: int, drift: float) -> Catalog:
+    """``catalog`` with tastes moved ``drift`` (0 to 1) of the way to a second, independent
+    draw: user factors, gender x genre and occupation x genre affinities, and everyone's
+    taste per genre (none at drift 0). Items stay."""
+    if not 0.0 <= drift <= 1.0:
+        raise ValueError(f"drift must be between 0 and 1, got {drift}")
+    if drift == 0.0:
+        return catalog
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _DRIFT]))
+    # Rotating from one draw to the other (cos, sin) keeps the spread of the tastes.
+    angle = drift * np.pi / 2.0
+    old, new = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+
+    def toward(values: np.ndarray, sd: float) -> np.ndarray:
+        return old * values + new * rng.normal(0.0, sd, values.shape).astype(np.float32)
+
+    moved = dataclasses.replace(
+        catalog,
+        user_factors=toward(catalog.user_factors, FACTOR_SD),
+        gender_genre=toward(catalog.gender_genre, GENDER_GENRE_SD),
+        occupation_genre=toward(catalog.occupation_genre, OCCUPATION_GENRE_SD),
+        genre_trend=toward(np.zeros(len(GENRES), np.float32), GENRE_TREND_SD),
+    )
+    return _centred(moved, rng)
 
 
 def relevance(catalog: Catalog, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -373,6 +421,8 @@ def relevance(catalog: Catalog, users: np.ndarray, items: np.ndarray) -> np.ndar
     side += np.einsum("ij,ij->i", catalog.occupation_genre[catalog.user_occupation[users]], mix)
     # Younger users lean to newer items, older ones to older items.
     side -= 0.3 * catalog.user_age_z[users] * catalog.item_year_z[items]
+    if catalog.genre_trend is not None:
+        side += mix @ catalog.genre_trend
     taste = np.einsum("ij,ij->i", catalog.user_factors[users], catalog.item_factors[items])
     bias = catalog.user_bias[users] + catalog.item_quality[items]
     return taste + side + bias - np.float32(catalog.center)
@@ -416,8 +466,11 @@ def generate(config: SynthConfig, catalog: Catalog, first: int, end: int) -> dic
     noise = np.sqrt(-2.0 * np.log1p(-_uniform(seed, _NOISE_A, rows)))
     noise *= np.cos(2.0 * np.pi * _uniform(seed, _NOISE_B, rows))
     stars = np.clip(np.rint(3.0 + 0.6 * score + 0.9 * noise), 1, 5)
-    span = config.days * 86_400
-    timestamp = config.start + np.floor(rows / config.rows * span).astype(np.int64)
+    # Integer arithmetic: exact, so a time range cut at a row boundary holds its rows' times.
+    seconds = config.days * DAY_S
+    timestamp = config.start + (rows * np.uint64(seconds) // np.uint64(config.rows)).astype(
+        np.int64
+    )
     return {
         "users": users,
         "items": items,
@@ -468,17 +521,35 @@ def write_logs(out_dir: str | os.PathLike, config: SynthConfig) -> SynthLogs:
     """Write ``config.rows`` rows as ``config.shards`` CSV files under ``out_dir``, plus a
     manifest (``_synth.json``). Shard files of an earlier run there are replaced, so no stale
     shard is read along with the new ones; other files are left alone."""
+    out = output_folder(out_dir)
+    return _write_folder(out, config, make_catalog(config), config.shard_bounds(), {})
+
+
+def output_folder(out_dir: str | os.PathLike) -> Path:
+    """``out_dir``, made if need be; a file there is a ConfigError."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    catalog = make_catalog(config)
+    return out
+
+
+def _write_folder(
+    out: Path,
+    config: SynthConfig,
+    catalog: Catalog,
+    bounds: list[tuple[int, int]],
+    extra: dict[str, object],
+) -> SynthLogs:
+    """Rows [first, end) of ``bounds`` as one shard file each, replacing the shards and the
+    manifest there (``extra`` added to it)."""
     header = ",".join(COLUMNS) + "\n"
+    shards = len(bounds)
     written: list[Path] = []
     counts: list[int] = []
     try:
-        for index, (first, end) in enumerate(config.shard_bounds()):
-            path = out / f".{shard_name(index, config.shards)}.tmp"
+        for index, (first, end) in enumerate(bounds):
+            path = out / f".{shard_name(index, shards)}.tmp"
             written.append(path)
             with open(path, "wb") as stream:
                 stream.write(header.encode())
@@ -494,6 +565,7 @@ def write_logs(out_dir: str | os.PathLike, config: SynthConfig) -> SynthLogs:
             path.unlink(missing_ok=True)
     manifest = {
         "config": dataclasses.asdict(config),
+        **extra,
         "users": config.n_users,
         "items": config.n_items,
         "columns": list(COLUMNS),
@@ -501,3 +573,95 @@ def write_logs(out_dir: str | os.PathLike, config: SynthConfig) -> SynthLogs:
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return SynthLogs(files, tuple(counts), config.n_users, config.n_items)
+
+
+# ----------------------------------------------------------------------------- spans
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanLogs:
+    """One span folder ``write_spans`` wrote: its number, drift, [start, end) seconds."""
+
+    span: int
+    drift: float
+    start: int
+    end: int
+    logs: SynthLogs
+
+
+def span_name(span: int) -> str:
+    """A span's folder: ``span-0003`` (zero-padded, so folders sort in time order)."""
+    return f"span-{span:04d}"
+
+
+def span_drifts(spans: int, drift: float) -> list[float]:
+    """Each span's drift: 0 for the first, rising linearly to ``drift`` for the last."""
+    if not 0.0 <= drift <= 1.0:
+        raise ValueError(f"drift must be between 0 and 1, got {drift}")
+    return [drift * k / (spans - 1) if spans > 1 else 0.0 for k in range(spans)]
+
+
+def clear_spans(out: Path) -> None:
+    """Remove what span writers put in ``out``'s span folders (shards, manifests), and each
+    folder left empty, so no stale span is read with new ones; other files stay."""
+    for folder in out.iterdir():
+        if not (folder.is_dir() and SPAN_PATTERN.fullmatch(folder.name)):
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and SPAN_FILE_PATTERN.fullmatch(path.name):
+                path.unlink()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    (out / SPANS_MANIFEST).unlink(missing_ok=True)
+
+
+def write_spans(
+    out_dir: str | os.PathLike, config: SynthConfig, spans: int, drift: float = 1.0
+) -> list[SpanLogs]:
+    """Continuous-training logs: ``spans`` folders ``span-0001/`` ... under ``out_dir``, each
+    ``config`` (its rows, shards and days) over the next time range. One catalog throughout,
+    tastes drifting linearly from the first span's to ``drift`` of the way to another draw."""
+    if spans < 1:
+        raise ValueError(f"spans must be at least 1, got {spans}")
+    drifts = span_drifts(spans, drift)
+    out = output_folder(out_dir)
+    # The whole stream as one config, so every row has its own draws and its exact time;
+    # the tables keep the sizes of one span's config.
+    stream = dataclasses.replace(
+        config,
+        rows=config.rows * spans,
+        days=config.days * spans,
+        users=config.n_users,
+        items=config.n_items,
+    )
+    base = make_catalog(stream)
+    clear_spans(out)
+    written: list[SpanLogs] = []
+    for index, share in enumerate(drifts):
+        offset = index * config.rows
+        bounds = [(offset + a, offset + b) for a, b in config.shard_bounds()]
+        start = config.start + index * config.days * DAY_S
+        span = index + 1
+        extra = {"span": span, "drift": share, "start": start, "end": start + config.days * DAY_S}
+        folder = out / span_name(span)
+        folder.mkdir(exist_ok=True)  # It may hold files of its own.
+        logs = _write_folder(folder, stream, drifted(base, config.seed, share), bounds, extra)
+        written.append(SpanLogs(span, share, start, start + config.days * DAY_S, logs))
+    manifest = {
+        "config": dataclasses.asdict(config),
+        "spans": spans,
+        "drift": drift,
+        "folders": [
+            {
+                "name": span_name(s.span),
+                "span": s.span,
+                "drift": s.drift,
+                "start": s.start,
+                "end": s.end,
+                "rows": s.logs.rows,
+            }
+            for s in written
+        ],
+    }
+    (out / SPANS_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return written

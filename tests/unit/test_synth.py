@@ -201,3 +201,145 @@ def test_row_counts_take_k_and_m(text, rows):
 def test_a_row_count_that_is_not_one_is_refused():
     with pytest.raises(argparse.ArgumentTypeError, match="not a row count"):
         synth_cli.row_count("lots")
+
+
+# ----------------------------------------------------------------------------- spans
+
+SPAN_ROWS = 600
+
+
+def span_frames(written: list[synth.SpanLogs]) -> list[pd.DataFrame]:
+    return [read_logs(s.logs.files[0].parent) for s in written]
+
+
+@pytest.fixture(scope="module")
+def spans(tmp_path_factory) -> tuple[Path, list[synth.SpanLogs]]:
+    out = tmp_path_factory.mktemp("spans")
+    config = synth.SynthConfig(rows=SPAN_ROWS, seed=5, shards=2, days=7)
+    return out, synth.write_spans(out, config, spans=3, drift=0.8)
+
+
+def test_spans_are_folders_of_shards_with_the_rows_of_one_config_each(spans):
+    out, written = spans
+    assert sorted(p.name for p in out.iterdir()) == [
+        synth.SPANS_MANIFEST,
+        "span-0001",
+        "span-0002",
+        "span-0003",
+    ]
+    for span in written:
+        folder = out / synth.span_name(span.span)
+        assert sorted(p.name for p in folder.iterdir()) == [
+            synth.MANIFEST,
+            "part-00000-of-00002.csv",
+            "part-00001-of-00002.csv",
+        ]
+        assert span.logs.rows_per_file == (300, 300)
+        assert len(read_logs(folder)) == SPAN_ROWS
+    assert [s.drift for s in written] == pytest.approx([0.0, 0.4, 0.8])
+    manifest = json.loads((out / synth.SPANS_MANIFEST).read_text())
+    assert [f["rows"] for f in manifest["folders"]] == [SPAN_ROWS] * 3
+    # One catalog throughout: the same users and items recur across spans.
+    frames = span_frames(written)
+    assert len(set(frames[0][F.USER_ID]) & set(frames[2][F.USER_ID])) > 50
+
+
+def test_span_times_follow_each_other_and_lie_inside_their_span(spans):
+    _, written = spans
+    week = 7 * synth.DAY_S
+    assert [(s.start, s.end) for s in written] == [
+        (synth.START_TIMESTAMP + k * week, synth.START_TIMESTAMP + (k + 1) * week) for k in range(3)
+    ]
+    frames = span_frames(written)
+    for span, frame in zip(written, frames, strict=True):
+        stamps = frame[F.TIMESTAMP]
+        assert stamps.is_monotonic_increasing
+        assert span.start <= stamps.min() and stamps.max() < span.end
+        assert stamps.max() - stamps.min() > 0.9 * week  # Spread over the whole span.
+    assert pd.concat(frames)[F.TIMESTAMP].is_monotonic_increasing
+
+
+def genre_click_rates(frame: pd.DataFrame, min_rows: int = 1_000) -> pd.Series:
+    """Click rate per genre, over the rows whose item has it (genres with enough rows)."""
+    genres = frame[F.GENRES].str.split(F.GENRE_SEPARATOR).explode()
+    clicks = frame[F.CLICK].reindex(genres.index)
+    counts = genres.value_counts()
+    return clicks.groupby(genres).mean()[counts[counts >= min_rows].index].sort_index()
+
+
+def test_drift_moves_click_rates_per_genre_from_the_first_span_to_the_last(tmp_path):
+    config = synth.SynthConfig(rows=20_000, seed=0, shards=1)
+    changes, overall = {}, {}
+    for drift in (0.0, 1.0):
+        written = synth.write_spans(tmp_path / str(drift), config, spans=2, drift=drift)
+        first, last = span_frames(written)
+        changes[drift] = (genre_click_rates(last) - genre_click_rates(first)).abs()
+        overall[drift] = abs(last[F.CLICK].mean() - first[F.CLICK].mean())
+    # Without drift the genres' click rates stay within sampling noise; with full drift
+    # they move by about 5 points on average, over 20 for one genre.
+    assert changes[0.0].mean() < 0.01 and changes[0.0].max() < 0.03
+    assert changes[1.0].mean() > 0.04 and changes[1.0].max() > 0.2
+    # The overall click rate stays put: relevance is re-centred per span.
+    assert overall[0.0] < 0.01 and overall[1.0] < 0.02
+
+
+def test_spans_are_the_same_for_the_same_seed_and_the_first_does_not_drift(tmp_path):
+    def contents(name: str, seed: int, drift: float) -> list[bytes]:
+        config = synth.SynthConfig(rows=300, seed=seed, shards=1, chunk_rows=128)
+        written = synth.write_spans(tmp_path / name, config, spans=2, drift=drift)
+        return [s.logs.files[0].read_bytes() for s in written]
+
+    same = contents("a", 1, 0.5)
+    assert contents("b", 1, 0.5) == same
+    assert contents("c", 2, 0.5) != same
+    no_drift = contents("d", 1, 0.0)
+    assert no_drift[0] == same[0] and no_drift[1] != same[1]
+
+
+def test_rewriting_spans_replaces_old_span_folders_only(tmp_path):
+    config = synth.SynthConfig(rows=100, shards=1)
+    synth.write_spans(tmp_path, config, spans=4)
+    (tmp_path / "span-0002" / "notes.txt").write_text("mine")
+    (tmp_path / "README").write_text("mine")
+    synth.write_spans(tmp_path, config, spans=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README",
+        synth.SPANS_MANIFEST,
+        "span-0001",
+        "span-0002",
+    ]
+    assert [p.name for p in (tmp_path / "span-0002").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "spans, drift, message",
+    [(0, 1.0, "spans must be at least 1"), (2, 1.5, "drift must be between 0 and 1")],
+)
+def test_bad_span_settings_are_value_errors(tmp_path, spans, drift, message):
+    with pytest.raises(ValueError, match=message):
+        synth.write_spans(tmp_path, synth.SynthConfig(rows=10, shards=1), spans, drift)
+    assert not list(tmp_path.iterdir())  # Refused before writing anything.
+
+
+def test_cli_writes_spans(tmp_path, capsys):
+    out = tmp_path / "logs"
+    argv = ["synth", "--rows", "200", "--spans", "3", "--drift", "0.5", "--output", str(out)]
+    args = parse([*argv, "--shards", "1", "--span-days", "1"])
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert "Wrote 3 spans of 200 rows (1 days each; 100 users, 50 items)" in printed
+    assert "drifting 0 -> 0.5" in printed
+    assert str(out / "span-0001 .. span-0003") in printed
+    frames = [read_logs(out / f"span-000{k}") for k in (1, 2, 3)]
+    assert [len(f) for f in frames] == [200, 200, 200]
+    assert frames[2][F.TIMESTAMP].max() < synth.START_TIMESTAMP + 3 * synth.DAY_S
+
+
+def test_cli_refuses_drift_without_spans_and_a_bad_drift(tmp_path):
+    args = parse(["synth", "--rows", "10", "--output", str(tmp_path), "--drift", "0.5"])
+    with pytest.raises(MtrecError, match="--drift and --span-days need --spans"):
+        args.func(args)
+    args = parse(["synth", "--rows", "10", "--output", str(tmp_path), "--spans", "2"])
+    args.drift, args.shards = 2.0, 1
+    with pytest.raises(MtrecError, match="drift must be between 0 and 1"):
+        args.func(args)
