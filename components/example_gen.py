@@ -19,7 +19,7 @@ from tfx import types
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import base_beam_component, base_beam_executor, executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
 from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import proto_utils
@@ -73,6 +73,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         summary = dataclasses.replace(summary, fingerprint=fingerprint)
         build.write_summary(summary, examples.uri)
         record_summary(examples, summary)
+        # The driver records the span as a custom property only; as the Examples type's own
+        # properties too, StatisticsGen and ExampleValidator carry it to their outputs.
+        examples.span = int(exec_properties.get(example_gen_utils.SPAN_PROPERTY_NAME) or 0)
+        version = exec_properties.get(example_gen_utils.VERSION_PROPERTY_NAME)
+        if version is not None:
+            examples.version = int(version)
 
 
 def record_summary(examples: types.Artifact, summary: build.DataSummary) -> None:
@@ -101,8 +107,15 @@ class MtrecExampleGen(FileBasedExampleGen):
     SPEC_CLASS = MtrecExampleGenSpec
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
-    def __init__(self, source: DataSource, config: build.DataConfig, code_fingerprint: str = ""):
-        """``code_fingerprint`` hashes the data code, so a change to it re-runs the node."""
+    def __init__(
+        self,
+        source: DataSource,
+        config: build.DataConfig,
+        code_fingerprint: str = "",
+        span: int | None = None,
+    ):
+        """``code_fingerprint`` hashes the data code, so a change to it re-runs the node.
+        With ``{SPAN}`` in the source's patterns, ``span`` picks one (default: the newest)."""
         input_config = example_gen_pb2.Input(
             splits=[
                 example_gen_pb2.Input.Split(name=role, pattern=pattern)
@@ -126,6 +139,13 @@ class MtrecExampleGen(FileBasedExampleGen):
             source=json.dumps(source.to_dict(), sort_keys=True),
             data_config=json.dumps(
                 {"config": config.to_dict(), "code_fingerprint": code_fingerprint}, sort_keys=True
+            ),
+            range_config=None
+            if span is None
+            else range_config_pb2.RangeConfig(
+                static_range=range_config_pb2.StaticRange(
+                    start_span_number=span, end_span_number=span
+                )
             ),
             examples=types.Channel(type=standard_artifacts.Examples),
         )

@@ -25,6 +25,28 @@ TRAINER_MODULE = "mtrec.models.modules.trainer_module"
 DATA_MODULE = "mtrec.data.build"
 
 
+DEFAULT_WINDOW = 4
+DEFAULT_KEEP_VERSIONS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class ContinuousSettings:
+    """Continuous training on logs laid out by span: each run ingests one span, trains on the
+    ``window`` spans before it (already in MLMD) and evaluates on it, forward-chained."""
+
+    span: int | None = None  # None: the newest span the driver finds.
+    window: int = DEFAULT_WINDOW
+    warm_start: bool = True  # Start from the latest blessed model's weights, by token.
+    # Only ingest and validate the span (the local runner's backfill of a window's spans).
+    ingest_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be at least 1 span")
+        if self.span is not None and self.span < 0:
+            raise ValueError("span must be a non-negative integer")
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """Everything that defines one pipeline; runners only resolve paths into it."""
@@ -42,6 +64,10 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
     baseline_strategy: str = "replaced_model"
+    # Set for logs laid out by span (continuous training); None trains once on the source.
+    continuous: ContinuousSettings | None = None
+    # Pushed versions kept in serving_model_dir; older ones go once a new one is in place.
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
     # Hash of every package source file each module can import: a change to one re-runs
     # that component (and what reads its outputs); anything else (docs, the CLI) leaves the
     # cache alone.
@@ -58,3 +84,5 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         if self.baseline_strategy not in BASELINE_STRATEGIES:
             raise ValueError(f"baseline_strategy must be one of {BASELINE_STRATEGIES}")
+        if self.keep_versions < 1:
+            raise ValueError("keep_versions must be at least 1")

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_keras).
 
 from tfx import v1 as tfx
 
 from mtrec import quiet
+from mtrec.components.span_window import window_spans
+from mtrec.data import source
+from mtrec.errors import DataError
 from mtrec.pipeline.config import PipelineConfig
 from mtrec.pipeline.pipeline import create_pipeline
 
 METADATA_FILE = "metadata.sqlite"
+EXAMPLE_GEN_ID = "MtrecExampleGen"
+log = logging.getLogger(__name__)
 
 
 # Below this much raw input, Beam runs in this process: starting a worker per core, each
@@ -53,8 +60,58 @@ def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         metadata_path(output_dir)
     )
+    if config.continuous is not None and not config.continuous.ingest_only:
+        config = _with_window_ingested(config, connection)
     with _argv_hidden_from_absl():
         tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+
+
+def _with_window_ingested(config: PipelineConfig, connection: Any) -> PipelineConfig:
+    """Continuous training: fix the span this run ingests (the newest, unless asked) and first
+    ingest every span of its window that MLMD does not hold yet (the first run's, say), each
+    in a run of the data and validation nodes alone. Returns the config with the span set."""
+    continuous = config.continuous
+    available = source.span_numbers(config.source.base)
+    span = available[-1] if continuous.span is None else continuous.span
+    if span not in available:
+        raise DataError(
+            f"{config.source.base}: no span {span}; it has spans {_spans_text(available)}"
+        )
+    window = [s for s in window_spans(span, continuous.window) if s in available]
+    if not window:
+        raise DataError(
+            f"span {span} is the first in {config.source.base}: continuous training trains on "
+            "the spans before the one it evaluates on, so it needs at least two"
+        )
+    missing = sorted(set(window) - ingested_spans(connection, config.pipeline_name))
+    for earlier in missing:
+        log.info("Ingesting span %d of the training window first", earlier)
+        backfill = dataclasses.replace(
+            config,
+            continuous=dataclasses.replace(continuous, span=earlier, ingest_only=True),
+        )
+        with _argv_hidden_from_absl():
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(backfill, connection))
+    return dataclasses.replace(config, continuous=dataclasses.replace(continuous, span=span))
+
+
+def ingested_spans(connection: Any, pipeline_name: str) -> set[int]:
+    """The spans the data component of ``pipeline_name`` has written examples for."""
+    import ml_metadata as mlmd
+
+    store = mlmd.MetadataStore(connection)
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{EXAMPLE_GEN_ID}")
+    if context is None:
+        return set()
+    return {
+        artifact.properties["span"].int_value
+        for artifact in store.get_artifacts_by_context(context.id)
+        if artifact.type == "Examples" and artifact.state == artifact.LIVE
+    }
+
+
+def _spans_text(spans: list[int]) -> str:
+    return ", ".join(map(str, spans)) if len(spans) < 8 else f"{spans[0]} to {spans[-1]}"
 
 
 @contextlib.contextmanager

@@ -7,11 +7,13 @@ from typing import Any
 from tfx import v1 as tfx
 
 from mtrec import names as F
+from mtrec.components import span_window
 from mtrec.components.anomalies_gate import AnomaliesGate
 from mtrec.components.baseline_resolver import BaselineModelStrategy
 from mtrec.components.curated_schema import CuratedSchemaGen, curated_schema_digest
 from mtrec.components.evaluation import MtrecEvaluator
 from mtrec.components.example_gen import MtrecExampleGen
+from mtrec.components.pusher import MtrecPusher
 from mtrec.components.serving_validator import ServingValidator
 from mtrec.pipeline.config import (
     CURATED,
@@ -32,7 +34,13 @@ def create_pipeline(
     → ExampleValidator → AnomaliesGate → Transform → Trainer → (baseline: the blessed model
     the candidate would replace) Evaluator → ServingValidator (the candidate served over
     gRPC) → Pusher."""
-    example_gen = MtrecExampleGen(config.source, config.data, config.data_fingerprint)
+    continuous = config.continuous
+    example_gen = MtrecExampleGen(
+        config.source,
+        config.data,
+        config.data_fingerprint,
+        span=continuous.span if continuous else None,
+    )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema == CURATED:
         schema_gen = CuratedSchemaGen(schema_digest=curated_schema_digest())
@@ -45,28 +53,55 @@ def create_pipeline(
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    if continuous and continuous.ingest_only:  # Backfilling a span of the window.
+        return _pipeline(
+            config,
+            metadata_connection_config,
+            [example_gen, statistics_gen, schema_gen, example_validator],
+        )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
+    # Trained on: this run's examples, or in continuous training the spans before this one.
+    # Their eval split trains too there, since the newest span is the one evaluated on.
+    training_examples = example_gen.outputs["examples"]
+    train_splits = [F.TRAIN]
+    extra_nodes: list[Any] = []
+    if continuous:
+        window = _span_window(continuous.window, example_gen)
+        training_examples = window.outputs[span_window.EXAMPLES_KEY]
+        train_splits = [F.TRAIN, F.EVAL]
+        extra_nodes.append(window)
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         custom_config={"code_fingerprint": config.transform_fingerprint},
         disable_statistics=True,  # StatisticsGen already profiles the raw data.
-        splits_config=tfx.proto.SplitsConfig(analyze=[F.TRAIN], transform=list(F.SPLITS)),
+        splits_config=tfx.proto.SplitsConfig(
+            analyze=train_splits, transform=[*train_splits, F.VALID]
+        ),
     )
     transform.add_upstream_node(anomalies_gate)
 
+    base_model = None
+    if continuous and continuous.warm_start:
+        # The blessed model older than this run's examples: the one serving when the span
+        # arrived, so a cached re-run resolves the same one.
+        warm_resolver = _blessed_before(example_gen.outputs["examples"], "warm_start_resolver")
+        base_model = warm_resolver.outputs["model"]
+        extra_nodes.append(warm_resolver)
     trainer = tfx.components.Trainer(
         run_fn=RUN_FN,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[F.TRAIN]),
+        base_model=base_model,
+        train_args=tfx.proto.TrainArgs(splits=train_splits),
         eval_args=tfx.proto.EvalArgs(splits=[F.VALID]),
         custom_config={
             "model": config.model.to_dict(),
             "code_fingerprint": config.trainer_fingerprint,
+            "warm_start": bool(continuous and continuous.warm_start),
         },
     )
 
@@ -86,24 +121,24 @@ def create_pipeline(
         model_blessing=evaluator.outputs["blessing"],
     )
 
-    pusher = tfx.components.Pusher(
+    pusher = MtrecPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_validator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
-        ),
-    )
+        base_directory=config.serving_model_dir,
+        keep_versions=config.keep_versions,
+    ).with_id("Pusher")
 
-    return tfx.dsl.Pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=config.pipeline_root,
-        components=[
+    return _pipeline(
+        config,
+        metadata_connection_config,
+        [
             example_gen,
             statistics_gen,
             schema_gen,
             example_validator,
             anomalies_gate,
+            *extra_nodes,
             transform,
             trainer,
             model_resolver,
@@ -111,27 +146,54 @@ def create_pipeline(
             serving_validator,
             pusher,
         ],
+    )
+
+
+def _pipeline(
+    config: PipelineConfig, metadata_connection_config: Any | None, components: list[Any]
+) -> tfx.dsl.Pipeline:
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components,
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=list(config.beam_pipeline_args),
     )
 
 
+def _span_window(window: int, example_gen: MtrecExampleGen) -> tfx.dsl.Resolver:
+    """The validated spans before this run's, already in MLMD (see SpanWindowStrategy)."""
+    return tfx.dsl.Resolver(
+        strategy_class=span_window.SpanWindowStrategy,
+        config={"window": window},
+        **{
+            span_window.CURRENT_KEY: example_gen.outputs["examples"],
+            # Every artifact of the type: the strategy keeps the data component's.
+            span_window.EXAMPLES_KEY: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples),
+            span_window.ANOMALIES_KEY: tfx.dsl.Channel(
+                type=tfx.types.standard_artifacts.ExampleAnomalies
+            ),
+        },
+    ).with_id("span_window_resolver")
+
+
+def _blessed_before(artifacts: tfx.dsl.Channel, node_id: str) -> tfx.dsl.Resolver:
+    """The newest blessed model created before every artifact in ``artifacts``."""
+    return tfx.dsl.Resolver(
+        strategy_class=BaselineModelStrategy,
+        candidate=artifacts,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id(node_id)
+
+
 def _baseline_resolver(strategy: str, candidate: tfx.dsl.Channel) -> tfx.dsl.Resolver:
     """The Resolver that picks the Evaluator's baseline (see PipelineConfig)."""
-    models = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
-    blessings = tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
-    if strategy == "latest_blessed":
-        resolver = tfx.dsl.Resolver(
-            strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-            model=models,
-            model_blessing=blessings,
-        )
-    else:
-        resolver = tfx.dsl.Resolver(
-            strategy_class=BaselineModelStrategy,
-            candidate=candidate,
-            model=models,
-            model_blessing=blessings,
-        )
-    return resolver.with_id("baseline_model_resolver")
+    if strategy != "latest_blessed":
+        return _blessed_before(candidate, "baseline_model_resolver")
+    return tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("baseline_model_resolver")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,16 +19,18 @@ from mtrec.cli.common import (
 )
 from mtrec.cli.data import add_data_args, data_config, data_source
 from mtrec.errors import MtrecError, PipelineError
+from mtrec.pipeline.config import DEFAULT_KEEP_VERSIONS, DEFAULT_PIPELINE_NAME, DEFAULT_WINDOW
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
     from mtrec.data.source import DataSource
+    from mtrec.pipeline.config import PipelineConfig
     from mtrec.results.store import RunSummary
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from mtrec.models.hparams import ModelConfig
     from mtrec.pipeline import local_runner
-    from mtrec.pipeline.config import PipelineConfig
+    from mtrec.pipeline.config import ContinuousSettings, PipelineConfig
     from mtrec.results import store as results
 
     output_dir = Path(args.output_dir).resolve()
@@ -45,11 +48,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         ModelConfig.from_dict,
         {**ModelConfig().to_dict(), **model_overrides(args.model_config), **overrides},
     )  # Checked before any work.
-    using_movielens = not (args.train_file or args.interactions)  # Incl. --train-ratings.
+    using_movielens = not (args.train_file or args.interactions or args.logs)
     schema = schema_choice(args, curated=using_movielens)
     evaluation = evaluation_settings(args)
     data = data_config(args)
-    source = data_source(args)
+    source, spans = continuous_source(args)
     config = PipelineConfig(
         pipeline_name=args.pipeline_name,
         pipeline_root=str(output_dir / "pipeline_root"),
@@ -61,11 +64,42 @@ def cmd_run(args: argparse.Namespace) -> int:
         schema=schema,
         beam_pipeline_args=tuple(args.beam_arg)
         if args.beam_arg
-        else local_runner.default_beam_args(input_bytes(source)),
+        else local_runner.default_beam_args(input_bytes(source, args.window)),
         enable_cache=not args.no_cache,
+        keep_versions=args.keep_versions,
     )
-    log.info("Running pipeline '%s' on %s", config.pipeline_name, source.base)
+    for span in spans:
+        if args.logs:
+            config = dataclasses.replace(
+                config,
+                continuous=checked(
+                    ContinuousSettings,
+                    span=span,
+                    window=args.window,
+                    warm_start=not args.cold_start,
+                ),
+            )
+            log.info(
+                "Running pipeline '%s' on %s, span %s",
+                config.pipeline_name,
+                source.base,
+                "newest" if span is None else span,
+            )
+        else:
+            log.info("Running pipeline '%s' on %s", config.pipeline_name, source.base)
+        _run_once(config, output_dir)
+        summary = results.latest_run(
+            results.open_store(local_runner.metadata_path(output_dir)), config.pipeline_name
+        )
+        print(format_summary(summary))
+    return 0
+
+
+def _run_once(config: PipelineConfig, output_dir: Path) -> None:
+    """One local pipeline run; a component's failure becomes one line."""
     import tensorflow as tf
+
+    from mtrec.pipeline import local_runner
 
     try:
         local_runner.run(config, output_dir)
@@ -74,20 +108,58 @@ def cmd_run(args: argparse.Namespace) -> int:
         # errors in RuntimeError): its root cause in one line. mtrec's own errors pass as is.
         log.debug("component failure", exc_info=True)
         raise PipelineError(f"pipeline failed in a component: {_root_cause(err)}") from None
-    summary = results.latest_run(
-        results.open_store(local_runner.metadata_path(output_dir)), config.pipeline_name
-    )
-    print(format_summary(summary))
-    return 0
 
 
-def input_bytes(data_source: DataSource) -> int | None:
-    """The raw inputs' total size (None when remote), to pick the Beam running mode."""
+def continuous_source(args: argparse.Namespace) -> tuple[DataSource, list[int | None]]:
+    """The data source, and the spans to run one after the other: ``[None]`` (the newest
+    span, or no spans at all) unless --span or --spans names them."""
+    from mtrec.data import source
+
+    if not args.logs:
+        if args.span is not None or args.spans or args.cold_start or args.window is not None:
+            raise MtrecError("--span, --spans, --window and --cold-start go with --logs DIR")
+        return data_source(args), [None]
+    others = ("movielens_dir", "interactions", "train_ratings", "train_file")
+    if any(getattr(args, name) for name in others):
+        raise MtrecError(
+            "--logs takes the place of --movielens-dir, --interactions, --train-ratings "
+            "and --train-file: give one data source"
+        )
+    if args.span is not None and args.spans:
+        raise MtrecError("give --span N or --spans FIRST-LAST, not both")
+    args.window = DEFAULT_WINDOW if args.window is None else args.window
+    logs = source.spans(args.logs)
+    if args.spans:
+        return logs, list(span_range(args.spans))
+    return logs, [args.span]
+
+
+def span_range(text: str) -> range:
+    """--spans: ``FIRST-LAST`` (inclusive) or one span number."""
+    first, _, last = text.partition("-")
+    try:
+        start, end = int(first), int(last or first)
+    except ValueError:
+        raise MtrecError(f"--spans must be FIRST-LAST, e.g. 3-6; got {text!r}") from None
+    if start < 0 or end < start:
+        raise MtrecError(f"--spans must be FIRST-LAST with FIRST <= LAST; got {text!r}")
+    return range(start, end + 1)
+
+
+def input_bytes(data_source: DataSource, window: int | None = None) -> int | None:
+    """The raw inputs' total size (None when remote), to pick the Beam running mode; for logs
+    by span, the newest ``window`` + 1 spans' (what one run reads)."""
     from mtrec.data import build, source
 
     if source.is_remote(data_source.base):
         return None
-    files = build.resolve_files(data_source.base, data_source.roles)
+    roles = data_source.roles
+    if window is not None:
+        newest = source.span_numbers(data_source.base)[-(window + 1) :]
+        folders = [p for p in Path(data_source.base).iterdir() if source.SPAN_NAME.match(p.name)]
+        chosen = [p for p in folders if int(source.SPAN_NAME.match(p.name).group(1)) in newest]
+        return sum(f.stat().st_size for folder in chosen for f in folder.rglob("*") if f.is_file())
+    files = build.resolve_files(data_source.base, roles)
     return sum(os.path.getsize(path) for paths in files.values() for path in paths)
 
 
@@ -155,7 +227,6 @@ def format_summary(summary: RunSummary) -> str:
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """run."""
     from mtrec.models.hparams import STRATEGIES, ModelConfig
-    from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 
     run = commands.add_parser("run", help="run the whole pipeline with the local runner")
     run.add_argument(
@@ -166,6 +237,38 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--pipeline-name", default=DEFAULT_PIPELINE_NAME)
     add_data_args(run)
+    spans = run.add_argument_group(
+        "continuous training (logs laid out as DIR/span-<number>/, one folder per day or week)"
+    )
+    spans.add_argument(
+        "--logs",
+        metavar="DIR",
+        help="your own logs, one folder per span (span-1/, span-2/... or span-0001/...): "
+        "ingest one span, train on the spans before it, evaluate on it",
+    )
+    spans.add_argument("--span", type=int, help="the span to ingest (default: the newest)")
+    spans.add_argument(
+        "--spans",
+        metavar="FIRST-LAST",
+        help="run once per span, in order, e.g. 3-6 (each run warm-starts from the last)",
+    )
+    spans.add_argument(
+        "--window",
+        type=int,
+        help=f"spans trained on, the ones before the ingested span (default {DEFAULT_WINDOW})",
+    )
+    spans.add_argument(
+        "--cold-start",
+        action="store_true",
+        help="train from scratch instead of from the last blessed model's weights",
+    )
+    run.add_argument(
+        "--keep-versions",
+        type=int,
+        default=DEFAULT_KEEP_VERSIONS,
+        help="pushed model versions kept in the serving folder; older ones are removed "
+        f"once a new one is in place (default {DEFAULT_KEEP_VERSIONS})",
+    )
     run.add_argument("--epochs", type=int, help=f"default {ModelConfig.epochs}")
     run.add_argument("--batch-size", type=int, help=f"default {ModelConfig.batch_size}")
     run.add_argument(

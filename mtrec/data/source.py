@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 from mtrec.errors import DataError
 
@@ -37,6 +38,9 @@ MOVIELENS_FILES = {
     RECBOLE: {INTERACTIONS: "ml-100k.inter", USERS: "ml-100k.user", ITEMS: "ml-100k.item"},
 }
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfr", ".gz")
+# Continuous training: one folder per span (a day, a week...), TFX ExampleGen's {SPAN} spec.
+SPAN_FOLDER = "span-{SPAN}"
+SPAN_NAME = re.compile(r"span-(\d+)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,3 +166,31 @@ def logs(
 def is_tfrecord(path: str) -> bool:
     """TFRecord of tf.Examples (by suffix; .gz means gzipped TFRecord), else CSV."""
     return path.endswith(TFRECORD_SUFFIXES)
+
+
+def spans(directory: str) -> DataSource:
+    """Your own labelled logs as one folder per span, ``span-{SPAN}/`` (a day, a week...):
+    TFX's ExampleGen driver picks the span (the newest, or the one asked for) and records it."""
+    if not is_remote(directory):
+        span_numbers(directory)  # A clear error now rather than in the driver.
+    base = directory.rstrip("/") if is_remote(directory) else _absolute(directory)
+    return DataSource(LOGS, base, ((INTERACTIONS, f"{SPAN_FOLDER}/*"),))
+
+
+def span_numbers(directory: str) -> list[int]:
+    """The spans in a local or remote logs folder, sorted; none is an error."""
+    import tensorflow as tf
+
+    if not tf.io.gfile.isdir(directory):
+        raise DataError(f"{directory}: no such folder")
+    found = sorted(
+        int(match.group(1))
+        for name in tf.io.gfile.listdir(directory)
+        if (match := SPAN_NAME.match(name.rstrip("/")))
+    )
+    if not found:
+        raise DataError(
+            f"{directory}: no span folders; expected one folder per span, named "
+            "span-<number> (e.g. span-1/ or span-0001/), each with CSV or TFRecord logs"
+        )
+    return found
