@@ -1,0 +1,491 @@
+"""Benchmark: continuous training span after span, warm-started against cold-started (issue 15).
+
+Two streams of logs laid out one folder per span (`DIR/span-NNNN/*.csv`):
+- MovieLens-100K cut into weekly spans (`mtrec.data.spans.write_movielens_spans`: each rating
+  an impression plus sampled never-rated ones);
+- synthetic logs whose tastes drift from span to span (`mtrec.data.synth.write_spans`).
+
+Per data set, after an initial window of K spans, for N consecutive spans s it runs, as a user
+would and one after the other (so load is alike):
+
+    mtrec run --logs DIR --span s --window K --output-dir WORK/<set>/warm
+    mtrec run --logs DIR --span s --window K --cold-start --output-dir WORK/<set>/cold
+
+One run at span K first (trained on the K-1 spans before it) gives both chains a served model,
+so the first measured warm run has one to start from. After each run it reads the run back
+from its output dir's MLMD: the Trainer's seconds, its epochs and whether it warm-started (the
+Trainer's history.json), each head's headline metric on the eval span (the span ingested),
+blessing, the pushed version, and for a pushed model the Evaluator's comparison with the model
+it replaced. It prints one table per data set and a summary: the median Trainer speed-up
+(cold seconds / warm seconds) and every pushed model that is worse than the one it replaced on
+a head's headline metric (blessing allows a small loss).
+
+--bad-span S writes a small extra file into span S before any run: a non-numeric rating
+(`--bad-kind rating`, the data component refuses the file) or ages of 500 (`--bad-kind age`, a
+schema anomaly). The file stays, as a bad delivery would; the benchmark reports whether the
+served model stayed through span S and whether span S+1 ran normally.
+
+Not a test; the full runs take long. The 2-core machines are shared: it prints the 1-minute
+load average at start and end.
+
+    .venv/bin/python benchmarks/continuous.py [--only movielens|synthetic] [--spans 6]
+        [--window 4] [--epochs E] [--synthetic-rows 20k] [--drift 1.0]
+        [--movielens-dir DIR] [--bad-span S [--bad-kind rating|age]] [--workdir DIR]
+        [--json FILE] [--extra="--batch-size 2048"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from scale import fmt, git_commit
+
+from mtrec import names as F
+from mtrec.cli.synth import row_count
+from mtrec.data import movielens, spans, synth
+from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+from mtrec.pipeline.local_runner import metadata_path
+from mtrec.results import inspection
+from mtrec.results import store as results
+
+MODES = ("warm", "cold")
+HISTORY_FILE = "history.json"  # What the Trainer writes in its ModelRun directory.
+BAD_FILE = "bad-00000.csv"  # Not hidden, not metadata: a span reader reads it.
+BAD_KINDS = ("rating", "age")
+BAD_ROWS = 20
+SYNTHETIC_SHARDS = 2
+DATA_SETS = ("movielens", "synthetic")
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One `mtrec run` at one span, warm or cold, as MLMD and the Trainer recorded it."""
+
+    span: int
+    mode: str
+    code: int
+    wall_s: float
+    trainer_s: float | None = None
+    epochs: int | None = None
+    warm_started: bool | None = None
+    trained_spans: list[int] | None = None
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # Headline, per head.
+    blessed: bool | None = None
+    pushed_version: str | None = None
+    serving_before: int | None = None  # Newest version in serving_model before the run.
+    serving_after: int | None = None
+    worse_than_replaced: list[str] = dataclasses.field(default_factory=list)
+    failed_node: str | None = None
+    error: str = ""  # The last stderr line of a failed run.
+
+
+@dataclasses.dataclass
+class DataSetRun:
+    """Every run on one data set."""
+
+    name: str
+    logs: str
+    window: int
+    warm_up: int | None
+    measured: list[int]
+    bad_span: int | None
+    runs: list[RunResult]
+
+    def result(self, span: int, mode: str) -> RunResult | None:
+        return next((r for r in self.runs if r.span == span and r.mode == mode), None)
+
+
+# ----------------------------------------------------------------------------- pure parts
+
+
+def choose_spans(available: list[int], window: int, count: int) -> tuple[int | None, list[int]]:
+    """The warm-up span (the K-th, trained on the spans before it; None for a window of 1)
+    and the ``count`` spans measured after the initial window of ``window`` spans."""
+    ordered = sorted(available)
+    warm_up = ordered[window - 1] if window >= 2 and len(ordered) >= window else None
+    return warm_up, ordered[window : window + count]
+
+
+def speedup(warm: RunResult | None, cold: RunResult | None) -> float | None:
+    """Cold Trainer seconds over warm ones, where both trained."""
+    if not (warm and cold and warm.trainer_s and cold.trainer_s):
+        return None
+    return cold.trainer_s / warm.trainer_s
+
+
+def _pair(warm: Any, cold: Any, spec: str = "") -> str:
+    def one(value: Any) -> str:
+        if isinstance(value, bool):
+            return "y" if value else "n"
+        if value is None or isinstance(value, str):
+            return value or "-"
+        return fmt(value, spec)
+
+    return f"{one(warm)}/{one(cold)}"
+
+
+HEADLINE = {head: F.HEAD_METRICS[head][0] for head in F.HEADS}
+COLUMNS = (
+    ("span", 6),
+    ("trainer s warm", 15),
+    ("trainer s cold", 15),
+    ("ratio", 7),
+    ("epochs w/c", 11),
+    ("rating_rmse w/c", 17),
+    ("click_auc w/c", 15),
+    ("purchase_auc w/c", 17),
+    ("blessed", 8),
+    ("pushed", 8),
+)
+
+
+def format_table(data: DataSetRun) -> str:
+    """The per-span table of one data set; a failed run shows the node that failed."""
+    header = "".join(f"{name:>{width}}" for name, width in COLUMNS)
+    lines = [header]
+    for span in data.measured:
+        warm, cold = data.result(span, "warm"), data.result(span, "cold")
+        runs = (warm, cold)
+        cells = [
+            f"{span}{'*' if span == data.bad_span else ''}",
+            *(_seconds(r) for r in runs),
+            fmt(speedup(warm, cold), ".2f"),
+            _pair(*(r.epochs if r else None for r in runs)),
+            *(
+                _pair(*(r.metrics.get(head) if r else None for r in runs), ".4f")
+                for head in F.HEADS
+            ),
+            _pair(*(r.blessed if r else None for r in runs)),
+            _pair(*(r.pushed_version if r else None for r in runs)),
+        ]
+        lines.append("".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)))
+    return "\n".join(lines)
+
+
+def _seconds(run: RunResult | None) -> str:
+    """Trainer seconds, marked (w) when warm-started; FAILED and the node for a failed run."""
+    if run is None:
+        return "-"
+    if run.code != 0 and run.trainer_s is None:
+        return f"FAILED {run.failed_node or ''}".strip()[:14]
+    return fmt(run.trainer_s, ".1f") + (" (w)" if run.warm_started else "")
+
+
+def _yes(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
+
+
+def summary_lines(data: DataSetRun) -> list[str]:
+    """The median Trainer speed-up, pushed models worse than the one they replaced, and
+    what the bad span did."""
+    ratios = [
+        r
+        for span in data.measured
+        if span != data.bad_span
+        and (r := speedup(data.result(span, "warm"), data.result(span, "cold"))) is not None
+    ]
+    lines = [
+        f"median Trainer speed-up (cold s / warm s) over {len(ratios)} spans: "
+        + (f"{statistics.median(ratios):.2f}x" if ratios else "-")
+    ]
+    cold_warm = [r for r in data.runs if r.mode == "warm" and r.warm_started is False]
+    if cold_warm:
+        lines.append(
+            "warm runs that did NOT warm-start: spans " + ", ".join(str(r.span) for r in cold_warm)
+        )
+    lost = [r for r in data.runs if r.pushed_version and r.worse_than_replaced]
+    if lost:
+        lines.append("pushed models worse than the one they replaced (blessing's tolerance):")
+        lines += [f"  span {r.span} {r.mode}: {', '.join(r.worse_than_replaced)}" for r in lost]
+    else:
+        lines.append("no pushed model was worse than the one it replaced on a headline metric")
+    if data.bad_span is not None:
+        lines += bad_span_lines(data)
+    return lines
+
+
+def bad_span_lines(data: DataSetRun) -> list[str]:
+    """What the bad span did to each chain, and whether the span after it ran normally."""
+    span = data.bad_span
+    later = [s for s in data.measured if s > span]
+    lines = [f"bad span {span}:"]
+    for mode in MODES:
+        bad = data.result(span, mode)
+        if bad is None:
+            continue
+        if bad.code != 0:
+            what = f"run failed (exit {bad.code}) in {bad.failed_node or '?'}: {bad.error}"
+        else:
+            what = f"run succeeded: blessed {_yes(bad.blessed)}"
+        stayed = bad.serving_before == bad.serving_after and not bad.pushed_version
+        lines.append(
+            f"  {mode}: {what}; serving version {fmt(bad.serving_before, 'd')} -> "
+            f"{fmt(bad.serving_after, 'd')} ({'stayed' if stayed else 'CHANGED'})"
+        )
+        after = data.result(later[0], mode) if later else None
+        if after is not None:
+            normal = after.code == 0 and after.trainer_s is not None
+            trained = "?" if after.trained_spans is None else str(after.trained_spans)
+            lines.append(
+                f"  {mode}, next span {after.span}: "
+                + ("ran normally" if normal else f"FAILED in {after.failed_node or '?'}")
+                + f", trained on spans {trained}, blessed {_yes(after.blessed)}, "
+                f"pushed {after.pushed_version or '-'}"
+            )
+    return lines
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def write_movielens(work: Path, movielens_dir: str | None) -> Path:
+    """MovieLens-100K (fetched into the cache unless given) as weekly spans under ``work``."""
+    source = Path(movielens_dir) if movielens_dir else movielens.fetch()
+    logs = work / "logs"
+    started = time.perf_counter()
+    found = spans.write_movielens_spans(source, logs)
+    print(
+        f"[movielens] {len(found)} weekly spans in {logs} "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return logs
+
+
+def write_synthetic(work: Path, rows: int, count: int, drift: float) -> Path:
+    """``count`` synthetic spans of ``rows`` rows, tastes drifting up to ``drift``."""
+    logs = work / "logs"
+    started = time.perf_counter()
+    config = synth.SynthConfig(rows=rows, shards=SYNTHETIC_SHARDS, days=7)
+    synth.write_spans(logs, config, spans=count, drift=drift)
+    print(
+        f"[synthetic] {count} spans of {rows:,} rows, drift 0 -> {drift:g}, in {logs} "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return logs
+
+
+def inject_bad_rows(folder: Path, kind: str) -> Path:
+    """A small extra file in a span folder, rows copied from its first file with one bad
+    value: 'rating' a non-numeric rating, 'age' ages of 500 (a schema anomaly)."""
+    source = spans.span_files(folder)[0]
+    with open(source, newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        rows = [row for _, row in zip(range(BAD_ROWS), reader, strict=False)]
+    if kind == "rating":
+        rows[0][header.index(F.RATING)] = "four"
+    else:
+        for row in rows:
+            row[header.index(F.AGE)] = "500"
+    target = folder / BAD_FILE
+    with open(target, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return target
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def newest_version(serving_dir: Path) -> int | None:
+    """The newest pushed version in a serving_model directory, if any."""
+    if not serving_dir.is_dir():
+        return None
+    versions = [int(p.name) for p in serving_dir.iterdir() if p.name.isdigit()]
+    return max(versions, default=None)
+
+
+def latest_summary(output_dir: Path) -> results.RunSummary | None:
+    """The newest run recorded in an output dir's MLMD, if any."""
+    path = metadata_path(output_dir)
+    if not os.path.exists(path):
+        return None
+    try:
+        return results.latest_run(results.open_store(path), DEFAULT_PIPELINE_NAME)
+    except LookupError:
+        return None
+
+
+def read_history(model_run_uri: str | None) -> dict[str, Any]:
+    """The Trainer's history.json (per-epoch losses, ``epochs_run``, ``warm_start``)."""
+    if not model_run_uri:
+        return {}
+    path = Path(model_run_uri) / HISTORY_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def worse_heads(summary: results.RunSummary) -> list[str]:
+    """Heads whose headline metric is worse than the baseline model's, with both values."""
+    if not summary.evaluation_uri:
+        return []
+    found = inspection.inspect_evaluation(summary.evaluation_uri, summary)
+    return [
+        f"{row['head']} {row['metric']} {row['baseline']:.4f} -> {row['candidate']:.4f}"
+        for row in found.headline()
+        if row["verdict"] == "worse"
+    ]
+
+
+def run_span(
+    logs: Path, output_dir: Path, span: int, mode: str, window: int, args: argparse.Namespace
+) -> RunResult:
+    """One `mtrec run` at ``span`` into ``output_dir``, then read back from its MLMD."""
+    command = [
+        sys.executable,
+        *("-m", "mtrec", "run", "--logs", str(logs), "--span", str(span)),
+        *("--window", str(window), "--output-dir", str(output_dir)),
+        *(["--cold-start"] if mode == "cold" else []),
+        *(["--epochs", str(args.epochs)] if args.epochs else []),
+        *(word for extra in args.extra for word in shlex.split(extra)),
+    ]
+    before = latest_summary(output_dir)
+    serving = output_dir / "serving_model"
+    result = RunResult(span, mode, 0, 0.0, serving_before=newest_version(serving))
+    prefix = output_dir.parent / "runs" / f"span-{span:04d}-{mode}"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    print(f"  span {span} {mode}: load {os.getloadavg()[0]:.2f}; {shlex.join(command)}", flush=True)
+    started = time.perf_counter()
+    with open(f"{prefix}.out", "wb") as out, open(f"{prefix}.err", "wb") as err:
+        result.code = subprocess.run(command, stdout=out, stderr=err, check=False).returncode
+    result.wall_s = time.perf_counter() - started
+    result.serving_after = newest_version(serving)
+    if result.code != 0:
+        lines = Path(f"{prefix}.err").read_text(errors="replace").strip().splitlines()
+        result.error = lines[-1][:300] if lines else ""
+    summary = latest_summary(output_dir)
+    if summary is None or (before is not None and summary.run_id == before.run_id):
+        print(f"    no new run in MLMD (exit {result.code}): {result.error}", flush=True)
+        return result
+    result.trainer_s = next(
+        (c.seconds for c in summary.components if c.node == "Trainer" and c.state == "executed"),
+        None,
+    )
+    result.failed_node = next((c.node for c in summary.components if c.state == "failed"), None)
+    result.blessed = summary.blessed
+    result.pushed_version = summary.pushed_version
+    result.metrics = {
+        head: summary.metrics[head][name]
+        for head, name in HEADLINE.items()
+        if name in summary.metrics.get(head, {})
+    }
+    # Issue 15's RunSummary fields (spans trained on, warm start), where this version has them.
+    result.trained_spans = getattr(summary, "trained_spans", None)
+    history = read_history(summary.model_run_uri) if result.trainer_s is not None else {}
+    losses = history.get("loss")
+    result.epochs = history.get("epochs_run", len(losses) if isinstance(losses, list) else None)
+    warm = history.get("warm_start")
+    if isinstance(warm, dict):
+        result.warm_started = bool(warm.get("warm_started"))
+    else:
+        result.warm_started = getattr(summary, "warm_start", None)
+    if result.pushed_version:
+        result.worse_than_replaced = worse_heads(summary)
+    print(
+        f"    exit {result.code}, {result.wall_s:.0f} s, Trainer {fmt(result.trainer_s, '.1f')} s"
+        f", blessed {result.blessed}, pushed {result.pushed_version or '-'}",
+        flush=True,
+    )
+    return result
+
+
+def run_data_set(name: str, logs: Path, work: Path, args: argparse.Namespace) -> DataSetRun:
+    """The warm-up span, then every measured span, warm then cold, one after the other."""
+    warm_up, measured = choose_spans(list(spans.find_spans(logs)), args.window, args.spans)
+    if len(measured) < args.spans:
+        print(f"[{name}] only {len(measured)} spans after the window of {args.window}")
+    bad = None
+    if args.bad_span is not None:
+        if args.bad_span not in measured[:-1]:
+            sys.exit(
+                f"--bad-span must be a measured span with one after it: one of {measured[:-1]}"
+            )
+        bad = args.bad_span
+        written = inject_bad_rows(spans.find_spans(logs)[bad], args.bad_kind)
+        print(f"[{name}] bad data ({args.bad_kind}) in {written}", flush=True)
+    for mode in MODES:
+        shutil.rmtree(work / mode, ignore_errors=True)  # Fresh: no model, no cache.
+    runs = []
+    for span in ([warm_up] if warm_up is not None else []) + measured:
+        for mode in MODES:
+            runs.append(run_span(logs, work / mode, span, mode, args.window, args))
+    return DataSetRun(name, str(logs), args.window, warm_up, measured, bad, runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=DATA_SETS, help="one data set (default: both)")
+    parser.add_argument("--spans", type=int, default=6, help="spans measured (default 6)")
+    parser.add_argument("--window", type=int, default=4, help="spans trained on (default 4)")
+    parser.add_argument("--epochs", type=int, help="`mtrec run --epochs` (default: its own)")
+    parser.add_argument(
+        "--synthetic-rows", type=row_count, default=20_000, help="rows per synthetic span"
+    )
+    parser.add_argument("--drift", type=float, default=1.0, help="synthetic drift by the end")
+    parser.add_argument("--movielens-dir", help="MovieLens-100K (default: fetched, cached)")
+    parser.add_argument("--bad-span", type=int, help="inject bad data into this span")
+    parser.add_argument("--bad-kind", choices=BAD_KINDS, default="rating")
+    parser.add_argument("--workdir", default="/tmp/mtrec-continuous", help="logs and outputs")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--extra", action="append", default=[], help="more `mtrec run` args, shell-quoted"
+    )
+    args = parser.parse_args()
+    if args.spans < 1 or args.window < 1:
+        parser.error("--spans and --window must be at least 1")
+    workdir = Path(args.workdir)
+    load_at_start = os.getloadavg()[0]
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(f"continuous benchmark, {os.cpu_count()} cores, 1-min load at start {load_at_start:.2f}")
+    done = []
+    for name in (args.only,) if args.only else DATA_SETS:
+        work = workdir / name
+        shutil.rmtree(work / "logs", ignore_errors=True)
+        if name == "movielens":
+            logs = write_movielens(work, args.movielens_dir)
+        else:
+            count = args.window + args.spans
+            logs = write_synthetic(work, args.synthetic_rows, count, args.drift)
+        done.append(run_data_set(name, logs, work, args))
+    load_at_end = os.getloadavg()[0]
+    for data in done:
+        print(
+            f"\n{data.name}: window {data.window}, warm-up span {fmt(data.warm_up, 'd')}, "
+            f"measured spans {data.measured[0]}-{data.measured[-1]}"
+            + (f" (* bad data: {args.bad_kind})" if data.bad_span is not None else "")
+            + "; (w): warm-started"
+        )
+        print(format_table(data))
+        print("\n".join(summary_lines(data)))
+    print(f"\n1-min load average: {load_at_start:.2f} at start, {load_at_end:.2f} at end")
+    if args.json:
+        figures = {
+            "started": started,
+            "commit": git_commit(),
+            "command": shlex.join(sys.argv),
+            "cores": os.cpu_count(),
+            "load_1m": [load_at_start, load_at_end],
+            "data_sets": [dataclasses.asdict(d) for d in done],
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
