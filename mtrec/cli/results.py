@@ -1,4 +1,5 @@
-"""`mtrec inspect` and `mtrec report`: what the latest evaluation says."""
+"""`mtrec inspect` and `mtrec report`: what the latest evaluation says (``--history``: what
+every run did)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,18 @@ from mtrec.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
     from mtrec.results.inspection import Inspection
+    from mtrec.results.store import HistoryRow
+
+
+def _metadata_path(args: argparse.Namespace) -> str:
+    """The MLMD database of --output-dir."""
+    from mtrec.pipeline import local_runner
+
+    return local_runner.metadata_path(Path(args.output_dir).resolve())
 
 
 def _load_inspection(args: argparse.Namespace) -> Inspection:
     """The evaluation named by --evaluation, or the latest evaluated run's, via MLMD."""
-    from mtrec.pipeline import local_runner
     from mtrec.results import inspection
     from mtrec.results import store as results
 
@@ -29,16 +37,35 @@ def _load_inspection(args: argparse.Namespace) -> Inspection:
     try:
         if args.evaluation:
             return inspection.inspect_evaluation(args.evaluation, rule=rule)
-        store = results.open_store(local_runner.metadata_path(Path(args.output_dir).resolve()))
+        store = results.open_store(_metadata_path(args))
         run = results.latest_run(store, args.pipeline_name, evaluated=True)
         return inspection.inspect_evaluation(run.evaluation_uri, run=run, rule=rule)
     except (FileNotFoundError, LookupError) as err:  # No MLMD database, no (evaluated) run.
         raise MtrecError(f"{err.args[0] if err.args else err}") from None
 
 
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from mtrec.results.inspection import format_text
+def _load_history(args: argparse.Namespace) -> list[HistoryRow]:
+    """Every run of --pipeline-name in --output-dir's MLMD (none with --evaluation)."""
+    from mtrec.results.inspection import load_history
 
+    if args.evaluation:
+        return []
+    return load_history(_metadata_path(args), args.pipeline_name)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from mtrec.results.inspection import format_history, format_text, history_json
+
+    if args.history:
+        if args.evaluation:
+            raise MtrecError("--history reads the runs from MLMD: drop --evaluation")
+        rows = _load_history(args)
+        print(
+            json.dumps(history_json(rows), indent=2)
+            if args.format == "json"
+            else format_history(rows)
+        )
+        return 0
     found = _load_inspection(args)
     print(
         json.dumps(found.to_json(), indent=2)
@@ -51,7 +78,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mtrec.results.report import write_report
 
-    path = write_report(_load_inspection(args), args.html)
+    path = write_report(_load_inspection(args), args.html, history=_load_history(args))
     print(f"Report written to {path}")
     return 0
 
@@ -104,6 +131,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     _add_inspect_args(inspect)
     inspect.add_argument("--format", choices=("text", "json"), default="text")
     inspect.add_argument(
+        "--history",
+        action="store_true",
+        help="one line per run of the pipeline instead: spans trained and evaluated on, "
+        "warm or cold start, headline metrics, blessing, pushed version",
+    )
+    inspect.add_argument(
         "--thresholds",
         action="store_true",
         help="list every threshold with its value and outcome, not only the failed ones "
@@ -111,7 +144,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     )
     inspect.set_defaults(func=cmd_inspect)
 
-    report = commands.add_parser("report", help="write a self-contained HTML report")
+    report = commands.add_parser(
+        "report",
+        help="write a self-contained HTML report (with two or more runs in MLMD, also their "
+        "headline metrics across runs)",
+    )
     report.add_argument(
         "--html", required=True, metavar="OUT", help="the report file to write, e.g. report.html"
     )

@@ -2,7 +2,8 @@
 candidate against the baseline, and slices much worse than overall.
 
 Reads TFMA's own output files (metrics, validation result, eval config) and, when the
-evaluation is found through MLMD, the run's blessing and pushed version.
+evaluation is found through MLMD, the run's blessing and pushed version. ``--history``: one
+line per run of the pipeline (spans, warm or cold start, headline metrics, blessing, push).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from mtrec import names as F
 from mtrec.errors import MtrecError
-from mtrec.results.store import RunSummary, data_fingerprint_warning
+from mtrec.results.store import HistoryRow, RunSummary, data_fingerprint_warning
 
 OVERALL = "overall"
 # Metrics shown per head (TFMA names), the first one being the head's headline metric.
@@ -629,3 +630,111 @@ def _flag_lines(inspection: Inspection) -> list[str]:
     return ["Flagged slices (much worse than overall; marked ! above):"] + [
         f"  ! {flag.describe()}" for flag in inspection.flags
     ]
+
+
+# ----------------------------------------------------------------------------- history
+
+# Each head's headline metric as a history column: rating_rmse, click_auc, purchase_auc.
+HISTORY_METRICS = {
+    head: f"{head}_{SHORT_NAMES[F.HEAD_METRICS[head][0]].lower()}" for head in F.HEADS
+}
+HISTORY_HEADER = (
+    "run",
+    "started",
+    "span",
+    "trained on spans",
+    "eval span",
+    "start",
+    *HISTORY_METRICS.values(),
+    "blessed",
+    "pushed",
+)
+
+
+def load_history(metadata_path: str, pipeline_name: str) -> list[HistoryRow]:
+    """Every run of ``pipeline_name`` in the MLMD database at ``metadata_path``, oldest
+    first; no database or no run is an ``MtrecError``."""
+    from mtrec.results import store
+
+    try:
+        return store.run_history(store.open_store(metadata_path), pipeline_name)
+    except (FileNotFoundError, LookupError) as err:
+        raise MtrecError(f"{err.args[0] if err.args else err}") from None
+
+
+def spans_text(spans: Iterable[int]) -> str:
+    """Spans compactly: '3-6' for three or more in a row, else listed ('1,3,4'); '-': none."""
+    ordered = sorted(set(spans))
+    parts: list[str] = []
+    start = 0
+    for index in range(1, len(ordered) + 1):
+        if index < len(ordered) and ordered[index] == ordered[index - 1] + 1:
+            continue
+        run = ordered[start:index]
+        parts += [f"{run[0]}-{run[-1]}"] if len(run) >= 3 else [str(n) for n in run]
+        start = index
+    return ",".join(parts) or "-"
+
+
+def stopped_text(row: HistoryRow) -> str | None:
+    """'stopped: <node> failed' for a run that a failed node stopped, '<node> not finished'
+    for one still running (or killed), else None."""
+    if row.failed_node:
+        return f"stopped: {row.failed_node} failed"
+    return f"{row.unfinished_node} not finished" if row.unfinished_node else None
+
+
+def history_cells(row: HistoryRow) -> list[str]:
+    """One run as the cells of ``HISTORY_HEADER``; a stopped run says so under blessed."""
+    eval_span = "-" if row.eval_span is None else str(row.eval_span)
+    if row.eval_split_of_trained:
+        eval_span += " (eval split)"  # The classic pipeline: a held-out split, not a span.
+    start = {True: "warm", False: "cold", None: "-"}[row.warm_start]
+    metrics = [
+        f"{row.metrics[head]:.4f}" if head in row.metrics else "-" for head in HISTORY_METRICS
+    ]
+    blessed = {True: "yes", False: "no", None: "-"}[row.blessed]
+    pushed = row.pushed_version or "-"
+    if row.pushed_version and row.pushed_cached:
+        pushed += " (cached)"  # An earlier run's push: this one pushed nothing.
+    stopped = stopped_text(row)
+    return [
+        row.run_id,
+        row.started.astimezone().strftime("%Y-%m-%d %H:%M"),  # Local time.
+        "-" if row.span is None else str(row.span),
+        spans_text(row.trained_spans),
+        eval_span,
+        start,
+        *metrics,
+        stopped or blessed,
+        "" if stopped else pushed,
+    ]
+
+
+def format_history(rows: list[HistoryRow]) -> str:
+    """The terminal table, one line per run, oldest first. A stopped (or unfinished) run's
+    note runs on from the blessed column."""
+    cells = [history_cells(row) for row in rows]
+    blessed = HISTORY_HEADER.index("blessed")
+
+    def column_width(i: int) -> int:
+        shown = [c[i] for c in cells]
+        if i == blessed:  # A stopped run's note may overflow into the pushed column.
+            shown = [c[i] for c, row in zip(cells, rows, strict=True) if not stopped_text(row)]
+        return max(len(value) for value in (HISTORY_HEADER[i], *shown))
+
+    widths = [column_width(i) for i in range(len(HISTORY_HEADER))]
+    numbers = {HISTORY_HEADER.index(name) for name in HISTORY_METRICS.values()}
+
+    def line(values: Iterable[str]) -> str:
+        return "  ".join(
+            value.rjust(width) if i in numbers else value.ljust(width)
+            for i, (value, width) in enumerate(zip(values, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(HISTORY_HEADER), *(line(c) for c in cells)])
+
+
+def history_json(rows: list[HistoryRow]) -> dict[str, Any]:
+    """``inspect --history --format json``: every run, oldest first."""
+    return {"runs": [row.to_json() for row in rows]}

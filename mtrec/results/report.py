@@ -1,6 +1,7 @@
 """``mtrec report``: one self-contained HTML page (plots embedded as PNG data URIs) with the
 metrics per head and slice, calibration, rating errors, the baseline comparison, data
-statistics and anomalies, and the training curves per head.
+statistics and anomalies, the training curves per head and, with two or more runs, each
+head's headline metric across runs.
 """
 
 from __future__ import annotations
@@ -11,22 +12,31 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mtrec import names as F
 from mtrec.files import staged_file
 from mtrec.results.inspection import (
+    HISTORY_HEADER,
     OVERALL,
     SHORT_NAMES,
     Inspection,
     baseline_comparison,
+    history_cells,
 )
+from mtrec.results.store import HistoryRow
 
 CALIBRATED_HEADS = F.BINARY_HEADS
 MAX_ERROR_EXAMPLES = 50_000  # Rated eval examples scored for the error histogram.
 STAT_SPLITS = (F.TRAIN, F.EVAL)
+HISTORY_TITLE = "Headline metrics across runs"
+MIN_HISTORY_RUNS = 2  # One run has no history to plot.
+MAX_HISTORY_TICKS = 12  # More runs label every second (third, ...) one.
+# Points of the history plot: blessed runs in green, the others in red.
+BLESSED_STYLE = {"color": "#2e7d32", "marker": "o", "s": 40, "label": "blessed"}
+NOT_BLESSED_STYLE = {"color": "#c62828", "marker": "x", "s": 50, "label": "not blessed"}
 
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -62,16 +72,19 @@ window.addEventListener('load', function () {
 # ----------------------------------------------------------------------------- page
 
 
-def write_report(inspection: Inspection, path: str | os.PathLike) -> Path:
+def write_report(
+    inspection: Inspection, path: str | os.PathLike, history: Sequence[HistoryRow] = ()
+) -> Path:
     """Render the report and write it atomically to ``path``."""
-    page = render(inspection)
+    page = render(inspection, history)
     with staged_file(path) as staging:
         staging.write_text(page, encoding="utf-8")
     return Path(path)
 
 
-def render(inspection: Inspection) -> str:
-    """The whole page as one HTML string."""
+def render(inspection: Inspection, history: Sequence[HistoryRow] = ()) -> str:
+    """The whole page as one HTML string; ``history`` (the pipeline's runs, oldest first)
+    adds a section when it has two or more."""
     run = inspection.run
     sections = [
         ("Metrics per head and slice", _metrics_html(inspection)),
@@ -79,6 +92,10 @@ def render(inspection: Inspection) -> str:
         ("Calibration", _section_or_note(lambda: _calibration_html(inspection))),
         ("Rating error distribution", _section_or_note(lambda: _rating_errors_html(run))),
         ("Candidate vs baseline", _baseline_html(inspection)),
+    ]
+    if len(history) >= MIN_HISTORY_RUNS:
+        sections.append((HISTORY_TITLE, _history_html(history)))
+    sections += [
         ("Data: statistics and anomalies", _section_or_note(lambda: _data_html(run))),
         ("Training curves", _section_or_note(lambda: _training_html(run))),
         ("Thresholds", _thresholds_html(inspection)),
@@ -354,6 +371,70 @@ def slice_chart_figure(inspection: Inspection, head: str) -> Any:
     )
     figure.tight_layout()
     return figure
+
+
+def history_figure(rows: Sequence[HistoryRow]) -> Any:
+    """The matplotlib figure of each head's headline metric across runs (oldest first, one
+    x position per run, labelled by its eval span): green dots blessed, red crosses not;
+    a run without metrics (stopped, say) has its position and no point. The caller closes
+    it."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(F.HEADS), figsize=(4.4 * len(F.HEADS), 3.6))
+    spans = any(row.eval_span or row.span for row in rows)  # The classic pipeline: all 0.
+    labels = [_history_label(index, row, spans) for index, row in enumerate(rows, 1)]
+    for axis, head in zip(axes, F.HEADS, strict=True):
+        name = F.HEAD_METRICS[head][0]
+        shown = [(x, row) for x, row in enumerate(rows) if head in row.metrics]
+        axis.plot(
+            [x for x, _ in shown],
+            [row.metrics[head] for _, row in shown],
+            color="#888",
+            linewidth=1,
+            zorder=1,
+        )
+        for blessed, style in ((True, BLESSED_STYLE), (False, NOT_BLESSED_STYLE)):
+            points = [(x, row.metrics[head]) for x, row in shown if bool(row.blessed) == blessed]
+            if points:
+                xs, ys = zip(*points, strict=True)
+                axis.scatter(xs, ys, zorder=2, **style)
+        step = math.ceil(len(rows) / MAX_HISTORY_TICKS)  # Every run's label, up to a point.
+        axis.set_xticks(range(0, len(rows), step), labels[::step], fontsize=8)
+        axis.set_xlim(-0.5, len(rows) - 0.5)
+        better = "higher" if F.HIGHER_IS_BETTER[name] else "lower"
+        axis.set_title(f"{head} {SHORT_NAMES[name]} ({better} is better)", fontsize=10)
+        axis.tick_params(axis="y", labelsize=8)
+        if shown:
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def _history_label(index: int, row: HistoryRow, spans: bool) -> str:
+    """'run 2' and, in a pipeline with spans, the span evaluated on (or ingested, if the
+    run stopped first)."""
+    label = f"run {index}"
+    if spans and row.eval_span is not None:
+        label += f"\neval span {row.eval_span}"
+    elif spans and row.span is not None:
+        label += f"\nspan {row.span}"
+    if row.failed_node or row.unfinished_node:
+        label += "\nstopped" if row.failed_node else "\nunfinished"
+    return label
+
+
+def _history_html(rows: Sequence[HistoryRow]) -> str:
+    """The plot, and the same runs as `mtrec inspect --history` lists them."""
+    note = (
+        "<p class='note'>Each head's headline metric on the overall slice of the data each "
+        "run was evaluated on (in continuous training, the newest span, so runs are scored "
+        "on different data).</p>"
+    )
+    table = _table(
+        list(HISTORY_HEADER),
+        [[html.escape(cell) for cell in history_cells(row)] for row in rows],
+        css_class="text",
+    )
+    return _image(history_figure(rows), "headline metrics across runs") + note + table
 
 
 def calibration_points(uri: str, head: str) -> list[tuple[float, float, float]]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import math
 import os
 from typing import Any
 
@@ -21,6 +23,11 @@ STATE_NAMES = {
     metadata_store_pb2.Execution.NEW: "new",
     metadata_store_pb2.Execution.CANCELED: "canceled",
 }
+# Node ids whose inputs say what a run trained on, from what and on what it evaluated.
+TRANSFORM = "Transform"
+TRAINER = "Trainer"
+EVALUATOR = "Evaluator"
+PUSHER = "Pusher"
 # Per head: its metrics and its example count.
 HEADLINE_METRICS = {head: (*F.HEAD_METRICS[head], F.COUNT_METRIC[head]) for head in F.HEADS}
 
@@ -61,6 +68,16 @@ class RunSummary:
     # What the data component recorded: counts per split, the training-mean rating RMSE.
     split_counts: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     rating_baseline: float | None = None
+    # Spans (TFX's Examples property): the one the data component ingested, those of the
+    # Transform's input window (the spans trained on) and the one the Evaluator scored.
+    span: int | None = None
+    trained_spans: list[int] = dataclasses.field(default_factory=list)
+    eval_span: int | None = None
+    # The Evaluator scored one of the trained Examples artifacts (its held-out eval split:
+    # the classic one-dataset pipeline), not a later span.
+    eval_split_of_trained: bool = False
+    # Whether the Trainer started from an earlier model (a base_model input); None: no Trainer.
+    warm_start: bool | None = None
 
     @property
     def cached_nodes(self) -> list[str]:
@@ -71,6 +88,47 @@ class RunSummary:
     def data_warning(self) -> str | None:
         """Why the candidate-vs-baseline comparison is across different data, if it is."""
         return data_fingerprint_warning(self.data_fingerprint, self.baseline_data_fingerprint)
+
+    @property
+    def failed_node(self) -> str | None:
+        """The first node whose execution failed (it stopped the run), if any."""
+        return next((c.node for c in self.components if c.state == "failed"), None)
+
+    @property
+    def unfinished_node(self) -> str | None:
+        """The first node still running when MLMD was read (or whose run was killed)."""
+        return next((c.node for c in self.components if c.state in ("running", "new")), None)
+
+
+@dataclasses.dataclass
+class HistoryRow:
+    """One pipeline run in the history of a (continuously trained) pipeline."""
+
+    run_id: str
+    started: datetime.datetime  # When the run's context was created, in UTC.
+    span: int | None  # The span its data component ingested.
+    trained_spans: list[int]
+    eval_span: int | None
+    eval_split_of_trained: bool
+    warm_start: bool | None  # None: the run did not reach the Trainer.
+    metrics: dict[str, float]  # Per head, its headline metric on the overall slice.
+    blessed: bool | None  # None: the run did not reach the Evaluator.
+    pushed_version: str | None
+    failed_node: str | None
+    unfinished_node: str | None = None
+    cached_nodes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def pushed_cached(self) -> bool:
+        """The push is an earlier run's, reused by a cached Pusher: this run pushed nothing."""
+        return PUSHER in self.cached_nodes
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the start time as ISO 8601, non-finite metrics as null)."""
+        row = dataclasses.asdict(self)
+        row["started"] = self.started.isoformat()
+        row["metrics"] = {k: v if math.isfinite(v) else None for k, v in self.metrics.items()}
+        return row
 
 
 def data_fingerprint_warning(candidate: str | None, baseline: str | None) -> str | None:
@@ -100,19 +158,34 @@ def _node_name(store: mlmd.MetadataStore, execution_id: int) -> str:
     return "?"
 
 
+def _pipeline_runs(store: mlmd.MetadataStore, pipeline_name: str) -> list[Any]:
+    """The ``pipeline_run`` contexts of ``pipeline_name``, oldest first; none is an error.
+    A run without a ``pipeline_name`` property (TFX's local runs) belongs to the pipeline
+    whose ``pipeline`` context its executions are in."""
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    in_pipeline = (
+        {e.id for e in store.get_executions_by_context(pipeline.id)} if pipeline else set()
+    )
+    runs = [
+        c
+        for c in store.get_contexts_by_type("pipeline_run")
+        if c.properties["pipeline_name"].string_value == pipeline_name
+        or (
+            not c.properties["pipeline_name"].string_value
+            and any(e.id in in_pipeline for e in store.get_executions_by_context(c.id))
+        )
+    ]
+    if not runs:
+        raise LookupError(f"no run of pipeline '{pipeline_name}' in MLMD")
+    return sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id))
+
+
 def latest_run(
     store: mlmd.MetadataStore, pipeline_name: str, evaluated: bool = False
 ) -> RunSummary:
     """Summarise the most recent run of ``pipeline_name`` (with ``evaluated``, the most
     recent one whose Evaluator produced an evaluation, run or cached)."""
-    runs = [
-        c
-        for c in store.get_contexts_by_type("pipeline_run")
-        if c.properties["pipeline_name"].string_value in ("", pipeline_name)
-    ]
-    if not runs:
-        raise LookupError(f"no run of pipeline '{pipeline_name}' in MLMD")
-    for run in sorted(runs, key=lambda c: (c.create_time_since_epoch, c.id), reverse=True):
+    for run in reversed(_pipeline_runs(store, pipeline_name)):
         summary = _summarise(store, run)
         if summary.evaluation_uri or not evaluated:
             if summary.evaluation_uri:
@@ -121,14 +194,61 @@ def latest_run(
     raise LookupError(f"no run of pipeline '{pipeline_name}' reached the Evaluator")
 
 
+def run_history(store: mlmd.MetadataStore, pipeline_name: str) -> list[HistoryRow]:
+    """One row per run of ``pipeline_name``, oldest first: spans, warm or cold start, each
+    head's headline metric overall, blessing, pushed version and the node that failed."""
+    rows = []
+    for run in _pipeline_runs(store, pipeline_name):
+        summary = _summarise(store, run)
+        metrics = {}
+        if summary.evaluation_uri and _exists(summary.evaluation_uri):
+            by_head = read_evaluation(summary.evaluation_uri)[0]
+            metrics = {
+                head: by_head[head][F.HEAD_METRICS[head][0]]
+                for head in F.HEADS
+                if F.HEAD_METRICS[head][0] in by_head.get(head, {})
+            }
+        rows.append(
+            HistoryRow(
+                run_id=summary.run_id,
+                started=datetime.datetime.fromtimestamp(
+                    run.create_time_since_epoch / 1000, datetime.UTC
+                ),
+                span=summary.span,
+                trained_spans=summary.trained_spans,
+                eval_span=summary.eval_span,
+                eval_split_of_trained=summary.eval_split_of_trained,
+                warm_start=summary.warm_start,
+                metrics=metrics,
+                blessed=summary.blessed,
+                pushed_version=summary.pushed_version,
+                failed_node=summary.failed_node,
+                unfinished_node=summary.unfinished_node,
+                cached_nodes=summary.cached_nodes,
+            )
+        )
+    return rows
+
+
+def _exists(uri: str) -> bool:
+    """Whether an artifact's directory is still there (old runs' outputs may be deleted)."""
+    import tensorflow as tf  # Deferred: slow to import; gfile reads remote URIs too.
+
+    return bool(tf.io.gfile.isdir(uri))
+
+
 def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
     executions = sorted(
         store.get_executions_by_context(run.id), key=lambda e: (e.create_time_since_epoch, e.id)
     )
     summary = RunSummary(run_id=run.name, components=[])
     model_ids: dict[str, int] = {}  # "candidate" / "baseline": Model artifact id.
+    trained_ids: set[int] = set()  # The Transform's input Examples.
+    eval_ids: set[int] = set()  # The Evaluator's.
     for execution in executions:
         node = _node_name(store, execution.id)
+        if node == TRAINER and summary.warm_start is None:
+            summary.warm_start = False  # Until a base_model input says otherwise.
         summary.components.append(
             ComponentRun(
                 node,
@@ -144,14 +264,22 @@ def _summarise(store: mlmd.MetadataStore, run: Any) -> RunSummary:
                 _read_output(summary, node, type_name, artifact)
                 if type_name == "Model":
                     model_ids["candidate"] = artifact.id
-            elif (
-                event.type == metadata_store_pb2.Event.INPUT
-                and type_name == "Model"
-                and event.path.steps
-                and event.path.steps[0].key == "baseline_model"
-            ):
-                summary.baseline_model_uri = artifact.uri
-                model_ids["baseline"] = artifact.id
+            elif event.type == metadata_store_pb2.Event.INPUT:
+                key = event.path.steps[0].key if event.path.steps else ""
+                if type_name == "Model" and key == "baseline_model":
+                    summary.baseline_model_uri = artifact.uri
+                    model_ids["baseline"] = artifact.id
+                elif type_name == "Model" and key == "base_model" and node == TRAINER:
+                    summary.warm_start = True
+                elif type_name == "Examples" and key == "examples" and node == TRANSFORM:
+                    trained_ids.add(artifact.id)
+                    if (span := _span(artifact)) is not None:
+                        summary.trained_spans.append(span)
+                elif type_name == "Examples" and key == "examples" and node == EVALUATOR:
+                    eval_ids.add(artifact.id)
+                    summary.eval_span = _span(artifact)
+    summary.trained_spans = sorted(set(summary.trained_spans))
+    summary.eval_split_of_trained = bool(eval_ids & trained_ids)
     if "candidate" in model_ids:
         summary.data_fingerprint = trained_data_fingerprint(store, model_ids["candidate"])
     if "baseline" in model_ids:
@@ -219,6 +347,7 @@ def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) 
         summary.model_run_uri = artifact.uri
     elif type_name == "Examples" and "ExampleGen" in node:
         summary.examples_uri = artifact.uri
+        summary.span = _span(artifact)
         if "split_counts" in props:
             counts = json_format.MessageToDict(props["split_counts"].struct_value)
             summary.split_counts = {
@@ -234,6 +363,14 @@ def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) 
     elif type_name == "PushedModel" and "pushed" in props and props["pushed"].int_value:
         summary.pushed_to = props["pushed_destination"].string_value
         summary.pushed_version = props["pushed_version"].string_value or None
+
+
+def _span(artifact: Any) -> int | None:
+    """An Examples artifact's TFX ``span`` property (a custom one on older artifacts)."""
+    for props in (artifact.properties, artifact.custom_properties):
+        if "span" in props:
+            return int(props["span"].int_value)
+    return None
 
 
 def read_evaluation(uri: str) -> tuple[dict[str, dict[str, float]], list[str]]:

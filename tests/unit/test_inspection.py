@@ -254,9 +254,10 @@ def test_json_view_keeps_every_threshold_and_adds_the_summary():
 # ----------------------------------------------------------------------------- reading
 
 
-def write_tfma_output(path, eval_config=True, metrics=True, validations=1):
+def write_tfma_output(path, eval_config=True, metrics=True, validations=1, values=None):
     """An Evaluator output directory as TFMA writes it: eval_config.json, metrics and
-    validation result TFRecords of protos."""
+    validation result TFRecords of protos. ``values``: overall metrics, {(head, name):
+    value} (default: click AUC 0.75)."""
     import tensorflow as tf
     from google.protobuf import json_format
     from tensorflow_model_analysis import version
@@ -272,9 +273,10 @@ def write_tfma_output(path, eval_config=True, metrics=True, validations=1):
         (path / "eval_config.json").write_text(json_format.MessageToJson(run))
     if metrics:
         record = metrics_for_slice_pb2.MetricsForSlice()
-        entry = record.metric_keys_and_values.add()
-        entry.key.name, entry.key.output_name = "auc", F.CLICK
-        entry.value.double_value.value = 0.75
+        for (head, name), value in (values or {(F.CLICK, "auc"): 0.75}).items():
+            entry = record.metric_keys_and_values.add()
+            entry.key.name, entry.key.output_name = name, head
+            entry.value.double_value.value = value
         with tf.io.TFRecordWriter(str(path / "metrics-00000-of-00001.tfrecord")) as out:
             out.write(record.SerializeToString())
     for index in range(validations):

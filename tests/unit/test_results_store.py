@@ -50,7 +50,11 @@ def _execute(
     inputs: dict | None = None,
     outputs: dict | None = None,
     exec_properties: dict | None = None,
+    state: str = "complete",
 ) -> dict:
+    """One node's execution in ``run_id``, published as TFX's launcher does: ``complete``
+    (new outputs), ``cached`` (``outputs`` are an earlier execution's), ``failed``, or
+    ``running`` (registered only)."""
     contexts = _contexts(handle, run_id, node)
     execution = execution_publish_utils.register_execution(
         handle,
@@ -59,6 +63,16 @@ def _execute(
         input_artifacts=inputs,
         exec_properties=exec_properties,
     )
+    if state == "cached":
+        execution_publish_utils.publish_cached_executions(
+            handle, contexts, [execution], output_artifacts_maps=[outputs or {}]
+        )
+        return outputs or {}
+    if state == "failed":
+        execution_publish_utils.publish_failed_execution(handle, contexts, execution.id)
+        return {}
+    if state == "running":
+        return {}
     published, _ = execution_publish_utils.publish_succeeded_execution(
         handle, execution.id, contexts, output_artifacts=outputs
     )
