@@ -98,6 +98,10 @@ class ModelConfig:
     batch_size: int = 1024
     epochs: int = 20  # An upper bound: early stopping on the validation loss ends training.
     early_stopping_patience: int = 2
+    # The epoch bound when the Trainer warm-starts from the previous blessed model (a new
+    # span): it starts near where a fresh run stops (about 4 epochs), so a few epochs on the
+    # new span suffice; early stopping still keeps the best. A guess, not yet measured.
+    warm_start_epochs: int = 3
     shuffle_buffer: int = 25_000  # Rows are already shuffled when the examples are written.
     seed: int = 42
     distribution: str = "default"
@@ -119,6 +123,8 @@ class ModelConfig:
             raise ValueError(f"distribution must be one of {STRATEGIES}, got {self.distribution!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be positive")
+        if self.warm_start_epochs < 1:
+            raise ValueError("warm_start_epochs must be positive")
         if len(self.blend_weights) != 3:
             raise ValueError("blend_weights needs three weights: rating, click, purchase")
         if not self.learning_rate > 0:

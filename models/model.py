@@ -23,6 +23,13 @@ from mtrec.models.hparams import ModelConfig
 from mtrec.models.layers import MLP, serializable
 
 SELECTION_LOSS = "selection_loss"
+# Transformed feature -> the Transform vocabulary that indexes its table (the vocabulary file
+# is named after the raw key: preprocessing.CATEGORICAL_KEYS and the bags of tokens). Age and
+# year buckets are not vocabularies: their indices are fixed boundaries or quantiles.
+VOCABULARY_FEATURES: dict[str, str] = {
+    F.transformed_name(key): key
+    for key in (F.USER_ID, F.ITEM_ID, F.GENDER, F.OCCUPATION, F.ZIP_PREFIX, F.GENRES, F.TITLE)
+}
 
 
 class ReplicaMeanLoss(tf_keras.losses.Loss):
@@ -430,6 +437,40 @@ class MultiTaskRecommender(tfrs.models.Model):
         # reports the first. Keras's "auto" would sum them over the workers of a
         # MultiWorkerMirroredStrategy, scaling every metric by the number of workers.
         self.distribute_reduction_method = "first"
+
+    def build_weights(self, features: Mapping[str, Any]) -> None:
+        """Create every weight by running the layers once on a batch, without touching the
+        metrics: a warm start restores values before fit() would create them. The retrieval
+        towers run only inside the loss, so they are called here too."""
+        self(features, training=False)
+        if self.retrieval is not None:
+            self.retrieval(
+                (
+                    self.user_encoder(features, training=False),
+                    self.item_encoder(features, training=False),
+                )
+            )
+
+    def vocabulary_variables(self) -> list[tuple[tf.Variable, str]]:
+        """Each variable whose rows are indexed by a Transform vocabulary, with that
+        vocabulary's name: embedding and bag tables, rating-bias tables and the retrieval
+        tower's item log-probabilities. Row ``i`` belongs to the vocabulary's token ``i``, the
+        OOV bucket(s) come last, so a warm start can carry rows over by token. Needs a built
+        model (``build_weights``)."""
+        if not self.built or (self.retrieval is not None and not self.retrieval.built):
+            raise ValueError("build the model first (build_weights) to list its tables")
+        tables: list[tuple[tf.Variable, str]] = []
+        for encoder in (self.user_encoder, self.item_encoder):
+            for key, layer in encoder.embeddings.items():
+                if key in VOCABULARY_FEATURES:
+                    tables.append((layer.embeddings, VOCABULARY_FEATURES[key]))
+            for key, table in encoder.bag_tables.items():
+                tables.append((table, VOCABULARY_FEATURES[key]))
+        for key, bias in (self.rating_biases or {}).items():
+            tables.append((bias.table.embeddings, VOCABULARY_FEATURES[key]))
+        if self.item_log_probability is not None:
+            tables.append((self.item_log_probability, F.ITEM_ID))
+        return tables
 
     def set_item_frequencies(self, counts: Any) -> None:
         """Set p(item) for the retrieval loss's correction from per-index click counts."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from mtrec.models.export import export_model
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.model import SELECTION_LOSS, MultiTaskRecommender
 from mtrec.models.recommend import collect_catalog
+from mtrec.models.warm_start import WarmStart, bundle_dir, restore, save_bundle
 
 log = logging.getLogger(__name__)
 
@@ -168,20 +170,37 @@ def fit(
     config: ModelConfig,
     log_dir: str | None = None,
     strategy: tf.distribute.Strategy | None = None,
+    initial_weights: Callable[[MultiTaskRecommender], WarmStart] | None = None,
 ) -> tuple[MultiTaskRecommender, dict]:
     """Train under ``strategy`` (else the configured one) with early stopping on validation
-    loss. ``config.batch_size`` is the global batch: each replica takes its share of it."""
+    loss. ``config.batch_size`` is the global batch: each replica takes its share of it.
+
+    ``initial_weights`` (e.g. a partial of ``warm_start.restore``) gets the model built on
+    one training batch and may assign its weights; when it reports a warm start, training
+    runs at most ``config.warm_start_epochs`` epochs. Its report is then returned in the
+    history as ``history["warm_start"]`` (a dict; the other entries are per-epoch lists).
+    """
     if strategy is None:
         strategy = make_strategy(config.distribution)
     log.info("Training with %s", describe_strategy(strategy, config.batch_size))
     tf_keras.utils.set_random_seed(config.seed)
     priors = label_priors(train)
     log.info("Label priors from the training split: %s", priors)
+    warm = None
     with strategy.scope():
         model = build_model(cards, config, priors)
+        if initial_weights is not None:
+            # After the priors set the heads' biases, so restored values win; before the
+            # item frequencies, which are recounted on this training split.
+            model.build_weights(next(iter(train)))
+            warm = initial_weights(model)
         if model.retrieval is not None:
             model.set_item_frequencies(click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
-    callbacks: list[tf_keras.callbacks.Callback] = [EpochLog(config.epochs)]
+    epochs = config.epochs
+    if warm is not None and warm.warm_started:
+        epochs = config.warm_start_epochs
+        log.info("Warm-started: at most %d epochs (warm_start_epochs)", epochs)
+    callbacks: list[tf_keras.callbacks.Callback] = [EpochLog(epochs)]
     stopping = None
     if valid is not None:
         stopping = tf_keras.callbacks.EarlyStopping(
@@ -196,7 +215,7 @@ def fit(
     history = model.fit(
         train,
         validation_data=valid,
-        epochs=config.epochs,
+        epochs=epochs,
         callbacks=callbacks,
         verbose=2 if log.isEnabledFor(logging.DEBUG) else 0,
     )
@@ -204,10 +223,15 @@ def fit(
         log.info(
             "Early stopping after %d of %d epochs: kept the weights of epoch %d",
             stopping.stopped_epoch + 1,
-            config.epochs,
+            epochs,
             stopping.best_epoch + 1,
         )
-    return model, {key: [float(v) for v in values] for key, values in history.history.items()}
+    result: dict[str, Any] = {
+        key: [float(v) for v in values] for key, values in history.history.items()
+    }
+    if warm is not None:
+        result["warm_start"] = warm.to_dict()
+    return model, result
 
 
 def make_dataset(
@@ -239,7 +263,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry: fit on 'train', early-stop on 'valid', export for serving.
 
     With ``multi_worker_mirrored`` every worker runs this with its own TF_CONFIG; only the
-    chief writes the history and the serving model.
+    chief writes the history, the serving model and the warm-start bundle beside it.
+
+    Given a ``base_model`` (the previous blessed model, continuous training), unless
+    ``custom_config["warm_start"]`` is false, the model starts from its bundle's weights,
+    table rows mapped by token (see warm_start.py), or from scratch when that is impossible.
     """
     custom = fn_args.custom_config or {}
     config = ModelConfig.from_dict(custom.get("model", {}))
@@ -247,10 +275,27 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
     train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, True)
     valid = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config, False)
+    base_model = fn_args.base_model if custom.get("warm_start", True) else None
+    initial_weights = None
+    if base_model:
+        initial_weights = functools.partial(
+            restore, tft_output=tft_output, base_model_path=base_model
+        )
     model, history = fit(
-        train, valid, cardinalities(tft_output), config, fn_args.model_run_dir, strategy
+        train,
+        valid,
+        cardinalities(tft_output),
+        config,
+        fn_args.model_run_dir,
+        strategy,
+        initial_weights=initial_weights,
     )
     log.info("Trained weights digest: %s", weights_digest(model.trainable_weights))
+    # For benchmarks and reports: whether this run was warm-started, and how long it trained.
+    if "warm_start" not in history:
+        reason = "warm_start is off" if fn_args.base_model else "no base model"
+        history["warm_start"] = WarmStart(fn_args.base_model or "", False, reason).to_dict()
+    history["epochs_run"] = len(history["loss"])
     if is_chief(strategy):
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
@@ -262,5 +307,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     log.info("Recommend catalog: %d items", len(catalog))
     export_dir = worker_export_dir(fn_args.serving_model_dir, strategy)
     export_model(model, tft_output, export_dir, catalog, tuple(config.blend_weights))
+    if is_chief(strategy):  # Beside Format-Serving, in the Model artifact: never pushed.
+        save_bundle(model, tft_output, bundle_dir(fn_args.serving_model_dir))
     if export_dir != fn_args.serving_model_dir:
         tf.io.gfile.rmtree(os.path.dirname(export_dir))
