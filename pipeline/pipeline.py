@@ -15,6 +15,7 @@ from mtrec.components.evaluation import MtrecEvaluator
 from mtrec.components.example_gen import MtrecExampleGen
 from mtrec.components.pusher import MtrecPusher
 from mtrec.components.serving_validator import ServingValidator
+from mtrec.components.span_schema import SpanSchemaGen
 from mtrec.pipeline.config import (
     CURATED,
     INFERRED,
@@ -42,14 +43,19 @@ def create_pipeline(
         span=continuous.span if continuous else None,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_nodes: list[Any] = []
     if config.schema == CURATED:
         schema_gen = CuratedSchemaGen(schema_digest=curated_schema_digest())
     elif config.schema != INFERRED:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema)
+    elif continuous:  # Inferred from the first span, then kept (see SpanSchemaGen).
+        schema_gen = SpanSchemaGen(statistics=statistics_gen.outputs["statistics"])
+        schema_nodes.insert(0, schema_gen.previous_schema_resolver)
     else:
         schema_gen = tfx.components.SchemaGen(
             statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True
         )
+    schema_nodes.append(schema_gen)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
@@ -57,7 +63,7 @@ def create_pipeline(
         return _pipeline(
             config,
             metadata_connection_config,
-            [example_gen, statistics_gen, schema_gen, example_validator],
+            [example_gen, statistics_gen, *schema_nodes, example_validator],
         )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
@@ -135,7 +141,7 @@ def create_pipeline(
         [
             example_gen,
             statistics_gen,
-            schema_gen,
+            *schema_nodes,
             example_validator,
             anomalies_gate,
             *extra_nodes,

@@ -681,7 +681,9 @@ def stopped_text(row: HistoryRow) -> str | None:
     for one still running (or killed), else None."""
     if row.failed_node:
         return f"stopped: {row.failed_node} failed"
-    return f"{row.unfinished_node} not finished" if row.unfinished_node else None
+    if row.unfinished_node:
+        return f"{row.unfinished_node} not finished"
+    return "ingested for a later run's window" if row.ingest_only else None
 
 
 def history_cells(row: HistoryRow) -> list[str]:

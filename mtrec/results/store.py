@@ -117,6 +117,9 @@ class HistoryRow:
     failed_node: str | None
     unfinished_node: str | None = None
     cached_nodes: list[str] = dataclasses.field(default_factory=list)
+    # A run of the data and validation nodes alone: `mtrec run --logs` ingesting a span of
+    # the training window before the run that trains on it.
+    ingest_only: bool = False
 
     @property
     def pushed_cached(self) -> bool:
@@ -225,6 +228,7 @@ def run_history(store: mlmd.MetadataStore, pipeline_name: str) -> list[HistoryRo
                 failed_node=summary.failed_node,
                 unfinished_node=summary.unfinished_node,
                 cached_nodes=summary.cached_nodes,
+                ingest_only=not any(c.node == TRANSFORM for c in summary.components),
             )
         )
     return rows

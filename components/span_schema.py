@@ -1,0 +1,104 @@
+"""SpanSchemaGen: in continuous training, the schema inferred from the first span, then kept.
+
+SchemaGen infers a schema from the statistics it is given. Run on each new span, it would
+learn whatever that span holds, and ExampleValidator would never find anything wrong with
+it. This SchemaGen infers only when no earlier schema exists (the first span ingested);
+afterwards it passes the pipeline's latest schema on unchanged, so every new span is
+validated against what earlier spans looked like.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ml_metadata as mlmd
+from tensorflow_metadata.proto.v0 import schema_pb2
+from tfx import types
+from tfx import v1 as tfx
+from tfx.components.schema_gen import executor as schema_gen_executor
+from tfx.components.schema_gen.component import SchemaGen
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.common import resolver
+from tfx.types import artifact_utils, standard_artifacts, standard_component_specs
+from tfx.types.component_spec import ChannelParameter
+from tfx.utils import io_utils
+
+PREVIOUS_SCHEMA_KEY = "previous_schema"
+MIN_DOMAIN_MASS = 0.9
+
+
+class Executor(schema_gen_executor.Executor):
+    """Copies the previous schema when there is one, else infers as SchemaGen does."""
+
+    def Do(
+        self,
+        input_dict: dict[str, list[types.Artifact]],
+        output_dict: dict[str, list[types.Artifact]],
+        exec_properties: dict[str, Any],
+    ) -> None:
+        previous = input_dict.get(PREVIOUS_SCHEMA_KEY) or []
+        target = os.path.join(
+            artifact_utils.get_single_uri(output_dict[standard_component_specs.SCHEMA_KEY]),
+            schema_gen_executor.DEFAULT_FILE_NAME,
+        )
+        if previous:
+            source = io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(previous))
+            io_utils.copy_file(source, target, overwrite=True)
+            return
+        super().Do(input_dict, output_dict, exec_properties)
+        schema = io_utils.parse_pbtxt_file(target, schema_pb2.Schema())
+        io_utils.write_pbtxt_file(target, with_domain_mass(schema, MIN_DOMAIN_MASS))
+
+
+def with_domain_mass(schema: schema_pb2.Schema, mass: float) -> schema_pb2.Schema:
+    """Let a share (1 - ``mass``) of a later span's string values fall outside the domains
+    the first span showed: a new occupation now and then is growth, not an anomaly; a
+    feature mostly outside its domain still is."""
+    for feature in schema.feature:
+        if feature.HasField("domain") or feature.HasField("string_domain"):
+            feature.distribution_constraints.min_domain_mass = mass
+    return schema
+
+
+class LatestSchemaStrategy(resolver.ResolverStrategy):
+    """The newest ``schema``, or none before the first (TFX's LatestArtifactStrategy fails
+    its node on an empty channel)."""
+
+    def resolve_artifacts(
+        self, store: mlmd.MetadataStore, input_dict: dict[str, list[types.Artifact]]
+    ) -> dict[str, list[types.Artifact]] | None:
+        del store  # Everything needed is in the channel.
+        return {
+            key: sorted(artifacts, key=lambda a: a.id)[-1:] for key, artifacts in input_dict.items()
+        }
+
+
+class SpanSchemaGenSpec(standard_component_specs.SchemaGenSpec):
+    """SchemaGen's spec plus the optional schema of an earlier run."""
+
+    INPUTS = {
+        **standard_component_specs.SchemaGenSpec.INPUTS,
+        PREVIOUS_SCHEMA_KEY: ChannelParameter(type=standard_artifacts.Schema, optional=True),
+    }
+
+
+class SpanSchemaGen(SchemaGen):
+    """SchemaGen that keeps the schema of the first span once there is one."""
+
+    SPEC_CLASS = SpanSchemaGenSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, statistics: types.BaseChannel) -> None:
+        previous = tfx.dsl.Resolver(
+            strategy_class=LatestSchemaStrategy,
+            schema=tfx.dsl.Channel(type=standard_artifacts.Schema),
+        ).with_id("previous_schema_resolver")
+        self.previous_schema_resolver = previous
+        spec = SpanSchemaGenSpec(
+            statistics=statistics,
+            infer_feature_shape=True,
+            previous_schema=previous.outputs["schema"],
+            schema=types.Channel(type=standard_artifacts.Schema),
+        )
+        base_component.BaseComponent.__init__(self, spec=spec)
