@@ -171,26 +171,45 @@ def is_tfrecord(path: str) -> bool:
 def spans(directory: str) -> DataSource:
     """Your own labelled logs as one folder per span, ``span-{SPAN}/`` (a day, a week...):
     TFX's ExampleGen driver picks the span (the newest, or the one asked for) and records it."""
-    if not is_remote(directory):
-        span_numbers(directory)  # A clear error now rather than in the driver.
+    folder = SPAN_FOLDER
+    if not is_remote(directory):  # Checked now rather than in the driver.
+        folder = span_folder_pattern(span_folders(directory))
     base = directory.rstrip("/") if is_remote(directory) else _absolute(directory)
-    return DataSource(LOGS, base, ((INTERACTIONS, f"{SPAN_FOLDER}/*"),))
+    return DataSource(LOGS, base, ((INTERACTIONS, f"{folder}/*"),))
 
 
-def span_numbers(directory: str) -> list[int]:
-    """The spans in a local or remote logs folder, sorted; none is an error."""
+def span_folder_pattern(names: list[str]) -> str:
+    """``span-{SPAN}``, or ``span-{SPAN:4}`` for folders zero-padded to 4 digits (TFX pads
+    the span to that width when it looks for one by number)."""
+    digits = {SPAN_NAME.match(name).group(1) for name in names}
+    widths = {len(d) for d in digits if d.startswith("0")}
+    if not widths:
+        return SPAN_FOLDER
+    width = widths.pop()
+    if widths or any(len(d) != width for d in digits):
+        raise DataError(
+            "span folders must all be numbered the same way, either span-1, span-2... or "
+            f"zero-padded to one width (span-0001...); found {', '.join(sorted(names)[:4])}"
+        )
+    return SPAN_FOLDER.replace("{SPAN}", f"{{SPAN:{width}}}")
+
+
+def span_folders(directory: str) -> list[str]:
+    """The span folder names in a logs folder; none is an error."""
     import tensorflow as tf
 
     if not tf.io.gfile.isdir(directory):
         raise DataError(f"{directory}: no such folder")
-    found = sorted(
-        int(match.group(1))
-        for name in tf.io.gfile.listdir(directory)
-        if (match := SPAN_NAME.match(name.rstrip("/")))
-    )
+    names = [n.rstrip("/") for n in tf.io.gfile.listdir(directory)]
+    found = [n for n in names if SPAN_NAME.match(n)]
     if not found:
         raise DataError(
             f"{directory}: no span folders; expected one folder per span, named "
             "span-<number> (e.g. span-1/ or span-0001/), each with CSV or TFRecord logs"
         )
     return found
+
+
+def span_numbers(directory: str) -> list[int]:
+    """The spans in a local or remote logs folder, sorted; none is an error."""
+    return sorted(int(SPAN_NAME.match(name).group(1)) for name in span_folders(directory))
