@@ -53,7 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     evaluation = evaluation_settings(args)
     data = data_config(args)
     source, spans = continuous_source(args)
-    config = PipelineConfig(
+    config = checked(
+        PipelineConfig,
         pipeline_name=args.pipeline_name,
         pipeline_root=str(output_dir / "pipeline_root"),
         source=source,
