@@ -15,7 +15,7 @@ from mtrec.components.evaluation import MtrecEvaluator
 from mtrec.components.example_gen import MtrecExampleGen
 from mtrec.components.pusher import MtrecPusher
 from mtrec.components.serving_validator import ServingValidator
-from mtrec.components.span_schema import SpanSchemaGen
+from mtrec.components.span_schema import PREVIOUS_SCHEMA_KEY, SpanSchemaGen
 from mtrec.pipeline.config import (
     CURATED,
     INFERRED,
@@ -29,12 +29,17 @@ RUN_FN = f"{TRAINER_MODULE}.run_fn"
 
 
 def create_pipeline(
-    config: PipelineConfig, metadata_connection_config: Any | None = None
+    config: PipelineConfig, metadata_connection_config: Any | None = None, *, kubeflow: bool = False
 ) -> tfx.dsl.Pipeline:
     """MtrecExampleGen (raw logs to split examples, in Beam) → StatisticsGen → SchemaGen
     → ExampleValidator → AnomaliesGate → Transform → Trainer → (baseline: the blessed model
     the candidate would replace) Evaluator → ServingValidator (the candidate served over
-    gRPC) → Pusher."""
+    gRPC) → Pusher.
+
+    ``kubeflow``: for KubeflowV2DagRunner, which compiles only TFX's built-in resolver
+    strategies. In continuous training a run then trains on its own span (no span window:
+    nothing built in resolves one), warm-starts from the latest blessed model and keeps the
+    latest schema (see README: Kubeflow)."""
     continuous = config.continuous
     example_gen = MtrecExampleGen(
         config.source,
@@ -50,6 +55,8 @@ def create_pipeline(
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema)
     elif continuous:  # Inferred from the first span, then kept (see SpanSchemaGen).
         schema_gen = SpanSchemaGen(statistics=statistics_gen.outputs["statistics"])
+        if kubeflow:
+            _keep_latest_schema(schema_gen)
         schema_nodes.insert(0, schema_gen.previous_schema_resolver)
     else:
         schema_gen = tfx.components.SchemaGen(
@@ -72,7 +79,7 @@ def create_pipeline(
     training_examples = example_gen.outputs["examples"]
     train_splits = [F.TRAIN]
     extra_nodes: list[Any] = []
-    if continuous:
+    if continuous and not kubeflow:
         window = _span_window(continuous.window, example_gen)
         training_examples = window.outputs[span_window.EXAMPLES_KEY]
         train_splits = [F.TRAIN, F.EVAL]
@@ -92,8 +99,12 @@ def create_pipeline(
     base_model = None
     if continuous and continuous.warm_start:
         # The blessed model older than this run's examples: the one serving when the span
-        # arrived, so a cached re-run resolves the same one.
-        warm_resolver = _blessed_before(example_gen.outputs["examples"], "warm_start_resolver")
+        # arrived, so a cached re-run resolves the same one (Kubeflow: the newest blessed).
+        warm_resolver = (
+            _latest_blessed("warm_start_resolver")
+            if kubeflow
+            else _blessed_before(example_gen.outputs["examples"], "warm_start_resolver")
+        )
         base_model = warm_resolver.outputs["model"]
         extra_nodes.append(warm_resolver)
     trainer = tfx.components.Trainer(
@@ -198,8 +209,24 @@ def _baseline_resolver(strategy: str, candidate: tfx.dsl.Channel) -> tfx.dsl.Res
     """The Resolver that picks the Evaluator's baseline (see PipelineConfig)."""
     if strategy != "latest_blessed":
         return _blessed_before(candidate, "baseline_model_resolver")
+    return _latest_blessed("baseline_model_resolver")
+
+
+def _latest_blessed(node_id: str) -> tfx.dsl.Resolver:
+    """TFX's built-in newest blessed model (Kubeflow V2 compiles it, not custom strategies)."""
     return tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("baseline_model_resolver")
+    ).with_id(node_id)
+
+
+def _keep_latest_schema(schema_gen: SpanSchemaGen) -> None:
+    """Kubeflow V2: SpanSchemaGen's previous schema from TFX's built-in LatestArtifactStrategy,
+    the newest Schema as LatestSchemaStrategy picks it locally."""
+    previous = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        schema=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Schema),
+    ).with_id("previous_schema_resolver")
+    schema_gen.spec.inputs[PREVIOUS_SCHEMA_KEY] = previous.outputs["schema"]
+    schema_gen.previous_schema_resolver = previous

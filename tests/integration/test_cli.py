@@ -73,10 +73,16 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
     # nothing is built on this machine first.
     assert "dependentTasks" not in tasks["MtrecExampleGen"]
     params = tasks["MtrecExampleGen"]["inputs"]["parameters"]
-    assert params["input_base"]["runtimeValue"]["constantValue"]["stringValue"] == (
-        "gs://bucket/mtrec/ml-100k"
-    )
-    assert "u.data" in params["input_config"]["runtimeValue"]["constantValue"]["stringValue"]
+    assert params["input_base"]["runtimeValue"]["constant"] == ("gs://bucket/mtrec/ml-100k")
+    assert "u.data" in params["input_config"]["runtimeValue"]["constant"]
+    # One training run, no span: no runtime parameter, TFX's own ExampleGen driver.
+    assert "inputDefinitions" not in spec["root"] and "range_config" not in params
+    driver = spec["deploymentSpec"]["executors"]["MtrecExampleGen_executor"]["container"]
+    assert driver["lifecycle"]["preCacheCheck"]["command"] == [
+        "python",
+        "-m",
+        "tfx.orchestration.kubeflow.v2.file_based_example_gen.driver",
+    ]
     executors = spec["deploymentSpec"]["executors"]
     images = {e["container"]["image"] for e in executors.values() if "container" in e}
     assert images == {image}
@@ -94,7 +100,7 @@ def test_kubeflow_spec_has_every_task_on_the_given_image(tmp_path):
 def _evaluation_settings(spec_file) -> dict:
     spec = json.loads(spec_file.read_text())["pipelineSpec"]
     parameters = spec["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["parameters"]
-    value = parameters["evaluation_settings"]["runtimeValue"]["constantValue"]["stringValue"]
+    value = parameters["evaluation_settings"]["runtimeValue"]["constant"]
     return json.loads(value)
 
 
