@@ -25,6 +25,7 @@ STATE_NAMES = {
 }
 # Node ids whose inputs say what a run trained on, from what and on what it evaluated.
 TRANSFORM = "Transform"
+ANOMALIES_GATE = "AnomaliesGate"
 TRAINER = "Trainer"
 EVALUATOR = "Evaluator"
 PUSHER = "Pusher"
@@ -228,7 +229,10 @@ def run_history(store: mlmd.MetadataStore, pipeline_name: str) -> list[HistoryRo
                 failed_node=summary.failed_node,
                 unfinished_node=summary.unfinished_node,
                 cached_nodes=summary.cached_nodes,
-                ingest_only=not any(c.node == TRANSFORM for c in summary.components),
+                # The window's backfill runs have no gate (see pipeline.create_pipeline).
+                ingest_only=not any(
+                    c.node in (ANOMALIES_GATE, TRANSFORM) for c in summary.components
+                ),
             )
         )
     return rows

@@ -252,6 +252,24 @@ def test_a_run_still_running_says_which_node(tmp_path):
     assert inspection.format_history(rows).splitlines()[-1].endswith("-  Trainer not finished")
 
 
+def test_a_backfill_run_of_the_window_says_so(tmp_path):
+    path = continuous_store(tmp_path)
+    with metadata.Metadata(metadata.sqlite_metadata_connection_config(path)) as handle:
+        _ingest(handle, tmp_path, "run-4", 6)  # Data and validation nodes only.
+    rows = store.run_history(store.open_store(path), PIPELINE)
+    assert [(r.run_id, r.ingest_only) for r in rows] == [
+        ("run-1", False),
+        ("run-2", False),
+        ("run-3", False),
+        ("run-4", True),
+    ]
+    assert (
+        inspection.format_history(rows)
+        .splitlines()[-1]
+        .endswith("-  ingested for a later run's window")
+    )
+
+
 def test_a_push_reused_by_a_cached_pusher_says_so(tmp_path):
     rows = _rows(tmp_path)[:1]
     rows.append(dataclasses.replace(rows[0], run_id="run-1b", cached_nodes=["Pusher"]))
@@ -374,6 +392,7 @@ def test_inspect_history_on_the_command_line(tmp_path, capsys):
         "failed_node": None,
         "unfinished_node": None,
         "cached_nodes": [],
+        "ingest_only": False,
     }
     assert [r["failed_node"] for r in runs] == [None, None, "AnomaliesGate"]
 
