@@ -69,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         enable_cache=not args.no_cache,
         keep_versions=args.keep_versions,
     )
+    failed: list[int | None] = []
     for span in spans:
         if args.logs:
             config = dataclasses.replace(
@@ -88,11 +89,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         else:
             log.info("Running pipeline '%s' on %s", config.pipeline_name, source.base)
-        _run_once(config, output_dir)
+        try:
+            _run_once(config, output_dir)
+        except MtrecError as err:
+            if len(spans) == 1:
+                raise
+            # Catching up over a range: a bad span stops its own run, not the next ones.
+            print(f"Span {span}: {err}")
+            failed.append(span)
+            continue
         summary = results.latest_run(
             results.open_store(local_runner.metadata_path(output_dir)), config.pipeline_name
         )
         print(format_summary(summary))
+    if failed:
+        raise PipelineError(
+            f"the run of span(s) {', '.join(map(str, failed))} failed (see above); "
+            "the other spans ran"
+        )
     return 0
 
 

@@ -87,7 +87,11 @@ class RunSummary:
 
     @property
     def data_warning(self) -> str | None:
-        """Why the candidate-vs-baseline comparison is across different data, if it is."""
+        """Why the candidate-vs-baseline comparison is across different data, if it is.
+        Continuous training evaluates on a later span than any model trained on: models
+        trained on different windows is the point there, and neither saw the eval rows."""
+        if self.trained_spans and not self.eval_split_of_trained:
+            return None
         return data_fingerprint_warning(self.data_fingerprint, self.baseline_data_fingerprint)
 
     @property

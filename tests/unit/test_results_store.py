@@ -7,6 +7,7 @@ so the Trainer's custom_config is stored exactly as in a pipeline run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -257,3 +258,11 @@ def test_the_fingerprint_is_found_up_the_lineage_from_the_data_component(tmp_pat
     mlmd = store.open_store(path)
     assert store.trained_data_fingerprint(mlmd, model.id) == "cafe0001"
     assert store.trained_data_fingerprint(mlmd, model.id, depth=0) is None
+
+
+def test_no_warning_when_continuous_training_evaluates_on_a_later_span(tmp_path):
+    summary = _runs(tmp_path, "aaaa1111", "bbbb2222")
+    classic = dataclasses.replace(summary, trained_spans=[0], eval_split_of_trained=True)
+    assert classic.data_warning is not None
+    later_span = dataclasses.replace(summary, trained_spans=[3, 4], eval_span=5)
+    assert later_span.data_warning is None
