@@ -24,8 +24,13 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 from tfx.types.component_spec import ChannelParameter
 from tfx.utils import io_utils
 
+from mtrec import names as F
+from mtrec.data.config import CURATED_SCHEMA
+
 PREVIOUS_SCHEMA_KEY = "previous_schema"
 MIN_DOMAIN_MASS = 0.9
+# Contract columns whose range holds for any data: an age or a year (0: unknown).
+PLAUSIBLE_RANGES = (F.AGE, F.YEAR)
 
 
 class Executor(schema_gen_executor.Executor):
@@ -48,7 +53,21 @@ class Executor(schema_gen_executor.Executor):
             return
         super().Do(input_dict, output_dict, exec_properties)
         schema = io_utils.parse_pbtxt_file(target, schema_pb2.Schema())
-        io_utils.write_pbtxt_file(target, with_domain_mass(schema, MIN_DOMAIN_MASS))
+        curated = io_utils.parse_pbtxt_file(CURATED_SCHEMA, schema_pb2.Schema())
+        schema = with_plausible_ranges(with_domain_mass(schema, MIN_DOMAIN_MASS), curated)
+        io_utils.write_pbtxt_file(target, schema)
+
+
+def with_plausible_ranges(
+    schema: schema_pb2.Schema, curated: schema_pb2.Schema
+) -> schema_pb2.Schema:
+    """Give ``PLAUSIBLE_RANGES`` features the curated schema's integer range: inference sets
+    no numeric bounds, so an age of 500 would otherwise pass."""
+    ranges = {f.name: f.int_domain for f in curated.feature if f.HasField("int_domain")}
+    for feature in schema.feature:
+        if feature.name in PLAUSIBLE_RANGES and feature.type == schema_pb2.INT:
+            feature.int_domain.CopyFrom(ranges[feature.name])
+    return schema
 
 
 def with_domain_mass(schema: schema_pb2.Schema, mass: float) -> schema_pb2.Schema:

@@ -11,7 +11,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from mtrec.cli.run import span_range
 from mtrec.components import pusher
 from mtrec.components.example_gen import SPLIT_COUNTS
-from mtrec.components.span_schema import with_domain_mass
+from mtrec.components.span_schema import with_domain_mass, with_plausible_ranges
 from mtrec.components.span_window import SpanWindowStrategy, window_spans
 from mtrec.data import source
 from mtrec.errors import DataError, MtrecError
@@ -139,3 +139,18 @@ def test_the_first_spans_schema_lets_a_tenth_of_values_be_new():
     masses = {f.name: f.distribution_constraints.min_domain_mass for f in relaxed.feature}
     assert masses["gender"] == pytest.approx(0.9)
     assert not relaxed.feature[1].HasField("distribution_constraints")
+
+
+def test_the_first_spans_schema_bounds_ages_and_years_as_the_contract_does():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx.utils import io_utils
+
+    from mtrec.data.config import CURATED_SCHEMA
+
+    schema = schema_pb2.Schema()
+    for name, kind in (("age", schema_pb2.INT), ("year", schema_pb2.INT), ("rank", schema_pb2.INT)):
+        schema.feature.add(name=name).type = kind
+    curated = io_utils.parse_pbtxt_file(CURATED_SCHEMA, schema_pb2.Schema())
+    bounded = with_plausible_ranges(schema, curated)
+    domains = {f.name: (f.int_domain.min, f.int_domain.max) for f in bounded.feature}
+    assert domains == {"age": (0, 120), "year": (0, 2100), "rank": (0, 0)}
