@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrec.cli.common import DEFAULT_OUTPUT, checked
+from mtrec.cli.skew import add_check_args, run_check
 from mtrec.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
@@ -78,7 +79,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from mtrec.results.report import write_report
 
-    path = write_report(_load_inspection(args), args.html, history=_load_history(args))
+    found = _load_inspection(args)
+    check = run_check(args) if args.requests else None
+    path = write_report(found, args.html, history=_load_history(args), skew=check)
     print(f"Report written to {path}")
     return 0
 
@@ -147,10 +150,18 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser(
         "report",
         help="write a self-contained HTML report (with two or more runs in MLMD, also their "
-        "headline metrics across runs)",
+        "headline metrics across runs; with --requests, serving against training "
+        "distributions)",
     )
     report.add_argument(
         "--html", required=True, metavar="OUT", help="the report file to write, e.g. report.html"
     )
     _add_inspect_args(report)
+    add_check_args(
+        report,
+        "request logs (*.tfrecord, searched recursively), as for `mtrec skew`: adds their "
+        "distributions against training's",
+        required=False,
+        output_dir=False,
+    )
     report.set_defaults(func=cmd_report)

@@ -1,12 +1,13 @@
 """``mtrec report``: one self-contained HTML page (plots embedded as PNG data URIs) with the
 metrics per head and slice, calibration, rating errors, the baseline comparison, data
-statistics and anomalies, the training curves per head and, with two or more runs, each
-head's headline metric across runs.
+statistics and anomalies, the training curves per head, with two or more runs each head's
+headline metric across runs and, given request logs, their distributions against training's.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import json
@@ -26,6 +27,7 @@ from mtrec.results.inspection import (
     baseline_comparison,
     history_cells,
 )
+from mtrec.results.skew import Measurement, SkewCheck, statistics_of
 from mtrec.results.store import HistoryRow
 
 CALIBRATED_HEADS = F.BINARY_HEADS
@@ -37,6 +39,10 @@ MAX_HISTORY_TICKS = 12  # More runs label every second (third, ...) one.
 # Points of the history plot: blessed runs in green, the others in red.
 BLESSED_STYLE = {"color": "#2e7d32", "marker": "o", "s": 40, "label": "blessed"}
 NOT_BLESSED_STYLE = {"color": "#c62828", "marker": "x", "s": 50, "label": "not blessed"}
+SKEW_TITLE = "Serving vs training"
+MAX_CATEGORIES = 12  # Values drawn per categorical feature: the most frequent on either side.
+TRAINING_STYLE = {"color": "#1565c0", "alpha": 0.55, "label": "training"}
+SERVING_STYLE = {"color": "#ef6c00", "alpha": 0.55, "label": "serving"}
 
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2em auto;
@@ -53,6 +59,7 @@ tr.flagged td { background: #fde8e8; } tr.overall td { font-weight: bold; }
 .skipped { color: #888; } .failed { color: #c62828; font-weight: bold; }
 .passed { color: #2e7d32; } .note { color: #666; font-size: 13px; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
+figure.drift { display: inline-block; width: 49%; margin: 0; vertical-align: top; }
 """
 # Lets a headless browser (and a person with devtools) confirm that the page is whole:
 # every image decoded, no script error.
@@ -73,18 +80,23 @@ window.addEventListener('load', function () {
 
 
 def write_report(
-    inspection: Inspection, path: str | os.PathLike, history: Sequence[HistoryRow] = ()
+    inspection: Inspection,
+    path: str | os.PathLike,
+    history: Sequence[HistoryRow] = (),
+    skew: SkewCheck | None = None,
 ) -> Path:
     """Render the report and write it atomically to ``path``."""
-    page = render(inspection, history)
+    page = render(inspection, history, skew)
     with staged_file(path) as staging:
         staging.write_text(page, encoding="utf-8")
     return Path(path)
 
 
-def render(inspection: Inspection, history: Sequence[HistoryRow] = ()) -> str:
+def render(
+    inspection: Inspection, history: Sequence[HistoryRow] = (), skew: SkewCheck | None = None
+) -> str:
     """The whole page as one HTML string; ``history`` (the pipeline's runs, oldest first)
-    adds a section when it has two or more."""
+    adds a section when it has two or more, ``skew`` (a request log's check) another."""
     run = inspection.run
     sections = [
         ("Metrics per head and slice", _metrics_html(inspection)),
@@ -97,6 +109,10 @@ def render(inspection: Inspection, history: Sequence[HistoryRow] = ()) -> str:
         sections.append((HISTORY_TITLE, _history_html(history)))
     sections += [
         ("Data: statistics and anomalies", _section_or_note(lambda: _data_html(run))),
+    ]
+    if skew is not None:
+        sections.append((SKEW_TITLE, _skew_html(skew)))
+    sections += [
         ("Training curves", _section_or_note(lambda: _training_html(run))),
         ("Thresholds", _thresholds_html(inspection)),
     ]
@@ -667,3 +683,212 @@ def _anomalies_html(run: Any) -> str:
     if not rows:
         return f"<p class='passed'>No anomalies in {', '.join(found)} against the " "schema.</p>"
     return _table(["split", "feature", "anomaly"], rows, css_class="text")
+
+
+# ----------------------------------------------------------------------------- serving
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributions:
+    """One compared feature's training and serving distributions, as drawn. Categorical:
+    each value's share of the feature's values. Numeric: each histogram bucket's (low, high)
+    and share of the values."""
+
+    feature: str
+    measurement: Measurement
+    categorical: bool
+    values: tuple[str, ...] = ()
+    training: tuple[float, ...] = ()
+    serving: tuple[float, ...] = ()
+    training_buckets: tuple[tuple[float, float], ...] = ()
+    serving_buckets: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def drifted(self) -> bool:
+        return self.measurement.skewed
+
+    def title(self) -> str:
+        """Feature, comparator, distance and threshold; DRIFTED when over it."""
+        m = self.measurement
+        value = "-" if m.value is None else f"{m.value:.4f}"
+        threshold = "-" if m.threshold is None else f"{m.threshold:g}"
+        mark = "DRIFTED: " if self.drifted else ""
+        return f"{mark}{self.feature}: {m.comparator} {value} (threshold {threshold})"
+
+
+def serving_vs_training(check: SkewCheck) -> list[Distributions]:
+    """Every compared feature's distributions, the drifted ones first (one per feature: its
+    drifted measurement, else its first)."""
+    chosen: dict[str, Measurement] = {}
+    for m in check.result.measurements:  # Skewed first, by feature.
+        chosen.setdefault(m.feature, m)
+    out = []
+    for feature, measurement in chosen.items():
+        training = statistics_of(check.training_statistics, feature)
+        serving = statistics_of(check.requests.statistics, feature)
+        kinds = {s.WhichOneof("stats") for s in (training, serving) if s is not None}
+        if "string_stats" in kinds:
+            values, train_shares, serve_shares = _top_values(training, serving)
+            out.append(
+                Distributions(feature, measurement, True, values, train_shares, serve_shares)
+            )
+        else:
+            train_buckets, train_shares = _histogram(training)
+            serve_buckets, serve_shares = _histogram(serving)
+            out.append(
+                Distributions(
+                    feature,
+                    measurement,
+                    False,
+                    training=train_shares,
+                    serving=serve_shares,
+                    training_buckets=train_buckets,
+                    serving_buckets=serve_buckets,
+                )
+            )
+    return out
+
+
+def _value_shares(feature: Any) -> dict[str, float]:
+    """Each value's share of a categorical feature's values (rank histogram, else top
+    values)."""
+    if feature is None or feature.WhichOneof("stats") != "string_stats":
+        return {}
+    strings = feature.string_stats
+    counts = {b.label: b.sample_count for b in strings.rank_histogram.buckets}
+    if not counts:
+        counts = {v.value: v.frequency for v in strings.top_values}
+    total = strings.common_stats.tot_num_values or sum(counts.values())
+    return {value: count / total for value, count in counts.items()} if total else {}
+
+
+def _top_values(
+    training: Any, serving: Any
+) -> tuple[tuple[str, ...], tuple[float, ...], tuple[float, ...]]:
+    """The most frequent values on either side, with their shares on each."""
+    train, serve = _value_shares(training), _value_shares(serving)
+    values = sorted(
+        set(train) | set(serve), key=lambda v: (-max(train.get(v, 0.0), serve.get(v, 0.0)), v)
+    )[:MAX_CATEGORIES]
+    return (
+        tuple(values),
+        tuple(train.get(v, 0.0) for v in values),
+        tuple(serve.get(v, 0.0) for v in values),
+    )
+
+
+def _histogram(feature: Any) -> tuple[tuple[tuple[float, float], ...], tuple[float, ...]]:
+    """A numeric feature's buckets and each one's share of the values: TFDV's standard
+    histogram, else its quantiles."""
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+
+    if feature is None or feature.WhichOneof("stats") != "num_stats":
+        return (), ()
+    kinds = statistics_pb2.Histogram
+    histograms = {h.type: h for h in feature.num_stats.histograms if h.buckets}
+    histogram = histograms.get(kinds.STANDARD) or histograms.get(kinds.QUANTILES)
+    if histogram is None:
+        return (), ()
+    total = sum(b.sample_count for b in histogram.buckets)
+    if not total:
+        return (), ()
+    return (
+        tuple((b.low_value, b.high_value) for b in histogram.buckets),
+        tuple(b.sample_count / total for b in histogram.buckets),
+    )
+
+
+def drift_figure(drawn: Distributions) -> Any:
+    """The matplotlib figure of one feature: categorical values' shares side by side, or the
+    two histograms overlaid as densities (share / bucket width, so buckets of different
+    widths compare; a one-value bucket is drawn 1 wide). The caller closes it."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6.2, 3.3))
+    if drawn.categorical:
+        positions = range(len(drawn.values))
+        width = 0.4
+        axis.bar([x - width / 2 for x in positions], drawn.training, width, **TRAINING_STYLE)
+        axis.bar([x + width / 2 for x in positions], drawn.serving, width, **SERVING_STYLE)
+        axis.set_xticks(list(positions), list(drawn.values), fontsize=8, rotation=30, ha="right")
+        axis.set_ylabel("share of values", fontsize=8)
+        axis.set_ylim(0, max([*drawn.training, *drawn.serving, 0.0]) * 1.1 or 1.0)
+    else:
+        for buckets, shares, style in (
+            (drawn.training_buckets, drawn.training, TRAINING_STYLE),
+            (drawn.serving_buckets, drawn.serving, SERVING_STYLE),
+        ):
+            widths = [high - low or 1.0 for low, high in buckets]
+            axis.bar(
+                [low for low, _ in buckets],
+                [share / w for share, w in zip(shares, widths, strict=True)],
+                widths,
+                align="edge",
+                **style,
+            )
+        axis.set_ylabel("density (share per unit)", fontsize=8)
+    axis.tick_params(labelsize=8)
+    axis.legend(fontsize=8)
+    axis.set_title(drawn.title(), fontsize=10, color="#c62828" if drawn.drifted else "black")
+    figure.tight_layout()
+    return figure
+
+
+def _skew_html(check: SkewCheck) -> str:
+    """What was compared, the measurements, then each feature's plot: drifted ones first."""
+    drawn = serving_vs_training(check)
+    requests = check.requests
+    which = f"model version {check.version}" if check.version is not None else "the model"
+    drifted = [d.feature for d in drawn if d.drifted]
+    intro = (
+        f"<p>{requests.requests:,} logged requests ({requests.examples:,} examples) served by "
+        f"{html.escape(which)}, against the {html.escape(check.split)} statistics "
+        f"<code>{html.escape(check.training.statistics_uri)}</code> (schema "
+        f"<code>{html.escape(check.training.schema_uri)}</code>). "
+        + (
+            f"<span class='failed'>Drifted: {html.escape(', '.join(drifted))}</span> "
+            f"({len(drifted)} of {len(drawn)} features compared).</p>"
+            if drifted
+            else f"<span class='passed'>No drift in {len(drawn)} features compared.</span></p>"
+        )
+    )
+    if check.absent:
+        intro += (
+            "<p class='note'>Not in the requests, not compared: "
+            f"{html.escape(', '.join(check.absent))}</p>"
+        )
+    rows = [
+        (
+            html.escape(m.feature),
+            html.escape(m.comparator),
+            _number(m.value),
+            "-" if m.threshold is None else f"{m.threshold:g}",
+            "<span class='failed'>drifted</span>" if m.skewed else "ok",
+        )
+        for m in check.result.measurements
+    ]
+    table = _table(
+        ["feature", "comparator", "distance", "threshold", ""],
+        rows,
+        row_classes=["flagged" if m.skewed else "" for m in check.result.measurements],
+    )
+    note = (
+        "<p class='note'>Blue: training, orange: serving. Categorical features: each of the "
+        "most frequent values' share of the values (L-infinity is the largest difference in "
+        "share). Numeric features: TFDV's histograms as densities (Jensen-Shannon compares "
+        "them).</p>"
+    )
+    parts = [intro, table, note]
+    for heading, group in (
+        ("Drifted", [d for d in drawn if d.drifted]),
+        ("Not drifted", [d for d in drawn if not d.drifted]),
+    ):
+        if not group:
+            continue
+        parts.append(f"<h3>{heading}</h3>")
+        parts.extend(
+            f"<figure class='drift' data-feature='{html.escape(d.feature)}' "
+            f"data-drifted='{str(d.drifted).lower()}'>"
+            f"{_image(drift_figure(d), d.title())}</figure>"
+            for d in group
+        )
+    return "\n".join(parts)

@@ -422,21 +422,35 @@ def compared_schema(
     return out
 
 
+def default_slice(statistics: Any) -> Any:
+    """The unsliced dataset of a DatasetFeatureStatisticsList."""
+    datasets = list(statistics.datasets)
+    if not datasets:
+        raise DataError("the statistics hold no dataset")
+    return next((d for d in datasets if d.name in ("", "All Examples")), datasets[0])
+
+
+def feature_name(feature: Any) -> str:
+    """A FeatureNameStatistics' name (its path, dotted)."""
+    return ".".join(feature.path.step) or feature.name
+
+
+def statistics_of(statistics: Any, name: str) -> Any | None:
+    """The unsliced statistics of feature ``name``, if there are any."""
+    return next((f for f in default_slice(statistics).features if feature_name(f) == name), None)
+
+
 def _only(statistics: Any, names: set[str]) -> Any:
     """The default slice of ``statistics`` with only the features in ``names``."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    datasets = list(statistics.datasets)
-    if not datasets:
-        raise DataError("the statistics hold no dataset")
-    dataset = next((d for d in datasets if d.name in ("", "All Examples")), datasets[0])
+    dataset = default_slice(statistics)
     out = statistics_pb2.DatasetFeatureStatisticsList()
     kept = out.datasets.add()
     kept.CopyFrom(dataset)
     del kept.features[:]
     for feature in dataset.features:
-        name = ".".join(feature.path.step) or feature.name
-        if name in names:
+        if feature_name(feature) in names:
             kept.features.add().CopyFrom(feature)
     return out
 
@@ -551,6 +565,9 @@ class SkewCheck:
     training: TrainingData
     version: int | None
     absent: list[str] = dataclasses.field(default_factory=list)  # Not in any request.
+    training_statistics: Any = None  # The training side's DatasetFeatureStatisticsList.
+    schema: Any = None  # The compared schema: the features measured, with their comparators.
+    split: str = F.TRAIN
 
 
 def check_skew(
@@ -611,7 +628,7 @@ def check_skew(
         del compared.feature[:]
         compared.feature.extend(kept)
     result = compare(train_stats, served.statistics, compared)
-    return SkewCheck(result, served, training, version, absent)
+    return SkewCheck(result, served, training, version, absent, train_stats, compared, split)
 
 
 def present_features(statistics: Any) -> set[str]:
@@ -621,7 +638,7 @@ def present_features(statistics: Any) -> set[str]:
         which = feature.WhichOneof("stats")
         common = getattr(feature, which).common_stats if which else None
         if common is None or common.num_non_missing > 0:
-            present.add(".".join(feature.path.step) or feature.name)
+            present.add(feature_name(feature))
     return present
 
 

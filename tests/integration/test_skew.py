@@ -5,6 +5,7 @@ given as paths."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from mtrec import names as F
 from mtrec.cli.main import main
 from mtrec.data import build, source
 from mtrec.data.config import CURATED_SCHEMA, DataConfig
-from mtrec.results import skew
+from mtrec.results import report, skew
 from mtrec.serving.request_log import RequestLogger
 from tests.support.synthetic import make_movielens_dir
 
@@ -382,3 +383,100 @@ def test_requests_with_some_features_compare_those(world, tmp_path, capsys):
     serialized = [e.SerializeToString() for e in rows[:3]]
     inputs["inputs"].CopyFrom(tf.make_tensor_proto(serialized, tf.string))
     assert skew.request_examples(record, F.MODEL_INPUT_KEYS) == serialized
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _report(world, tmp_path, monkeypatch, requests: Path, *extra: str) -> str:
+    """`mtrec report --requests` on an evaluation stand-in; the page."""
+    from tests.unit.test_inspection import make_inspection
+
+    monkeypatch.setattr("mtrec.cli.results._load_inspection", lambda args: make_inspection())
+    out = tmp_path / "report.html"
+    args = ["report", "--html", str(out), "--requests", str(requests), *extra]
+    assert main([*args, "--output-dir", str(world["output_dir"])]) == 0
+    return out.read_text()
+
+
+def _drawn(page: str) -> dict[str, bool]:
+    """Feature → marked drifted, for each plot of the Serving vs training section."""
+    section = page.split(f"<h2>{report.SKEW_TITLE}</h2>", 1)[1].split("<h2>", 1)[0]
+    marks = re.findall(r"<figure class='drift' data-feature='(\w+)' data-drifted='(\w+)'>", section)
+    return {feature: drifted == "true" for feature, drifted in marks}
+
+
+def test_report_draws_the_drifted_features_first_and_marks_them(world, tmp_path, monkeypatch):
+    requests = tmp_path / "shifted"
+    _log_requests(requests, world["splits"][F.EVAL], shift={F.GENDER: "F", F.AGE: 30})
+    page = _report(world, tmp_path, monkeypatch, requests)
+    drawn = _drawn(page)
+    assert len(drawn) == 9 and list(drawn)[:2] == [F.AGE, F.GENDER]
+    assert {f for f, drifted in drawn.items() if drifted} == {F.AGE, F.GENDER}
+    assert "Drifted: age, gender</span> (2 of 9 features compared)" in page
+
+    # The plotted values are the statistics' values.
+    check = skew.check_skew(
+        str(requests), statistics=str(world["stats_dir"]), schema=str(world["schema_dir"])
+    )
+    plots = {d.feature: d for d in report.serving_vs_training(check)}
+    gender = plots[F.GENDER]
+    assert gender.categorical and gender.drifted
+    train = skew.statistics_of(check.training_statistics, F.GENDER).string_stats
+    train_f = next(b.sample_count for b in train.rank_histogram.buckets if b.label == "F")
+    index = gender.values.index("F")
+    assert gender.serving[index] == 1.0
+    assert gender.training[index] == pytest.approx(train_f / train.common_stats.tot_num_values)
+    distance = gender.measurement.value
+    assert distance == pytest.approx(1.0 - gender.training[index])  # L-infinity.
+    assert f"alt='DRIFTED: gender: L-infinity {distance:.4f} (threshold 0.1)'" in page
+    figure = report.drift_figure(gender)
+    try:
+        training_bars, serving_bars = figure.axes[0].containers
+        assert serving_bars[index].get_height() == 1.0
+        assert training_bars[index].get_height() == pytest.approx(gender.training[index])
+    finally:
+        report._pyplot().close(figure)
+
+    age = plots[F.AGE]
+    assert not age.categorical and age.drifted and age.measurement.comparator == "Jensen-Shannon"
+    served_ages = [
+        tf.train.Example.FromString(r).features.feature[F.AGE].int64_list.value[0]
+        for r in world["splits"][F.EVAL]
+    ]
+    assert age.serving_buckets[0][0] == min(served_ages) + 30
+    assert age.serving_buckets[-1][1] == max(served_ages) + 30
+    assert sum(age.serving) == pytest.approx(1.0)
+    figure = report.drift_figure(age)
+    try:
+        _, serving_bars = figure.axes[0].containers
+        for bar, (low, high), share in zip(
+            serving_bars, age.serving_buckets, age.serving, strict=True
+        ):
+            assert bar.get_x() == pytest.approx(low)
+            assert bar.get_width() == pytest.approx(high - low)  # Ages +30: no one-value bucket.
+            assert bar.get_height() * bar.get_width() == pytest.approx(share)
+    finally:
+        report._pyplot().close(figure)
+
+
+def test_report_on_requests_like_the_eval_split_marks_nothing(world, tmp_path, monkeypatch, capsys):
+    requests = tmp_path / "eval_requests"
+    _log_requests(requests, world["splits"][F.EVAL])
+    page = _report(world, tmp_path, monkeypatch, requests)
+    drawn = _drawn(page)
+    assert len(drawn) == 9 and not any(drawn.values())
+    assert "No drift in 9 features compared." in page
+    assert "<h3>Drifted</h3>" not in page
+    # User errors stay one line, and no page is written.
+    out = tmp_path / "none.html"
+    for requests_dir, output_dir, message in (
+        (tmp_path / "missing", world["output_dir"], "no such directory of request logs"),
+        (requests, tmp_path / "no_mlmd", "give --statistics and --schema"),
+    ):
+        args = ["report", "--html", str(out), "--requests", str(requests_dir)]
+        assert main([*args, "--output-dir", str(output_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("mtrec: error: ") and message in err
+        assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
