@@ -40,12 +40,14 @@ class VersionPolicy:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One served model: name, base path (holding numbered version folders), policy, labels."""
+    """One served model: name, base path (holding numbered version folders), policy, labels
+    and its ``logging_config`` (a serialized ``LoggingConfig``; None: requests not logged)."""
 
     name: str
     base_path: str
     policy: VersionPolicy = dataclasses.field(default_factory=VersionPolicy)
     labels: tuple[tuple[str, int], ...] = ()
+    logging_config: bytes | None = None
 
     @property
     def label_map(self) -> dict[str, int]:
@@ -78,12 +80,22 @@ def parse_model_config(text: str, source: str = "model config") -> list[ModelSpe
                 base_path=model.base_path,
                 policy=_policy(model.model_version_policy),
                 labels=tuple(sorted(model.version_labels.items())),
+                logging_config=(
+                    model.logging_config.SerializeToString(deterministic=True)
+                    if model.HasField("logging_config")
+                    else None
+                ),
             )
         )
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: model names must be unique, got {names}")
     return specs
+
+
+def logging_configs(specs: list[ModelSpec]) -> dict[str, bytes]:
+    """Model name -> serialized ``LoggingConfig``, for the models that log requests."""
+    return {s.name: s.logging_config for s in specs if s.logging_config is not None}
 
 
 def read_model_config_file(path: str | Path) -> list[ModelSpec]:
@@ -197,6 +209,9 @@ def model_config_text(specs: list[ModelSpec]) -> str:
             model.model_version_policy.latest.num_versions = spec.policy.num_versions
         for label, version in spec.labels:
             model.version_labels[label] = version
+        if spec.logging_config is not None:
+            model.logging_config.SetInParent()
+            model.logging_config.ParseFromString(spec.logging_config)
     return text_format.MessageToString(config)
 
 

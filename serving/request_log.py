@@ -12,13 +12,19 @@ TF Serving (core/request_logger.cc, core/server_request_logger.cc, config/loggin
   the records as TFRecord files named ``<filename_prefix>-<collector id>-<index>.tfrecord``
   and starts a new file once the current one reaches ``max_file_bytes`` (an empty type means
   ``file`` too);
-- models with the same logging config share one logger (the server keys loggers by config).
+- models with the same logging config share one logger (the server keys loggers by config);
+- a config reload updates the loggers (``ServerRequestLogger.update``, as ServerCore's
+  ReloadConfig calls ``server_request_logger_->Update``): a logger whose config is unchanged
+  is kept, one for a new config is created, and one no model uses any more is closed once its
+  pending records are written.
 
 Logging never blocks or fails a request: ``log_*`` draws the sample and hands the protos to a
 bounded queue; a writer thread builds, serializes and writes the records. When the queue is
 full the record is dropped and counted (``counts().dropped``); a write that fails is counted
 (``failed``) and logged, and the request it came from has long been answered. A logged
 request and response must not be changed afterwards (the gRPC server never does).
+``log_built`` takes a function that builds the protos instead: the REST front end's requests
+become protos in the writer thread, and only when they are sampled.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from google.protobuf import message as proto_message
@@ -61,7 +67,8 @@ _STOP = object()
 
 def _write_errors() -> tuple[type[BaseException], ...]:
     """What building and writing one record can raise: a proto of the wrong type
-    (TypeError), a proto that cannot be encoded, a file system error."""
+    (TypeError), a value ``log_built``'s function cannot convert (TypeError, ValueError), a
+    proto that cannot be encoded, a file system error."""
     import tensorflow as tf
 
     return (TypeError, ValueError, proto_message.Error, OSError, tf.errors.OpError)
@@ -116,6 +123,7 @@ class RequestLogger:
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._counts = LogCounts()
+        self._gate = threading.Lock()  # A queued offer always lands before close()'s stop.
         self._closed = False
         self._writer: Any = None
         self._file_bytes = 0
@@ -148,20 +156,34 @@ class RequestLogger:
             model_spec = _answered_spec(request, response)
         return self._offer(field, model_spec, request, response)
 
-    def _offer(self, field: str, model_spec: Any, request: Any, response: Any) -> bool:
+    def log_built(self, field: str, build: Callable[[], tuple[Any, Any]]) -> bool:
+        """Offer a call whose ``(request, response)`` protos ``build()`` makes, in the writer
+        thread and only if sampled; ``field`` is the PredictionLog field (``predict_log``...)."""
+        if field not in _LOG_FIELDS.values():
+            raise ValueError(f"not a PredictionLog field: {field}")
+        return self._offer(field, None, None, None, build)
+
+    def _offer(
+        self,
+        field: str,
+        model_spec: Any,
+        request: Any,
+        response: Any,
+        build: Callable[[], tuple[Any, Any]] | None = None,
+    ) -> bool:
         if self._random.random() >= self.sampling_rate:
             self._count(offered=1, sampled_out=1)
             return False
-        if self._closed:
-            self._count(offered=1, dropped=1)
-            return False
-        try:
-            self._queue.put_nowait((field, model_spec, request, response, int(time.time())))
-        except queue.Full:
-            self._count(offered=1, dropped=1)
-            return False
-        self._count(offered=1)
-        return True
+        item = (field, model_spec, request, response, build, int(time.time()))
+        with self._gate:
+            queued = not self._closed
+            if queued:
+                try:
+                    self._queue.put_nowait(item)
+                except queue.Full:
+                    queued = False
+        self._count(offered=1, dropped=0 if queued else 1)
+        return queued
 
     def _count(self, **increments: int) -> None:
         with self._lock:
@@ -188,9 +210,10 @@ class RequestLogger:
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Write what is queued, close the file and stop the writer thread."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._gate:
+            if self._closed:
+                return
+            self._closed = True
         try:
             self._queue.put(_STOP, timeout=timeout)
         except queue.Full:
@@ -243,10 +266,19 @@ class RequestLogger:
                 self._flush_file()
 
     def _record(
-        self, field: str, model_spec: Any, request: Any, response: Any, timestamp: int
+        self,
+        field: str,
+        model_spec: Any,
+        request: Any,
+        response: Any,
+        build: Callable[[], tuple[Any, Any]] | None,
+        timestamp: int,
     ) -> bytes:
         from tensorflow_serving.apis import prediction_log_pb2
 
+        if build is not None:
+            request, response = build()
+            model_spec = _answered_spec(request, response)
         record = prediction_log_pb2.PredictionLog()
         metadata = record.log_metadata
         if model_spec is not None:
@@ -303,9 +335,13 @@ def _next_free_index(filename_prefix: str, collector_id: int) -> int:
         + rf"-{collector_id:05d}-(\d+){re.escape(LOG_SUFFIX)}$"
     )
     parent = os.path.dirname(filename_prefix) or "."
-    if not tf.io.gfile.isdir(parent):
-        return 0
-    found = [int(m.group(1)) for n in tf.io.gfile.listdir(parent) if (m := pattern.match(n))]
+    try:
+        if not tf.io.gfile.isdir(parent):
+            return 0  # Made on the first write (which counts a failure if it cannot be).
+        names = tf.io.gfile.listdir(parent)
+    except (OSError, tf.errors.OpError) as err:  # An unreadable folder.
+        raise ConfigError(f"request log {filename_prefix}: cannot list {parent}: {err}") from None
+    found = [int(m.group(1)) for n in names if (m := pattern.match(n))]
     return max(found) + 1 if found else 0
 
 
@@ -361,10 +397,16 @@ def from_logging_config(
 
 class ServerRequestLogger:
     """Every served model's logger, by model name, as TF Serving's ServerRequestLogger:
-    models with the same logging config share one logger; a model without one logs nothing."""
+    models with the same logging config share one logger; a model without one logs nothing.
+    ``update`` swaps in a new config's loggers while requests are being logged."""
 
-    def __init__(self, loggers: Mapping[str, RequestLogger] | None = None) -> None:
-        self.loggers = dict(loggers or {})
+    def __init__(self, loggers: Mapping[str, RequestLogger] | None = None, **options: Any) -> None:
+        self.loggers: dict[str, RequestLogger] = dict(loggers or {})
+        self._options = options  # For the loggers update() creates (max_file_bytes, ...).
+        self._by_config: dict[bytes, RequestLogger] = {}
+        self._next_id = 1 + max((v.collector_id for v in self.loggers.values()), default=-1)
+        self._lock = threading.Lock()  # A lookup and its offer, against update()'s swap.
+        self._update_lock = threading.Lock()  # One update at a time.
 
     @classmethod
     def from_model_server_config(cls, config: Any, **options: Any) -> ServerRequestLogger:
@@ -379,25 +421,86 @@ class ServerRequestLogger:
                 text_format.Parse(text, config)
             except text_format.ParseError as err:
                 raise ConfigError(f"model config: not a ModelServerConfig: {err}") from None
-        shared: dict[bytes, RequestLogger] = {}
-        loggers = {}
-        for model in config.model_config_list.config:
-            if not model.HasField("logging_config"):
-                continue
-            key = model.logging_config.SerializeToString(deterministic=True)
-            if key not in shared:
-                shared[key] = from_logging_config(
-                    model.logging_config, collector_id=len(shared), **options
-                )
-            loggers[model.name] = shared[key]
-        return cls(loggers)
+        logger = cls(**options)
+        logger.update(
+            {
+                model.name: model.logging_config
+                for model in config.model_config_list.config
+                if model.HasField("logging_config")
+            }
+        )
+        return logger
+
+    def update(self, configs: Mapping[str, Any]) -> None:
+        """Log each named model by its ``LoggingConfig`` (a proto or its serialized bytes),
+        as TF Serving's ``ServerRequestLogger::Update``: the logger of a config already
+        served is kept (same files), a new config gets a new logger (a new collector id),
+        and a logger no model uses any more is closed after its pending records are
+        written. A config that cannot make a logger raises ConfigError, nothing changed."""
+        from tensorflow_serving.config import logging_config_pb2
+
+        with self._update_lock:
+            keys = {
+                name: config if isinstance(config, bytes) else _config_key(config)
+                for name, config in configs.items()
+            }
+            created: dict[bytes, RequestLogger] = {}
+            try:
+                for key in keys.values():
+                    if key in self._by_config or key in created:
+                        continue
+                    config = logging_config_pb2.LoggingConfig.FromString(key)
+                    created[key] = from_logging_config(
+                        config, collector_id=self._next_id + len(created), **self._options
+                    )
+            except (ConfigError, proto_message.DecodeError) as err:
+                for logger in created.values():
+                    logger.close()
+                if isinstance(err, ConfigError):
+                    raise
+                raise ConfigError(f"request logging: not a LoggingConfig: {err}") from None
+            by_config = {key: self._by_config.get(key) or created[key] for key in keys.values()}
+            with self._lock:
+                old = self.loggers
+                self.loggers = {name: by_config[key] for name, key in keys.items()}
+                self._by_config = by_config
+            self._next_id += len(created)
+            kept = {id(v) for v in by_config.values()}
+            for logger in _unique(old.values()):
+                if id(logger) not in kept:  # Offers made before the swap are written first.
+                    logger.close()
 
     def log(self, request: Any, response: Any) -> bool:
         """Offer one answered call to its model's logger (by the answering model's name)."""
+        if not self.loggers:
+            return False
         spec = _answered_spec(request, response)
-        logger = self.loggers.get(spec.name) if spec is not None else None
-        return logger.log(request, response, spec) if logger is not None else False
+        if spec is None:
+            return False
+        with self._lock:
+            logger = self.loggers.get(spec.name)
+            return logger.log(request, response, spec) if logger is not None else False
+
+    def log_built(self, model_name: str, field: str, build: Callable[[], tuple[Any, Any]]) -> bool:
+        """Offer a call of ``model_name`` whose ``(request, response)`` ``build()`` makes only
+        if it is sampled (``RequestLogger.log_built``)."""
+        if not self.loggers:
+            return False
+        with self._lock:
+            logger = self.loggers.get(model_name)
+            return logger.log_built(field, build) if logger is not None else False
 
     def close(self, timeout: float | None = 10.0) -> None:
-        for logger in {id(v): v for v in self.loggers.values()}.values():
-            logger.close(timeout)
+        """Write what is queued and close every logger (later offers are dropped)."""
+        with self._update_lock:
+            for logger in _unique(self.loggers.values()):
+                logger.close(timeout)
+
+
+def _config_key(config: Any) -> bytes:
+    """A LoggingConfig's identity, as TF Serving keys loggers: its deterministic bytes."""
+    return config.SerializeToString(deterministic=True)
+
+
+def _unique(loggers: Iterable[RequestLogger]) -> list[RequestLogger]:
+    return list({id(v): v for v in loggers}.values())

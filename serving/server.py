@@ -22,7 +22,6 @@ import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -179,6 +178,46 @@ def _add_classifications(result: Any, outputs: dict) -> None:
                 klass.score = score
 
 
+def predict_response(servable: Servable, signature: str, outputs: dict) -> Any:
+    """The PredictResponse of a Predict call (gRPC, and REST's logged one)."""
+    response = predict_pb2.PredictResponse()
+    _model_spec(response.model_spec, servable, signature)
+    for key, value in outputs.items():
+        response.outputs[key].CopyFrom(to_proto(value))
+    return response
+
+
+def classification_response(servable: Servable, signature: str, outputs: dict) -> Any:
+    """The ClassificationResponse of a Classify call (gRPC, and REST's logged one)."""
+    response = classification_pb2.ClassificationResponse()
+    _model_spec(response.model_spec, servable, signature)
+    _add_classifications(response.result, outputs)
+    return response
+
+
+def regression_response(servable: Servable, signature: str, outputs: dict) -> Any:
+    """The RegressionResponse of a Regress call (gRPC, and REST's logged one)."""
+    response = regression_pb2.RegressionResponse()
+    _model_spec(response.model_spec, servable, signature)
+    for value in np.asarray(outputs["outputs"]).reshape(-1):
+        response.result.regressions.add(value=float(value))
+    return response
+
+
+def run_examples(inference: Inference, request: Any, method: str) -> tuple[Servable, str, dict]:
+    """A ClassificationRequest or RegressionRequest, from gRPC or from REST's JSON: the
+    servable, the signature and its outputs."""
+    name, version, label = _requested(request.model_spec)
+    return inference.run_examples(
+        name,
+        version,
+        label,
+        request.model_spec.signature_name,
+        method,
+        examples_from_input(request.input),
+    )
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService."""
 
@@ -204,45 +243,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             inputs,
             list(request.output_filter),
         )
-        response = predict_pb2.PredictResponse()
-        _model_spec(response.model_spec, servable, signature)
-        for key, value in outputs.items():
-            response.outputs[key].CopyFrom(to_proto(value))
+        response = predict_response(servable, signature, outputs)
         self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
     @_grpc_call
     def Classify(self, request: Any, context: Any) -> Any:
-        name, version, label = _requested(request.model_spec)
-        servable, signature, outputs = self.inference.run_examples(
-            name,
-            version,
-            label,
-            request.model_spec.signature_name,
-            F.CLASSIFY_METHOD,
-            examples_from_input(request.input),
-        )
-        response = classification_pb2.ClassificationResponse()
-        _model_spec(response.model_spec, servable, signature)
-        _add_classifications(response.result, outputs)
+        servable, signature, outputs = run_examples(self.inference, request, F.CLASSIFY_METHOD)
+        response = classification_response(servable, signature, outputs)
         self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
     @_grpc_call
     def Regress(self, request: Any, context: Any) -> Any:
-        name, version, label = _requested(request.model_spec)
-        servable, signature, outputs = self.inference.run_examples(
-            name,
-            version,
-            label,
-            request.model_spec.signature_name,
-            F.REGRESS_METHOD,
-            examples_from_input(request.input),
-        )
-        response = regression_pb2.RegressionResponse()
-        _model_spec(response.model_spec, servable, signature)
-        for value in np.asarray(outputs["outputs"]).reshape(-1):
-            response.result.regressions.add(value=float(value))
+        servable, signature, outputs = run_examples(self.inference, request, F.REGRESS_METHOD)
+        response = regression_response(servable, signature, outputs)
         self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
@@ -291,8 +306,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     metrics: ServingMetrics | None = None  # Its calls are not counted (as in TF Serving).
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(
+        self, manager: ModelManager, request_logger: ServerRequestLogger | None = None
+    ) -> None:
         self.manager = manager
+        self.request_logger = request_logger or ServerRequestLogger()
 
     @_grpc_call
     def GetModelStatus(self, request: Any, context: Any) -> Any:
@@ -323,8 +341,21 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         specs = config_lib.parse_model_config(
             text_format.MessageToString(request.config), "ReloadConfigRequest"
         )
-        self.manager.reconfigure(specs)
+        try:
+            reload_config(self.manager, self.request_logger, specs)
+        except config_lib.ConfigError as err:  # A logging_config that makes no logger.
+            raise invalid(str(err)) from None
         return model_management_pb2.ReloadConfigResponse()
+
+
+def reload_config(
+    manager: ModelManager, request_logger: ServerRequestLogger, specs: list[config_lib.ModelSpec]
+) -> None:
+    """Apply a new model config, as TF Serving's ServerCore::ReloadConfig: the models, and
+    the request loggers of their logging_configs (ConfigError, nothing changed, if one cannot
+    be made; a kept config keeps its logger, a dropped one's logger is closed)."""
+    request_logger.update(config_lib.logging_configs(specs))
+    manager.reconfigure(specs)
 
 
 def _text(value: Any) -> str:
@@ -600,34 +631,62 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _predict(self, name: str, version: int | None, label: str | None, body: dict) -> dict:
         inference = self.server.inference
-        signature = body.get("signature_name") or F.SERVING_DEFAULT
-        self._signature = str(signature)
+        signature_name = _signature_name(body)
+        signature = signature_name or F.SERVING_DEFAULT
+        self._signature = signature
         servable = inference.manager.resolve(name, version, label)
         expected = signature_inputs(servable.signature(signature))
         inputs, row_format = parse_rest_inputs(body, expected)
-        return rest_outputs(inference.predict_on(servable, signature, inputs), row_format)
+        outputs = inference.predict_on(servable, signature, inputs)
+
+        def logged() -> tuple[Any, Any]:  # Run by the logger's writer, if sampled.
+            request = predict_pb2.PredictRequest()
+            _rest_model_spec(request.model_spec, name, version, label, signature_name)
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(to_proto(value))
+            return request, predict_response(servable, signature, outputs)
+
+        self.server.request_logger.log_built(servable.name, "predict_log", logged)
+        return rest_outputs(outputs, row_format)
 
     def _examples(
         self, name: str, version: int | None, label: str | None, verb: str, body: dict
     ) -> dict:
-        from mtrec.examples import to_example
-
-        self._signature = str(body.get("signature_name") or F.SERVING_DEFAULT)
+        """TF Serving's FillClassificationRequestFromJson (and Regression): the JSON becomes
+        the request proto a gRPC client would send, which runs and is logged as gRPC's."""
+        signature_name = _signature_name(body)
+        self._signature = signature_name or F.SERVING_DEFAULT
         rows = body.get("examples")
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise invalid("'examples' must be a list of objects")
-        context = body.get("context") or {}
-        if not isinstance(context, dict):
+        context = body.get("context")
+        if context is not None and not isinstance(context, dict):
             raise invalid("'context' must be an object")
-        examples = [
-            to_example({k: _feature_value(k, v) for k, v in {**context, **row}.items()})
-            for row in rows
-        ]
-        method = F.CLASSIFY_METHOD if verb == "classify" else F.REGRESS_METHOD
-        _, _, outputs = self.server.inference.run_examples(
-            name, version, label, body.get("signature_name", ""), method, examples
+        classify = verb == "classify"
+        request = (
+            classification_pb2.ClassificationRequest()
+            if classify
+            else regression_pb2.RegressionRequest()
         )
-        if method == F.REGRESS_METHOD:
+        _rest_model_spec(request.model_spec, name, version, label, signature_name)
+        if context is None:
+            request.input.example_list.SetInParent()
+            listed = request.input.example_list.examples
+        else:
+            with_context = request.input.example_list_with_context
+            with_context.context.ParseFromString(_json_example(context))
+            listed = with_context.examples
+        for row in rows:
+            listed.add().ParseFromString(_json_example(row))
+        method = F.CLASSIFY_METHOD if classify else F.REGRESS_METHOD
+        servable, signature, outputs = run_examples(self.server.inference, request, method)
+        build = classification_response if classify else regression_response
+        self.server.request_logger.log_built(
+            servable.name,
+            "classify_log" if classify else "regress_log",
+            lambda: (request, build(servable, signature, outputs)),
+        )
+        if not classify:
             return {"results": np.asarray(outputs["outputs"]).reshape(-1).tolist()}
         return {
             "results": [
@@ -638,6 +697,39 @@ class RestHandler(BaseHTTPRequestHandler):
                 for row in classifications(outputs)
             ]
         }
+
+
+def _signature_name(body: dict) -> str:
+    """The body's ``signature_name`` ("" when absent), a string as TF Serving's
+    FillSignature requires."""
+    name = body.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid(
+            f"JSON Value: {json.dumps(name)[:100]} not formatted correctly. 'signature_name' "
+            "key must be a string value."
+        )
+    return name
+
+
+def _rest_model_spec(
+    target: Any, name: str, version: int | None, label: str | None, signature_name: str
+) -> None:
+    """The ModelSpec TF Serving's REST handler puts in the request proto: the path's name,
+    version or label (FillModelSpecWithNameVersionAndLabel), the body's signature_name."""
+    target.name = name
+    if version is not None:
+        target.version.value = version
+    elif label is not None:
+        target.version_label = label
+    if signature_name:
+        target.signature_name = signature_name
+
+
+def _json_example(features: dict) -> bytes:
+    """One JSON object of a classify/regress body as a serialized tf.Example."""
+    from mtrec.examples import to_example
+
+    return to_example({k: _feature_value(k, v) for k, v in features.items()})
 
 
 def _json_body(body: bytes) -> dict:
@@ -685,8 +777,11 @@ class _RestServer(ThreadingHTTPServer):
         num_threads: int = 16,
         metrics: ServingMetrics | None = None,
         monitoring_path: str | None = None,
+        request_logger: ServerRequestLogger | None = None,
     ) -> None:
         self.inference = inference
+        # The model config's logging_config: REST calls are logged as gRPC ones are.
+        self.request_logger = request_logger or ServerRequestLogger()
         self.metrics = metrics  # Requests are recorded here; None: not recorded.
         self.monitoring_path = monitoring_path  # Where metrics are served; None: nowhere.
         self.max_request_bytes = max_request_bytes
@@ -738,14 +833,9 @@ class ModelServer:
         )
         self.batcher = Batcher(options.batching, self.metrics) if options.batching else None
         self.inference = Inference(self.manager, self.batcher, self.metrics)
-        # TF Serving's per-model logging_config, from the model config file.
-        self.request_logger = (
-            ServerRequestLogger.from_model_server_config(
-                Path(options.model_config_file).read_text()
-            )
-            if options.model_config_file
-            else ServerRequestLogger()
-        )
+        # TF Serving's per-model logging_config (of --model_config_file), updated on reloads.
+        self.request_logger = ServerRequestLogger()
+        self.request_logger.update(config_lib.logging_configs(list(options.models)))
         self._grpc: grpc.Server | None = None
         self._rest: _RestServer | None = None
         self._rest_thread: threading.Thread | None = None
@@ -774,7 +864,7 @@ class ModelServer:
             PredictionService(self.inference, self.request_logger, self.metrics), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.manager), self._grpc
+            ModelService(self.manager, self.request_logger), self._grpc
         )
         self.grpc_port = self._grpc.add_insecure_port(
             f"{self.options.host}:" f"{self.options.port}"
@@ -804,8 +894,8 @@ class ModelServer:
         while not self._stop.wait(self.options.config_poll_seconds):
             try:
                 specs = config_lib.read_model_config_file(path)
-                if specs != applied:
-                    self.manager.reconfigure(specs)
+                if specs != applied:  # Logging configs are compared too.
+                    reload_config(self.manager, self.request_logger, specs)
                     applied = specs
                     log.info("model config %s reloaded", path)
             except request_errors() as err:  # A bad edit: keep serving the last config.
@@ -823,6 +913,7 @@ class ModelServer:
                 num_threads=self.options.rest_api_num_threads,
                 metrics=self.metrics,
                 monitoring_path=self.monitoring.path if self.monitoring.enable else None,
+                request_logger=self.request_logger,
             )
         except OSError as err:
             raise config_lib.ConfigError(

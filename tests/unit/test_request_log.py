@@ -171,3 +171,116 @@ def test_logging_config_errors_and_server_logger(tmp_path):
     logged = _read(loggers.loggers["mtrec"].paths)
     assert [r.WhichOneof("log_type") for r in logged] == ["predict_log", "multi_inference_log"]
     assert logged[1].log_metadata.model_spec.name == "mtrec_b"
+
+
+def _logging_config(prefix: str, rate: float = 1.0) -> logging_config_pb2.LoggingConfig:
+    config = logging_config_pb2.LoggingConfig()
+    config.log_collector_config.type = "file"
+    config.log_collector_config.filename_prefix = prefix
+    config.sampling_config.sampling_rate = rate
+    return config
+
+
+def test_log_built_builds_only_sampled_calls_in_the_writer(tmp_path):
+    spec, request, response = _call()
+    threads = []
+
+    def build() -> tuple:
+        threads.append(threading.current_thread().name)
+        return request, response
+
+    with request_log.RequestLogger(str(tmp_path / "none"), 0.0) as never:
+        assert not never.log_built("predict_log", build)
+    assert threads == [] and never.paths == []
+    with request_log.RequestLogger(str(tmp_path / "all"), 1.0) as logger:
+        assert logger.log_built("predict_log", build)
+        assert logger.log_built("predict_log", lambda: (request, "not a proto"))
+        assert logger.flush()
+    assert threads == ["request-log-0"]  # Built by the writer thread, not the caller.
+    assert (logger.counts().written, logger.counts().failed) == (1, 1)
+    (record,) = _read(logger.paths)
+    assert record.predict_log.request == request and record.predict_log.response == response
+    assert record.log_metadata.model_spec == spec  # The response's spec: what answered.
+    with pytest.raises(ValueError, match="PredictionLog field"):
+        logger.log_built("bogus_log", build)
+
+
+def test_update_keeps_creates_and_closes_loggers(tmp_path):
+    spec, request, response = _call()
+    a, b = _logging_config(str(tmp_path / "a")), _logging_config(str(tmp_path / "b"))
+    server = request_log.ServerRequestLogger()
+    server.update({"mtrec": a, "other": a})
+    first = server.loggers["mtrec"]
+    assert server.loggers["other"] is first and first.collector_id == 0
+    assert server.log(request, response)
+    # The same config (as bytes, as ModelSpec keeps it) keeps its logger; a new one is new.
+    server.update({"mtrec": a.SerializeToString(deterministic=True), "other": b})
+    assert server.loggers["mtrec"] is first
+    second = server.loggers["other"]
+    assert second is not first and second.collector_id == 1
+    assert server.log(request, response)
+    for _ in range(50):  # Pending when the update below closes the first logger.
+        assert server.log(request, response)
+    server.update({"other": b})  # No model uses `a`: closed after its records are written.
+    assert set(server.loggers) == {"other"} and server.loggers["other"] is second
+    assert first.counts().written == 52 and not first._thread.is_alive()
+    assert not server.log(request, response)  # "mtrec" logs nothing now.
+    with pytest.raises(ConfigError, match="kafka"):  # A bad config changes nothing.
+        bad = _logging_config(str(tmp_path / "c"))
+        bad.log_collector_config.type = "kafka"
+        server.update({"mtrec": bad, "other": b})
+    assert set(server.loggers) == {"other"} and server.loggers["other"] is second
+    server.close()
+    assert len(_read(first.paths)) == 52 and _read(second.paths) == []
+
+
+def test_updates_while_requests_are_logged_lose_no_record(tmp_path):
+    """Request threads log while updates swap loggers: every call is written, whichever
+    logger took it, and none is dropped by a logger closing under it."""
+    _, request, response = _call(n_rows=1)
+    configs = [_logging_config(str(tmp_path / name)) for name in ("a", "b", "c")]
+    server = request_log.ServerRequestLogger(queue_size=10_000)
+    server.update({"mtrec": configs[0]})
+    accepted = [0] * 4
+
+    def requests(index: int) -> None:
+        for call in range(300):
+            accepted[index] += server.log(request, response)
+            if call % 20 == 0:
+                time.sleep(0.002)
+
+    threads = [threading.Thread(target=requests, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    seen = [server.loggers["mtrec"]]
+    for step in range(1, 13):  # a, b, c, a...: a config that comes back gets a new logger.
+        server.update({"mtrec": configs[step % 3]})
+        seen.append(server.loggers["mtrec"])
+        time.sleep(0.005)
+    for thread in threads:
+        thread.join()
+    server.close()
+    assert len({id(v) for v in seen}) == 13
+    paths = [p for logger in seen for p in logger.paths]
+    assert sum(accepted) == 1200 and len(_read(paths)) == 1200
+    assert sum(v.counts().written for v in seen) == 1200
+    assert all(v.counts().dropped == 0 for v in seen)
+
+
+def test_model_config_keeps_each_models_logging_config(tmp_path):
+    from mtrec.serving import config as serving_config
+
+    text = f"""model_config_list {{
+      config {{ name: "a" base_path: "/m/a"
+        logging_config {{ log_collector_config {{ filename_prefix: "{tmp_path}/a" }}
+                          sampling_config {{ sampling_rate: 0.5 }} }} }}
+      config {{ name: "b" base_path: "/m/b" }} }}"""
+    specs = serving_config.parse_model_config(text)
+    configs = serving_config.logging_configs(specs)
+    assert set(configs) == {"a"}
+    parsed = logging_config_pb2.LoggingConfig.FromString(configs["a"])
+    assert parsed.sampling_config.sampling_rate == 0.5
+    # Written back for --model_config_file, and read again the same: a reload compares them.
+    assert serving_config.parse_model_config(serving_config.model_config_text(specs)) == specs
+    changed = text.replace("0.5", "0.25")
+    assert serving_config.parse_model_config(changed) != specs
