@@ -11,7 +11,9 @@ from __future__ import annotations
 import ml_metadata as mlmd
 from tfx import types
 from tfx.dsl.components.common import resolver
+from tfx.types import artifact_utils
 
+from mtrec import names as F
 from mtrec.components.anomalies_gate import describe_anomalies
 from mtrec.components.example_gen import SPLIT_COUNTS
 
@@ -42,7 +44,14 @@ def newest_per_span(artifacts: list[types.Artifact]) -> dict[int, types.Artifact
 def validated(examples: types.Artifact, anomalies: list[types.Artifact]) -> bool:
     """Whether ExampleValidator checked these examples (an anomalies artifact of their span
     written after them) and found nothing."""
-    checks = [a for a in anomalies if a.span == examples.span and a.id > examples.id]
+    checks = [
+        a
+        for a in anomalies
+        if a.span == examples.span
+        and a.id > examples.id
+        # ExampleValidator's; not the serving-skew anomalies of RequestSkewGen.
+        and F.TRAIN in artifact_utils.decode_split_names(a.split_names)
+    ]
     return bool(checks) and not describe_anomalies(max(checks, key=lambda a: a.id))
 
 

@@ -165,3 +165,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mean_absolute_error": False,
     "binary_crossentropy": False,
 }
+
+# RequestSkewGen (`mtrec run --request-logs`): its node id, and the custom property of its
+# anomalies that lists the drifted features (JSON), read back by the results room.
+REQUEST_SKEW_GEN = "RequestSkewGen"
+SKEWED_FEATURES = "skewed_features"

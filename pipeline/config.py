@@ -66,6 +66,10 @@ class PipelineConfig:
     baseline_strategy: str = "replaced_model"
     # Set for logs laid out by span (continuous training); None trains once on the source.
     continuous: ContinuousSettings | None = None
+    # Request logs of the served model (PredictionLog TFRecords) to profile against the
+    # training data in this run (RequestSkewGen), and their files' fingerprint.
+    request_logs: str | None = None
+    request_logs_fingerprint: str = ""
     # Pushed versions kept in serving_model_dir; older ones go once a new one is in place.
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     # Hash of every package source file each module can import: a change to one re-runs

@@ -14,6 +14,7 @@ from mtrec.components.curated_schema import CuratedSchemaGen, curated_schema_dig
 from mtrec.components.evaluation import MtrecEvaluator
 from mtrec.components.example_gen import MtrecExampleGen
 from mtrec.components.pusher import MtrecPusher
+from mtrec.components.request_skew import RequestSkewGen
 from mtrec.components.serving_validator import ServingValidator
 from mtrec.components.span_schema import PREVIOUS_SCHEMA_KEY, SpanSchemaGen
 from mtrec.pipeline.config import (
@@ -73,12 +74,21 @@ def create_pipeline(
             [example_gen, statistics_gen, *schema_nodes, example_validator],
         )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+    extra_nodes: list[Any] = []
+    if config.request_logs:  # What the served model was asked, against this training data.
+        extra_nodes.append(
+            RequestSkewGen(
+                statistics=statistics_gen.outputs["statistics"],
+                schema=schema_gen.outputs["schema"],
+                requests=config.request_logs,
+                requests_fingerprint=config.request_logs_fingerprint,
+            ).with_id(F.REQUEST_SKEW_GEN)
+        )
 
     # Trained on: this run's examples, or in continuous training the spans before this one.
     # Their eval split trains too there, since the newest span is the one evaluated on.
     training_examples = example_gen.outputs["examples"]
     train_splits = [F.TRAIN]
-    extra_nodes: list[Any] = []
     if continuous and not kubeflow:
         window = _span_window(continuous.window, example_gen)
         training_examples = window.outputs[span_window.EXAMPLES_KEY]

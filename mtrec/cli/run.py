@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else local_runner.default_beam_args(input_bytes(source, args.window)),
         enable_cache=not args.no_cache,
         keep_versions=args.keep_versions,
+        **request_logs(args.request_logs),
     )
     failed: list[int | None] = []
     for span in spans:
@@ -108,6 +109,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             "the other spans ran"
         )
     return 0
+
+
+def request_logs(directory: str | None) -> dict[str, str]:
+    """--request-logs: the folder and its files' fingerprint (no log file is an error)."""
+    if not directory:
+        return {}
+    from mtrec.components.request_skew import logs_fingerprint
+
+    path = str(Path(directory).resolve())
+    return {"request_logs": path, "request_logs_fingerprint": logs_fingerprint(path)}
 
 
 def _run_once(config: PipelineConfig, output_dir: Path) -> None:
@@ -227,6 +238,14 @@ def format_summary(summary: RunSummary) -> str:
             lines.append(f"  ... and {len(summary.failed_thresholds) - 15} more")
     if summary.data_warning:
         lines.append(summary.data_warning)
+    if summary.skewed_features:
+        lines.append(
+            "Serving skew: the request logs drifted from the training data on "
+            + ", ".join(summary.skewed_features)
+            + " (mtrec skew --requests DIR for the distances)"
+        )
+    elif summary.skewed_features is not None:
+        lines.append("Serving skew: none; the request logs match the training data")
     lines.append("Eval metrics (overall slice):")
     for head, values in summary.metrics.items():
         shown = "  ".join(f"{k}={v:.4f}" for k, v in values.items())
@@ -276,6 +295,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--cold-start",
         action="store_true",
         help="train from scratch instead of from the last blessed model's weights",
+    )
+    run.add_argument(
+        "--request-logs",
+        metavar="DIR",
+        help="request logs of the served model (the server's logging_config output): "
+        "profiled against this run's training data and recorded in MLMD, as `mtrec skew` "
+        "does",
     )
     run.add_argument(
         "--keep-versions",

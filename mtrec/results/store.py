@@ -77,6 +77,9 @@ class RunSummary:
     # The Evaluator scored one of the trained Examples artifacts (its held-out eval split:
     # the classic one-dataset pipeline), not a later span.
     eval_split_of_trained: bool = False
+    # RequestSkewGen's anomalies and the features it found drifted (None: no request logs).
+    request_skew_uri: str | None = None
+    skewed_features: list[str] | None = None
     # Whether the Trainer started from an earlier model (a base_model input); None: no Trainer.
     warm_start: bool | None = None
 
@@ -368,7 +371,11 @@ def _read_output(summary: RunSummary, node: str, type_name: str, artifact: Any) 
             }
         if "eval_global_mean_rmse" in props:
             summary.rating_baseline = props["eval_global_mean_rmse"].double_value
-    elif type_name == "ExampleStatistics":
+    elif type_name == "ExampleAnomalies" and node == F.REQUEST_SKEW_GEN:
+        summary.request_skew_uri = artifact.uri
+        if F.SKEWED_FEATURES in props:
+            summary.skewed_features = json.loads(props[F.SKEWED_FEATURES].string_value)
+    elif type_name == "ExampleStatistics" and node != F.REQUEST_SKEW_GEN:
         summary.statistics_uri = artifact.uri
     elif type_name == "ExampleAnomalies":
         summary.anomalies_uri = artifact.uri

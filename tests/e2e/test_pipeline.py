@@ -630,3 +630,24 @@ def test_code_the_trainer_imports_re_runs_it_and_other_code_does_not(copied, tmp
     states = run_states()
     assert states["Transform"] == "cached" and states["Trainer"] == "executed", states
     assert states["Evaluator"] == "executed"
+
+
+def test_request_logs_are_profiled_against_the_training_data_in_the_run(copied, tmp_path):
+    """`mtrec run --request-logs`: requests from older women (gender F, ages + 30) drift on
+    exactly gender and age; the run records it in MLMD and says so; nothing else re-runs."""
+    from tests.integration.test_skew import _log_requests, _read_examples
+
+    rows = _read_examples(Path(copied["summary"].examples_uri) / f"Split-{F.EVAL}")[:480]
+    logs = tmp_path / "logs"  # Files requests-<collector>-<n>.tfrecord, as the server names them.
+    logs.mkdir()
+    _log_requests(logs, rows, shift={F.GENDER: "F", F.AGE: 30})
+    code, stdout, stderr = run_cli(*copied["args"], "--request-logs", str(logs))
+    assert code == 0, stderr
+    assert "Serving skew: the request logs drifted from the training data on age, gender" in stdout
+    summary = results.latest_run(copied["store"], DEFAULT_PIPELINE_NAME)
+    executed = {c.node for c in summary.components if c.state == "executed"}
+    # Resolvers always run; the Pusher's destination is the copy's folder, new to the cache.
+    assert executed - {"baseline_model_resolver", "Pusher"} == {F.REQUEST_SKEW_GEN}
+    assert summary.skewed_features == ["age", "gender"]
+    stats = Path(summary.request_skew_uri).parent.parent / "serving_statistics"
+    assert list(stats.glob("*/Split-serving/FeatureStats.pb"))
