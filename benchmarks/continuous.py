@@ -14,16 +14,20 @@ would and one after the other (so load is alike):
 One run at span K first (trained on the K-1 spans before it) gives both chains a served model,
 so the first measured warm run has one to start from. After each run it reads the run back
 from its output dir's MLMD: the Trainer's seconds, its epochs and whether it warm-started (the
-Trainer's history.json), each head's headline metric on the eval span (the span ingested),
-blessing, the pushed version, and for a pushed model the Evaluator's comparison with the model
-it replaced. It prints one table per data set and a summary: the median Trainer speed-up
-(cold seconds / warm seconds) and every pushed model that is worse than the one it replaced on
-a head's headline metric (blessing allows a small loss).
+Trainer's history.json), the seconds Keras's fit took (the sum of the Trainer's per-epoch log
+lines: the first epoch includes tracing), each head's headline metric on the eval span (the
+span ingested), blessing, the pushed version, and for a pushed model the Evaluator's comparison
+with the model it replaced. It prints one table per data set and a summary: the median Trainer
+and fit speed-ups (cold seconds / warm seconds) over the spans whose warm run did warm-start,
+each head's median warm - cold difference and the spans where warm is worse by more than the
+blessing tolerance, and every pushed model that is worse than the one it replaced on a head's
+headline metric (blessing allows a small loss: those beyond it are marked).
 
 --bad-span S writes a small extra file into span S before any run: a non-numeric rating
 (`--bad-kind rating`, the data component refuses the file) or ages of 500 (`--bad-kind age`, a
-schema anomaly). The file stays, as a bad delivery would; the benchmark reports whether the
-served model stayed through span S and whether span S+1 ran normally.
+schema anomaly: the schema inferred from the first span takes the contract's age range). The
+file stays, as a bad delivery would; the benchmark reports whether the served model stayed
+through span S and whether span S+1 ran normally.
 
 Not a test; the full runs take long. The 2-core machines are shared: it prints the 1-minute
 load average at start and end.
@@ -42,6 +46,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shlex
 import shutil
 import statistics
@@ -58,6 +63,7 @@ from scale import fmt, git_commit
 
 from mtrec import names as F
 from mtrec.cli.synth import row_count
+from mtrec.components.thresholds import EvalThresholds
 from mtrec.data import movielens, spans, synth
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.pipeline.local_runner import metadata_path
@@ -71,6 +77,14 @@ BAD_KINDS = ("rating", "age")
 BAD_ROWS = 20
 SYNTHETIC_SHARDS = 2
 DATA_SETS = ("movielens", "synthetic")
+# The Trainer's per-epoch log line (models/training.py: epoch_line), its seconds last.
+EPOCH_LINE = re.compile(r"mtrec\.models\.training: epoch \d+/\d+ .* (\d+(?:\.\d+)?)s\s*$")
+# What blessing lets a candidate lose against the serving model: within it counts as noise.
+TOLERANCE = {
+    F.HEAD_METRICS[F.RATING][0]: EvalThresholds.rmse_tolerance,
+    F.HEAD_METRICS[F.CLICK][0]: EvalThresholds.auc_tolerance,
+    F.HEAD_METRICS[F.PURCHASE][0]: EvalThresholds.auc_tolerance,
+}
 
 
 @dataclasses.dataclass
@@ -81,7 +95,9 @@ class RunResult:
     mode: str
     code: int
     wall_s: float
+    load_1m: float | None = None  # The 1-minute load average as the run started.
     trainer_s: float | None = None
+    fit_s: float | None = None  # Keras fit: the Trainer's per-epoch seconds, summed.
     epochs: int | None = None
     warm_started: bool | None = None
     trained_spans: list[int] | None = None
@@ -122,11 +138,24 @@ def choose_spans(available: list[int], window: int, count: int) -> tuple[int | N
     return warm_up, ordered[window : window + count]
 
 
-def speedup(warm: RunResult | None, cold: RunResult | None) -> float | None:
-    """Cold Trainer seconds over warm ones, where both trained."""
-    if not (warm and cold and warm.trainer_s and cold.trainer_s):
+def speedup(
+    warm: RunResult | None, cold: RunResult | None, field: str = "trainer_s"
+) -> float | None:
+    """Cold seconds over warm ones (the Trainer's, or ``field``), where both trained."""
+    if not (warm and cold and getattr(warm, field) and getattr(cold, field)):
         return None
-    return cold.trainer_s / warm.trainer_s
+    return getattr(cold, field) / getattr(warm, field)
+
+
+def worse_by(metric: str, value: float, reference: float) -> float:
+    """How much worse ``value`` is than ``reference`` (negative: better)."""
+    return reference - value if F.HIGHER_IS_BETTER[metric] else value - reference
+
+
+def fit_seconds(log_text: str) -> float | None:
+    """The seconds of every epoch the Trainer logged, summed; None when it logged none."""
+    found = [float(m.group(1)) for line in log_text.splitlines() if (m := EPOCH_LINE.search(line))]
+    return sum(found) if found else None
 
 
 def _pair(warm: Any, cold: Any, spec: str = "") -> str:
@@ -146,12 +175,14 @@ COLUMNS = (
     ("trainer s warm", 15),
     ("trainer s cold", 15),
     ("ratio", 7),
+    ("fit s w/c", 13),
+    ("fit ratio", 10),
     ("epochs w/c", 11),
     ("rating_rmse w/c", 17),
     ("click_auc w/c", 15),
     ("purchase_auc w/c", 17),
     ("blessed", 8),
-    ("pushed", 8),
+    ("pushed w/c", 24),
 )
 
 
@@ -166,6 +197,8 @@ def format_table(data: DataSetRun) -> str:
             f"{span}{'*' if span == data.bad_span else ''}",
             *(_seconds(r) for r in runs),
             fmt(speedup(warm, cold), ".2f"),
+            _pair(*(r.fit_s if r else None for r in runs), ".1f"),
+            fmt(speedup(warm, cold, "fit_s"), ".2f"),
             _pair(*(r.epochs if r else None for r in runs)),
             *(
                 _pair(*(r.metrics.get(head) if r else None for r in runs), ".4f")
@@ -183,7 +216,7 @@ def _seconds(run: RunResult | None) -> str:
     if run is None:
         return "-"
     if run.code != 0 and run.trainer_s is None:
-        return f"FAILED {run.failed_node or ''}".strip()[:14]
+        return "FAILED"  # Which node, and why: the summary's failed runs.
     return fmt(run.trainer_s, ".1f") + (" (w)" if run.warm_started else "")
 
 
@@ -192,29 +225,70 @@ def _yes(value: bool | None) -> str:
 
 
 def summary_lines(data: DataSetRun) -> list[str]:
-    """The median Trainer speed-up, pushed models worse than the one they replaced, and
-    what the bad span did."""
-    ratios = [
-        r
+    """The median Trainer and fit speed-ups over the spans whose warm run warm-started, each
+    head's warm - cold difference there, failed runs, pushed models worse than the one they
+    replaced, and what the bad span did."""
+    pairs = [
+        (span, data.result(span, "warm"), data.result(span, "cold"))
         for span in data.measured
         if span != data.bad_span
-        and (r := speedup(data.result(span, "warm"), data.result(span, "cold"))) is not None
     ]
-    lines = [
-        f"median Trainer speed-up (cold s / warm s) over {len(ratios)} spans: "
-        + (f"{statistics.median(ratios):.2f}x" if ratios else "-")
-    ]
-    cold_warm = [r for r in data.runs if r.mode == "warm" and r.warm_started is False]
-    if cold_warm:
+    warm_started = [(s, w, c) for s, w, c in pairs if w and c and w.warm_started]
+    lines = []
+    for label, field in (("Trainer", "trainer_s"), ("fit", "fit_s")):
+        ratios = [r for _, w, c in warm_started if (r := speedup(w, c, field)) is not None]
         lines.append(
-            "warm runs that did NOT warm-start: spans " + ", ".join(str(r.span) for r in cold_warm)
+            f"median {label} speed-up (cold s / warm s) over {len(ratios)} warm-started spans: "
+            + (
+                f"{statistics.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})"
+                if ratios
+                else "-"
+            )
         )
+    not_warm = [s for s, w, _ in pairs if w and w.code == 0 and w.warm_started is False]
+    if not_warm:
+        lines.append(
+            "measured warm runs that did NOT warm-start (no blessed model to start from?): "
+            "spans " + ", ".join(map(str, not_warm))
+        )
+    lines.append(
+        f"warm - cold on each head's headline metric over {len(warm_started)} warm-started "
+        "spans (+: warm better); noise = blessing's tolerance:"
+    )
+    for head, metric in HEADLINE.items():
+        diffs = [
+            (s, 0.0 - worse_by(metric, w.metrics[head], c.metrics[head]))
+            for s, w, c in warm_started
+            if head in w.metrics and head in c.metrics
+        ]
+        beyond = [str(s) for s, d in diffs if -d > TOLERANCE[metric] + 1e-9]
+        lines.append(
+            f"  {head} {metric}: median "
+            + (f"{statistics.median(d for _, d in diffs):+.4f}" if diffs else "-")
+            + f", warm better at {sum(d > 0 for _, d in diffs)}/{len(diffs)} spans"
+            + f", warm worse by more than {TOLERANCE[metric]:g} at spans: "
+            + (", ".join(beyond) or "none")
+        )
+    failed = [r for r in data.runs if r.code != 0]
+    if failed:
+        lines.append("failed runs:")
+        lines += [
+            f"  span {r.span} {r.mode}: exit {r.code} in {r.failed_node or '?'}: {r.error}"
+            for r in failed
+        ]
     lost = [r for r in data.runs if r.pushed_version and r.worse_than_replaced]
+    pushed = sum(1 for r in data.runs if r.pushed_version)
     if lost:
-        lines.append("pushed models worse than the one they replaced (blessing's tolerance):")
-        lines += [f"  span {r.span} {r.mode}: {', '.join(r.worse_than_replaced)}" for r in lost]
+        lines.append(
+            f"pushed models ({pushed} in all) worse than the one they replaced on a headline "
+            "metric:"
+        )
+        lines += [f"  span {r.span} {r.mode}: {'; '.join(r.worse_than_replaced)}" for r in lost]
     else:
-        lines.append("no pushed model was worse than the one it replaced on a headline metric")
+        lines.append(
+            f"no pushed model ({pushed} in all) was worse than the one it replaced on a "
+            "headline metric"
+        )
     if data.bad_span is not None:
         lines += bad_span_lines(data)
     return lines
@@ -338,6 +412,12 @@ def worse_heads(summary: results.RunSummary) -> list[str]:
     found = inspection.inspect_evaluation(summary.evaluation_uri, summary)
     return [
         f"{row['head']} {row['metric']} {row['baseline']:.4f} -> {row['candidate']:.4f}"
+        + (
+            " (BEYOND blessing's tolerance)"
+            if worse_by(row["metric"], row["candidate"], row["baseline"])
+            > TOLERANCE[row["metric"]] + 1e-9
+            else " (within blessing's tolerance)"
+        )
         for row in found.headline()
         if row["verdict"] == "worse"
     ]
@@ -353,21 +433,24 @@ def run_span(
         *("--window", str(window), "--output-dir", str(output_dir)),
         *(["--cold-start"] if mode == "cold" else []),
         *(["--epochs", str(args.epochs)] if args.epochs else []),
-        *(word for extra in args.extra for word in shlex.split(extra)),
+        *args.extra_words,
     ]
     before = latest_summary(output_dir)
     serving = output_dir / "serving_model"
-    result = RunResult(span, mode, 0, 0.0, serving_before=newest_version(serving))
+    result = RunResult(
+        span, mode, 0, 0.0, load_1m=os.getloadavg()[0], serving_before=newest_version(serving)
+    )
     prefix = output_dir.parent / "runs" / f"span-{span:04d}-{mode}"
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    print(f"  span {span} {mode}: load {os.getloadavg()[0]:.2f}; {shlex.join(command)}", flush=True)
+    print(f"  span {span} {mode}: load {result.load_1m:.2f}; {shlex.join(command)}", flush=True)
     started = time.perf_counter()
     with open(f"{prefix}.out", "wb") as out, open(f"{prefix}.err", "wb") as err:
         result.code = subprocess.run(command, stdout=out, stderr=err, check=False).returncode
     result.wall_s = time.perf_counter() - started
     result.serving_after = newest_version(serving)
+    log_text = Path(f"{prefix}.err").read_text(errors="replace")
     if result.code != 0:
-        lines = Path(f"{prefix}.err").read_text(errors="replace").strip().splitlines()
+        lines = log_text.strip().splitlines()
         result.error = lines[-1][:300] if lines else ""
     summary = latest_summary(output_dir)
     if summary is None or (before is not None and summary.run_id == before.run_id):
@@ -388,6 +471,7 @@ def run_span(
     # Issue 15's RunSummary fields (spans trained on, warm start), where this version has them.
     result.trained_spans = getattr(summary, "trained_spans", None)
     history = read_history(summary.model_run_uri) if result.trainer_s is not None else {}
+    result.fit_s = fit_seconds(log_text) if result.trainer_s is not None else None
     losses = history.get("loss")
     result.epochs = history.get("epochs_run", len(losses) if isinstance(losses, list) else None)
     warm = history.get("warm_start")
@@ -399,7 +483,9 @@ def run_span(
         result.worse_than_replaced = worse_heads(summary)
     print(
         f"    exit {result.code}, {result.wall_s:.0f} s, Trainer {fmt(result.trainer_s, '.1f')} s"
-        f", blessed {result.blessed}, pushed {result.pushed_version or '-'}",
+        f" (fit {fmt(result.fit_s, '.1f')} s, {fmt(result.epochs, 'd')} epochs, warm-started "
+        f"{result.warm_started}), blessed {result.blessed}, pushed {result.pushed_version or '-'}"
+        + (f", failed in {result.failed_node}: {result.error}" if result.code else ""),
         flush=True,
     )
     return result
@@ -449,10 +535,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.spans < 1 or args.window < 1:
         parser.error("--spans and --window must be at least 1")
+    args.extra_words = [word for extra in args.extra for word in shlex.split(extra)]
     workdir = Path(args.workdir)
     load_at_start = os.getloadavg()[0]
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    print(f"continuous benchmark, {os.cpu_count()} cores, 1-min load at start {load_at_start:.2f}")
+    print(
+        f"continuous benchmark at {git_commit()}, {os.cpu_count()} cores, "
+        f"1-min load at start {load_at_start:.2f}"
+    )
+    print(f"mtrec from {Path(spans.__file__).parents[2]}")
+    if args.extra_words:
+        print(f"every `mtrec run` also gets: {shlex.join(args.extra_words)}")
     done = []
     for name in (args.only,) if args.only else DATA_SETS:
         work = workdir / name
@@ -473,7 +566,16 @@ def main() -> None:
         )
         print(format_table(data))
         print("\n".join(summary_lines(data)))
-    print(f"\n1-min load average: {load_at_start:.2f} at start, {load_at_end:.2f} at end")
+    loads = [r.load_1m for d in done for r in d.runs if r.load_1m is not None]
+    print(
+        f"\n1-min load average: {load_at_start:.2f} at start, {load_at_end:.2f} at end"
+        + (
+            f"; as each run started: median {statistics.median(loads):.2f}, "
+            f"min {min(loads):.2f}, max {max(loads):.2f}"
+            if loads
+            else ""
+        )
+    )
     if args.json:
         figures = {
             "started": started,
