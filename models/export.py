@@ -80,11 +80,13 @@ def export_model(
         outputs = module.model(module.tft_layer(raw_features), training=False)
         return {head: tf.identity(outputs[head], name=head) for head in F.HEADS}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)], autograph=False
+    )
     def serve_examples(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return predict(tf.io.parse_example(examples, input_spec))
 
-    @tf.function
+    @tf.function(autograph=False)
     def serve_raw(**raw: tf.Tensor) -> dict[str, tf.Tensor]:
         shaped = {
             key: tf.reshape(value, [-1, *input_spec[key].shape]) for key, value in raw.items()
@@ -95,7 +97,9 @@ def export_model(
         key: tf.TensorSpec([None], input_spec[key].dtype, name=key) for key in F.MODEL_INPUT_KEYS
     }
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)], autograph=False
+    )
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = module.tft_layer(tf.io.parse_example(examples, labelled_spec))
         return {
@@ -104,12 +108,12 @@ def export_model(
 
     examples_spec = [tf.TensorSpec([None], tf.string, name=TF_SERVING_INPUTS)]
 
-    @tf.function(input_signature=examples_spec)
+    @tf.function(input_signature=examples_spec, autograph=False)
     def regress_rating(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"outputs": serve_examples(inputs)[F.RATING]}
 
     def classifier(head: str) -> Any:
-        @tf.function(input_signature=examples_spec)
+        @tf.function(input_signature=examples_spec, autograph=False)
         def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
             positive = serve_examples(inputs)[head]
             scores = tf.stack([1.0 - positive, positive], axis=1)

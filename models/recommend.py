@@ -133,7 +133,7 @@ def make_recommend_fn(
         tf.TensorSpec([None], tf.float32, name="blend"),
     ]
 
-    @tf.function(input_signature=signature)
+    @tf.function(input_signature=signature, autograph=False)
     def recommend(
         user_id: tf.Tensor,
         age: tf.Tensor,
