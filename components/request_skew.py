@@ -8,7 +8,6 @@ serving statistics and the skew anomalies, are artifacts in MLMD, so each run re
 drift of the traffic it was trained after. It records; it does not stop the run.
 """
 
-
 import json
 import logging
 import os
