@@ -307,7 +307,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     log.info("Recommend catalog: %d items", len(catalog))
     export_dir = worker_export_dir(fn_args.serving_model_dir, strategy)
     export_model(model, tft_output, export_dir, catalog, tuple(config.blend_weights))
-    if is_chief(strategy):  # Beside Format-Serving, in the Model artifact: never pushed.
-        save_bundle(model, tft_output, bundle_dir(fn_args.serving_model_dir))
+    # Beside Format-Serving, in the Model artifact: never pushed. Every worker writes one (a
+    # worker's goes with its temporary folder), since reading the weights of a model
+    # distributed across workers all-reduces some of them: the chief alone would wait.
+    save_bundle(model, tft_output, bundle_dir(export_dir))
     if export_dir != fn_args.serving_model_dir:
         tf.io.gfile.rmtree(os.path.dirname(export_dir))

@@ -87,6 +87,9 @@ def test_workers_end_with_equal_weights_which_the_chief_exported(cluster, export
 def test_only_the_chief_keeps_the_model_and_the_history(cluster):
     chief, worker = cluster["specs"]
     assert (Path(chief.model) / "Format-Serving" / "saved_model.pb").is_file()
+    # The warm-start bundle beside it; every worker wrote one (reading the weights all-reduces
+    # some), and worker 1's went with its temporary folder.
+    assert (Path(chief.model) / "warm_start" / "manifest.json").is_file()
     # Worker 1 exported to a temporary folder beside its model dir and removed it; Keras
     # removed its TensorBoard folder too.
     assert [p.name for p in Path(worker.model).iterdir()] == []
