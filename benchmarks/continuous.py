@@ -109,6 +109,9 @@ class RunResult:
     worse_than_replaced: list[str] = dataclasses.field(default_factory=list)
     failed_node: str | None = None
     error: str = ""  # The last stderr line of a failed run.
+    # --resume: read back from an earlier invocation's MLMD and logs, not run now (its wall
+    # time, load and serving versions are unknown).
+    resumed: bool = False
 
 
 @dataclasses.dataclass
@@ -309,8 +312,13 @@ def bad_span_lines(data: DataSetRun) -> list[str]:
             what = f"run succeeded: blessed {_yes(bad.blessed)}"
         stayed = bad.serving_before == bad.serving_after and not bad.pushed_version
         lines.append(
-            f"  {mode}: {what}; serving version {fmt(bad.serving_before, 'd')} -> "
-            f"{fmt(bad.serving_after, 'd')} ({'stayed' if stayed else 'CHANGED'})"
+            f"  {mode}: {what}; "
+            + (
+                f"pushed {bad.pushed_version or '-'} (serving versions not recorded: --resume)"
+                if bad.resumed
+                else f"serving version {fmt(bad.serving_before, 'd')} -> "
+                f"{fmt(bad.serving_after, 'd')} ({'stayed' if stayed else 'CHANGED'})"
+            )
         )
         after = data.result(later[0], mode) if later else None
         if after is not None:
@@ -456,6 +464,20 @@ def run_span(
     if summary is None or (before is not None and summary.run_id == before.run_id):
         print(f"    no new run in MLMD (exit {result.code}): {result.error}", flush=True)
         return result
+    read_back(result, summary, log_text)
+    print(
+        f"    exit {result.code}, {result.wall_s:.0f} s, Trainer {fmt(result.trainer_s, '.1f')} s"
+        f" (fit {fmt(result.fit_s, '.1f')} s, {fmt(result.epochs, 'd')} epochs, warm-started "
+        f"{result.warm_started}), blessed {result.blessed}, pushed {result.pushed_version or '-'}"
+        + (f", failed in {result.failed_node}: {result.error}" if result.code else ""),
+        flush=True,
+    )
+    return result
+
+
+def read_back(result: RunResult, summary: results.RunSummary, log_text: str) -> None:
+    """Fill ``result`` from the run's MLMD summary, the Trainer's history.json and the run's
+    stderr (the per-epoch seconds)."""
     result.trainer_s = next(
         (c.seconds for c in summary.components if c.node == "Trainer" and c.state == "executed"),
         None,
@@ -481,11 +503,51 @@ def run_span(
         result.warm_started = getattr(summary, "warm_start", None)
     if result.pushed_version:
         result.worse_than_replaced = worse_heads(summary)
+
+
+def finished_run_at(output_dir: Path, span: int) -> results.RunSummary | None:
+    """--resume: the newest run in an output dir's MLMD that ingested ``span`` and ran to its
+    end or to a failed node (not a window's backfill run, not one killed midway)."""
+    path = metadata_path(output_dir)
+    if not os.path.exists(path):
+        return None
+    store = results.open_store(path)
+    try:
+        # Private, but the one way to summarise a run other than the latest.
+        runs = results._pipeline_runs(store, DEFAULT_PIPELINE_NAME)
+    except LookupError:
+        return None
+    for run in reversed(runs):
+        summary = results._summarise(store, run)
+        backfill = not any(c.node in ("AnomaliesGate", "Transform") for c in summary.components)
+        if summary.span != span or backfill or summary.unfinished_node:
+            continue
+        if summary.evaluation_uri:
+            summary.metrics, summary.failed_thresholds = results.read_evaluation(
+                summary.evaluation_uri
+            )
+        return summary
+    return None
+
+
+def resumed_run(output_dir: Path, span: int, mode: str) -> RunResult | None:
+    """--resume: the run at ``span`` an earlier invocation finished, read back; None if none."""
+    summary = finished_run_at(output_dir, span)
+    if summary is None:
+        return None
+    failed = summary.failed_node
+    result = RunResult(span, mode, 2 if failed else 0, 0.0, resumed=True)
+    err = output_dir.parent / "runs" / f"span-{span:04d}-{mode}.err"
+    log_text = err.read_text(errors="replace") if err.exists() else ""
+    if failed:
+        lines = log_text.strip().splitlines()
+        result.error = lines[-1][:300] if lines else ""
+    read_back(result, summary, log_text)
     print(
-        f"    exit {result.code}, {result.wall_s:.0f} s, Trainer {fmt(result.trainer_s, '.1f')} s"
+        f"  span {span} {mode}: read back (--resume): Trainer {fmt(result.trainer_s, '.1f')} s"
         f" (fit {fmt(result.fit_s, '.1f')} s, {fmt(result.epochs, 'd')} epochs, warm-started "
         f"{result.warm_started}), blessed {result.blessed}, pushed {result.pushed_version or '-'}"
-        + (f", failed in {result.failed_node}: {result.error}" if result.code else ""),
+        + (f", failed in {failed}" if failed else ""),
         flush=True,
     )
     return result
@@ -505,12 +567,14 @@ def run_data_set(name: str, logs: Path, work: Path, args: argparse.Namespace) ->
         bad = args.bad_span
         written = inject_bad_rows(spans.find_spans(logs)[bad], args.bad_kind)
         print(f"[{name}] bad data ({args.bad_kind}) in {written}", flush=True)
-    for mode in MODES:
-        shutil.rmtree(work / mode, ignore_errors=True)  # Fresh: no model, no cache.
+    if not args.resume:
+        for mode in MODES:
+            shutil.rmtree(work / mode, ignore_errors=True)  # Fresh: no model, no cache.
     runs = []
     for span in ([warm_up] if warm_up is not None else []) + measured:
         for mode in MODES:
-            runs.append(run_span(logs, work / mode, span, mode, args.window, args))
+            done = resumed_run(work / mode, span, mode) if args.resume else None
+            runs.append(done or run_span(logs, work / mode, span, mode, args.window, args))
     return DataSetRun(name, str(logs), args.window, warm_up, measured, bad, runs)
 
 
@@ -529,6 +593,12 @@ def main() -> None:
     parser.add_argument("--bad-kind", choices=BAD_KINDS, default="rating")
     parser.add_argument("--workdir", default="/tmp/mtrec-continuous", help="logs and outputs")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep --workdir's logs and output dirs; read back every run an earlier "
+        "invocation finished (same arguments) and run only the others",
+    )
     parser.add_argument(
         "--extra", action="append", default=[], help="more `mtrec run` args, shell-quoted"
     )
@@ -549,10 +619,14 @@ def main() -> None:
     done = []
     for name in (args.only,) if args.only else DATA_SETS:
         work = workdir / name
-        shutil.rmtree(work / "logs", ignore_errors=True)
-        if name == "movielens":
+        if args.resume and (work / "logs").is_dir():
+            logs = work / "logs"  # As the earlier invocation wrote it (its runs read it).
+            print(f"[{name}] --resume: logs and output dirs kept in {work}", flush=True)
+        elif name == "movielens":
+            shutil.rmtree(work / "logs", ignore_errors=True)
             logs = write_movielens(work, args.movielens_dir)
         else:
+            shutil.rmtree(work / "logs", ignore_errors=True)
             count = args.window + args.spans
             logs = write_synthetic(work, args.synthetic_rows, count, args.drift)
         done.append(run_data_set(name, logs, work, args))
@@ -567,6 +641,9 @@ def main() -> None:
         print(format_table(data))
         print("\n".join(summary_lines(data)))
     loads = [r.load_1m for d in done for r in d.runs if r.load_1m is not None]
+    resumed = [f"{d.name} {r.span} {r.mode}" for d in done for r in d.runs if r.resumed]
+    if resumed:
+        print(f"\nread back from an earlier invocation (--resume): {', '.join(resumed)}")
     print(
         f"\n1-min load average: {load_at_start:.2f} at start, {load_at_end:.2f} at end"
         + (
