@@ -179,13 +179,14 @@ def input_bytes(data_source: DataSource, window: int | None = None) -> int | Non
 
     if source.is_remote(data_source.base):
         return None
-    roles = data_source.roles
     if window is not None:
-        newest = source.span_numbers(data_source.base)[-(window + 1) :]
-        folders = [p for p in Path(data_source.base).iterdir() if source.SPAN_NAME.match(p.name)]
-        chosen = [p for p in folders if int(source.SPAN_NAME.match(p.name).group(1)) in newest]
-        return sum(f.stat().st_size for folder in chosen for f in folder.rglob("*") if f.is_file())
-    files = build.resolve_files(data_source.base, roles)
+        folders = sorted(
+            source.span_folders(data_source.base),
+            key=lambda name: int(source.SPAN_NAME.match(name).group(1)),
+        )[-(window + 1) :]
+        paths = (Path(data_source.base, name).rglob("*") for name in folders)
+        return sum(f.stat().st_size for found in paths for f in found if f.is_file())
+    files = build.resolve_files(data_source.base, data_source.roles)
     return sum(os.path.getsize(path) for paths in files.values() for path in paths)
 
 
