@@ -18,7 +18,7 @@ from tfx import v1 as tfx
 from mtrec import quiet
 from mtrec.components.span_window import window_spans
 from mtrec.data import source
-from mtrec.errors import DataError
+from mtrec.errors import DataError, MtrecError
 from mtrec.pipeline.config import PipelineConfig
 from mtrec.pipeline.pipeline import create_pipeline
 
@@ -90,8 +90,18 @@ def _with_window_ingested(config: PipelineConfig, connection: Any) -> PipelineCo
             config,
             continuous=dataclasses.replace(continuous, span=earlier, ingest_only=True),
         )
-        with _argv_hidden_from_absl():
-            tfx.orchestration.LocalDagRunner().run(create_pipeline(backfill, connection))
+        try:
+            with _argv_hidden_from_absl():
+                tfx.orchestration.LocalDagRunner().run(create_pipeline(backfill, connection))
+        except (MtrecError, RuntimeError) as err:
+            # A span that cannot be ingested (bad rows, say) failed its own run already: it
+            # is left out of this window, as a span that fails validation is.
+            log.warning("Span %d left out of the training window: %s", earlier, err)
+    if not set(window) & ingested_spans(connection, config.pipeline_name):
+        raise DataError(
+            f"no span of the training window of span {span} ({_spans_text(window)}) could "
+            "be ingested; see the warnings above"
+        )
     return dataclasses.replace(config, continuous=dataclasses.replace(continuous, span=span))
 
 

@@ -1,13 +1,15 @@
 """End to end: continuous training over spans of logs, with the real pipeline (LocalDagRunner,
 SQLite MLMD, Beam), on synthetic drifting logs made in the test (1,500 rows per span).
 
-Three runs of one pipeline, as a daily schedule would make them:
+Four runs of one pipeline, as a daily schedule would make them:
 1. span 2: the window's span 1 is ingested first; trains on span 1 from scratch, evaluates
    on span 2, blessed and pushed;
 2. span 3, whose every row has a gender the schema never saw: stopped before Transform,
    nothing trained or pushed;
 3. span 4: trains on span 2 only (bad span 3 left out), warm-started from run 1's model with
-   the embedding rows carried over by token.
+   the embedding rows carried over by token;
+4. span 6, whose window's span 5 has a row that cannot be read: span 5 fails its own ingest
+   and is left out; the run trains on span 4.
 """
 
 import contextlib
@@ -64,7 +66,7 @@ def stream(tmp_path_factory):
         "--rows",
         str(ROWS_PER_SPAN),
         "--spans",
-        "4",
+        "6",
         "--users",
         "80",
         "--items",
@@ -80,6 +82,8 @@ def stream(tmp_path_factory):
     rewrite(next(logs.glob("span-*2")), "user_id", newcomers)
     # Every row of span 3 with gender 'X', a value the first span's schema never saw.
     rewrite(next(logs.glob("span-*3")), "gender", lambda _: "X")
+    # Span 5: a rating that is not a number, which the data component refuses.
+    rewrite(next(logs.glob("span-*5")), "rating", lambda _: "four")
     common = (
         "run",
         "--logs",
@@ -103,6 +107,7 @@ def stream(tmp_path_factory):
         run_cli(*common, "--span", "2", "--epochs", "3"),
         run_cli(*common, "--span", "3", "--epochs", "3"),
         run_cli(*common, "--span", "4", "--epochs", "1", "--learning-rate", "1e-9"),
+        run_cli(*common, "--span", "6", "--epochs", "1"),
     ]
     store = results.open_store(str(output / "metadata.sqlite"))
     return {"logs": logs, "output": output, "runs": runs, "store": store}
@@ -147,14 +152,15 @@ def bundle(model_artifact) -> tuple[dict, dict, dict]:
 
 
 def test_each_span_is_recorded_on_its_examples(stream):
-    first, bad, last = stream["runs"]
+    first, bad, third, fourth = stream["runs"]
     assert first[0] == 0, first[2]
-    assert last[0] == 0, last[2]
+    assert third[0] == 0, third[2]
+    assert fourth[0] == 0, fourth[2]
     store = stream["store"]
     ingested = [
         a for e in executions(store, "MtrecExampleGen") for a in outputs(store, e, "examples")
     ]
-    assert sorted(span(a) for a in ingested) == [1, 2, 3, 4]
+    assert sorted(span(a) for a in ingested) == [1, 2, 3, 4, 6]  # Span 5 failed to ingest.
     assert all(a.custom_properties["span"].int_value == span(a) for a in ingested)
 
 
@@ -164,9 +170,10 @@ def test_each_run_trains_on_the_validated_spans_before_it_and_evaluates_on_its_o
     assert [sorted(span(a) for a in inputs(store, e, "examples")) for e in transforms] == [
         [1],
         [2],  # Span 3 failed validation: left out of the window.
+        [4],  # Span 5 failed to ingest: left out too.
     ]
     evaluations = executions(store, "Evaluator")
-    assert [[span(a) for a in inputs(store, e, "examples")] for e in evaluations] == [[2], [4]]
+    assert [[span(a) for a in inputs(store, e, "examples")] for e in evaluations] == [[2], [4], [6]]
 
 
 def test_a_bad_span_stops_its_run_and_nothing_is_pushed(stream):
@@ -181,8 +188,9 @@ def test_a_bad_span_stops_its_run_and_nothing_is_pushed(stream):
         mlmd.proto.Execution.COMPLETE,
         mlmd.proto.Execution.FAILED,
         mlmd.proto.Execution.COMPLETE,
+        mlmd.proto.Execution.COMPLETE,
     ]
-    assert len(executions(store, "Trainer")) == 2  # Runs 1 and 3 only.
+    assert len(executions(store, "Trainer")) == 3  # Not run 2.
     history = results.run_history(store, DEFAULT_PIPELINE_NAME)
     stopped = [row for row in history if row.span == 3]
     assert [(row.failed_node, row.pushed_version) for row in stopped] == [("AnomaliesGate", None)]
@@ -190,19 +198,19 @@ def test_a_bad_span_stops_its_run_and_nothing_is_pushed(stream):
 
 def test_the_next_run_warm_starts_from_the_previous_blessed_model(stream):
     store = stream["store"]
-    first, second = executions(store, "Trainer")
+    first, second, _ = executions(store, "Trainer")
     assert inputs(store, first, "base_model") == []
     (blessing,) = outputs(store, executions(store, "Evaluator")[0], "blessing")
     assert blessing.custom_properties["blessed"].int_value == 1
     (first_model,) = outputs(store, first, "model")
     assert [a.id for a in inputs(store, second, "base_model")] == [first_model.id]
     history = results.run_history(store, DEFAULT_PIPELINE_NAME)
-    assert [row.warm_start for row in history if row.trained_spans] == [False, True]
+    assert [row.warm_start for row in history if row.trained_spans] == [False, True, True]
 
 
 def test_known_users_keep_their_embedding_rows_by_token(stream):
     store = stream["store"]
-    first, second = (outputs(store, e, "model")[0] for e in executions(store, "Trainer"))
+    first, second = (outputs(store, e, "model")[0] for e in executions(store, "Trainer")[:2])
     manifest_a, weights_a, vocab_a = bundle(first)
     manifest_b, weights_b, vocab_b = bundle(second)
     (index,) = [
@@ -237,5 +245,6 @@ def test_history_lists_every_run(stream):
     by_span = {line.split()[3]: line for line in lines[1:]}
     assert "ingested for a later run's window" in by_span["1"]
     assert "stopped: AnomaliesGate failed" in by_span["3"]
+    assert any("stopped: MtrecExampleGen failed" in line for line in lines)  # Span 5.
     assert " cold " in by_span["2"] and " warm " in by_span["4"]
     assert os.path.isdir(stream["output"] / "serving_model")
