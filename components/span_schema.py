@@ -29,6 +29,9 @@ from mtrec.data.config import CURATED_SCHEMA
 
 PREVIOUS_SCHEMA_KEY = "previous_schema"
 MIN_DOMAIN_MASS = 0.9
+# Inferred string domains kept: a category set (gender, occupation); larger ones (zip
+# prefixes, titles) grow with every span's new users and items.
+MAX_KEPT_DOMAIN = 32
 # Contract columns whose range holds for any data: an age or a year (0: unknown).
 PLAUSIBLE_RANGES = (F.AGE, F.YEAR)
 
@@ -54,6 +57,7 @@ class Executor(schema_gen_executor.Executor):
         super().Do(input_dict, output_dict, exec_properties)
         schema = io_utils.parse_pbtxt_file(target, schema_pb2.Schema())
         curated = io_utils.parse_pbtxt_file(CURATED_SCHEMA, schema_pb2.Schema())
+        schema = without_large_domains(schema, MAX_KEPT_DOMAIN)
         schema = with_plausible_ranges(with_domain_mass(schema, MIN_DOMAIN_MASS), curated)
         io_utils.write_pbtxt_file(target, schema)
 
@@ -67,6 +71,21 @@ def with_plausible_ranges(
     for feature in schema.feature:
         if feature.name in PLAUSIBLE_RANGES and feature.type == schema_pb2.INT:
             feature.int_domain.CopyFrom(ranges[feature.name])
+    return schema
+
+
+def without_large_domains(schema: schema_pb2.Schema, max_values: int) -> schema_pb2.Schema:
+    """Drop the inferred string domains of more than ``max_values`` values: a first span's
+    zip prefixes are a sample of them, and each later span's new users bring others."""
+    large = {d.name for d in schema.string_domain if len(d.value) > max_values}
+    for feature in schema.feature:
+        if feature.domain in large:
+            feature.ClearField("domain")
+        elif feature.HasField("string_domain") and len(feature.string_domain.value) > max_values:
+            feature.ClearField("string_domain")
+    kept = [d for d in schema.string_domain if d.name not in large]
+    del schema.string_domain[:]
+    schema.string_domain.extend(kept)
     return schema
 
 

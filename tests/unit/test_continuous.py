@@ -11,7 +11,11 @@ from tfx.types import artifact_utils, standard_artifacts
 from mtrec.cli.run import span_range
 from mtrec.components import pusher
 from mtrec.components.example_gen import SPLIT_COUNTS
-from mtrec.components.span_schema import with_domain_mass, with_plausible_ranges
+from mtrec.components.span_schema import (
+    with_domain_mass,
+    with_plausible_ranges,
+    without_large_domains,
+)
 from mtrec.components.span_window import SpanWindowStrategy, window_spans
 from mtrec.data import source
 from mtrec.errors import DataError, MtrecError
@@ -154,3 +158,24 @@ def test_the_first_spans_schema_bounds_ages_and_years_as_the_contract_does():
     bounded = with_plausible_ranges(schema, curated)
     domains = {f.name: (f.int_domain.min, f.int_domain.max) for f in bounded.feature}
     assert domains == {"age": (0, 120), "year": (0, 2100), "rank": (0, 0)}
+
+
+def test_the_first_spans_schema_keeps_category_sets_not_samples_of_large_domains():
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    schema = schema_pb2.Schema()
+    schema.string_domain.add(name="gender", value=["F", "M"])
+    schema.string_domain.add(name="zip_prefix", value=[f"{n:03d}" for n in range(80)])
+    for name in ("gender", "zip_prefix"):
+        feature = schema.feature.add(name=name, domain=name)
+        feature.type = schema_pb2.BYTES
+    inline = schema.feature.add(name="title")
+    inline.type = schema_pb2.BYTES
+    inline.string_domain.value.extend(f"t{n}" for n in range(40))
+    kept = without_large_domains(schema, 32)
+    assert [d.name for d in kept.string_domain] == ["gender"]
+    assert {f.name: f.WhichOneof("domain_info") for f in kept.feature} == {
+        "gender": "domain",
+        "zip_prefix": None,
+        "title": None,
+    }
