@@ -127,9 +127,15 @@ class SpanSchemaGen(SchemaGen):
     SPEC_CLASS = SpanSchemaGenSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, statistics: types.BaseChannel) -> None:
+    def __init__(
+        self,
+        statistics: types.BaseChannel,
+        latest_strategy: type[resolver.ResolverStrategy] = LatestSchemaStrategy,
+    ) -> None:
+        """``latest_strategy`` resolves the earlier schema (Kubeflow V2 compiles only TFX's
+        built-in LatestArtifactStrategy)."""
         previous = tfx.dsl.Resolver(
-            strategy_class=LatestSchemaStrategy,
+            strategy_class=latest_strategy,
             schema=tfx.dsl.Channel(type=standard_artifacts.Schema),
         ).with_id("previous_schema_resolver")
         self.previous_schema_resolver = previous

@@ -16,7 +16,7 @@ from mtrec.components.example_gen import MtrecExampleGen
 from mtrec.components.pusher import MtrecPusher
 from mtrec.components.request_skew import RequestSkewGen
 from mtrec.components.serving_validator import ServingValidator
-from mtrec.components.span_schema import PREVIOUS_SCHEMA_KEY, SpanSchemaGen
+from mtrec.components.span_schema import LatestSchemaStrategy, SpanSchemaGen
 from mtrec.pipeline.config import (
     CURATED,
     INFERRED,
@@ -55,9 +55,12 @@ def create_pipeline(
     elif config.schema != INFERRED:
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema)
     elif continuous:  # Inferred from the first span, then kept (see SpanSchemaGen).
-        schema_gen = SpanSchemaGen(statistics=statistics_gen.outputs["statistics"])
-        if kubeflow:
-            _keep_latest_schema(schema_gen)
+        schema_gen = SpanSchemaGen(
+            statistics=statistics_gen.outputs["statistics"],
+            latest_strategy=(
+                tfx.dsl.experimental.LatestArtifactStrategy if kubeflow else LatestSchemaStrategy
+            ),
+        )
         schema_nodes.insert(0, schema_gen.previous_schema_resolver)
     else:
         schema_gen = tfx.components.SchemaGen(
@@ -229,14 +232,3 @@ def _latest_blessed(node_id: str) -> tfx.dsl.Resolver:
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id(node_id)
-
-
-def _keep_latest_schema(schema_gen: SpanSchemaGen) -> None:
-    """Kubeflow V2: SpanSchemaGen's previous schema from TFX's built-in LatestArtifactStrategy,
-    the newest Schema as LatestSchemaStrategy picks it locally."""
-    previous = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
-        schema=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Schema),
-    ).with_id("previous_schema_resolver")
-    schema_gen.spec.inputs[PREVIOUS_SCHEMA_KEY] = previous.outputs["schema"]
-    schema_gen.previous_schema_resolver = previous
