@@ -166,6 +166,8 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "binary_crossentropy": False,
 }
 
+# The data component's node id, which both runners look up (MLMD contexts, the KFP task).
+EXAMPLE_GEN = "MtrecExampleGen"
 # RequestSkewGen (`mtrec run --request-logs`): its node id, and the custom property of its
 # anomalies that lists the drifted features (JSON), read back by the results room.
 REQUEST_SKEW_GEN = "RequestSkewGen"

@@ -22,6 +22,8 @@ from tfx.proto import range_config_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import proto_utils
 
+from mtrec import names as F
+
 if TYPE_CHECKING:
     from mtrec.pipeline.config import PipelineConfig
 
@@ -29,7 +31,6 @@ DEFAULT_IMAGE = "ghcr.io/mtrec/mtrec:latest"
 SPAN_PARAMETER = "span"
 LATEST_SPAN = "latest"
 RANGE_CONFIG_KEY = standard_component_specs.RANGE_CONFIG_KEY
-EXAMPLE_GEN_ID = "MtrecExampleGen"
 # The data component's driver (TFX's own is tfx.orchestration.kubeflow.v2
 # .file_based_example_gen.driver): the span parameter to a RangeConfig, then TFX's driver.
 SPAN_DRIVER_COMMAND = ["python", "-m", "mtrec.pipeline.kubeflow_runner"]
@@ -77,14 +78,14 @@ def compile_pipeline(config: PipelineConfig, image: str, output_file: str) -> st
         spec["root"]["inputDefinitions"]["parameters"][SPAN_PARAMETER].update(
             defaultValue=default_span, isOptional=True
         )
-        driver = spec["deploymentSpec"]["executors"][f"{EXAMPLE_GEN_ID}_executor"]["container"]
+        driver = spec["deploymentSpec"]["executors"][f"{F.EXAMPLE_GEN}_executor"]["container"]
         driver["lifecycle"]["preCacheCheck"]["command"] = list(SPAN_DRIVER_COMMAND)
     _write(job, output_file)
     return output_file
 
 
 def _example_gen(pipeline: Any) -> Any:
-    (node,) = (c for c in pipeline.components if c.id == EXAMPLE_GEN_ID)
+    (node,) = (c for c in pipeline.components if c.id == F.EXAMPLE_GEN)
     return node
 
 

@@ -15,6 +15,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_kera
 
 from tfx import v1 as tfx
 
+from mtrec import names as F
 from mtrec import quiet
 from mtrec.components.span_window import window_spans
 from mtrec.data import source
@@ -23,7 +24,6 @@ from mtrec.pipeline.config import PipelineConfig
 from mtrec.pipeline.pipeline import create_pipeline
 
 METADATA_FILE = "metadata.sqlite"
-EXAMPLE_GEN_ID = "MtrecExampleGen"
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +110,7 @@ def ingested_spans(connection: Any, pipeline_name: str) -> set[int]:
     import ml_metadata as mlmd
 
     store = mlmd.MetadataStore(connection)
-    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{EXAMPLE_GEN_ID}")
+    context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{F.EXAMPLE_GEN}")
     if context is None:
         return set()
     return {
