@@ -77,6 +77,10 @@ class ModelConfig:
     head_units: tuple[int, ...] = (32,)
     # Per-user and per-item rating offsets added to the rating head (as in biased MF).
     rating_biases: bool = True
+    # The user's history (names.HISTORY) pooled into the user representation, SVD++-style:
+    # each history item's own embedding plus its rating's z-score times a learned vector,
+    # summed and divided by sqrt(length). Every head and the retrieval tower read it.
+    history: bool = True
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False

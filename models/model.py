@@ -104,6 +104,8 @@ class SideEncoder(tf_keras.layers.Layer):
 
     During training the id is replaced by its OOV bucket with probability ``id_dropout``,
     so the model learns to score an unknown user or item from its side features alone.
+    With ``history_keys`` (indices into a vocabulary of ``history_cardinality`` rows, -1
+    padded, and their rating z-scores) it also pools the history: sum(e_i + r_i·w) / sqrt(n).
     """
 
     def __init__(
@@ -117,9 +119,17 @@ class SideEncoder(tf_keras.layers.Layer):
         output_dim: int,
         id_dropout: float = 0.0,
         l2: float = 0.0,
+        history_keys: Sequence[str] = (),
+        history_cardinality: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if history_keys and (len(history_keys) != 2 or history_cardinality < 1):
+            raise ValueError("history_keys needs (indices, ratings) and a history_cardinality")
+        self.history_keys = list(history_keys)
+        self.history_cardinality = history_cardinality
+        self.history_table: tf.Variable | None = None
+        self.history_rating: tf.Variable | None = None
         self.cardinalities = dict(cardinalities)
         self.categorical = list(categorical)
         self.multivalent = list(multivalent)
@@ -150,7 +160,31 @@ class SideEncoder(tf_keras.layers.Layer):
                 initializer="uniform",
                 regularizer=self.regularizer,
             )
+        if self.history_keys:
+            self.history_table = self.add_weight(
+                name="history_emb",
+                shape=(self.history_cardinality, self.embedding_dim),
+                initializer="uniform",
+                regularizer=self.regularizer,
+            )
+            self.history_rating = self.add_weight(
+                name="history_rating", shape=(self.embedding_dim,), initializer="zeros"
+            )
         super().build(input_shape)
+
+    def pool_history(self, inputs: Mapping[str, Any]) -> tf.Tensor:
+        """[batch, embedding_dim]: the history's items with their ratings, summed over the
+        entries and divided by sqrt(count); zeros for an empty history."""
+        ids_key, ratings_key = self.history_keys
+        ids = tf.cast(inputs[ids_key], tf.int64)
+        ids = tf.reshape(ids, [tf.shape(ids)[0], -1])
+        present = tf.cast(ids >= 0, tf.float32)
+        ratings = tf.reshape(tf.cast(inputs[ratings_key], tf.float32), tf.shape(ids))
+        vectors = tf.gather(self.history_table, tf.maximum(ids, 0))
+        vectors += ratings[..., None] * self.history_rating
+        total = tf.reduce_sum(vectors * present[..., None], axis=1)
+        count = tf.reduce_sum(present, axis=1, keepdims=True)
+        return total * tf.math.rsqrt(tf.maximum(count, 1.0))
 
     def drop_ids(self, ids: tf.Tensor, training: bool | None) -> tf.Tensor:
         """Send a random share of ids to the OOV bucket (the last index) while training."""
@@ -175,6 +209,8 @@ class SideEncoder(tf_keras.layers.Layer):
             )
         for key in self.numeric:
             parts.append(tf.reshape(tf.cast(inputs[key], tf.float32), [-1, 1]))
+        if self.history_keys:
+            parts.append(self.pool_history(inputs))
         return self.projection(tf.concat(parts, axis=1))
 
     def get_config(self) -> dict[str, Any]:
@@ -189,6 +225,8 @@ class SideEncoder(tf_keras.layers.Layer):
             "output_dim": self.output_dim,
             "id_dropout": self.id_dropout,
             "l2": self.l2,
+            "history_keys": self.history_keys,
+            "history_cardinality": self.history_cardinality,
         }
 
 
@@ -339,6 +377,8 @@ class MultiTaskRecommender(tfrs.models.Model):
             output_dim=cfg.side_dim,
             id_dropout=cfg.id_dropout,
             l2=cfg.l2,
+            history_keys=F.USER_HISTORY_XF if cfg.history else (),
+            history_cardinality=self.cardinalities.get(F.transformed_name(F.ITEM_ID), 0),
             name="user_encoder",
         )
         self.item_encoder = SideEncoder(
@@ -466,6 +506,8 @@ class MultiTaskRecommender(tfrs.models.Model):
                     tables.append((layer.embeddings, VOCABULARY_FEATURES[key]))
             for key, table in encoder.bag_tables.items():
                 tables.append((table, VOCABULARY_FEATURES[key]))
+            if encoder.history_table is not None:  # History entries are item ids.
+                tables.append((encoder.history_table, F.ITEM_ID))
         for key, bias in (self.rating_biases or {}).items():
             tables.append((bias.table.embeddings, VOCABULARY_FEATURES[key]))
         if self.item_log_probability is not None:

@@ -20,6 +20,7 @@ YEAR_BUCKETS = 10
 TITLE_TOP_K = 5_000
 TITLE_MIN_FREQUENCY = 2
 Z_CLIP = 5.0
+NUMBER = r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
 CATEGORICAL_KEYS = (F.USER_ID, F.ITEM_ID, F.GENDER, F.OCCUPATION, F.ZIP_PREFIX)
 
 
@@ -57,16 +58,47 @@ def _tokens(text: tf.Tensor, separator: str | None) -> tf.SparseTensor:
     return tf.strings.split(text, sep=separator).to_sparse()
 
 
+def _finite_or_zero(value: tf.Tensor) -> tf.Tensor:
+    return tf.where(tf.math.is_finite(value), value, tf.zeros_like(value))
+
+
+def _history(text: tf.Tensor, item_vocabulary: Any) -> tuple[tf.Tensor, tf.Tensor]:
+    """History strings to [batch, HISTORY_LENGTH] item-vocabulary indices (-1 pads; an item
+    Transform never saw takes the OOV bucket) and rating z-scores (0: unknown or padding).
+    The ratings are scaled by the known history ratings of the training split."""
+    tokens = tf.strings.split(text)[:, : F.HISTORY_LENGTH]  # Whitespace; empty tokens dropped.
+    pieces = tf.strings.split(tokens.flat_values, sep=F.HISTORY_RATING_SEPARATOR, maxsplit=1)
+    pieces = pieces.to_tensor(default_value="", shape=[None, 2])
+    items = tft.apply_vocabulary(pieces[:, 0], item_vocabulary, num_oov_buckets=NUM_OOV_BUCKETS)
+    known = tf.strings.regex_full_match(pieces[:, 1], NUMBER)
+    rating = tf.strings.to_number(tf.where(known, pieces[:, 1], "0"), tf.float32)
+    # Logs without ratings leave both undefined (0/0): every history rating is then unknown.
+    mean = _finite_or_zero(tft.mean(tf.boolean_mask(rating, known)))
+    deviation = _finite_or_zero(tf.sqrt(tft.var(tf.boolean_mask(rating, known))))
+    scaled = tf.math.divide_no_nan(rating - mean, deviation)
+    rating_z = tf.where(known, tf.clip_by_value(scaled, -Z_CLIP, Z_CLIP), 0.0)
+    shape = [None, F.HISTORY_LENGTH]
+    splits = tokens.row_splits
+    return (
+        tf.RaggedTensor.from_row_splits(items, splits).to_tensor(default_value=-1, shape=shape),
+        tf.RaggedTensor.from_row_splits(rating_z, splits).to_tensor(default_value=0.0, shape=shape),
+    )
+
+
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict | None = None) -> dict:
     """Raw tf.Example features to the model's transformed features and labels."""
     del custom_config  # Accepted so the cache key can carry a code fingerprint.
     outputs: dict[str, Any] = {}
+    vocabularies = {}
     for key in CATEGORICAL_KEYS:
-        outputs[F.transformed_name(key)] = tft.compute_and_apply_vocabulary(
-            _as_string(_dense(inputs[key], default=_empty(inputs[key]))),
-            num_oov_buckets=NUM_OOV_BUCKETS,
-            vocab_filename=key,
+        values = _as_string(_dense(inputs[key], default=_empty(inputs[key])))
+        vocabularies[key] = tft.vocabulary(values, vocab_filename=key)
+        outputs[F.transformed_name(key)] = tft.apply_vocabulary(
+            values, vocabularies[key], num_oov_buckets=NUM_OOV_BUCKETS
         )
+    history, ratings = _history(_dense(inputs[F.HISTORY], default=""), vocabularies[F.ITEM_ID])
+    outputs[F.HISTORY_XF] = history
+    outputs[F.HISTORY_RATING_XF] = ratings
 
     age = _fill_unknown(tf.cast(_dense(inputs[F.AGE], default=0), tf.float32))
     outputs[F.transformed_name(F.AGE_Z)] = _clipped_z_score(age)

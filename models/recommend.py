@@ -5,9 +5,11 @@ The catalog (every item id Transform knows, with its transformed features) is co
 from the training data at export and saved with the model as variables, in ``variables/``:
 as constants they made ``saved_model.pb`` grow with the catalog (7.8 MB per 100,000 items),
 and TF Serving cannot read a graph past 2 GB. A request gives the
-user's id and/or raw features, ``k``, the items to leave out (``exclude``, e.g. those already
-seen) and optionally ``blend`` weights. Each item is scored by all three heads (or, with
-the optional retrieval tower, each of the nearest ``retrieval.candidates`` items). The ranking
+user's id and/or raw features, including the user's history (``names.HISTORY``: a user the
+model never saw is ranked by it), ``k``, the items to leave out (``exclude``; when it is
+empty, the history's items) and optionally ``blend`` weights. Each item is scored by all
+three heads (or, with the optional retrieval tower, each of the nearest
+``retrieval.candidates`` items). The ranking
 score is w_rating·(rating - 1)/4 + w_click·click + w_purchase·purchase, with the export's
 default weights unless the request passes three of its own.
 """
@@ -22,8 +24,6 @@ import tensorflow as tf
 
 from mtrec import names as F
 
-USER_RAW_INPUTS = (F.USER_ID, *F.USER_FEATURES)
-USER_XF = (*F.USER_CATEGORICAL_XF, *F.USER_NUMERIC_XF)
 ITEM_DENSE_XF = (*F.ITEM_CATEGORICAL_XF, *F.ITEM_NUMERIC_XF)
 ITEM_ID_XF = F.transformed_name(F.ITEM_ID)
 
@@ -126,7 +126,9 @@ def make_recommend_fn(
         module.retrieval_index.index(
             model.candidate_embeddings(every_item), tf.range(size, dtype=tf.int64)
         )
-    signature = [tf.TensorSpec([None], input_spec[key].dtype, name=key) for key in USER_RAW_INPUTS]
+    signature = [
+        tf.TensorSpec([None], input_spec[key].dtype, name=key) for key in F.USER_INPUT_KEYS
+    ]
     signature += [
         tf.TensorSpec([None], tf.int64, name="k"),
         tf.TensorSpec([None], tf.int64, name="exclude"),
@@ -140,12 +142,17 @@ def make_recommend_fn(
         gender: tf.Tensor,
         occupation: tf.Tensor,
         zip_prefix: tf.Tensor,
+        history: tf.Tensor,
         k: tf.Tensor,
         exclude: tf.Tensor,
         blend: tf.Tensor,
     ) -> dict[str, tf.Tensor]:
         given = dict(
-            zip(USER_RAW_INPUTS, (user_id, age, gender, occupation, zip_prefix), strict=True)
+            zip(
+                F.USER_INPUT_KEYS,
+                (user_id, age, gender, occupation, zip_prefix, history),
+                strict=True,
+            )
         )
         raw = {}
         for key in F.MODEL_INPUT_KEYS:  # The user from the request; item fields neutral.
@@ -159,14 +166,14 @@ def make_recommend_fn(
             raw[key] = tf.reshape(value, [-1, *spec.shape])
         user = module.tft_layer(raw)
         if retrieve:  # Enough nearest items that excluding the seen ones leaves `retrieve`.
-            query = model.query_embeddings({key: user[key] for key in USER_XF})
+            query = model.query_embeddings({key: user[key] for key in F.USER_XF})
             wanted_rows = tf.minimum(retrieve + tf.size(exclude), size)
             _, rows = module.retrieval_index(query, k=wanted_rows)
             rows = tf.reshape(rows, [-1])
         else:
             rows = tf.range(size, dtype=tf.int64)
         count = tf.size(rows)
-        features = {key: tf.repeat(tf.reshape(user[key], [1]), count) for key in USER_XF}
+        features = {key: tf.repeat(user[key][:1], count, axis=0) for key in F.USER_XF}
         features.update(
             item_features(
                 {key: tf.gather(v, rows) for key, v in dense.items()},
@@ -179,6 +186,9 @@ def make_recommend_fn(
         candidate_ids = tf.gather(item_ids, rows)
         # Binary search in the sorted exclusion list: O((candidates + excluded) log excluded),
         # where comparing every candidate with every excluded item was their product.
+        exclude = tf.cond(
+            tf.size(exclude) > 0, lambda: exclude, lambda: history_items(raw[F.HISTORY])
+        )
         banned = tf.sort(exclude)
         excluded = tf.searchsorted(banned, candidate_ids, side="right") > tf.searchsorted(
             banned, candidate_ids, side="left"
@@ -194,6 +204,16 @@ def make_recommend_fn(
         }
 
     return recommend
+
+
+def history_items(history: tf.Tensor) -> tf.Tensor:
+    """The item ids in a batch of history strings (tokens "item" or "item:rating"), flat;
+    a token whose item is not an integer id is skipped."""
+    tokens = tf.strings.split(tf.reshape(history, [-1])).flat_values
+    items = tf.strings.split(tokens, sep=F.HISTORY_RATING_SEPARATOR, maxsplit=1)
+    items = items.to_tensor(default_value="", shape=[None, 2])[:, 0]
+    items = tf.boolean_mask(items, tf.strings.regex_full_match(items, r"-?[0-9]{1,18}"))
+    return tf.strings.to_number(items, tf.int64)
 
 
 def item_features(

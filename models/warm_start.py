@@ -52,6 +52,7 @@ SHAPE_FIELDS = (
     "architecture",
     "head_units",
     "rating_biases",
+    "history",
     "esmm",
     "loss_balancing",
 )

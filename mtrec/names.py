@@ -29,6 +29,14 @@ GENRES = "genres"
 YEAR = "year"
 TITLE = "title"
 GENRE_SEPARATOR = "|"
+# The user's history: the items the user interacted with (clicked) strictly before the
+# example's time, most recent first, at most HISTORY_LENGTH, as one string of tokens
+# "item" or "item:rating" (rating where known) joined by HISTORY_SEPARATOR, e.g.
+# "50:5 172 133:4". Built by the data job; a request passes the user's own.
+HISTORY = "history"
+HISTORY_SEPARATOR = " "
+HISTORY_RATING_SEPARATOR = ":"
+HISTORY_LENGTH = 50
 
 # Columns written for TFMA slicing only; the model never reads them.
 AGE_BUCKET = "age_bucket"
@@ -39,7 +47,7 @@ GENRE = "genre"  # The item's genres as a multivalent list: an example is in eac
 USER_FEATURES: tuple[str, ...] = (AGE, GENDER, OCCUPATION, ZIP_PREFIX)
 ITEM_FEATURES: tuple[str, ...] = (GENRES, YEAR, TITLE)
 # What a serving request carries: ids plus side features, never labels.
-MODEL_INPUT_KEYS: tuple[str, ...] = (USER_ID, ITEM_ID, *USER_FEATURES, *ITEM_FEATURES)
+MODEL_INPUT_KEYS: tuple[str, ...] = (USER_ID, ITEM_ID, *USER_FEATURES, HISTORY, *ITEM_FEATURES)
 
 INT_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, CLICK, PURCHASE, TIMESTAMP, AGE, YEAR)
 FLOAT_COLUMNS: tuple[str, ...] = (RATING,)
@@ -49,6 +57,7 @@ STRING_COLUMNS: tuple[str, ...] = (
     ZIP_PREFIX,
     GENRES,
     TITLE,
+    HISTORY,
     AGE_BUCKET,
     USER_ACTIVITY,
     ITEM_POPULARITY,
@@ -69,6 +78,7 @@ EXAMPLE_COLUMNS: tuple[str, ...] = (
     GENRES,
     YEAR,
     TITLE,
+    HISTORY,
     AGE_BUCKET,
     USER_ACTIVITY,
     ITEM_POPULARITY,
@@ -89,6 +99,7 @@ RATING_WEIGHT = "rating_weight"
 AGE_Z = "age_z"
 YEAR_Z = "year_z"
 YEAR_BUCKET = "year_bucket"
+HISTORY_RATING = "history_rating"
 
 
 def transformed_name(key: str) -> str:
@@ -104,6 +115,14 @@ ITEM_CATEGORICAL_XF: tuple[str, ...] = tuple(transformed_name(k) for k in (ITEM_
 ITEM_MULTIVALENT_XF: tuple[str, ...] = tuple(transformed_name(k) for k in (GENRES, TITLE))
 USER_NUMERIC_XF: tuple[str, ...] = (transformed_name(AGE_Z),)
 ITEM_NUMERIC_XF: tuple[str, ...] = (transformed_name(YEAR_Z),)
+# The history as the model reads it: [batch, HISTORY_LENGTH] item-vocabulary indices (-1
+# pads) and the ratings' z-scores (0 where unknown or padding).
+HISTORY_XF = transformed_name(HISTORY)
+HISTORY_RATING_XF = transformed_name(HISTORY_RATING)
+USER_HISTORY_XF: tuple[str, ...] = (HISTORY_XF, HISTORY_RATING_XF)
+# Everything the user side reads, raw (a request's user) and transformed (the user encoder).
+USER_INPUT_KEYS: tuple[str, ...] = (USER_ID, *USER_FEATURES, HISTORY)
+USER_XF: tuple[str, ...] = (*USER_CATEGORICAL_XF, *USER_NUMERIC_XF, *USER_HISTORY_XF)
 LABEL_XF: dict[str, str] = {head: transformed_name(head) for head in HEADS}
 RATING_WEIGHT_XF = transformed_name(RATING_WEIGHT)
 
@@ -129,6 +148,7 @@ MISSING_DEFAULTS: dict[str, object] = {
     GENRES: "",
     YEAR: 0,
     TITLE: "",
+    HISTORY: "",
 }
 
 # Signatures of the exported SavedModel.

@@ -12,6 +12,11 @@ Rules (also in the README):
   files are used as given; valid is carved from train (by time; per user for u1-style
   ratings, whose split is random in time).
 - Your own logs keep their labels; nothing is sampled.
+- Every row carries the user's history (``names.HISTORY``): the items the user clicked
+  strictly before the row's timestamp, most recent first, at most ``HISTORY_LENGTH``, never
+  the row's own item. With explicit train and eval files every train row counts as before
+  each eval row, and eval rows are in no one's history. A sampled non-interaction has the
+  history of the positive it was drawn for.
 
 Everything streams: one user's interactions are the most held at once, plus the item and user
 side tables and per-item counts (sized by the catalog, not the rows).
@@ -19,6 +24,7 @@ side tables and per-item counts (sized by the catalog, not the rows).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import dataclasses
 import hashlib
@@ -41,7 +47,7 @@ from mtrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 5  # Part of every fingerprint: bump when what is written changes.
+FORMAT_VERSION = 6  # Part of every fingerprint: bump when what is written changes.
 ERRORS_FILE = "errors.json"
 SPLIT = "_split"  # Internal row keys, never written.
 ROLE = "_role"
@@ -261,6 +267,7 @@ class _PerUser(beam.DoFn):
                 row[SPLIT] = _split_by_time(row, cutoffs, config)
         if self._kind != S.LOGS and config.negatives_per_positive:
             rows += self._negatives(user, rows, np.asarray(catalog))
+        add_history(rows, explicit=self._kind == S.RATINGS)
         train_clicks = sum(1 for r in rows if r[SPLIT] == F.TRAIN and r[F.CLICK] == 1)
         activity = "cold" if train_clicks <= config.cold_user_max_interactions else "warm"
         for row in rows:
@@ -310,6 +317,37 @@ class _PerUser(beam.DoFn):
                     }
                 )
         return out
+
+
+def history_token(row: Row) -> str:
+    """A history entry: the item id, with ":rating" where the rating is known."""
+    rating = row.get(F.RATING)
+    token = str(row[F.ITEM_ID])
+    return token if rating is None else f"{token}{F.HISTORY_RATING_SEPARATOR}{rating:g}"
+
+
+def add_history(rows: list[Row], explicit: bool) -> None:
+    """Set each of one user's rows' history (see the module docstring). ``explicit``: the
+    rows come from explicit train/eval files, whose eval rows see every train row."""
+    seen = sorted(
+        (r for r in rows if r[F.CLICK] == 1 and not (explicit and r[ROLE] == S.EVAL)),
+        key=lambda r: r[F.TIMESTAMP],
+    )
+    stamps = [r[F.TIMESTAMP] for r in seen]
+    tokens = [history_token(r) for r in seen]
+    for row in rows:
+        before = (
+            len(seen)
+            if explicit and row[ROLE] == S.EVAL
+            else bisect.bisect_left(stamps, row[F.TIMESTAMP])
+        )
+        history: list[str] = []
+        for index in range(before - 1, -1, -1):  # Most recent first.
+            if seen[index][F.ITEM_ID] != row[F.ITEM_ID]:
+                history.append(tokens[index])
+                if len(history) == F.HISTORY_LENGTH:
+                    break
+        row[F.HISTORY] = F.HISTORY_SEPARATOR.join(history)
 
 
 def _split_by_time(row: Row, cutoffs: Mapping[str, Any], config: DataConfig) -> str:

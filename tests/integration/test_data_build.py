@@ -69,6 +69,22 @@ def test_movielens_labels_negatives_and_time_split(built, movielens_dir):
     assert latest[F.TRAIN] < earliest[F.VALID] and latest[F.VALID] < earliest[F.EVAL]
     share = len(splits[F.EVAL]) / len(rows)
     assert 0.08 <= share <= 0.12
+    # History: the user's ratings strictly before the row's time, newest first, not its item.
+    rated_at = {
+        (u, i): (t, r)
+        for u, i, r, t in ratings[[F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP]].itertuples(
+            index=False
+        )
+    }
+    for r in rows:
+        tokens = [token.split(":") for token in r[F.HISTORY].decode().split()]
+        seen = [rated_at[(r[F.USER_ID], int(item))] for item, _ in tokens]
+        assert all(t < r[F.TIMESTAMP] for t, _ in seen)
+        assert [t for t, _ in seen] == sorted((t for t, _ in seen), reverse=True)
+        assert [float(rating) for _, rating in tokens] == [rating for _, rating in seen]
+        assert str(r[F.ITEM_ID]) not in {item for item, _ in tokens}
+        earlier = [t for (u, _), (t, _) in rated_at.items() if u == r[F.USER_ID]]
+        assert len(tokens) == min(F.HISTORY_LENGTH, sum(t < r[F.TIMESTAMP] for t in earlier))
     assert set(splits[F.EVAL][0]) == set(F.EXAMPLE_COLUMNS)
 
 
@@ -128,6 +144,13 @@ def test_explicit_ratings_split_keeps_eval_apart(movielens_dir, tmp_path):
     # Validation: each user's most recent train ratings, at least one per user with two.
     per_user = ratings.iloc[48:].groupby("user_id").size()
     assert {u for u, _, c in valid if c} == set(per_user[per_user >= 2].index)
+    # History: an eval row's is every base rating of its user; no eval item is in any history.
+    for r in read_split(root, F.EVAL) + read_split(root, F.TRAIN):
+        items = {int(t.split(":")[0]) for t in r[F.HISTORY].decode().split()}
+        assert not {(r[F.USER_ID], i) for i in items} & eval_rated
+    for r in read_split(root, F.EVAL):
+        items = {int(t.split(":")[0]) for t in r[F.HISTORY].decode().split()}
+        assert items == {i for u, i in base_rated if u == r[F.USER_ID]}
 
 
 def test_your_own_logs_keep_their_labels_in_a_folder_of_shards(tmp_path):

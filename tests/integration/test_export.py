@@ -19,7 +19,7 @@ from mtrec.models.export import (
     write_warmup_requests,
 )
 from mtrec.models.hparams import ModelConfig
-from mtrec.models.recommend import USER_XF, Catalog, blended_score, item_features
+from mtrec.models.recommend import Catalog, blended_score, item_features
 from mtrec.models.training import cardinalities
 from tests.support.training import recommend, serve, train_and_export
 
@@ -36,6 +36,7 @@ KNOWN = {
     "genres": "Action|Comedy",
     "year": 1990,
     "title": "Movie Blast 5",
+    "history": "2:4 7 1:1",
 }
 
 
@@ -110,7 +111,14 @@ def test_raw_signature_agrees_with_the_example_signature(exported):
 def test_predictions_respond_to_the_inputs(exported):
     _, _, loaded = exported
     base = serve(loaded, [KNOWN])
-    for change in ({"item_id": 9}, {"user_id": 20}, {"gender": "F", "genres": "Romance"}):
+    changes = (
+        {"item_id": 9},
+        {"user_id": 20},
+        {"gender": "F", "genres": "Romance"},
+        {"history": "4:5 6:5"},
+        {"history": ""},
+    )
+    for change in changes:
         other = serve(loaded, [{**KNOWN, **change}])
         assert any(abs(other[h][0] - base[h][0]) > 1e-6 for h in F.HEADS), change
 
@@ -211,6 +219,29 @@ def test_unseen_users_with_different_features_get_different_recommendations(expo
     np.testing.assert_allclose(clicks_only["score"], clicks_only[F.CLICK], rtol=1e-5)
 
 
+def test_an_unseen_user_is_ranked_by_the_history_passed_and_its_items_left_out(exported):
+    _, _, loaded = exported
+    stranger = {"user_id": 99_997}
+    catalog = sorted(recommend(loaded, stranger, k=10_000)["item_id"].tolist())
+    firsts = " ".join(f"{item}:5" for item in catalog[:4])
+    lasts = " ".join(f"{item}:5" for item in catalog[-4:])
+    nothing = recommend(loaded, stranger, k=10_000)
+    first = recommend(loaded, {**stranger, "history": firsts}, k=10_000)
+    last = recommend(loaded, {**stranger, "history": lasts}, k=10_000)
+    assert first["item_id"].tolist() != last["item_id"].tolist()
+    before = dict(zip(nothing["item_id"].tolist(), nothing["score"].tolist(), strict=True))
+    after = dict(zip(first["item_id"].tolist(), first["score"].tolist(), strict=True))
+    assert not np.allclose([after[i] for i in after], [before[i] for i in after])
+    # With no `exclude`, the history's items are left out; an `exclude` given replaces it.
+    assert set(catalog) - set(first["item_id"].tolist()) == set(catalog[:4])
+    assert set(catalog) - set(last["item_id"].tolist()) == set(catalog[-4:])
+    chosen = recommend(loaded, {**stranger, "history": firsts}, k=10_000, exclude=[catalog[-1]])
+    assert set(catalog) - set(chosen["item_id"].tolist()) == {catalog[-1]}
+    # Tokens that are not item ids rank as unknown items and exclude nothing.
+    odd = recommend(loaded, {**stranger, "history": "x:5 y 3.5"}, k=10_000)
+    assert sorted(odd["item_id"].tolist()) == catalog
+
+
 # ------------------------------------------------------------------- a catalog at scale
 
 BIG = 5_000
@@ -290,7 +321,7 @@ def test_a_catalog_of_5000_items_is_saved_as_variables_and_recommends_exactly(tr
     }
     raw = {k: tf.cast(v, tf.int64) if v.dtype == tf.int32 else v for k, v in raw.items()}
     features = trained.output.transform_features_layer()(raw)
-    inputs = {key: tf.repeat(tf.reshape(features[key], [1]), BIG) for key in USER_XF}
+    inputs = {key: tf.repeat(features[key][:1], BIG, axis=0) for key in F.USER_XF}
     inputs.update(
         item_features(
             {key: tf.constant(value) for key, value in catalog.dense.items()},

@@ -86,9 +86,7 @@ def test_recommend_ranks_only_the_retrieved_candidates(trained):
     user = output.transform_features_layer()(raw)
     dense = {key: tf.constant(value) for key, value in catalog.dense.items()}
     bags = {key: tf.constant(value, tf.int64) for key, value in catalog.bags.items()}
-    query = model.query_embeddings(
-        {key: user[key] for key in (*F.USER_CATEGORICAL_XF, *F.USER_NUMERIC_XF)}
-    ).numpy()
+    query = model.query_embeddings({key: user[key] for key in F.USER_XF}).numpy()
     items = model.candidate_embeddings(item_features(dense, bags)).numpy()
     nearness = (items @ query.T).reshape(-1)
     seen = [int(catalog.item_ids[i]) for i in np.argsort(-nearness)[:3]]  # The 3 nearest.

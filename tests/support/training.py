@@ -56,6 +56,13 @@ def transformed_batch(n: int = 32, seed: int = 0) -> dict:
         )
     batch["age_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
     batch["year_z_xf"] = tf.constant(rng.normal(size=n), tf.float32)
+    # Histories of 0-5 known items (-1 pads) with ratings' z-scores.
+    lengths = rng.integers(0, 6, n)
+    present = np.arange(F.HISTORY_LENGTH)[None, :] < lengths[:, None]
+    items = rng.integers(0, CARDS["item_id_xf"] - 1, (n, F.HISTORY_LENGTH))
+    batch[F.HISTORY_XF] = tf.constant(np.where(present, items, -1), tf.int64)
+    ratings = rng.normal(size=(n, F.HISTORY_LENGTH)).astype(np.float32)
+    batch[F.HISTORY_RATING_XF] = tf.constant(np.where(present, ratings, 0.0), tf.float32)
     click = rng.integers(0, 2, n).astype(np.float32)
     batch[F.LABEL_XF[F.CLICK]] = tf.constant(click)
     batch[F.LABEL_XF[F.PURCHASE]] = tf.constant(click * rng.integers(0, 2, n))
@@ -126,6 +133,7 @@ def recommend(loaded, user, k, exclude=(), blend=()):
         "gender": [user.get("gender", "")],
         "occupation": [user.get("occupation", "")],
         "zip_prefix": [user.get("zip_prefix", "")],
+        "history": [user.get("history", "")],
     }
     inputs = {
         key: tf.constant(value, tf.int64 if key in ("user_id", "age") else tf.string)

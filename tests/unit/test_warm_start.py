@@ -59,6 +59,9 @@ def batch(vocabularies: dict[str, list[bytes]], n: int = 64, seed: int = 0) -> d
     features = transformed_batch(n, seed)
     for key in DENSE_KEYS:
         features[key] = features[key] % (cards(vocabularies)[key] - NUM_OOV_BUCKETS)
+    history = features[F.HISTORY_XF]
+    known = cards(vocabularies)[F.transformed_name(F.ITEM_ID)] - NUM_OOV_BUCKETS
+    features[F.HISTORY_XF] = tf.where(history >= 0, history % known, history)
     return features
 
 
@@ -104,6 +107,7 @@ def test_vocabulary_variables_name_each_table_and_its_vocabulary(base):
         ("user_encoder/gender_xf_emb/embeddings:0", F.GENDER),
         ("user_encoder/occupation_xf_emb/embeddings:0", F.OCCUPATION),
         ("user_encoder/zip_prefix_xf_emb/embeddings:0", F.ZIP_PREFIX),
+        ("user_encoder/history_emb:0", F.ITEM_ID),
         ("item_encoder/item_id_xf_emb/embeddings:0", F.ITEM_ID),
         ("item_encoder/genres_xf_emb:0", F.GENRES),
         ("item_encoder/title_xf_emb:0", F.TITLE),
@@ -157,8 +161,9 @@ def test_rows_are_carried_by_token_and_new_tokens_start_fresh(base):
     name = model_b.user_encoder.embeddings["user_id_xf"].embeddings.name
     np.testing.assert_array_equal(users_b[0], fresh[name][0])  # d keeps its initial row.
     assert not any(np.allclose(users_b[0], row) for row in users_a)
-    # Items (v1: x y OOV; v2: y z x OOV) in the embedding, the rating bias and log p(item).
-    for part in ("_emb", "_bias", "item_log_probability"):
+    # Items (v1: x y OOV; v2: y z x OOV) in the embedding, the history's table, the rating
+    # bias and log p(item).
+    for part in ("item_id_xf_emb", "history_emb", "_bias", "item_log_probability"):
         items_a, items_b = table(model_a, F.ITEM_ID, part), table(model_b, F.ITEM_ID, part)
         np.testing.assert_array_equal(items_b[[0, 2, 3]], items_a[[1, 0, 2]])
     assert table(model_b, F.ITEM_ID, "_bias")[1] == 0.0  # z: a new item's bias starts at 0.
@@ -171,7 +176,7 @@ def test_rows_are_carried_by_token_and_new_tokens_start_fresh(base):
     tables = {v.ref() for v, _ in model_b.vocabulary_variables()}
     dense = [(a, b) for a, b in zip(model_a.weights, model_b.weights, strict=True)]
     dense = [(a, b) for a, b in dense if b.ref() not in tables]
-    assert len(dense) == len(model_b.weights) - 10
+    assert len(dense) == len(model_b.weights) - 11
     for a, b in dense:
         np.testing.assert_array_equal(b.numpy(), a.numpy(), err_msg=b.name)
     rating_bias = float(model_b.heads[F.RATING].out.bias.numpy()[0])

@@ -1,0 +1,65 @@
+"""The history feature on constructed cases: only clicks strictly before the row's time,
+most recent first, never the row's own item, capped; explicit eval rows see all of train."""
+
+from mtrec import names as F
+from mtrec.data import build
+from mtrec.data import source as S
+
+
+def row(stamp: int, item: int, rating: float | None = None, click: int = 1, role: str = S.TRAIN):
+    return {
+        F.TIMESTAMP: stamp,
+        F.ITEM_ID: item,
+        F.RATING: rating,
+        F.CLICK: click,
+        build.ROLE: role,
+    }
+
+
+def histories(rows: list[dict], explicit: bool = False) -> list[str]:
+    build.add_history(rows, explicit=explicit)
+    return [r[F.HISTORY] for r in rows]
+
+
+def test_only_earlier_clicks_most_recent_first_without_the_row_s_item():
+    rows = [
+        row(10, 1, 5.0),
+        row(20, 2, 3.0),
+        row(20, 3),  # A click without a rating.
+        row(30, 4, click=0),  # Not a click: in no history.
+        row(40, 5, 4.0),
+        row(40, 9, click=0),  # A sampled non-interaction for the t=40 positive.
+        row(50, 1, 2.5),  # Item 1 again: its own earlier click is left out.
+    ]
+    assert histories(rows) == [
+        "",
+        "1:5",  # Item 3 has the same time: not before.
+        "1:5",
+        "3 2:3 1:5",
+        "3 2:3 1:5",
+        "3 2:3 1:5",
+        "5:4 3 2:3",
+    ]
+
+
+def test_nothing_at_or_after_the_row_s_time_and_the_cap():
+    rows = [row(stamp, 100 + stamp, 4.0) for stamp in range(80)]
+    built = histories(rows)
+    for stamp, history in enumerate(built):
+        items = [int(token.split(":")[0]) for token in history.split()]
+        assert items == [100 + s for s in range(stamp - 1, -1, -1)][: F.HISTORY_LENGTH]
+        assert all(item - 100 < stamp for item in items)
+    assert len(built[-1].split()) == F.HISTORY_LENGTH == 50
+
+
+def test_explicit_eval_rows_see_every_train_row_and_are_in_no_history():
+    rows = [
+        row(100, 1, 4.0),
+        row(200, 2, 5.0),
+        row(50, 3, 3.0, role=S.EVAL),  # Earlier than every train row, still sees them all.
+        row(300, 4, 1.0, role=S.EVAL),
+        row(300, 8, click=0, role=S.EVAL),
+    ]
+    assert histories(rows, explicit=True) == ["", "1:4", "2:5 1:4", "2:5 1:4", "2:5 1:4"]
+    # The same rows split by time: the eval rows are ordinary clicks.
+    assert histories(rows)[1] == "1:4 3:3"
