@@ -166,16 +166,20 @@ def set_method_names(export_dir: str, methods: dict[str, str]) -> None:
 
 
 def warmup_examples(tft_output: tft.TFTransformOutput) -> list[bytes]:
-    """Requests for the most frequent training users and items, plus one unknown pair."""
+    """Requests for the most frequent training users and items, plus one unknown pair, with
+    histories of the most frequent items."""
     from mtrec.examples import to_examples  # Deferred: serving depends on models.
 
     users = tft_output.vocabulary_by_name(F.USER_ID)[:WARMUP_BATCH]
     items = tft_output.vocabulary_by_name(F.ITEM_ID)[:WARMUP_BATCH]
+    # Histories of the most frequent items (their lengths vary), and one that is empty.
+    history = [f"{int(item)}{F.HISTORY_RATING_SEPARATOR}4" for item in items]
     rows = [
-        {F.USER_ID: int(user), F.ITEM_ID: int(item)}
-        for user, item in zip(users, items, strict=False)
+        {F.USER_ID: int(user), F.ITEM_ID: int(item), F.HISTORY: " ".join(history[:index])}
+        for index, (user, item) in enumerate(zip(users, items, strict=False))
     ]
-    rows.append({F.USER_ID: -1, F.ITEM_ID: -1})  # Cold start: both ids unknown.
+    # Cold start: both ids unknown, ranked by a history.
+    rows.append({F.USER_ID: -1, F.ITEM_ID: -1, F.HISTORY: " ".join(history)})
     return to_examples(rows)
 
 

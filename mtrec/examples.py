@@ -9,6 +9,7 @@ import tensorflow as tf
 from mtrec import names as F
 
 Value = int | float | str | bytes | Sequence[int | float | str | bytes]
+JOINED = {F.GENRES: F.GENRE_SEPARATOR, F.HISTORY: F.HISTORY_SEPARATOR}
 
 
 def to_feature(value: Value) -> tf.train.Feature:
@@ -29,13 +30,19 @@ def to_feature(value: Value) -> tf.train.Feature:
     raise TypeError(f"unsupported feature values {values!r}")
 
 
+def joined(key: str, value: Value) -> Value:
+    """Genres and the history may be given as lists: joined as the model reads them
+    (history entries are item ids or "item:rating" strings)."""
+    if isinstance(value, list | tuple) and key in JOINED:
+        return JOINED[key].join(str(v) for v in value)
+    return value
+
+
 def to_example(row: Mapping[str, Value]) -> bytes:
-    """Serialize one request row; genres may be a list and are joined as the model expects."""
+    """Serialize one request row; genres and history may be lists (see ``joined``)."""
     features = {}
     for key, value in row.items():
-        if key == F.GENRES and isinstance(value, list | tuple):
-            value = F.GENRE_SEPARATOR.join(value)
-        features[key] = to_feature(value)
+        features[key] = to_feature(joined(key, value))
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 

@@ -163,9 +163,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--input",
         required=True,
         help=f"pairs to score: {FORMATS_HELP}. Columns: user_id, item_id and any of the "
-        "features age, gender, occupation, zip_prefix, genres, year, title, each typed as the "
-        "model reads it; an empty or NaN value means unknown (as in training); other columns "
-        "are ignored",
+        "features age, gender, occupation, zip_prefix, history, genres, year, title, each "
+        "typed as the model reads it; history is the user's earlier items, newest first, as "
+        "'item[:rating]' tokens split by spaces (e.g. '50:5 172 133:4'); an empty or NaN value "
+        "means unknown (as in training); other columns are ignored",
     )
     score.add_argument("--output", required=True, help="CSV to write")
     score.add_argument(
@@ -185,7 +186,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--users",
         required=True,
         help=f"users: {FORMATS_HELP}. Columns: user_id and any of age, gender, occupation, "
-        "zip_prefix (empty or NaN: unknown); other columns are ignored",
+        "zip_prefix, history (the user's earlier items, newest first, e.g. '50:5 172 133:4': "
+        "a user the model never saw is ranked by it, and its items are left out unless "
+        "--exclude-seen is given); empty or NaN: unknown; other columns are ignored",
     )
     recommend.add_argument("--k", type=int, default=10)
     recommend.add_argument(

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,78 @@ def test_a_catalog_of_5000_items_is_saved_as_variables_and_recommends_exactly(tr
     for loaded in (full, retrieval):
         left = recommend(loaded, user, k=20, exclude=catalog.item_ids[10:].tolist())
         assert sorted(left["item_id"].tolist()) == catalog.item_ids[:10].tolist()
+
+
+# ------------------------------------------------------------- history over TF Serving's API
+
+
+def test_history_is_served_over_grpc_predict_as_in_process(trained, tmp_path):
+    """The exported model behind the server, over gRPC Predict with TF Serving's protos:
+    serving_default (tf.Examples), predict_raw and recommend answer a history exactly as
+    the SavedModel does in process, and the signatures' metadata lists it."""
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+    from tensorflow_serving.apis import prediction_service_pb2_grpc as service
+
+    from mtrec.serving import config
+    from mtrec.serving.server import ModelServer, ServerOptions
+
+    base = tmp_path / "mtrec"
+    shutil.copytree(trained.loaded.export_dir, base / "1")
+    options = ServerOptions(
+        models=tuple(config.single_model("mtrec", str(base))), port=0, rest_api_port=0
+    )
+    server = ModelServer(options).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = service.PredictionServiceStub(channel)
+    loaded = trained.loaded
+
+    def call(signature: str, inputs: dict) -> dict:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = "mtrec", signature
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        response = stub.Predict(request, timeout=30)
+        return {key: tf.make_ndarray(value) for key, value in response.outputs.items()}
+
+    try:
+        rows = [{**KNOWN, "history": h} for h in ("2:4 7 1:1", "4:5 6:5", "")]
+        examples = np.array(to_examples(rows), dtype=object)
+        over_grpc = call(F.SERVING_DEFAULT, {"examples": examples})
+        in_process = loaded.signatures[F.SERVING_DEFAULT](examples=tf.constant(examples))
+        for head in F.HEADS:
+            np.testing.assert_allclose(over_grpc[head], in_process[head].numpy(), rtol=1e-6)
+            assert len(set(np.round(over_grpc[head], 6).tolist())) == 3  # It moves.
+        raw = {key: np.array([rows[1][key]]) for key in F.MODEL_INPUT_KEYS}
+        raw = {k: v.astype(np.int64) if v.dtype.kind == "i" else v for k, v in raw.items()}
+        over_grpc = call(F.PREDICT_RAW, raw)
+        in_process = loaded.signatures[F.PREDICT_RAW](**{k: tf.constant(v) for k, v in raw.items()})
+        for head in F.HEADS:
+            np.testing.assert_allclose(over_grpc[head], in_process[head].numpy(), rtol=1e-6)
+        user = {"user_id": 99_996, "history": "2:5 7:4"}
+        inputs = {
+            "user_id": np.array([99_996], np.int64),
+            "age": np.array([0], np.int64),
+            **{key: np.array([b""]) for key in ("gender", "occupation", "zip_prefix")},
+            "history": np.array([user["history"].encode()]),
+            "k": np.array([5], np.int64),
+            "exclude": np.array([], np.int64),
+            "blend": np.array([], np.float32),
+        }
+        over_grpc = call(F.RECOMMEND, inputs)
+        in_process = recommend(loaded, user, k=5)
+        assert over_grpc["item_id"].tolist() == in_process["item_id"].tolist()
+        assert not {2, 7} & set(over_grpc["item_id"].tolist())
+        np.testing.assert_allclose(over_grpc["score"], in_process["score"], rtol=1e-6)
+
+        metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        metadata.model_spec.name = "mtrec"
+        defs = get_model_metadata_pb2.SignatureDefMap()
+        stub.GetModelMetadata(metadata, timeout=30).metadata["signature_def"].Unpack(defs)
+        for signature in (F.PREDICT_RAW, F.RECOMMEND):
+            assert (
+                defs.signature_def[signature].inputs[F.HISTORY].dtype == tf.string.as_datatype_enum
+            )
+    finally:
+        channel.close()
+        server.stop(grace=1)
