@@ -106,16 +106,37 @@ class Catalog:
     """Transformed features of every user (indexed by user id) and every item (by row),
     for scoring any (user, item) pair without re-running Transform."""
 
-    users: dict[str, tf.Tensor]  # key -> [max_user_id + 1]
+    users: dict[str, tf.Tensor]  # key -> [max_user_id + 1] (history: [.., HISTORY_LENGTH])
     item_ids: np.ndarray
     items: dict[str, tf.Tensor]  # key -> [n_items], or [n_items, L] padded with -1 for bags
 
+    def with_users(self, users: dict[str, tf.Tensor]) -> Catalog:
+        return dataclasses.replace(self, users=users)
 
-def feature_tables(source: Path, output: object) -> Catalog:
+
+def histories(ratings: pd.DataFrame) -> dict[int, str]:
+    """Each user's history as the data job writes it for an explicit eval row: every one of
+    ``ratings`` (the user's training ratings), newest first, capped."""
+    out = {}
+    ordered = ratings.sort_values(
+        [F.USER_ID, F.TIMESTAMP, F.ITEM_ID], ascending=[True, False, False]
+    )
+    for user, group in ordered.groupby(F.USER_ID, sort=False):
+        tokens = [
+            build.history_token({F.ITEM_ID: int(i), F.RATING: float(r)})
+            for i, r in zip(group[F.ITEM_ID], group[F.RATING], strict=True)
+        ]
+        out[int(user)] = F.HISTORY_SEPARATOR.join(tokens[: F.HISTORY_LENGTH])
+    return out
+
+
+def feature_tables(source: Path, output: object, history: dict[int, str]) -> Catalog:
+    """Transformed features of every user (with ``history``) and every item."""
     tables = movielens.load(source)
     layer = output.transform_features_layer()
     spec = {k: v for k, v in output.raw_feature_spec().items() if k in F.MODEL_INPUT_KEYS}
     users = with_defaults(tables.users.assign(**{F.ITEM_ID: 0}))
+    users[F.HISTORY] = users[F.USER_ID].map(history).fillna("")
     items = with_defaults(tables.items.assign(**{F.USER_ID: 0}))
 
     def raw(frame: pd.DataFrame) -> dict[str, tf.Tensor]:
@@ -133,9 +154,12 @@ def feature_tables(source: Path, output: object) -> Catalog:
     item_xf = layer(raw(items))
     order = users[F.USER_ID].to_numpy()
     table = {}
-    for key in (*F.USER_CATEGORICAL_XF, *F.USER_NUMERIC_XF):
-        values = tf.reshape(user_xf[key], [-1]).numpy()
-        full = np.zeros(int(order.max()) + 1, values.dtype)
+    for key in F.USER_XF:
+        values = user_xf[key].numpy()
+        values = values.reshape(len(order), -1) if key in F.USER_HISTORY_XF else values.reshape(-1)
+        full = np.zeros((int(order.max()) + 1, *values.shape[1:]), values.dtype)
+        if key == F.HISTORY_XF:
+            full[:] = -1  # Users MovieLens does not list: no history.
         full[order] = values
         table[key] = tf.constant(full)
     item_table = {}
@@ -283,8 +307,11 @@ def evaluate_model(
     test: pd.DataFrame,
     eval_pairs: pd.DataFrame,
     valid: pd.DataFrame,
+    validation_catalog: Catalog,
 ) -> Result:
-    """Test metrics; the ranking blend is the one with the best validation NDCG@10."""
+    """Test metrics; the ranking blend is the one with the best validation NDCG@10.
+    ``catalog``'s users have all of u1.base as history, ``validation_catalog``'s all but
+    the held-out validation ratings."""
     result = Result(name)
     rated = score_pairs(model, catalog, test[F.USER_ID].to_numpy(), test[F.ITEM_ID].to_numpy())
     errors = rated[F.RATING] - test[F.RATING].to_numpy()
@@ -296,15 +323,21 @@ def evaluate_model(
     result.click_auc = auc(eval_pairs[F.CLICK].to_numpy(), pairs[F.CLICK])
     result.purchase_auc = auc(eval_pairs[F.PURCHASE].to_numpy(), pairs[F.PURCHASE])
     n_items = len(catalog.item_ids)
-    users = sorted(set(test[F.USER_ID]) | set(valid[F.USER_ID]))
-    heads = {
-        int(u): score_pairs(model, catalog, np.full(n_items, u), catalog.item_ids) for u in users
-    }
-
     retrieve = model.config.retrieval.candidates if model.retrieval is not None else 0
-    nearness = retrieval_nearness(model, catalog, users) if retrieve else {}
 
-    def scores(blend: tuple[float, float, float], wanted: pd.Series, seen: pd.DataFrame) -> dict:
+    def every_item(table: Catalog, users: list[int]) -> tuple[dict, dict]:
+        heads = {
+            int(u): score_pairs(model, table, np.full(n_items, u), table.item_ids) for u in users
+        }
+        return heads, retrieval_nearness(model, table, users) if retrieve else {}
+
+    def scores(
+        blend: tuple[float, float, float],
+        wanted: pd.Series,
+        seen: pd.DataFrame,
+        heads: dict,
+        nearness: dict,
+    ) -> dict:
         weights = tf.constant(blend, tf.float32)
         out = {
             int(u): blended_score(
@@ -321,24 +354,27 @@ def evaluate_model(
                 out[user] = restricted
         return out
 
-    # Validation ranking: the held-out base ratings, the rest of base excluded.
+    # Validation ranking: the held-out base ratings, the rest of base excluded and the
+    # users' history (validation_catalog's users).
     held = set(zip(valid[F.USER_ID], valid[F.ITEM_ID], strict=True))
     rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID], strict=True)]]
+    heads, nearness = every_item(validation_catalog, sorted(set(valid[F.USER_ID])))
     validation = {
-        b: ranking_metrics(scores(b, valid[F.USER_ID], rest), catalog.item_ids, rest, valid)["all"][
-            "ndcg@10"
-        ]
+        b: ranking_metrics(
+            scores(b, valid[F.USER_ID], rest, heads, nearness), catalog.item_ids, rest, valid
+        )["all"]["ndcg@10"]
         for b in BLENDS
     }
     chosen = max(BLENDS, key=validation.get)
     result.blend, result.valid_ndcg = chosen, validation[chosen]
     rated = valid.merge(base, on=[F.USER_ID, F.ITEM_ID])
     predicted = score_pairs(
-        model, catalog, rated[F.USER_ID].to_numpy(), rated[F.ITEM_ID].to_numpy()
+        model, validation_catalog, rated[F.USER_ID].to_numpy(), rated[F.ITEM_ID].to_numpy()
     )[F.RATING]
     result.valid_rmse = float(np.sqrt(np.mean((predicted - rated[F.RATING].to_numpy()) ** 2)))
+    heads, nearness = every_item(catalog, sorted(set(test[F.USER_ID])))
     result.ranking = ranking_metrics(
-        scores(chosen, test[F.USER_ID], base), catalog.item_ids, base, test
+        scores(chosen, test[F.USER_ID], base, heads, nearness), catalog.item_ids, base, test
     )
     return result
 
@@ -498,7 +534,7 @@ def main() -> None:
         f"{summary.splits}; Transform {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    catalog = feature_tables(source, output)
+    catalog = feature_tables(source, output, histories(base))
     eval_pairs = pd.DataFrame(
         _labels(split_files(root, F.EVAL)), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
     )
@@ -506,6 +542,9 @@ def main() -> None:
         _labels(split_files(root, F.VALID)), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
     )
     valid_pairs = labelled[labelled[F.CLICK] == 1]
+    held = set(zip(valid_pairs[F.USER_ID], valid_pairs[F.ITEM_ID], strict=True))
+    rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID], strict=True)]]
+    validation_catalog = catalog.with_users(feature_tables(source, output, histories(rest)).users)
     results = []
     if not args.no_baselines:
         results.append(popularity(base, test, eval_pairs, catalog.item_ids))
@@ -524,7 +563,9 @@ def main() -> None:
         started = time.perf_counter()
         model, history = fit(train, valid, cardinalities(output), config)
         seconds = time.perf_counter() - started  # Training alone, not the evaluation.
-        result = evaluate_model(name, model, catalog, base, test, eval_pairs, valid_pairs)
+        result = evaluate_model(
+            name, model, catalog, base, test, eval_pairs, valid_pairs, validation_catalog
+        )
         result.seconds = seconds
         result.epochs = len(history["total_loss"])
         result.examples_per_second = train_examples * result.epochs / result.seconds
