@@ -88,12 +88,14 @@ def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, index=frame.index)
 
 
-def transformed(pattern: str, output: object, batch_size: int, shuffle: bool) -> tf.data.Dataset:
+def transformed(
+    pattern: str, output: object, batch_size: int, shuffle: bool, seed: int = 42
+) -> tf.data.Dataset:
     raw_spec = output.raw_feature_spec()
     layer = output.transform_features_layer()
     data = tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP")
     if shuffle:
-        data = data.shuffle(50_000, seed=42, reshuffle_each_iteration=True)
+        data = data.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
     return (
         data.batch(batch_size)
         .map(lambda x: layer(tf.io.parse_example(x, raw_spec)), num_parallel_calls=tf.data.AUTOTUNE)
@@ -250,6 +252,46 @@ class Result:
     blend: tuple = ()
     valid_rmse: float = math.nan  # On the validation split: what tuning may look at.
     valid_ndcg: float = math.nan
+    seed: int | None = None
+
+    def measures(self) -> dict[str, float]:
+        """The summary table's columns."""
+        a, c = self.ranking.get("all", {}), self.ranking.get("cold", {})
+        return {
+            "RMSE": self.rmse,
+            "N@10": a.get("ndcg@10", math.nan),
+            "R@10": a.get("recall@10", math.nan),
+            "N@5": a.get("ndcg@5", math.nan),
+            "R@5": a.get("recall@5", math.nan),
+            "coldN@10": c.get("ndcg@10", math.nan),
+            "clickAUC": self.click_auc,
+            "purchAUC": self.purchase_auc,
+            "valRMSE": self.valid_rmse,
+            "valN@10": self.valid_ndcg,
+        }
+
+
+def mean_std(values: list[float]) -> str:
+    """'m ± s' (sample standard deviation), or 'm' for one value."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return "-"
+    mean = float(np.mean(finite))
+    if len(finite) == 1:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {float(np.std(finite, ddof=1)):.4f}"
+
+
+def summary_table(results: list[Result]) -> str:
+    """One row per model: each measure's mean ± standard deviation over its runs."""
+    names = list(dict.fromkeys(r.name for r in results))
+    columns = list(results[0].measures())
+    lines = [f"{'model':<45}" + "".join(f"{c:>17}" for c in columns) + f"{'runs':>6}"]
+    for name in names:
+        runs = [r.measures() for r in results if r.name == name]
+        cells = [mean_std([run[c] for run in runs]) for c in columns]
+        lines.append(f"{name:<45}" + "".join(f"{cell:>17}" for cell in cells) + f"{len(runs):>6}")
+    return "\n".join(lines)
 
 
 def catalog_items(catalog: Catalog, rows: tf.Tensor) -> dict:
@@ -511,6 +553,16 @@ def main() -> None:
         "--no-baselines", action="store_true", help="skip the popularity and biased MF rows"
     )
     parser.add_argument(
+        "--seeds", type=int, default=3, help="model seeds per row (42, 43, ...; default 3)"
+    )
+    parser.add_argument(
+        "--time-split",
+        metavar="MODELS",
+        default="shared_bottom / uncertainty + retrieval 100",
+        help="also train these rows on the pipeline's default data (MovieLens-100K, split by "
+        "time) and report RMSE, click and purchase AUC on its eval split; '' skips it",
+    )
+    parser.add_argument(
         "--test-rows",
         type=int,
         default=U1_TEST_ROWS,
@@ -554,27 +606,99 @@ def main() -> None:
     overrides = json.loads(args.model_config) if args.model_config else {}
     configs = model_configs(args.epochs, overrides)
     print(f"model config: {json.dumps(overrides or 'defaults')}", flush=True)
-    wanted = list(configs) if args.models == "all" else args.models.split(",")
+    wanted = list(configs) if args.models == "all" else [n for n in args.models.split(",") if n]
     train_examples = summary.splits[F.TRAIN]["examples"]
+    seeds = [ModelConfig.seed + n for n in range(args.seeds)]
     for name in wanted:
-        config = configs[name]
-        train = transformed(str(split_files(root, F.TRAIN)), output, config.batch_size, True)
-        valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
-        started = time.perf_counter()
-        model, history = fit(train, valid, cardinalities(output), config)
-        seconds = time.perf_counter() - started  # Training alone, not the evaluation.
-        result = evaluate_model(
-            name, model, catalog, base, test, eval_pairs, valid_pairs, validation_catalog
-        )
-        result.seconds = seconds
-        result.epochs = len(history["total_loss"])
-        result.examples_per_second = train_examples * result.epochs / result.seconds
-        results.append(result)
-        print(_row(result), flush=True)
-    print()
-    print(_header())
+        for seed in seeds:
+            config = dataclasses.replace(configs[name], seed=seed)
+            train = transformed(
+                str(split_files(root, F.TRAIN)), output, config.batch_size, True, seed
+            )
+            valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
+            started = time.perf_counter()
+            model, history = fit(train, valid, cardinalities(output), config)
+            seconds = time.perf_counter() - started  # Training alone, not the evaluation.
+            result = evaluate_model(
+                name, model, catalog, base, test, eval_pairs, valid_pairs, validation_catalog
+            )
+            result.seconds = seconds
+            result.epochs = len(history["total_loss"])
+            result.examples_per_second = train_examples * result.epochs / result.seconds
+            result.seed = seed
+            results.append(result)
+            print(_row(result), flush=True)
+    if results:
+        print()
+        print(_header())
     for result in results:
         print(_row(result))
+    if results:
+        print()
+        print(f"u1, mean ± standard deviation over seeds {seeds} (models) or one run (baselines):")
+        print(summary_table(results))
+    if args.time_split:
+        print()
+        print(time_split_table(source, work, args.time_split.split(","), configs, seeds))
+
+
+def time_split_table(
+    source: Path, work: Path, names: list[str], configs: dict[str, ModelConfig], seeds: list[int]
+) -> str:
+    """The pipeline's default protocol: MovieLens-100K built by the data job with its time
+    split, the real Transform on its train split, early stopping on valid, and RMSE (rated
+    examples), click and purchase AUC over the eval split's examples, the Evaluator's headline
+    metrics (computed here in process, exact AUC). Mean ± standard deviation over ``seeds``."""
+    examples, summary = build.run(
+        data_source.movielens(str(source)), DataConfig(), str(work / "time")
+    )
+    root = Path(examples)
+    output = local_transform.analyze(str(split_files(root, F.TRAIN)), work / "time", "time")
+    lines = [
+        f"time split (the pipeline's default data): examples {summary.splits}",
+        f"{'model':<45}{'RMSE':>17}{'clickAUC':>17}{'purchAUC':>17}{'epochs':>10}",
+    ]
+    for name in names:
+        runs = []
+        for seed in seeds:
+            config = dataclasses.replace(configs[name], seed=seed)
+            train = transformed(
+                str(split_files(root, F.TRAIN)), output, config.batch_size, True, seed
+            )
+            valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
+            model, history = fit(train, valid, cardinalities(output), config)
+            runs.append(
+                (
+                    *eval_split_metrics(model, split_files(root, F.EVAL), output),
+                    len(history["total_loss"]),
+                )
+            )
+            print(f"time split, {name}, seed {seed}: {runs[-1]}", flush=True)
+        cells = [mean_std([run[i] for run in runs]) for i in range(3)]
+        epochs = "/".join(str(run[3]) for run in runs)
+        lines.append(f"{name:<45}" + "".join(f"{c:>17}" for c in cells) + f"{epochs:>10}")
+    return "\n".join(lines)
+
+
+def eval_split_metrics(model: object, pattern: Path, output: object) -> tuple[float, float, float]:
+    """RMSE over the rated examples, click and purchase AUC over all, of one split."""
+    labels: dict[str, list] = {key: [] for key in (*F.HEADS, F.RATING_WEIGHT_XF)}
+    predicted: dict[str, list] = {head: [] for head in F.HEADS}
+    for batch in transformed(str(pattern), output, 4096, False):
+        heads = model(batch, training=False)
+        for head in F.HEADS:
+            predicted[head].append(heads[head].numpy().reshape(-1))
+            labels[head].append(batch[F.LABEL_XF[head]].numpy().reshape(-1))
+        labels[F.RATING_WEIGHT_XF].append(batch[F.RATING_WEIGHT_XF].numpy().reshape(-1))
+    values = {key: np.concatenate(parts) for key, parts in labels.items()}
+    scores = {head: np.concatenate(parts) for head, parts in predicted.items()}
+    rated = values[F.RATING_WEIGHT_XF] > 0
+    rmse = float(np.sqrt(np.mean((scores[F.RATING][rated] - values[F.RATING][rated]) ** 2)))
+    return (
+        rmse,
+        auc(values[F.CLICK], scores[F.CLICK]),
+        auc(values[F.PURCHASE], scores[F.PURCHASE]),
+    )
 
 
 def split_files(root: Path, split: str) -> Path:

@@ -77,10 +77,13 @@ class ModelConfig:
     head_units: tuple[int, ...] = (32,)
     # Per-user and per-item rating offsets added to the rating head (as in biased MF).
     rating_biases: bool = True
-    # The user's history (names.HISTORY) pooled into the user representation, SVD++-style:
-    # each history item's own embedding plus its rating's z-score times a learned vector,
-    # summed and divided by sqrt(length). Every head and the retrieval tower read it.
+    # The user's history (names.HISTORY) pooled into the user representation: the mean of
+    # each history item's own embedding plus its rating's z-score times a learned vector.
+    # Every head and the retrieval tower read it.
     history: bool = True
+    # While training, the share of examples whose whole history is hidden (as id_dropout
+    # hides ids), so the user's id and features keep their weight.
+    history_dropout: float = 0.0
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False
@@ -133,7 +136,7 @@ class ModelConfig:
             raise ValueError("blend_weights needs three weights: rating, click, purchase")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
-        for name in ("dropout", "id_dropout"):
+        for name in ("dropout", "id_dropout", "history_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
 

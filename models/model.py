@@ -105,7 +105,7 @@ class SideEncoder(tf_keras.layers.Layer):
     During training the id is replaced by its OOV bucket with probability ``id_dropout``,
     so the model learns to score an unknown user or item from its side features alone.
     With ``history_keys`` (indices into a vocabulary of ``history_cardinality`` rows, -1
-    padded, and their rating z-scores) it also pools the history: sum(e_i + r_i·w) / sqrt(n).
+    padded, and their rating z-scores) it also pools the history: mean(e_i + r_i·w).
     """
 
     def __init__(
@@ -121,6 +121,7 @@ class SideEncoder(tf_keras.layers.Layer):
         l2: float = 0.0,
         history_keys: Sequence[str] = (),
         history_cardinality: int = 0,
+        history_dropout: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -128,6 +129,7 @@ class SideEncoder(tf_keras.layers.Layer):
             raise ValueError("history_keys needs (indices, ratings) and a history_cardinality")
         self.history_keys = list(history_keys)
         self.history_cardinality = history_cardinality
+        self.history_dropout = history_dropout
         self.history_table: tf.Variable | None = None
         self.history_rating: tf.Variable | None = None
         self.cardinalities = dict(cardinalities)
@@ -172,19 +174,23 @@ class SideEncoder(tf_keras.layers.Layer):
             )
         super().build(input_shape)
 
-    def pool_history(self, inputs: Mapping[str, Any]) -> tf.Tensor:
-        """[batch, embedding_dim]: the history's items with their ratings, summed over the
-        entries and divided by sqrt(count); zeros for an empty history."""
+    def pool_history(self, inputs: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
+        """[batch, embedding_dim]: the mean of the history's items with their ratings; zeros
+        for an empty history. While training, a share (``history_dropout``) of examples
+        lose their whole history, so the id and side features keep their weight."""
         ids_key, ratings_key = self.history_keys
         ids = tf.cast(inputs[ids_key], tf.int64)
         ids = tf.reshape(ids, [tf.shape(ids)[0], -1])
         present = tf.cast(ids >= 0, tf.float32)
+        if training and self.history_dropout:
+            kept = tf.random.uniform([tf.shape(ids)[0], 1]) >= self.history_dropout
+            present *= tf.cast(kept, tf.float32)
         ratings = tf.reshape(tf.cast(inputs[ratings_key], tf.float32), tf.shape(ids))
         vectors = tf.gather(self.history_table, tf.maximum(ids, 0))
         vectors += ratings[..., None] * self.history_rating
         total = tf.reduce_sum(vectors * present[..., None], axis=1)
         count = tf.reduce_sum(present, axis=1, keepdims=True)
-        return total * tf.math.rsqrt(tf.maximum(count, 1.0))
+        return total / tf.maximum(count, 1.0)
 
     def drop_ids(self, ids: tf.Tensor, training: bool | None) -> tf.Tensor:
         """Send a random share of ids to the OOV bucket (the last index) while training."""
@@ -210,7 +216,7 @@ class SideEncoder(tf_keras.layers.Layer):
         for key in self.numeric:
             parts.append(tf.reshape(tf.cast(inputs[key], tf.float32), [-1, 1]))
         if self.history_keys:
-            parts.append(self.pool_history(inputs))
+            parts.append(self.pool_history(inputs, training))
         return self.projection(tf.concat(parts, axis=1))
 
     def get_config(self) -> dict[str, Any]:
@@ -227,6 +233,7 @@ class SideEncoder(tf_keras.layers.Layer):
             "l2": self.l2,
             "history_keys": self.history_keys,
             "history_cardinality": self.history_cardinality,
+            "history_dropout": self.history_dropout,
         }
 
 
@@ -379,6 +386,7 @@ class MultiTaskRecommender(tfrs.models.Model):
             l2=cfg.l2,
             history_keys=F.USER_HISTORY_XF if cfg.history else (),
             history_cardinality=self.cardinalities.get(F.transformed_name(F.ITEM_ID), 0),
+            history_dropout=cfg.history_dropout,
             name="user_encoder",
         )
         self.item_encoder = SideEncoder(

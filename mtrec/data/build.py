@@ -116,7 +116,7 @@ def check_inputs(kind: str, files: Mapping[str, list[str]]) -> None:
 
 def fingerprint(*parts: object) -> str:
     """A short hash of what decides the examples."""
-    digest = hashlib.sha256(str(FORMAT_VERSION).encode())
+    digest = hashlib.sha256(f"{FORMAT_VERSION}/{F.HISTORY_LENGTH}".encode())
     for part in parts:
         digest.update(json.dumps(part, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 SERVING = "SERVING"
 DEFAULT_LINF_THRESHOLD = 0.1
 DEFAULT_JS_THRESHOLD = 0.1
+# Profiled but given no skew comparator: a history string is nearly unique per example, so
+# comparing values one by one measures only the share of empty histories, which differs
+# between any two periods (later examples have longer histories) without any skew.
+NOT_COMPARED = (F.HISTORY,)
 DEFAULT_BATCH_SIZE = 4096
 ANOMALIES_FILE = "skew_anomalies.pbtxt"
 LOG_MARK = ".tfrecord"  # Request log files: *.tfrecord, *.tfrecord.gz.
@@ -386,8 +390,8 @@ def compared_schema(
     linf_threshold: float = DEFAULT_LINF_THRESHOLD,
     js_threshold: float = DEFAULT_JS_THRESHOLD,
 ) -> Any:
-    """The schema cut down to ``features`` that are in its SERVING environment, each with a
-    skew comparator: the schema's own where it has one, else L-infinity at
+    """The schema cut down to ``features`` that are in its SERVING environment, each but
+    NOT_COMPARED with a skew comparator: the schema's own where it has one, else L-infinity at
     ``linf_threshold`` for categorical features and Jensen-Shannon at ``js_threshold``
     for numeric ones."""
     from tensorflow_metadata.proto.v0 import schema_pb2
@@ -403,6 +407,9 @@ def compared_schema(
         kept = out.feature.add()
         kept.CopyFrom(feature)
         comparator = kept.skew_comparator
+        if feature.name in NOT_COMPARED:
+            kept.ClearField("skew_comparator")
+            continue
         if any(
             comparator.HasField(f)
             for f in ("infinity_norm", "jensen_shannon_divergence", "normalized_abs_difference")
@@ -654,6 +661,9 @@ def format_check(check: SkewCheck, anomalies_path: str | None = None) -> str:
     ]
     if check.absent:
         lines.append(f"Not in the requests, not compared: {', '.join(check.absent)}")
+    profiled = [name for name in NOT_COMPARED if name not in check.absent]
+    if profiled:
+        lines.append(f"Profiled, not compared (a sequence per user): {', '.join(profiled)}")
     result = check.result
     features = result.features
     skewed = result.skewed

@@ -368,7 +368,7 @@ def test_requests_with_some_features_compare_those(world, tmp_path, capsys):
             request.model_spec.name = "mtrec"
             request.model_spec.version.value = VERSION
             request.model_spec.signature_name = F.RECOMMEND
-            for key in (F.USER_ID, *F.USER_FEATURES):
+            for key in F.USER_INPUT_KEYS:
                 column = np.array([_value(e, key) for e in chunk])
                 request.inputs[key].CopyFrom(tf.make_tensor_proto(column))
             assert logger.log_predict(request.model_spec, request, predict_pb2.PredictResponse())
@@ -376,6 +376,7 @@ def test_requests_with_some_features_compare_those(world, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Not in the requests, not compared: genres, item_id, title, year" in out
+    assert "Profiled, not compared (a sequence per user): history" in out
     assert "No skew in 5 features (age, gender, occupation, user_id, zip_prefix)" in out
 
     record = prediction_log_pb2.PredictionLog()

@@ -136,6 +136,38 @@ def test_id_dropout_sends_ids_to_the_oov_bucket_only_in_training():
     assert encoder.drop_ids(ids, training=False).numpy().tolist() == [0, 1, 2, 3]
 
 
+def test_history_is_pooled_as_a_mean_and_hidden_by_history_dropout():
+    encoder = SideEncoder(
+        CARDS,
+        ["user_id_xf"],
+        [],
+        [],
+        id_key="user_id_xf",
+        embedding_dim=4,
+        output_dim=4,
+        history_keys=F.USER_HISTORY_XF,
+        history_cardinality=CARDS["item_id_xf"],
+        history_dropout=0.999,
+    )
+    batch = transformed_batch(8)
+    encoder(batch)
+    pad = [-1] * (F.HISTORY_LENGTH - 2)
+    rows = {
+        F.HISTORY_XF: tf.constant([[1, 2, *pad], [2, 1, *pad], [-1, -1, *pad]], tf.int64),
+        F.HISTORY_RATING_XF: tf.zeros([3, F.HISTORY_LENGTH]),
+    }
+    pooled = encoder.pool_history(rows).numpy()
+    table = encoder.history_table.numpy()
+    np.testing.assert_allclose(pooled[0], (table[1] + table[2]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(pooled[0], pooled[1], rtol=1e-6)  # The mean has no order.
+    np.testing.assert_array_equal(pooled[2], np.zeros(4))  # No history: zeros.
+    np.testing.assert_array_equal(encoder.pool_history(rows, training=True), np.zeros((3, 4)))
+    encoder.history_rating.assign([1.0, 2.0, -1.0, 0.5])
+    rated = {**rows, F.HISTORY_RATING_XF: tf.ones([3, F.HISTORY_LENGTH])}
+    shift = encoder.pool_history(rated).numpy() - pooled
+    np.testing.assert_allclose(shift[0], [1.0, 2.0, -1.0, 0.5], atol=1e-6)  # mean(z)·w.
+
+
 @pytest.mark.parametrize(
     "layer",
     [
