@@ -522,9 +522,12 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
     # The heads over the whole catalog above; here with the retrieval tower (on in the
     # default ModelConfig): the heads rank only the items nearest the user.
     retrieval = dataclasses.replace(tuned.retrieval, enabled=True)
-    configs[f"shared_bottom / uncertainty + retrieval {retrieval.candidates}"] = (
-        dataclasses.replace(configs["shared_bottom / uncertainty"], retrieval=retrieval)
+    default = f"shared_bottom / uncertainty + retrieval {retrieval.candidates}"
+    configs[default] = dataclasses.replace(
+        configs["shared_bottom / uncertainty"], retrieval=retrieval
     )
+    # The default without the user's history, for comparison.
+    configs[f"{default} - history"] = dataclasses.replace(configs[default], history=False)
     for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
         configs[f"single-task {head}"] = dataclasses.replace(

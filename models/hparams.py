@@ -82,8 +82,10 @@ class ModelConfig:
     # Every head and the retrieval tower read it.
     history: bool = True
     # While training, the share of examples whose whole history is hidden (as id_dropout
-    # hides ids), so the user's id and features keep their weight.
-    history_dropout: float = 0.0
+    # hides ids), so the user's id and features keep their weight. On the u1 validation
+    # split (benchmarks/quality.py, seed 42) 0.5 gave NDCG@10 0.1281 and RMSE 0.9649, against
+    # 0.1238 and 0.9788 with 0 and 0.1006 and 0.9629 without the history.
+    history_dropout: float = 0.5
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False
