@@ -1,6 +1,7 @@
 """Quality benchmark on the canonical MovieLens-100K u1 split (not a timed test).
 
-    .venv/bin/python benchmarks/quality.py [--models all|name,name] [--epochs N]
+    .venv/bin/python benchmarks/quality.py [--models all|name,name] [--epochs N] [--seeds N]
+        [--time-split name,name]
 
 Protocol:
 - u1.test = the first 20,000 rows of u.data, u1.base = the other 80,000 (the GroupLens split).
@@ -20,6 +21,14 @@ Protocol:
   ratings, the rest of base excluded), never on u1.test.
 - Click / purchase: AUC over the u1.test positives and their sampled non-interactions
   (fixed seed); purchase = rating >= 4.
+- History: every example carries the one the data job builds (train rows: the user's
+  earlier base ratings; u1.test rows: all of them). Scoring gives each user all of u1.base
+  as history, and for the validation ranking base without the held-out ratings.
+- Seeds: every model row runs ``--seeds`` times (model seeds 42, 43, ...), and a summary
+  table gives each measure's mean ± sample standard deviation.
+- Time split: the ``--time-split`` rows are also trained on the pipeline's default data
+  (MovieLens-100K through the data job, split by time) and scored on its eval split: RMSE
+  on the rated examples, click and purchase AUC, as the Evaluator's headline metrics.
 """
 
 from __future__ import annotations
