@@ -120,31 +120,22 @@ def test_a_batch_without_clicks_adds_no_retrieval_loss():
     assert float(model.retrieval_loss(clicked, training=True)) > 0.0
 
 
-def test_id_dropout_sends_ids_to_the_oov_bucket_only_in_training():
-    encoder = SideEncoder(
-        CARDS,
-        ["user_id_xf"],
-        [],
-        [],
-        id_key="user_id_xf",
-        embedding_dim=4,
-        output_dim=4,
-        id_dropout=0.999,
+def small_user_encoder(**options) -> SideEncoder:
+    """A user-id-only encoder with 4-wide embeddings and output."""
+    return SideEncoder(
+        CARDS, ["user_id_xf"], [], [], id_key="user_id_xf", embedding_dim=4, output_dim=4, **options
     )
+
+
+def test_id_dropout_sends_ids_to_the_oov_bucket_only_in_training():
+    encoder = small_user_encoder(id_dropout=0.999)
     ids = tf.constant([0, 1, 2, 3], tf.int64)
     assert encoder.drop_ids(ids, training=True).numpy().tolist() == [10, 10, 10, 10]
     assert encoder.drop_ids(ids, training=False).numpy().tolist() == [0, 1, 2, 3]
 
 
 def test_history_is_pooled_as_a_mean_and_hidden_by_history_dropout():
-    encoder = SideEncoder(
-        CARDS,
-        ["user_id_xf"],
-        [],
-        [],
-        id_key="user_id_xf",
-        embedding_dim=4,
-        output_dim=4,
+    encoder = small_user_encoder(
         history_keys=F.USER_HISTORY_XF,
         history_cardinality=CARDS["item_id_xf"],
         history_dropout=0.999,
