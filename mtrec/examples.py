@@ -9,7 +9,6 @@ import tensorflow as tf
 from mtrec import names as F
 
 Value = int | float | str | bytes | Sequence[int | float | str | bytes]
-JOINED = {F.GENRES: F.GENRE_SEPARATOR, F.HISTORY: F.HISTORY_SEPARATOR}
 
 
 def to_feature(value: Value) -> tf.train.Feature:
@@ -30,19 +29,11 @@ def to_feature(value: Value) -> tf.train.Feature:
     raise TypeError(f"unsupported feature values {values!r}")
 
 
-def joined(key: str, value: Value) -> Value:
-    """Genres and the history may be given as lists: joined as the model reads them
-    (history entries are item ids or "item:rating" strings)."""
-    if isinstance(value, list | tuple) and key in JOINED:
-        return JOINED[key].join(str(v) for v in value)
-    return value
-
-
 def to_example(row: Mapping[str, Value]) -> bytes:
-    """Serialize one request row; genres and history may be lists (see ``joined``)."""
+    """Serialize one request row; genres and history may be lists (``names.join_values``)."""
     features = {}
     for key, value in row.items():
-        features[key] = to_feature(joined(key, value))
+        features[key] = to_feature(F.join_values(key, value))
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 

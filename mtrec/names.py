@@ -37,6 +37,17 @@ HISTORY = "history"
 HISTORY_SEPARATOR = " "
 HISTORY_RATING_SEPARATOR = ":"
 HISTORY_LENGTH = 50
+# Features that are one string of joined values; a request may give them as a list.
+JOINED_FEATURES: dict[str, str] = {GENRES: GENRE_SEPARATOR, HISTORY: HISTORY_SEPARATOR}
+
+
+def join_values(key: str, value: object) -> object:
+    """A list given for a JOINED_FEATURES feature, joined as the model reads it (history
+    entries may be item ids or "item:rating" strings); any other value as it is."""
+    if isinstance(value, list | tuple) and key in JOINED_FEATURES:
+        return JOINED_FEATURES[key].join(str(v) for v in value)
+    return value
+
 
 # Columns written for TFMA slicing only; the model never reads them.
 AGE_BUCKET = "age_bucket"

@@ -95,13 +95,13 @@ class ServingClient:
                 f"model '{self.model_name}' has no "
                 f"'{F.RECOMMEND}' signature (export a model with one)",
             )
-        from mtrec.examples import joined  # Deferred: it imports TensorFlow.
-
         special = {"k": [k], "exclude": list(exclude), "blend": list(blend or [])}
         inputs = {}
         for name, dtype in signature["inputs"].items():
             numpy_type, default = _DTYPES.get(dtype, (object, b""))
-            values = special[name] if name in special else [joined(name, user.get(name, default))]
+            values = (
+                special[name] if name in special else [F.join_values(name, user.get(name, default))]
+            )
             if numpy_type is object:
                 values = [v.encode() if isinstance(v, str) else v for v in values]
             inputs[name] = np.array(values, dtype=numpy_type)

@@ -156,9 +156,10 @@ def coerce_value(key: str, value: Any, kind: str, where: str) -> Any:
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     if isinstance(value, list | tuple):
-        if key == F.GENRES and all(isinstance(v, str | bytes) for v in value):
-            value = F.GENRE_SEPARATOR.join(
-                v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in value
+        if key in F.JOINED_FEATURES and all(isinstance(v, str | bytes | int) for v in value):
+            value = F.join_values(
+                key,
+                [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in value],
             )
         elif len(value) == 1:
             return coerce_value(key, value[0], kind, where)

@@ -49,3 +49,10 @@ def test_headline_metrics_and_counts_cover_every_head():
     assert set(F.HEAD_METRICS) == set(F.COUNT_METRIC) == set(F.HEADS)
     assert {F.HEAD_METRICS[head][0] for head in F.HEADS} <= set(F.HIGHER_IS_BETTER)
     assert F.SPLITS == (F.TRAIN, F.VALID, F.EVAL)
+
+
+def test_lists_are_joined_for_the_joined_features_only():
+    assert F.join_values(F.HISTORY, ["50:5", 172, "181:4"]) == "50:5 172 181:4"
+    assert F.join_values(F.GENRES, ["Action", "Comedy"]) == "Action|Comedy"
+    assert F.join_values(F.HISTORY, "50:5 172") == "50:5 172"
+    assert F.join_values(F.USER_ID, [1, 2]) == [1, 2]  # Not joined: refused downstream.
