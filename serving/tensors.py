@@ -181,8 +181,10 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
         # JSON numbers take the signature's type, as TF Serving's json_tensor.cc reads them
         # (an integer into a float input, not a fraction into an integer input).
         target = np.dtype(dtype.as_numpy_dtype)
-        if np.can_cast(array.dtype, target, casting="same_kind") or (
-            array.dtype.kind in "biu" and target.kind in "iuf"
+        if (
+            array.size == 0  # An empty list ([], e.g. recommend's exclude) has no type of its own.
+            or np.can_cast(array.dtype, target, casting="same_kind")
+            or (array.dtype.kind in "biu" and target.kind in "iuf")
         ):
             array = array.astype(target)
     return array

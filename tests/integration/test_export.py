@@ -1,8 +1,10 @@
 """Export: a real Transform graph plus a trained model, saved, reloaded and compared."""
 
 import dataclasses
+import json
 import math
 import shutil
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -409,6 +411,18 @@ def test_history_is_served_over_grpc_predict_as_in_process(trained, tmp_path):
         over_grpc = call(F.RECOMMEND, inputs)
         in_process = recommend(loaded, user, k=5)
         assert over_grpc["item_id"].tolist() == in_process["item_id"].tolist()
+        # Over REST, the empty `exclude` and `blend` lists take the signature's types.
+        body = {
+            key: [v.decode() if isinstance(v, bytes) else v.item() for v in value]
+            for key, value in inputs.items()
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.rest_port}/v1/models/mtrec:predict",
+            data=json.dumps({"signature_name": F.RECOMMEND, "inputs": body}).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            over_rest = json.loads(response.read())["outputs"]
+        assert over_rest["item_id"] == in_process["item_id"].tolist()
         assert not {2, 7} & set(over_grpc["item_id"].tolist())
         np.testing.assert_allclose(over_grpc["score"], in_process["score"], rtol=1e-6)
 
