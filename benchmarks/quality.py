@@ -125,6 +125,13 @@ class Catalog:
         return dataclasses.replace(self, users=users)
 
 
+def without(base: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+    """``base`` without the (user, item) pairs of ``held`` (the validation ratings)."""
+    pairs = set(zip(held[F.USER_ID], held[F.ITEM_ID], strict=True))
+    keep = [(u, i) not in pairs for u, i in zip(base[F.USER_ID], base[F.ITEM_ID], strict=True)]
+    return base[keep]
+
+
 def histories(ratings: pd.DataFrame) -> dict[int, str]:
     """Each user's history as the data job writes it for an explicit eval row: every one of
     ``ratings`` (the user's training ratings), newest first, capped."""
@@ -407,8 +414,7 @@ def evaluate_model(
 
     # Validation ranking: the held-out base ratings, the rest of base excluded and the
     # users' history (validation_catalog's users).
-    held = set(zip(valid[F.USER_ID], valid[F.ITEM_ID], strict=True))
-    rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID], strict=True)]]
+    rest = without(base, valid)
     heads, nearness = every_item(validation_catalog, sorted(set(valid[F.USER_ID])))
     validation = {
         b: ranking_metrics(
@@ -606,8 +612,7 @@ def main() -> None:
         _labels(split_files(root, F.VALID)), columns=[F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE]
     )
     valid_pairs = labelled[labelled[F.CLICK] == 1]
-    held = set(zip(valid_pairs[F.USER_ID], valid_pairs[F.ITEM_ID], strict=True))
-    rest = base[[(u, i) not in held for u, i in zip(base[F.USER_ID], base[F.ITEM_ID], strict=True)]]
+    rest = without(base, valid_pairs)
     validation_catalog = catalog.with_users(feature_tables(source, output, histories(rest)).users)
     results = []
     if not args.no_baselines:
