@@ -561,7 +561,7 @@ def main() -> None:
         "--models", default="all", help="comma-separated names from the table, or 'all'"
     )
     parser.add_argument("--epochs", type=int, default=ModelConfig.epochs)
-    parser.add_argument("--work-dir", help="default: a temporary folder")
+    parser.add_argument("--work-dir", help="kept for reruns (default: a temporary folder)")
     parser.add_argument(
         "--model-config",
         metavar="JSON",
@@ -588,7 +588,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     source = Path(args.movielens_dir) if args.movielens_dir else movielens.fetch()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="mtrec-quality-"))
+    scratch = tempfile.TemporaryDirectory(prefix="mtrec-quality-")  # Removed at exit.
+    work = Path(args.work_dir or scratch.name)
     work.mkdir(parents=True, exist_ok=True)
     base, test, base_file, test_file = u1_split(source, work, args.test_rows)
     examples, summary = build.run(

@@ -224,7 +224,8 @@ def main() -> None:
         + ("otherwise idle" if load_1m < 0.5 else "NOT idle: other work shares the cores")
         + ")"
     )
-    monitoring = Path(tempfile.mkdtemp()) / "monitoring.config"
+    scratch = tempfile.TemporaryDirectory(prefix="mtrec-serving-bench-")  # Removed at exit.
+    monitoring = Path(scratch.name) / "monitoring.config"
     monitoring.write_text(f'prometheus_config {{ enable: true path: "{METRICS_PATH}" }}\n')
     floors = {batch: floor(model_dir, batch, args.seconds) for batch in (1, 100)}
     rows = [

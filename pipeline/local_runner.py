@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,8 @@ def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
     """Run the pipeline locally, recording everything in the output dir's SQLite MLMD.
 
     Every Beam worker imports mtrec.quiet first, so that it hides TF's teardown errors when
-    this process does (the CLI's default; -v shows them).
+    this process does (the CLI's default; -v shows them). The run leaves the system's temp
+    directory as it found it (see ``_run_scoped_tempdir``).
     """
     config = dataclasses.replace(
         config, beam_pipeline_args=quiet.with_beam_plugin(config.beam_pipeline_args)
@@ -60,10 +63,11 @@ def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
     connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
         metadata_path(output_dir)
     )
-    if config.continuous is not None and not config.continuous.ingest_only:
-        config = _with_window_ingested(config, connection)
-    with _argv_hidden_from_absl():
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
+    with _run_scoped_tempdir():
+        if config.continuous is not None and not config.continuous.ingest_only:
+            config = _with_window_ingested(config, connection)
+        with _argv_hidden_from_absl():
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(config, connection))
 
 
 def _with_window_ingested(config: PipelineConfig, connection: Any) -> PipelineConfig:
@@ -122,6 +126,29 @@ def ingested_spans(connection: Any, pipeline_name: str) -> set[int]:
 
 def _spans_text(spans: list[int]) -> str:
     return ", ".join(map(str, spans)) if len(spans) < 8 else f"{spans[0]} to {spans[-1]}"
+
+
+@contextlib.contextmanager
+def _run_scoped_tempdir() -> Iterator[str]:
+    """Give the run a temp directory of its own, this process's and its Beam workers', and
+    remove it when the run ends, however it ends.
+
+    Given Beam args without a dependency flag, every TFX Beam executor copies the TFX install
+    (about 50 MB) into a new temp directory to build an sdist for remote workers, and never
+    deletes it; TF's AutoGraph and TFDV leave files there too. Runs filled a 250 GB disk so.
+    """
+    scoped = tempfile.mkdtemp(prefix="mtrec-run-")
+    saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir = os.environ["TMPDIR"] = scoped
+    try:
+        yield scoped
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(scoped, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,14 @@ def workspace(tmp_path_factory):
         "--min-slice-size",
         "100",
     )
-    first = run_cli(*run_args)
+    # The run gets a temp directory of its own to leave as it found it.
+    system_temp = root / "system_temp"
+    system_temp.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(system_temp))
+        patch.setattr(tempfile, "tempdir", None)
+        first = run_cli(*run_args)
+        temp_left = sorted(os.listdir(system_temp))
     store = results.open_store(str(output / "metadata.sqlite"))
     summary = results.latest_run(store, DEFAULT_PIPELINE_NAME)
     return {
@@ -85,6 +93,7 @@ def workspace(tmp_path_factory):
         "output": output,
         "args": run_args,
         "first": first,
+        "temp_left": temp_left,
         "summary": summary,
         "store": store,
     }
@@ -115,6 +124,13 @@ def test_every_component_executed_once_and_recorded_artifacts(workspace):
     assert "Model BLESSED and pushed to" in stdout
     assert "ServingValidator: INFRA_BLESSED: served " in stdout
     assert workspace["summary"].infra_blessed is True
+
+
+def test_a_run_leaves_the_temp_directory_as_it_found_it(workspace):
+    """TFX builds a 50 MB sdist of itself in a new temp directory per Beam component, and never
+    deletes it; the local runner gives the run its own and removes it."""
+    assert workspace["first"][0] == 0
+    assert workspace["temp_left"] == []
 
 
 def test_evaluator_blessed_the_model_on_every_head(workspace):

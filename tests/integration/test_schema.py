@@ -20,7 +20,8 @@ def test_examples_with_an_unknown_year_match_the_curated_schema(tmp_path):
     schema = text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
     for split in F.SPLITS:
         statistics = tfdv.generate_statistics_from_tfrecord(
-            str(Path(root) / f"Split-{split}" / "*")
+            str(Path(root) / f"Split-{split}" / "*"),
+            output_path=str(tmp_path / f"{split}_stats.tfrecord"),
         )
         years = next(
             f for f in statistics.datasets[0].features if f.path.step == [F.YEAR]

@@ -53,7 +53,8 @@ def world(tmp_path_factory) -> dict:
     (stats_dir / "Split-train").mkdir(parents=True)
     # TFDV's Beam path, as StatisticsGen runs it, on the train split.
     train_stats = tfdv.generate_statistics_from_tfrecord(
-        data_location=str(Path(examples) / f"Split-{F.TRAIN}" / "*.gz")
+        data_location=str(Path(examples) / f"Split-{F.TRAIN}" / "*.gz"),
+        output_path=str(root / "train_stats.tfrecord"),
     )
     (stats_dir / "Split-train" / "FeatureStats.pb").write_bytes(train_stats.SerializeToString())
     schema_dir = root / "pipeline" / "ImportSchemaGen" / "schema" / "1"
