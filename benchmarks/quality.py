@@ -524,7 +524,7 @@ def biased_mf(
 
 def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, ModelConfig]:
     """Every row's config: ``overrides`` (ModelConfig fields) apply to all of them. Only the
-    ``+ retrieval`` row has the retrieval tower on (with the overrides' retrieval settings)."""
+    ``+ retrieval`` rows have the retrieval tower on (with the overrides' retrieval settings)."""
     tuned = ModelConfig.from_dict({**ModelConfig(epochs=epochs).to_dict(), **(overrides or {})})
     base = dataclasses.replace(tuned, retrieval=dataclasses.replace(tuned.retrieval, enabled=False))
     experts = ExpertConfig(num_experts=4, shared_experts=2, task_experts=1, levels=1, units=(64,))
@@ -543,6 +543,11 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
     )
     # The default without the user's history, for comparison.
     configs[f"{default} - history"] = dataclasses.replace(configs[default], history=False)
+    # The default with a listwise loss on the click head too: a softmax over the batch's
+    # clicked items (logQ corrected), next to the pointwise loss on sampled negatives.
+    configs[f"{default} + listwise click"] = dataclasses.replace(
+        configs[default], click_listwise_weight=1.0
+    )
     for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}
         configs[f"single-task {head}"] = dataclasses.replace(

@@ -89,6 +89,10 @@ class ModelConfig:
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False
+    # Weight of a listwise loss on the click head: each clicked pair's logit in a softmax over
+    # the batch's other clicked items (logQ corrected, accidental hits removed), added to the
+    # pointwise loss. 0 turns it off.
+    click_listwise_weight: float = 0.0
     # "fixed" uses the *_loss_weight values; "uncertainty" learns one log-variance per head.
     # Uncertainty is the default: on the u1 validation split it beat fixed weights on every
     # head for every architecture (benchmarks/quality.py; README, "Quality benchmark").
@@ -141,6 +145,8 @@ class ModelConfig:
         for name in ("dropout", "id_dropout", "history_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")
+        if self.click_listwise_weight < 0:
+            raise ValueError("click_listwise_weight must be >= 0")
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -452,15 +452,16 @@ class MultiTaskRecommender(tfrs.models.Model):
             if self.retrieval
             else None
         )
-        # log p(item) among training clicks, for the in-batch softmax's sampling correction;
-        # set by fit() (set_item_frequencies) and saved with the weights.
+        # log p(item) among training clicks, for the in-batch softmaxes' sampling correction
+        # (retrieval and the listwise click loss); set by fit() (set_item_frequencies) and
+        # saved with the weights.
         self.item_log_probability = (
             tf.Variable(
                 tf.fill([self.cardinalities[item_key]], -math.log(self.cardinalities[item_key])),
                 trainable=False,
                 name="item_log_probability",
             )
-            if self.retrieval
+            if self.retrieval or cfg.click_listwise_weight > 0
             else None
         )
         # Learned loss balancing: one log-variance s per head, loss = sum exp(-s)·L + s.
@@ -476,6 +477,11 @@ class MultiTaskRecommender(tfrs.models.Model):
         }
         self.retrieval_tracker = (
             tf_keras.metrics.Mean(name="retrieval_loss") if self.retrieval else None
+        )
+        self.click_listwise_tracker = (
+            tf_keras.metrics.Mean(name="click_listwise_loss")
+            if cfg.click_listwise_weight > 0
+            else None
         )
         # The early-stopping criterion: the epoch mean of sum(fixed weight x head loss).
         # TFRS's `loss` is the last batch's value, and with learned weights the total also
@@ -523,7 +529,7 @@ class MultiTaskRecommender(tfrs.models.Model):
         return tables
 
     def set_item_frequencies(self, counts: Any) -> None:
-        """Set p(item) for the retrieval loss's correction from per-index click counts."""
+        """Set p(item) for the in-batch softmaxes' correction from per-index click counts."""
         counts = tf.cast(tf.reshape(counts, [-1]), tf.float32) + 1.0  # Add-one smoothing.
         self.item_log_probability.assign(tf.math.log(counts / tf.reduce_sum(counts)))
 
@@ -535,11 +541,16 @@ class MultiTaskRecommender(tfrs.models.Model):
         """The retrieval tower's item embeddings (needs ``retrieval.enabled``)."""
         return self.retrieval.candidates(self.item_encoder(features, training=False))
 
-    def sharing_input(self, features: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
+    @staticmethod
+    def pair_input(user: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
         """User and item vectors and their product: what the sharing block reads."""
+        return tf.concat([user, item, user * item], axis=1)
+
+    def sharing_input(self, features: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
+        """The sharing block's input (``pair_input``) for each row of a batch."""
         user = self.user_encoder(features, training=training)
         item = self.item_encoder(features, training=training)
-        return tf.concat([user, item, user * item], axis=1)
+        return self.pair_input(user, item)
 
     def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """The MMoE/PLE gates' mixture weights for a batch (empty for a shared bottom)."""
@@ -583,10 +594,21 @@ class MultiTaskRecommender(tfrs.models.Model):
             selection += self.config.loss_weights[head] * loss
             if self.log_variances is not None:  # Losses are summed over replicas.
                 total += self.log_variances[index] / replicas
+        listwise = self.config.click_listwise_weight > 0
+        # One encoding of the clicked rows for both in-batch softmaxes.
+        pairs = (
+            self.clicked_pairs(features, training)
+            if self.retrieval is not None or listwise
+            else None
+        )
         if self.retrieval is not None:
-            loss = self.retrieval_loss(features, training)
+            loss = self.retrieval_loss(features, training, pairs)
             self.retrieval_tracker.update_state(loss * replicas)
             total += self.config.retrieval.loss_weight * loss
+        if listwise:  # Like retrieval: outside the early-stopping criterion (selection).
+            loss = self.click_listwise_loss(features, training, pairs)
+            self.click_listwise_tracker.update_state(loss * replicas)
+            total += self.config.click_listwise_weight * loss
         self.selection_tracker.update_state(selection * replicas)
         return total
 
@@ -625,20 +647,33 @@ class MultiTaskRecommender(tfrs.models.Model):
         logs.update(loss=summed[0], regularization_loss=summed[1], total_loss=summed[0] + summed[1])
         return logs
 
-    def retrieval_loss(self, features: Mapping[str, Any], training: bool) -> tf.Tensor:
-        """In-batch softmax over the batch's clicked pairs: each user against the other
-        clicked items, corrected by log p(item) and with accidental hits removed. A batch
-        without a click (a small replica batch, or the empty batch a worker gets once its
-        share of the data is used up) adds 0."""
+    def clicked_pairs(
+        self, features: Mapping[str, Any], training: bool | None
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The batch's P clicked rows: user vectors, item vectors and item ids, what the
+        in-batch softmaxes (retrieval, listwise click) read."""
         clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
         users = self.user_encoder(features, training=training)
         items = self.item_encoder(features, training=training)
-        queries, candidates = self.retrieval(
-            (tf.boolean_mask(users, clicked), tf.boolean_mask(items, clicked))
+        ids = tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1])
+        return (
+            tf.boolean_mask(users, clicked),
+            tf.boolean_mask(items, clicked),
+            tf.boolean_mask(ids, clicked),
         )
-        ids = tf.boolean_mask(
-            tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1]), clicked
-        )
+
+    def retrieval_loss(
+        self,
+        features: Mapping[str, Any],
+        training: bool,
+        pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+    ) -> tf.Tensor:
+        """In-batch softmax over the batch's clicked pairs (``pairs``: ``clicked_pairs``, when
+        already computed): each user against the other clicked items, corrected by log
+        p(item) and with accidental hits removed. A batch without a click (a small replica
+        batch, or the empty batch a worker gets once its share of the data is used up) adds 0."""
+        users, items, ids = pairs if pairs is not None else self.clicked_pairs(features, training)
+        queries, candidates = self.retrieval((users, items))
         probability = tf.exp(tf.gather(self.item_log_probability, ids))
         return tf.cond(  # TFRS's accidental-hit removal fails on an empty [0, 0] batch.
             tf.size(ids) > 0,
@@ -649,6 +684,38 @@ class MultiTaskRecommender(tfrs.models.Model):
                 candidate_ids=ids,
                 compute_metrics=False,
                 compute_batch_metrics=False,
+            ),
+            lambda: tf.constant(0.0),
+        )
+
+    def click_pair_logits(
+        self, users: tf.Tensor, items: tf.Tensor, training: bool | None
+    ) -> tf.Tensor:
+        """[P, P] click logits of every (user i, item j) pair, through the click head's own
+        path: ``pair_input``, the sharing block, the click tower."""
+        count = tf.shape(users)[0]
+        user = tf.repeat(users, count, axis=0)  # Row i·P + j pairs user i ...
+        item = tf.tile(items, [count, 1])  # ... with item j.
+        towers = self.sharing(self.pair_input(user, item), training=training)
+        return tf.reshape(self.heads[F.CLICK](towers[F.CLICK], training=training), [count, count])
+
+    def click_listwise_loss(
+        self,
+        features: Mapping[str, Any],
+        training: bool,
+        pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+    ) -> tf.Tensor:
+        """Softmax cross-entropy of each clicked pair's click logit against the same user
+        with the batch's other clicked items, corrected by log p(item) and with accidental
+        hits removed, as in ``retrieval_loss`` (an empty batch adds 0 there too)."""
+        users, items, ids = pairs if pairs is not None else self.clicked_pairs(features, training)
+        logits = self.click_pair_logits(users, items, training)
+        logits -= tf.gather(self.item_log_probability, ids)[tf.newaxis, :]
+        labels = tf.eye(tf.size(ids))
+        return tf.cond(  # The accidental-hit removal fails on an empty [0, 0] batch.
+            tf.size(ids) > 0,
+            lambda: MeanSoftmaxCrossentropy()(
+                labels, tfrs.layers.loss.RemoveAccidentalHits()(labels, logits, ids)
             ),
             lambda: tf.constant(0.0),
         )

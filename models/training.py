@@ -194,7 +194,7 @@ def fit(
             # item frequencies, which are recounted on this training split.
             model.build_weights(next(iter(train)))
             warm = initial_weights(model)
-        if model.retrieval is not None:
+        if model.item_log_probability is not None:
             model.set_item_frequencies(click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
     epochs = config.epochs
     if warm is not None and warm.warm_started:

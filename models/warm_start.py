@@ -308,7 +308,10 @@ def _structure(config: Mapping[str, Any]) -> dict[str, Any]:
     ]
     if flat.get("retrieval.enabled"):
         keys.append("retrieval.dim")
-    return {key: flat.get(key) for key in keys}
+    structure = {key: flat.get(key) for key in keys}
+    if not flat.get("retrieval.enabled"):  # Then log p(item) exists for the listwise loss only.
+        structure["click_listwise_weight > 0"] = (flat.get("click_listwise_weight") or 0) > 0
+    return structure
 
 
 def _normalised(name: str) -> str:

@@ -1,5 +1,8 @@
 """Model unit tests on hand-made transformed features (no Transform run needed)."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +20,8 @@ from mtrec.models.model import (
 )
 from mtrec.models.training import build_model, fit, label_priors
 from tests.support.training import CARDS, SMALL, transformed_batch
+
+LISTWISE = dataclasses.replace(SMALL, click_listwise_weight=1.0)
 
 
 def test_masked_rating_loss_ignores_non_interactions():
@@ -100,10 +105,10 @@ def test_training_under_a_mirrored_strategy_matches_the_default_path():
     assert history["total_loss"][0] == pytest.approx(plain["total_loss"][0], rel=0.05)
 
 
-def test_a_batch_without_clicks_adds_no_retrieval_loss():
+def test_a_batch_without_clicks_adds_no_in_batch_softmax_loss():
     # A replica's share of a batch can hold no click, and a worker whose share of the data
     # is used up gets empty batches; TFRS's accidental-hit removal fails on those.
-    model = MultiTaskRecommender(CARDS, SMALL)
+    model = MultiTaskRecommender(CARDS, LISTWISE)
     assert model.retrieval is not None
     unclicked = transformed_batch(8)
     unclicked[F.LABEL_XF[F.CLICK]] = tf.zeros(8)
@@ -113,11 +118,12 @@ def test_a_batch_without_clicks_adds_no_retrieval_loss():
         else value[:0]
         for key, value in transformed_batch(8).items()
     }
-    for batch in (unclicked, empty):
-        assert float(model.retrieval_loss(batch, training=True)) == 0.0
-    clicked = transformed_batch(8)
-    clicked[F.LABEL_XF[F.CLICK]] = tf.ones(8)
-    assert float(model.retrieval_loss(clicked, training=True)) > 0.0
+    for loss in (model.retrieval_loss, model.click_listwise_loss):
+        for batch in (unclicked, empty):
+            assert float(loss(batch, training=True)) == 0.0
+        clicked = transformed_batch(8)
+        clicked[F.LABEL_XF[F.CLICK]] = tf.ones(8)
+        assert float(loss(clicked, training=True)) > 0.0
 
 
 def small_user_encoder(**options) -> SideEncoder:
@@ -201,3 +207,103 @@ def test_model_config_round_trips_and_rejects_unknown_keys():
         ModelConfig.from_dict({"embeding_dim": 3})
     with pytest.raises(ValueError, match="distribution"):
         ModelConfig(distribution="tpu")
+
+
+def gather_rows(value, rows):
+    """Rows ``rows`` of one batch feature, dense or sparse."""
+    if isinstance(value, tf.SparseTensor):
+        return tf.gather(tf.RaggedTensor.from_sparse(value), rows).to_sparse()
+    return tf.gather(value, rows)
+
+
+def test_listwise_click_loss_is_the_corrected_softmax_of_the_click_heads_pair_logits():
+    batch = transformed_batch(10, seed=5)
+    clicked = np.array([1, 1, 0, 1, 1, 0, 1, 1, 1, 0], bool)
+    batch[F.LABEL_XF[F.CLICK]] = tf.constant(clicked, tf.float32)
+    items = batch["item_id_xf"].numpy()
+    items[3] = items[0]  # Two clicked rows share an item: an accidental hit for each other.
+    batch["item_id_xf"] = tf.constant(items)
+    model = MultiTaskRecommender(CARDS, LISTWISE)
+    model(batch)
+    model.set_item_frequencies(np.arange(CARDS["item_id_xf"]))  # Unequal p(item).
+    users, vectors, ids = model.clicked_pairs(batch, training=False)
+    logits = model.click_pair_logits(users, vectors, training=False).numpy()
+    # Pair (i, j) is the click head on user i with item j: the same path as call().
+    rows = np.flatnonzero(clicked)
+    shifted = np.roll(np.arange(len(rows)), 1)
+    item_keys = {*F.ITEM_CATEGORICAL_XF, *F.ITEM_MULTIVALENT_XF, *F.ITEM_NUMERIC_XF}
+    crossed = {
+        key: gather_rows(value, rows[shifted] if key in item_keys else rows)
+        for key, value in batch.items()
+    }
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    click = model(batch, training=False)[F.CLICK].numpy()[clicked]
+    np.testing.assert_allclose(click, sigmoid(np.diag(logits)), rtol=1e-5)
+    click = model(crossed, training=False)[F.CLICK].numpy()
+    np.testing.assert_allclose(click, sigmoid(logits[np.arange(len(rows)), shifted]), rtol=1e-5)
+    # Softmax cross-entropy per clicked row, log p(item) off each column, the other row
+    # with the same item left out; the mean over the rows.
+    ids = ids.numpy()
+    corrected = logits - model.item_log_probability.numpy()[ids][None, :]
+    diagonal = np.eye(len(ids), dtype=bool)
+    kept = (ids[:, None] != ids[None, :]) | diagonal
+    assert not kept.all()  # The accidental hit is in the batch.
+    expected = np.mean(
+        [
+            np.logaddexp.reduce(row[keep]) - row[i]
+            for i, (row, keep) in enumerate(zip(corrected, kept, strict=True))
+        ]
+    )
+    loss = float(model.click_listwise_loss(batch, training=False))
+    assert loss == pytest.approx(expected, rel=1e-5)
+    unmasked = np.mean(np.logaddexp.reduce(corrected, axis=1) - np.diag(corrected))
+    assert loss != pytest.approx(unmasked, rel=1e-3)
+
+
+def test_listwise_click_loss_is_logged_and_weighted_into_the_total():
+    # Without the retrieval tower: the listwise loss alone needs log p(item).
+    config = dataclasses.replace(
+        LISTWISE, retrieval=dataclasses.replace(SMALL.retrieval, enabled=False), epochs=2
+    )
+    dataset = tf.data.Dataset.from_tensors(transformed_batch(32, seed=4)).repeat(2)
+    model, history = fit(dataset, dataset, CARDS, config)
+    assert model.item_log_probability is not None
+    for key in ("click_listwise_loss", "val_click_listwise_loss"):
+        assert all(np.isfinite(history[key])) and min(history[key]) > 0, history[key]
+    logs = model.evaluate(dataset.take(1), return_dict=True, verbose=0)
+    heads = sum(logs[f"{head}_weight"] * logs[f"{head}_loss"] for head in F.HEADS)
+    variances = float(tf.reduce_sum(model.log_variances))
+    assert logs["loss"] == pytest.approx(
+        heads + variances + config.click_listwise_weight * logs["click_listwise_loss"], rel=1e-4
+    )
+    # Early stopping still reads the heads alone.
+    fixed = sum(config.loss_weights[head] * logs[f"{head}_loss"] for head in F.HEADS)
+    assert logs["selection_loss"] == pytest.approx(fixed, rel=1e-4)
+    # Off (the default): no metric, no tracker, no log p(item) without retrieval.
+    plain = MultiTaskRecommender(CARDS, dataclasses.replace(config, click_listwise_weight=0.0))
+    assert plain.click_listwise_tracker is None and plain.item_log_probability is None
+    assert "click_listwise_loss" not in {metric.name for metric in plain.metrics}
+
+
+def test_a_listwise_model_round_trips_through_its_config_and_weights(tmp_path):
+    config = dataclasses.replace(
+        LISTWISE, retrieval=dataclasses.replace(SMALL.retrieval, enabled=False)
+    )
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="click_listwise_weight"):
+        dataclasses.replace(config, click_listwise_weight=-1.0)
+    model = MultiTaskRecommender(CARDS, config)
+    batch = transformed_batch(8)
+    model(batch)
+    model.set_item_frequencies(np.arange(CARDS["item_id_xf"]))
+    model.save_weights(str(tmp_path / "weights"))
+    clone = MultiTaskRecommender.from_config(model.get_config())
+    clone(batch)
+    clone.load_weights(str(tmp_path / "weights"))
+    assert clone.config == config
+    np.testing.assert_allclose(
+        clone.item_log_probability.numpy(), model.item_log_probability.numpy()
+    )
+    assert float(clone.click_listwise_loss(batch, training=False)) == pytest.approx(
+        float(model.click_listwise_loss(batch, training=False)), rel=1e-6
+    )

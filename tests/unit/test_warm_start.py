@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from mtrec import names as F
 from mtrec.models import warm_start
-from mtrec.models.hparams import ModelConfig
+from mtrec.models.hparams import ModelConfig, RetrievalConfig
 from mtrec.models.model import VOCABULARY_FEATURES, MultiTaskRecommender
 from mtrec.models.preprocessing import CATEGORICAL_KEYS, NUM_OOV_BUCKETS
 from mtrec.models.training import fit
@@ -206,6 +206,19 @@ def test_fit_warm_starts_within_warm_start_epochs_and_recounts_item_frequencies(
     expected = np.log(np.array([clicks + 1, 1, 1, 1]) / (clicks + 4))
     np.testing.assert_allclose(
         table(model_b, F.ITEM_ID, "item_log_probability"), expected, rtol=1e-5
+    )
+
+
+def test_the_listwise_click_loss_without_retrieval_is_part_of_the_structure():
+    """Without retrieval, log p(item) exists only for the listwise click loss: a base model
+    trained without it does not fit, and says why."""
+    off = dataclasses.replace(SMALL, retrieval=RetrievalConfig(enabled=False)).to_dict()
+    on = {**off, "click_listwise_weight": 1.0}
+    assert warm_start._structure(on)["click_listwise_weight > 0"] is True
+    assert warm_start._structure(off)["click_listwise_weight > 0"] is False
+    retrieval = SMALL.to_dict()  # With retrieval the listwise loss adds no weight.
+    assert warm_start._structure({**retrieval, "click_listwise_weight": 1.0}) == (
+        warm_start._structure(retrieval)
     )
 
 
