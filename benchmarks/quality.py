@@ -690,6 +690,7 @@ def time_split_table(
             )
             valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
             model, history = fit(train, valid, cardinalities(output), config)
+            print(epoch_trace(history), flush=True)
             runs.append(
                 (
                     *eval_split_metrics(model, split_files(root, F.EVAL), output),
@@ -700,6 +701,17 @@ def time_split_table(
         cells = [mean_std([run[i] for run in runs]) for i in range(3)]
         epochs = "/".join(str(run[3]) for run in runs)
         lines.append(f"{name:<45}" + "".join(f"{c:>17}" for c in cells) + f"{epochs:>10}")
+    return "\n".join(lines)
+
+
+def epoch_trace(history: dict) -> str:
+    """The validation metrics per epoch, to see where early stopping stood against them
+    (``--model-config '{"early_stopping_patience": 10}'`` shows the epochs after)."""
+    names = ("val_selection_loss", "val_rating_rmse", "val_click_auc", "val_purchase_auc")
+    names = tuple(n for n in names if n in history)
+    lines = [f"  {'epoch':>5}" + "".join(f"{n[4:]:>20}" for n in names)]
+    for epoch in range(len(history["total_loss"])):
+        lines.append(f"  {epoch + 1:>5}" + "".join(f"{history[n][epoch]:>20.4f}" for n in names))
     return "\n".join(lines)
 
 
