@@ -541,6 +541,9 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
     configs[default] = dataclasses.replace(
         configs["shared_bottom / uncertainty"], retrieval=retrieval
     )
+    configs[f"{default} + history attention"] = dataclasses.replace(
+        configs[default], history_pooling="attention"
+    )
     # The default without the user's history, for comparison.
     configs[f"{default} - history"] = dataclasses.replace(configs[default], history=False)
     # The default with a listwise loss on the click head too: a softmax over the batch's

@@ -8,6 +8,7 @@ from typing import Any
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 LOSS_BALANCING = ("fixed", "uncertainty")
+HISTORY_POOLING = ("mean", "attention")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,9 @@ class ModelConfig:
     # split (benchmarks/quality.py, seed 42) 0.5 gave NDCG@10 0.1281 and RMSE 0.9649, against
     # 0.1238 and 0.9788 with 0 and 0.1006 and 0.9629 without the history.
     history_dropout: float = 0.5
+    # "mean": the pooled history above only. "attention" also gives the heads (not the
+    # retrieval tower, which has no candidate) the history pooled against the candidate item.
+    history_pooling: str = "mean"
     retrieval: RetrievalConfig = dataclasses.field(default_factory=RetrievalConfig)
     # ESMM: purchase = p(click) x p(purchase | click), trained over every impression.
     esmm: bool = False
@@ -148,6 +152,12 @@ class ModelConfig:
                 raise ValueError(f"{name} must be in [0, 1)")
         if self.click_listwise_weight < 0:
             raise ValueError("click_listwise_weight must be >= 0")
+        if self.history_pooling not in HISTORY_POOLING:
+            raise ValueError(
+                f"history_pooling must be one of {HISTORY_POOLING}, got {self.history_pooling!r}"
+            )
+        if self.history_pooling == "attention" and self.click_listwise_weight > 0:
+            raise ValueError("the listwise click loss does not take history_pooling 'attention'")
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -178,6 +178,16 @@ class SideEncoder(tf_keras.layers.Layer):
         """[batch, embedding_dim]: the mean of the history's items with their ratings; zeros
         for an empty history. While training, a share (``history_dropout``) of examples
         lose their whole history, so the id and side features keep their weight."""
+        vectors, present = self.history_vectors(inputs, training)
+        total = tf.reduce_sum(vectors * present[..., None], axis=1)
+        count = tf.reduce_sum(present, axis=1, keepdims=True)
+        return total / tf.maximum(count, 1.0)
+
+    def history_vectors(
+        self, inputs: Mapping[str, Any], training: bool | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """[batch, length, embedding_dim] history item vectors (e_i + r_i·w) and the [batch,
+        length] mask of the entries kept: not padding, not hidden by ``history_dropout``."""
         ids_key, ratings_key = self.history_keys
         ids = tf.cast(inputs[ids_key], tf.int64)
         ids = tf.reshape(ids, [tf.shape(ids)[0], -1])
@@ -187,10 +197,7 @@ class SideEncoder(tf_keras.layers.Layer):
             present *= tf.cast(kept, tf.float32)
         ratings = tf.reshape(tf.cast(inputs[ratings_key], tf.float32), tf.shape(ids))
         vectors = tf.gather(self.history_table, tf.maximum(ids, 0))
-        vectors += ratings[..., None] * self.history_rating
-        total = tf.reduce_sum(vectors * present[..., None], axis=1)
-        count = tf.reduce_sum(present, axis=1, keepdims=True)
-        return total / tf.maximum(count, 1.0)
+        return vectors + ratings[..., None] * self.history_rating, present
 
     def drop_ids(self, ids: tf.Tensor, training: bool | None) -> tf.Tensor:
         """Send a random share of ids to the OOV bucket (the last index) while training."""
@@ -263,6 +270,28 @@ class Tower(tf_keras.layers.Layer):
             "dropout": self.dropout,
             "output_bias": self.output_bias,
         }
+
+
+@serializable
+class HistoryAttention(tf_keras.layers.Layer):
+    """Pools the user's history against the candidate item: softmax over the history entries
+    of (W·item)·e_i / sqrt(d), so the heads see the past items that bear on this candidate
+    (DIN-style). Zeros for an empty or hidden history."""
+
+    def __init__(self, dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.query = tf_keras.layers.Dense(dim, use_bias=False, name="query")
+
+    def call(self, item: tf.Tensor, vectors: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
+        query = self.query(item)  # [batch, dim]
+        scores = tf.einsum("bd,bld->bl", query, vectors) / math.sqrt(self.dim)
+        scores = tf.where(present > 0, scores, tf.fill(tf.shape(scores), -1e9))
+        weights = tf.nn.softmax(scores, axis=1) * present  # All hidden: all zero.
+        return tf.einsum("bl,bld->bd", weights, vectors)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "dim": self.dim}
 
 
 @serializable
@@ -400,6 +429,11 @@ class MultiTaskRecommender(tfrs.models.Model):
             id_dropout=cfg.id_dropout,
             l2=cfg.l2,
             name="item_encoder",
+        )
+        self.history_attention = (
+            HistoryAttention(cfg.embedding_dim, name="history_attention")
+            if cfg.history and cfg.history_pooling == "attention"
+            else None
         )
         self.sharing = sharing_block(cfg)
         # With ESMM the purchase tower predicts p(purchase | click), whose prior is the ratio.
@@ -550,7 +584,11 @@ class MultiTaskRecommender(tfrs.models.Model):
         """The sharing block's input (``pair_input``) for each row of a batch."""
         user = self.user_encoder(features, training=training)
         item = self.item_encoder(features, training=training)
-        return self.pair_input(user, item)
+        pair = self.pair_input(user, item)
+        if self.history_attention is None:
+            return pair
+        vectors, present = self.user_encoder.history_vectors(features, training)
+        return tf.concat([pair, self.history_attention(item, vectors, present)], axis=1)
 
     def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """The MMoE/PLE gates' mixture weights for a batch (empty for a shared bottom)."""

@@ -309,6 +309,8 @@ def _structure(config: Mapping[str, Any]) -> dict[str, Any]:
     if flat.get("retrieval.enabled"):
         keys.append("retrieval.dim")
     structure = {key: flat.get(key) for key in keys}
+    if flat.get("history"):  # Bundles from before history_pooling pooled by the mean.
+        structure["history_pooling"] = flat.get("history_pooling") or "mean"
     if not flat.get("retrieval.enabled"):  # Then log p(item) exists for the listwise loss only.
         structure["click_listwise_weight > 0"] = (flat.get("click_listwise_weight") or 0) > 0
     return structure

@@ -12,6 +12,7 @@ from mtrec import names as F
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.model import (
     MLP,
+    HistoryAttention,
     MaskedMeanSquaredError,
     MeanBinaryCrossentropy,
     MultiTaskRecommender,
@@ -165,6 +166,42 @@ def test_history_is_pooled_as_a_mean_and_hidden_by_history_dropout():
     np.testing.assert_allclose(shift[0], [1.0, 2.0, -1.0, 0.5], atol=1e-6)  # mean(z)·w.
 
 
+def test_history_attention_weighs_the_history_by_its_match_with_the_candidate():
+    attention = HistoryAttention(2)
+    attention.build([None, 2])
+    attention.query.build([None, 2])
+    attention.query.kernel.assign(np.eye(2, dtype=np.float32) * 10.0)
+    vectors = tf.constant([[[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]] * 2)
+    present = tf.constant([[1.0, 1.0, 0.0]] * 2)  # The third entry is padding.
+    items = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    pooled = attention(items, vectors, present).numpy()
+    # Each candidate draws the history entry that matches it; padding never counts.
+    assert pooled[0, 0] > 0.99 and pooled[0, 1] < 0.01
+    assert pooled[1, 1] > 0.99 and pooled[1, 0] < 0.01
+    hidden = attention(items, vectors, tf.zeros([2, 3])).numpy()
+    np.testing.assert_array_equal(hidden, np.zeros((2, 2)))  # No history: zeros.
+
+
+def test_history_attention_makes_the_heads_read_the_history_per_candidate():
+    config = dataclasses.replace(SMALL, history_pooling="attention")
+    model = build_model(CARDS, config, {F.RATING: 3.5, F.CLICK: 0.2, F.PURCHASE: 0.1})
+    batch = transformed_batch(6)
+    model(batch)
+    table = model.user_encoder.history_table
+    table.assign(np.random.default_rng(0).normal(size=table.shape).astype(np.float32))
+    before = model(batch)
+    # The retrieval tower's query has no candidate: attention leaves it alone.
+    query = model.query_embeddings(batch).numpy()
+    model.history_attention.query.kernel.assign(model.history_attention.query.kernel * 0.0 + 3.0)
+    after = model(batch)
+    assert np.abs(before[F.CLICK].numpy() - after[F.CLICK].numpy()).max() > 1e-4
+    np.testing.assert_array_equal(model.query_embeddings(batch).numpy(), query)
+    with pytest.raises(ValueError, match="history_pooling must be one of"):
+        dataclasses.replace(SMALL, history_pooling="max")
+    with pytest.raises(ValueError, match="does not take history_pooling 'attention'"):
+        dataclasses.replace(config, click_listwise_weight=1.0)
+
+
 @pytest.mark.parametrize(
     "layer",
     [
@@ -181,6 +218,7 @@ def test_history_is_pooled_as_a_mean_and_hidden_by_history_dropout():
         ),
         MLP([8, 4], dropout=0.1),
         Tower([4], dropout=0.0, output_bias=1.5),
+        HistoryAttention(4),
     ],
 )
 def test_layers_round_trip_through_get_config(layer):

@@ -222,6 +222,15 @@ def test_the_listwise_click_loss_without_retrieval_is_part_of_the_structure():
     )
 
 
+def test_history_attention_is_part_of_the_structure_and_older_bundles_pooled_by_the_mean():
+    mean = SMALL.to_dict()
+    older = {k: v for k, v in mean.items() if k != "history_pooling"}
+    attention = {**mean, "history_pooling": "attention"}
+    assert warm_start._structure(older) == warm_start._structure(mean)
+    assert warm_start._structure(attention)["history_pooling"] == "attention"
+    assert warm_start._structure(attention) != warm_start._structure(mean)
+
+
 def test_a_bundle_of_another_shape_is_refused_and_the_model_trains_from_scratch(base):
     _, serving = base
     wider = dataclasses.replace(SMALL, embedding_dim=8, epochs=2)
