@@ -21,26 +21,10 @@ from mtrec.models.export import (
     warmup_examples,
     write_warmup_requests,
 )
-from mtrec.models.hparams import ModelConfig
 from mtrec.models.recommend import Catalog, blended_score, item_features
 from mtrec.models.training import cardinalities
-from tests.support.training import recommend, serve, train_and_export
-
-CONFIG = ModelConfig(
-    embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,), batch_size=64, epochs=3
-)
-KNOWN = {
-    "user_id": 3,
-    "item_id": 5,
-    "age": 30,
-    "gender": "M",
-    "occupation": "engineer",
-    "zip_prefix": "123",
-    "genres": "Action|Comedy",
-    "year": 1990,
-    "title": "Movie Blast 5",
-    "history": "2:4 7 1:1",
-}
+from tests.support.training import EXPORT_CONFIG as CONFIG
+from tests.support.training import KNOWN, recommend, serve, train_and_export
 
 
 @pytest.fixture(scope="module")

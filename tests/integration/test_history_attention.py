@@ -3,33 +3,16 @@ and served through the same signatures as the default model."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from mtrec import names as F
-from mtrec.models.hparams import ModelConfig
-from tests.support.training import recommend, serve, train_and_export
+from tests.support.training import EXPORT_CONFIG, KNOWN, recommend, serve, train_and_export
 
-CONFIG = ModelConfig(
-    embedding_dim=8,
-    side_dim=16,
-    bottom_units=(16,),
-    head_units=(8,),
-    batch_size=64,
-    epochs=3,
-    history_pooling="attention",
-)
-ROW = {
-    "user_id": 3,
-    "item_id": 5,
-    "age": 30,
-    "gender": "M",
-    "occupation": "engineer",
-    "zip_prefix": "123",
-    "genres": "Action|Comedy",
-    "year": 1990,
-    "title": "Movie Blast 5",
-}
+CONFIG = dataclasses.replace(EXPORT_CONFIG, history_pooling="attention")
+ROW = {key: value for key, value in KNOWN.items() if key != "history"}
 
 
 @pytest.fixture(scope="module")

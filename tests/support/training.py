@@ -39,6 +39,25 @@ SMALL = ModelConfig(
 )
 
 
+# A small model that the export tests train, export and reload.
+EXPORT_CONFIG = ModelConfig(
+    embedding_dim=8, side_dim=16, bottom_units=(16,), head_units=(8,), batch_size=64, epochs=3
+)
+# A known user and item with every raw feature, as a request sends them.
+KNOWN = {
+    "user_id": 3,
+    "item_id": 5,
+    "age": 30,
+    "gender": "M",
+    "occupation": "engineer",
+    "zip_prefix": "123",
+    "genres": "Action|Comedy",
+    "year": 1990,
+    "title": "Movie Blast 5",
+    "history": "2:4 7 1:1",
+}
+
+
 def transformed_batch(n: int = 32, seed: int = 0) -> dict:
     """A batch shaped like Transform's output: ids, bags of tokens, numbers, labels."""
     rng = np.random.default_rng(seed)
