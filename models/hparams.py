@@ -191,4 +191,34 @@ def _from_jsonable(cls: type, values: dict[str, Any]) -> dict[str, Any]:
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for name, value in values.items():
+        _check_type(f"{cls.__name__}.{name}", types[name], value)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+# JSON types each annotation takes (bool is an int in Python, but not a number here).
+_SCALARS: dict[str, tuple[type, ...]] = {"bool": (bool,), "int": (int,), "float": (int, float)}
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """A one-line ValueError when a JSON value does not fit its field's type, e.g. the
+    string "0.5" for a float, which would otherwise fail deep inside a comparison."""
+    if annotation in _SCALARS:
+        fits = isinstance(value, _SCALARS[annotation]) and (
+            annotation == "bool" or not isinstance(value, bool)
+        )
+        kind = {"bool": "true or false", "int": "an integer", "float": "a number"}[annotation]
+    elif annotation == "str":
+        fits, kind = isinstance(value, str), "a string"
+    elif annotation.startswith("tuple["):
+        numbers = "float" in annotation
+        fits = isinstance(value, list | tuple) and all(
+            isinstance(v, int | float if numbers else int) and not isinstance(v, bool)
+            for v in value
+        )
+        kind = "a list of numbers" if numbers else "a list of integers"
+    else:  # A nested config: a dict, checked by its own from_dict.
+        fits, kind = isinstance(value, dict | ExpertConfig | RetrievalConfig), "an object"
+    if not fits:
+        raise ValueError(f"{name} must be {kind}, got {value!r}")

@@ -241,6 +241,38 @@ def test_model_round_trips_through_get_config():
     assert [w.shape for w in clone.weights] == [w.shape for w in model.weights]
 
 
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"click_listwise_weight": "0.5"},
+            "ModelConfig.click_listwise_weight must be a number, got '0.5'",
+        ),
+        ({"epochs": "3"}, "ModelConfig.epochs must be an integer, got '3'"),
+        ({"epochs": 3.5}, "ModelConfig.epochs must be an integer, got 3.5"),
+        ({"esmm": 1}, "ModelConfig.esmm must be true or false, got 1"),
+        ({"dropout": True}, "ModelConfig.dropout must be a number, got True"),
+        ({"history_pooling": 1}, "ModelConfig.history_pooling must be a string, got 1"),
+        (
+            {"head_units": [8, "4"]},
+            "ModelConfig.head_units must be a list of integers, got [8, '4']",
+        ),
+        (
+            {"retrieval": {"candidates": "10"}},
+            "RetrievalConfig.candidates must be an integer, got '10'",
+        ),
+        ({"retrieval": 5}, "ModelConfig.retrieval must be an object, got 5"),
+    ],
+)
+def test_model_config_from_json_names_a_value_of_the_wrong_type(values, message):
+    """JSON from --model-config: a numeric-looking string is refused in one line, not by a
+    TypeError deep in a range check."""
+    with pytest.raises(ValueError) as error:
+        ModelConfig.from_dict(values)
+    assert str(error.value) == message
+    assert ModelConfig.from_dict({"dropout": 0, "blend_weights": [0, 1, 0.5]}).dropout == 0
+
+
 def test_model_config_round_trips_and_rejects_unknown_keys():
     assert ModelConfig.from_dict(SMALL.to_dict()) == SMALL
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
