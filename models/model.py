@@ -178,11 +178,7 @@ class SideEncoder(tf_keras.layers.Layer):
         """[batch, embedding_dim]: the mean of the history's items with their ratings; zeros
         for an empty history. While training, a share (``history_dropout``) of examples
         lose their whole history, so the id and side features keep their weight."""
-        return self.mean_history(*self.history_vectors(inputs, training))
-
-    @staticmethod
-    def mean_history(vectors: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
-        """The mean of the kept history vectors; zeros where none is kept."""
+        vectors, present = self.history_vectors(inputs, training)
         total = tf.reduce_sum(vectors * present[..., None], axis=1)
         count = tf.reduce_sum(present, axis=1, keepdims=True)
         return total / tf.maximum(count, 1.0)
@@ -211,14 +207,7 @@ class SideEncoder(tf_keras.layers.Layer):
         dropped = tf.random.uniform(tf.shape(ids)) < self.id_dropout
         return tf.where(dropped, oov, ids)
 
-    def call(
-        self,
-        inputs: Mapping[str, Any],
-        training: bool | None = None,
-        return_history: bool = False,
-    ) -> tf.Tensor | tuple[tf.Tensor, tuple[tf.Tensor, tf.Tensor] | None]:
-        """The encoded vector; with ``return_history`` also the history's vectors and mask
-        (``history_vectors``, None without a history), for attention over the same draw."""
+    def call(self, inputs: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
         parts = []
         for key in self.categorical:
             ids = tf.reshape(tf.cast(inputs[key], tf.int64), [-1])
@@ -233,12 +222,9 @@ class SideEncoder(tf_keras.layers.Layer):
             )
         for key in self.numeric:
             parts.append(tf.reshape(tf.cast(inputs[key], tf.float32), [-1, 1]))
-        history = None
         if self.history_keys:
-            history = self.history_vectors(inputs, training)
-            parts.append(self.mean_history(*history))
-        encoded = self.projection(tf.concat(parts, axis=1))
-        return (encoded, history) if return_history else encoded
+            parts.append(self.pool_history(inputs, training))
+        return self.projection(tf.concat(parts, axis=1))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -596,15 +582,13 @@ class MultiTaskRecommender(tfrs.models.Model):
 
     def sharing_input(self, features: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
         """The sharing block's input (``pair_input``) for each row of a batch."""
+        user = self.user_encoder(features, training=training)
         item = self.item_encoder(features, training=training)
+        pair = self.pair_input(user, item)
         if self.history_attention is None:
-            return self.pair_input(self.user_encoder(features, training=training), item)
-        # The history the mean pooled, the same entries hidden, attended against the item.
-        user, (vectors, present) = self.user_encoder(
-            features, training=training, return_history=True
-        )
-        attended = self.history_attention(item, vectors, present)
-        return tf.concat([self.pair_input(user, item), attended], axis=1)
+            return pair
+        vectors, present = self.user_encoder.history_vectors(features, training)
+        return tf.concat([pair, self.history_attention(item, vectors, present)], axis=1)
 
     def gate_weights(self, features: Mapping[str, Any]) -> dict[str, tf.Tensor]:
         """The MMoE/PLE gates' mixture weights for a batch (empty for a shared bottom)."""
@@ -656,11 +640,11 @@ class MultiTaskRecommender(tfrs.models.Model):
             else None
         )
         if self.retrieval is not None:
-            loss = self.retrieval_loss(pairs)
+            loss = self.retrieval_loss(features, training, pairs)
             self.retrieval_tracker.update_state(loss * replicas)
             total += self.config.retrieval.loss_weight * loss
         if listwise:  # Like retrieval: outside the early-stopping criterion (selection).
-            loss = self.click_listwise_loss(pairs, training)
+            loss = self.click_listwise_loss(features, training, pairs)
             self.click_listwise_tracker.update_state(loss * replicas)
             total += self.config.click_listwise_weight * loss
         self.selection_tracker.update_state(selection * replicas)
@@ -716,12 +700,17 @@ class MultiTaskRecommender(tfrs.models.Model):
             tf.boolean_mask(ids, clicked),
         )
 
-    def retrieval_loss(self, pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
-        """In-batch softmax over the batch's clicked pairs (``clicked_pairs``): each user
-        against the other clicked items, corrected by log p(item) and with accidental hits
-        removed. A batch without a click (a small replica batch, or the empty batch a worker
-        gets once its share of the data is used up) adds 0."""
-        users, items, ids = pairs
+    def retrieval_loss(
+        self,
+        features: Mapping[str, Any],
+        training: bool,
+        pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+    ) -> tf.Tensor:
+        """In-batch softmax over the batch's clicked pairs (``pairs``: ``clicked_pairs``, when
+        already computed): each user against the other clicked items, corrected by log
+        p(item) and with accidental hits removed. A batch without a click (a small replica
+        batch, or the empty batch a worker gets once its share of the data is used up) adds 0."""
+        users, items, ids = pairs if pairs is not None else self.clicked_pairs(features, training)
         queries, candidates = self.retrieval((users, items))
         probability = tf.exp(tf.gather(self.item_log_probability, ids))
         return tf.cond(  # TFRS's accidental-hit removal fails on an empty [0, 0] batch.
@@ -749,12 +738,15 @@ class MultiTaskRecommender(tfrs.models.Model):
         return tf.reshape(self.heads[F.CLICK](towers[F.CLICK], training=training), [count, count])
 
     def click_listwise_loss(
-        self, pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor], training: bool | None
+        self,
+        features: Mapping[str, Any],
+        training: bool,
+        pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
     ) -> tf.Tensor:
-        """Softmax cross-entropy of each clicked pair's (``clicked_pairs``) click logit against
-        the same user with the batch's other clicked items, corrected by log p(item) and with
-        accidental hits removed, as in ``retrieval_loss`` (an empty batch adds 0 there too)."""
-        users, items, ids = pairs
+        """Softmax cross-entropy of each clicked pair's click logit against the same user
+        with the batch's other clicked items, corrected by log p(item) and with accidental
+        hits removed, as in ``retrieval_loss`` (an empty batch adds 0 there too)."""
+        users, items, ids = pairs if pairs is not None else self.clicked_pairs(features, training)
         logits = self.click_pair_logits(users, items, training)
         logits -= tf.gather(self.item_log_probability, ids)[tf.newaxis, :]
         labels = tf.eye(tf.size(ids))

@@ -129,7 +129,7 @@ def _spans_text(spans: list[int]) -> str:
 
 
 @contextlib.contextmanager
-def _run_scoped_tempdir() -> Iterator[None]:
+def _run_scoped_tempdir() -> Iterator[str]:
     """Give the run a temp directory of its own, this process's and its Beam workers', and
     remove it when the run ends, however it ends.
 
@@ -141,7 +141,7 @@ def _run_scoped_tempdir() -> Iterator[None]:
     saved_tempdir, saved_env = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir = os.environ["TMPDIR"] = scoped
     try:
-        yield
+        yield scoped
     finally:
         tempfile.tempdir = saved_tempdir
         if saved_env is None:

@@ -1,7 +1,6 @@
 """Model unit tests on hand-made transformed features (no Transform run needed)."""
 
 import dataclasses
-import functools
 import json
 
 import numpy as np
@@ -120,13 +119,12 @@ def test_a_batch_without_clicks_adds_no_in_batch_softmax_loss():
         else value[:0]
         for key, value in transformed_batch(8).items()
     }
-    clicked = transformed_batch(8)
-    clicked[F.LABEL_XF[F.CLICK]] = tf.ones(8)
-    listwise = functools.partial(model.click_listwise_loss, training=True)
-    for loss in (model.retrieval_loss, listwise):
+    for loss in (model.retrieval_loss, model.click_listwise_loss):
         for batch in (unclicked, empty):
-            assert float(loss(model.clicked_pairs(batch, training=True))) == 0.0
-        assert float(loss(model.clicked_pairs(clicked, training=True))) > 0.0
+            assert float(loss(batch, training=True)) == 0.0
+        clicked = transformed_batch(8)
+        clicked[F.LABEL_XF[F.CLICK]] = tf.ones(8)
+        assert float(loss(clicked, training=True)) > 0.0
 
 
 def small_user_encoder(**options) -> SideEncoder:
@@ -326,7 +324,7 @@ def test_listwise_click_loss_is_the_corrected_softmax_of_the_click_heads_pair_lo
             for i, (row, keep) in enumerate(zip(corrected, kept, strict=True))
         ]
     )
-    loss = float(model.click_listwise_loss(model.clicked_pairs(batch, False), training=False))
+    loss = float(model.click_listwise_loss(batch, training=False))
     assert loss == pytest.approx(expected, rel=1e-5)
     unmasked = np.mean(np.logaddexp.reduce(corrected, axis=1) - np.diag(corrected))
     assert loss != pytest.approx(unmasked, rel=1e-3)
@@ -376,9 +374,6 @@ def test_a_listwise_model_round_trips_through_its_config_and_weights(tmp_path):
     np.testing.assert_allclose(
         clone.item_log_probability.numpy(), model.item_log_probability.numpy()
     )
-    assert float(
-        clone.click_listwise_loss(clone.clicked_pairs(batch, False), training=False)
-    ) == pytest.approx(
-        float(model.click_listwise_loss(model.clicked_pairs(batch, False), training=False)),
-        rel=1e-6,
+    assert float(clone.click_listwise_loss(batch, training=False)) == pytest.approx(
+        float(model.click_listwise_loss(batch, training=False)), rel=1e-6
     )
