@@ -19,6 +19,7 @@ from tfx.types.component_spec import ExecutionParameter
 from tfx.utils import json_utils, proto_utils
 
 from mtrec import names as F
+from mtrec.components import head_metrics
 from mtrec.components.thresholds import EvalThresholds, EvaluationSettings
 from mtrec.data.config import DataSummary
 
@@ -26,36 +27,28 @@ log = logging.getLogger(__name__)
 SETTINGS_KEY = "evaluation_settings"
 
 
-# TFMA's class for each metric name the results room reads (names.HEAD_METRICS).
-METRIC_CLASSES = {
-    "root_mean_squared_error": "RootMeanSquaredError",
-    "mean_absolute_error": "MeanAbsoluteError",
-    "auc": "AUC",
-    "binary_crossentropy": "BinaryCrossentropy",
-    "calibration": "Calibration",
+# TFMA's class for each headline metric (names.HEAD_METRICS[head][0]); they gate blessing.
+GATED = {F.RATING: "RootMeanSquaredError", F.CLICK: "AUC", F.PURCHASE: "AUC"}
+# The rest of each head's metrics, per slice, in one pass (see head_metrics); the
+# calibration plot shares the AUC's histogram.
+SUMMARY = {
+    F.RATING: ("RegressionSummary",),
+    F.CLICK: ("BinarySummary", "CalibrationPlot"),
+    F.PURCHASE: ("BinarySummary", "CalibrationPlot"),
 }
-# Per head: its example count, its HEAD_METRICS, then what only the plots and report use.
-RATING_METRICS = (
-    "ExampleCount",
-    "WeightedExampleCount",
-    *(METRIC_CLASSES[name] for name in F.HEAD_METRICS[F.RATING]),
-)
-BINARY_METRICS = (
-    "ExampleCount",
-    *(METRIC_CLASSES[name] for name in F.HEAD_METRICS[F.CLICK]),
-    "MeanLabel",
-    "MeanPrediction",
-    "CalibrationPlot",
-)
+SUMMARY_CLASSES = {
+    cls.__name__: cls for cls in (head_metrics.RegressionSummary, head_metrics.BinarySummary)
+}
 # TFMA defaults (10,000 AUC thresholds, 1,000 plot buckets) cost far more than they add.
 METRIC_CONFIGS = {"AUC": '"num_thresholds": 1000', "CalibrationPlot": '"num_buckets": 100'}
-# The metric per head that decides blessing: its headline metric.
-GATED = {head: METRIC_CLASSES[F.HEAD_METRICS[head][0]] for head in F.HEADS}
 
 
 def _metric(name: str, **kwargs: Any) -> tfma.MetricConfig:
     config = METRIC_CONFIGS.get(name)
-    return tfma.MetricConfig(class_name=name, config="{" + config + "}" if config else "", **kwargs)
+    module = head_metrics.__name__ if name in SUMMARY_CLASSES else ""
+    return tfma.MetricConfig(
+        class_name=name, module=module, config="{" + config + "}" if config else "", **kwargs
+    )
 
 
 def _bound(higher: bool, value: float) -> tfma.GenericValueThreshold:
@@ -110,24 +103,19 @@ def make_eval_config(
     """Labels and the rating weight come from the model's transform_features signature, so
     rating metrics count observed interactions only."""
     t = thresholds
-    rating_metrics = [_metric(name) for name in RATING_METRICS if name != GATED[F.RATING]]
-    rating_metrics.append(
-        _gated(
-            GATED[F.RATING],
-            False,
-            t.max_rating_rmse,
-            t.rmse_tolerance,
-            t.slice_max_rating_rmse,
-            gated_slices,
+    gates = {
+        F.RATING: (False, t.max_rating_rmse, t.rmse_tolerance, t.slice_max_rating_rmse),
+        F.CLICK: (True, t.min_auc, t.auc_tolerance, t.slice_min_auc),
+        F.PURCHASE: (True, t.min_auc, t.auc_tolerance, t.slice_min_auc),
+    }
+    specs = [
+        tfma.MetricsSpec(
+            output_names=[head],
+            metrics=[_metric(name) for name in SUMMARY[head]]
+            + [_gated(GATED[head], *gates[head], gated_slices)],
         )
-    )
-    specs = [tfma.MetricsSpec(output_names=[F.RATING], metrics=rating_metrics)]
-    for head in F.BINARY_HEADS:
-        metrics = [_metric(name) for name in BINARY_METRICS if name != GATED[head]]
-        metrics.append(
-            _gated(GATED[head], True, t.min_auc, t.auc_tolerance, t.slice_min_auc, gated_slices)
-        )
-        specs.append(tfma.MetricsSpec(output_names=[head], metrics=metrics))
+        for head in F.HEADS
+    ]
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(

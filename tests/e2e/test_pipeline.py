@@ -517,6 +517,14 @@ def test_tfma_notebook_api_reads_the_evaluator_output(workspace):
     assert () in slices and (("gender", "F"),) in slices
     overall = dict(result.slicing_metrics)[()]
     assert set(overall) == set(F.HEADS)
+    # Every reported metric, overall and per slice (the head summaries beside TFMA's own).
+    female = dict(result.slicing_metrics)[(("gender", "F"),)]
+    for head in F.HEADS:
+        for metrics in (overall, female):
+            assert set(metrics[head][""]) >= {*F.HEAD_METRICS[head], F.COUNT_METRIC[head]}
+    click = {name: value["doubleValue"] for name, value in overall[F.CLICK][""].items()}
+    assert click["mean_label"] == pytest.approx(0.2, abs=0.01)  # 4 negatives per positive.
+    assert click["calibration"] == pytest.approx(click["mean_prediction"] / click["mean_label"])
     validation = tfma.load_validation_result(uri)
     assert validation.validation_ok
 
