@@ -40,8 +40,13 @@ class Catalog:
         return len(self.item_ids)
 
 
+# What collect_catalog reads from each transformed example.
+CATALOG_COLUMNS = (ITEM_ID_XF, *ITEM_DENSE_XF, *F.ITEM_MULTIVALENT_XF)
+
+
 def collect_catalog(dataset: tf.data.Dataset, item_vocabulary: list[bytes]) -> Catalog:
-    """The first occurrence of each in-vocabulary item in ``dataset`` (transformed batches)."""
+    """The first occurrence of each in-vocabulary item in ``dataset`` (transformed batches
+    holding at least CATALOG_COLUMNS). Reading stops once every item has been seen."""
     rows: dict[int, dict[str, Any]] = {}
     for batch in dataset:
         indices = batch[ITEM_ID_XF].numpy().reshape(-1)
@@ -62,6 +67,8 @@ def collect_catalog(dataset: tf.data.Dataset, item_vocabulary: list[bytes]) -> C
                 **{k: v[row] for k, v in dense.items()},
                 **{k: [t for t in v[row] if t >= 0] for k, v in bags.items()},
             }
+        if len(rows) == len(item_vocabulary):
+            break
     if not rows:
         raise ValueError("no known item in the training data: cannot build a catalog")
     order = sorted(rows, key=lambda index: int(item_vocabulary[index]))

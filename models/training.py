@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
+from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import v1 as tfx
 from tfx_bsl.public import tfxio
 
@@ -22,13 +23,16 @@ from mtrec import names as F
 from mtrec.models.export import export_model
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.model import SELECTION_LOSS, MultiTaskRecommender
-from mtrec.models.recommend import collect_catalog
+from mtrec.models.recommend import CATALOG_COLUMNS, collect_catalog
 from mtrec.models.warm_start import WarmStart, bundle_dir, restore, save_bundle
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_XF = (*F.USER_CATEGORICAL_XF, *F.ITEM_CATEGORICAL_XF, *F.ITEM_MULTIVALENT_XF)
 HISTORY_FILE = "history.json"
+# What label_statistics reads, and the batch of the passes over only some columns.
+COUNT_COLUMNS = (F.RATING_WEIGHT_XF, *F.LABEL_XF.values(), F.transformed_name(F.ITEM_ID))
+COLUMN_BATCH = 4096
 # The one metric per head that the per-epoch line shows (its validation value when there is one).
 HEADLINE_METRICS = {F.RATING: "rating_rmse", F.CLICK: "click_auc", F.PURCHASE: "purchase_auc"}
 
@@ -95,34 +99,43 @@ def cardinalities(tft_output: tft.TFTransformOutput) -> dict[str, int]:
     return {key: int(tft_output.num_buckets_for_transformed_feature(key)) for key in EMBEDDED_XF}
 
 
-def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, float]:
-    """Training means of each label (rating over observed interactions only), from the
-    first ``max_batches`` shuffled batches: they only set each head's starting bias."""
+def label_statistics(
+    dataset: tf.data.Dataset, cardinality: int | None = None
+) -> tuple[dict[str, float], np.ndarray | None]:
+    """In one pass: each label's mean (rating over observed interactions only) and, given
+    the item cardinality, the clicks per item index (the retrieval loss's correction)."""
     sums = {"rating": 0.0, "rated": 0.0, "click": 0.0, "purchase": 0.0, "n": 0.0}
-    for batch in dataset.take(max_batches):
+    counts = None if cardinality is None else np.zeros(cardinality)
+    for batch in dataset:
         weight = batch[F.RATING_WEIGHT_XF]
+        clicks = batch[F.LABEL_XF[F.CLICK]]
         sums["rating"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.RATING]] * weight))
         sums["rated"] += float(tf.reduce_sum(weight))
-        sums["click"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.CLICK]]))
+        sums["click"] += float(tf.reduce_sum(clicks))
         sums["purchase"] += float(tf.reduce_sum(batch[F.LABEL_XF[F.PURCHASE]]))
         sums["n"] += float(tf.shape(weight)[0])
+        if counts is not None:
+            items = batch[F.transformed_name(F.ITEM_ID)].numpy().reshape(-1)
+            np.add.at(counts, items[clicks.numpy().reshape(-1) > 0], 1)
     if not sums["n"]:
         raise ValueError("the training split is empty")
-    return {
+    priors = {
         F.RATING: sums["rating"] / max(sums["rated"], 1.0),
         F.CLICK: sums["click"] / sums["n"],
         F.PURCHASE: sums["purchase"] / sums["n"],
     }
+    return priors, counts
+
+
+def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, float]:
+    """The label means from the first ``max_batches`` shuffled batches: they only set each
+    head's starting bias."""
+    return label_statistics(dataset.take(max_batches))[0]
 
 
 def click_counts(dataset: tf.data.Dataset, cardinality: int) -> np.ndarray:
     """Training clicks per item index, for the retrieval loss's sampling correction."""
-    counts = np.zeros(cardinality)
-    for batch in dataset:
-        items = batch[F.transformed_name(F.ITEM_ID)].numpy().reshape(-1)
-        clicked = batch[F.LABEL_XF[F.CLICK]].numpy().reshape(-1) > 0
-        np.add.at(counts, items[clicked], 1)
-    return counts
+    return label_statistics(dataset, cardinality)[1]
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
@@ -171,9 +184,14 @@ def fit(
     log_dir: str | None = None,
     strategy: tf.distribute.Strategy | None = None,
     initial_weights: Callable[[MultiTaskRecommender], WarmStart] | None = None,
+    counts: tf.data.Dataset | None = None,
 ) -> tuple[MultiTaskRecommender, dict]:
     """Train under ``strategy`` (else the configured one) with early stopping on validation
     loss. ``config.batch_size`` is the global batch: each replica takes its share of it.
+
+    ``counts`` (e.g. ``column_dataset`` of COUNT_COLUMNS over the training files) gives the
+    label priors and the items' click counts in one full pass; without it they come from
+    ``train`` (the priors from its first 100 batches, the counts from a pass of their own).
 
     ``initial_weights`` (e.g. a partial of ``warm_start.restore``) gets the model built on
     one training batch and may assign its weights; when it reports a warm start, training
@@ -184,7 +202,12 @@ def fit(
         strategy = make_strategy(config.distribution)
     log.info("Training with %s", describe_strategy(strategy, config.batch_size))
     tf_keras.utils.set_random_seed(config.seed)
-    priors = label_priors(train)
+    item_cardinality = cards[F.transformed_name(F.ITEM_ID)]
+    clicks = None
+    if counts is None:
+        priors = label_priors(train)
+    else:
+        priors, clicks = label_statistics(counts, item_cardinality)
     log.info("Label priors from the training split: %s", priors)
     warm = None
     with strategy.scope():
@@ -195,7 +218,9 @@ def fit(
             model.build_weights(next(iter(train)))
             warm = initial_weights(model)
         if model.item_log_probability is not None:
-            model.set_item_frequencies(click_counts(train, cards[F.transformed_name(F.ITEM_ID)]))
+            if clicks is None:
+                clicks = click_counts(train, item_cardinality)
+            model.set_item_frequencies(clicks)
     epochs = config.epochs
     if warm is not None and warm.warm_started:
         epochs = config.warm_start_epochs
@@ -259,6 +284,24 @@ def make_dataset(
     return dataset.with_options(sharding).prefetch(tf.data.AUTOTUNE)
 
 
+def column_dataset(
+    file_pattern: list[str],
+    data_accessor: Any,
+    tft_output: tft.TFTransformOutput,
+    columns: Sequence[str],
+) -> tf.data.Dataset:
+    """One unshuffled pass over only ``columns`` of Transform's examples: for the passes
+    that count or collect, parsing every feature cost several times more."""
+    schema = schema_pb2.Schema()
+    schema.CopyFrom(tft_output.transformed_metadata.schema)
+    kept = [feature for feature in schema.feature if feature.name in columns]
+    del schema.feature[:]
+    schema.feature.extend(kept)
+    options = tfxio.TensorFlowDatasetOptions(batch_size=COLUMN_BATCH, num_epochs=1, shuffle=False)
+    dataset = data_accessor.tf_dataset_factory(file_pattern, options, schema)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """TFX Trainer entry: fit on 'train', early-stop on 'valid', export for serving.
 
@@ -289,6 +332,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         fn_args.model_run_dir,
         strategy,
         initial_weights=initial_weights,
+        counts=column_dataset(
+            fn_args.train_files, fn_args.data_accessor, tft_output, COUNT_COLUMNS
+        ),
     )
     log.info("Trained weights digest: %s", weights_digest(model.trainable_weights))
     # For benchmarks and reports: whether this run was warm-started, and how long it trained.
@@ -301,7 +347,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
             json.dump(history, out, indent=1)
     catalog = collect_catalog(
-        make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, False),
+        column_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, CATALOG_COLUMNS),
         tft_output.vocabulary_by_name(F.ITEM_ID),
     )
     log.info("Recommend catalog: %d items", len(catalog))

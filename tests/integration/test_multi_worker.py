@@ -31,6 +31,7 @@ MODEL = {
     "batch_size": 64,  # The global batch: 32 per worker.
     "learning_rate": 0.01,
     "epochs": 4,
+    "early_stopping_patience": 4,  # No early stop: the history must hold every epoch.
     "distribution": "multi_worker_mirrored",
 }
 # A man and a woman, each with an Action and a Romance movie: in the synthetic data men
