@@ -50,11 +50,10 @@ def collect_catalog(dataset: tf.data.Dataset, item_vocabulary: list[bytes]) -> C
     rows: dict[int, dict[str, Any]] = {}
     for batch in dataset:
         indices = batch[ITEM_ID_XF].numpy().reshape(-1)
-        fresh = [
-            (row, int(index))
-            for row, index in enumerate(indices)
-            if int(index) not in rows and int(index) < len(item_vocabulary)
-        ]
+        fresh: dict[int, int] = {}  # Item index -> its first row in this batch.
+        for row, index in enumerate(indices.tolist()):
+            if index < len(item_vocabulary) and index not in rows:
+                fresh.setdefault(index, row)
         if not fresh:
             continue
         dense = {key: batch[key].numpy().reshape(len(indices), -1)[:, 0] for key in ITEM_DENSE_XF}
@@ -62,7 +61,7 @@ def collect_catalog(dataset: tf.data.Dataset, item_vocabulary: list[bytes]) -> C
             key: tf.sparse.to_dense(batch[key], default_value=-1).numpy()
             for key in F.ITEM_MULTIVALENT_XF
         }
-        for row, index in fresh:
+        for index, row in fresh.items():
             rows[index] = {
                 **{k: v[row] for k, v in dense.items()},
                 **{k: [t for t in v[row] if t >= 0] for k, v in bags.items()},

@@ -61,9 +61,10 @@ def test_label_statistics_give_the_label_means_and_clicks_per_item_in_one_pass()
         label_statistics(_dataset(batches).take(0))
 
 
-def _catalog_batch(item_ids: list[int]) -> dict:
+def _catalog_batch(item_ids: list[int], bag_values: list[int]) -> dict:
+    """Transformed item columns for ``item_ids``, row i's bags holding ``bag_values[i]``."""
     n = len(item_ids)
-    bag = tf.sparse.from_dense(tf.constant([[index + 1, 0] for index in item_ids], tf.int64))
+    bag = tf.sparse.from_dense(tf.constant([[value, 0] for value in bag_values], tf.int64))
     return {
         ITEM_ID_XF: tf.constant(item_ids, tf.int64)[:, None],
         **{key: tf.constant(item_ids, tf.int64)[:, None] for key in F.ITEM_CATEGORICAL_XF},
@@ -77,15 +78,16 @@ def test_the_catalog_stops_reading_once_every_item_is_seen():
     read = []
 
     def batches() -> Iterator[dict]:
-        for ids in ([0, 1, 1], [2, 0], [1, 3]):
+        # Item 1 comes twice in the first batch and again later, each time with other bags.
+        for ids, values in (([0, 1, 1], [1, 2, 3]), ([2, 0], [4, 5]), ([1, 3], [6, 7])):
             read.append(ids)
-            yield _catalog_batch(ids)
+            yield _catalog_batch(ids, values)
         raise AssertionError("read past the batch that completed the catalog")
 
     vocabulary = [b"10", b"20", b"30", b"40"]
     catalog = collect_catalog(batches(), vocabulary)
     assert len(read) == 3
     np.testing.assert_array_equal(catalog.item_ids, [10, 20, 30, 40])
-    # Each item's features come from its first occurrence.
+    # Each item's features come from its first occurrence, in the batch and across them.
     for key in F.ITEM_MULTIVALENT_XF:
-        np.testing.assert_array_equal(catalog.bags[key], [[1], [2], [3], [4]])
+        np.testing.assert_array_equal(catalog.bags[key], [[1], [2], [4], [7]])
