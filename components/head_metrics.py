@@ -36,10 +36,12 @@ Accumulator = list[float]
 
 def _scalar(value: Any, what: str, output_name: str) -> float:
     """The one value of a head's label, prediction or weight for one example."""
+    if value is None:
+        raise ValueError(f"no {what} for output {output_name!r} in the evaluated examples")
     array = np.asarray(value)
     if array.size != 1:
         raise ValueError(
-            f"{what} of output {output_name!r} has {array.size} values per example; "
+            f"the {what} of output {output_name!r} has {array.size} values per example; "
             "these metrics expect one (a scalar head)"
         )
     return float(array.reshape(()))
@@ -92,9 +94,9 @@ class _SummaryCombiner(beam.CombineFn):
         if self._example_weighted:
             value = _select(element.example_weight, name, output)
             if value is not None:
-                weight = _scalar(value, "the example weight", output)
-        label = _scalar(_select(element.label, name, output), "the label", output)
-        prediction = _scalar(_select(element.prediction, name, output), "the prediction", output)
+                weight = _scalar(value, "example weight", output)
+        label = _scalar(_select(element.label, name, output), "label", output)
+        prediction = _scalar(_select(element.prediction, name, output), "prediction", output)
         accumulator[_N] += 1.0
         accumulator[_W] += weight
         if weight:

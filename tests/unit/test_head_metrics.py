@@ -115,6 +115,12 @@ def test_a_head_with_several_values_per_example_is_refused_with_its_name():
         "the prediction of output 'click' has 2 values per example; "
         "these metrics expect one (a scalar head)"
     )
+    unlabeled = metric_types.StandardMetricInputs(
+        labels={F.RATING: np.array([4.0])}, predictions={F.CLICK: np.array([0.2])}
+    )
+    with pytest.raises(ValueError) as error:
+        combiner.add_input(combiner.create_accumulator(), unlabeled)
+    assert str(error.value) == "no label for output 'click' in the evaluated examples"
 
 
 @pytest.mark.unit
