@@ -36,9 +36,7 @@ SUMMARY = {
     F.CLICK: ("BinarySummary", "CalibrationPlot"),
     F.PURCHASE: ("BinarySummary", "CalibrationPlot"),
 }
-SUMMARY_CLASSES = {
-    cls.__name__: cls for cls in (head_metrics.RegressionSummary, head_metrics.BinarySummary)
-}
+SUMMARY_CLASSES = {head_metrics.RegressionSummary.__name__, head_metrics.BinarySummary.__name__}
 # TFMA defaults (10,000 AUC thresholds, 1,000 plot buckets) cost far more than they add.
 METRIC_CONFIGS = {"AUC": '"num_thresholds": 1000', "CalibrationPlot": '"num_buckets": 100'}
 
