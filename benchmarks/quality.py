@@ -710,7 +710,13 @@ def time_split_table(
 def epoch_trace(history: dict) -> str:
     """The validation metrics per epoch, to see where early stopping stood against them
     (``--model-config '{"early_stopping_patience": 10}'`` shows the epochs after)."""
-    names = ("val_selection_loss", "val_rating_rmse", "val_click_auc", "val_purchase_auc")
+    names = (
+        "val_selection_loss",
+        "val_balanced_loss",
+        "val_rating_rmse",
+        "val_click_auc",
+        "val_purchase_auc",
+    )
     names = tuple(n for n in names if n in history)
     lines = [f"  {'epoch':>5}" + "".join(f"{n[4:]:>20}" for n in names)]
     for epoch in range(len(history["total_loss"])):

@@ -9,6 +9,8 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 LOSS_BALANCING = ("fixed", "uncertainty")
 HISTORY_POOLING = ("mean", "attention")
+# What early stopping watches on the validation split (models.training.STOPPING_METRICS).
+STOPPING_CRITERIA = ("selection_loss", "balanced_loss")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +118,11 @@ class ModelConfig:
     batch_size: int = 1024
     epochs: int = 20  # An upper bound: early stopping on the validation loss ends training.
     early_stopping_patience: int = 2
+    # "selection_loss": the heads' validation losses weighted by *_loss_weight, where the
+    # rating MSE dominates. "balanced_loss": each head's validation loss relative to its
+    # first epoch's, averaged, so that a head still improving counts as much as one that is
+    # not.
+    early_stopping: str = "selection_loss"
     # The epoch bound when the Trainer warm-starts from the previous blessed model (a new
     # span): it starts near where a fresh run stops (about 4 epochs), so a few epochs on the
     # new span suffice; early stopping still keeps the best. A guess, not yet measured.
@@ -136,6 +143,10 @@ class ModelConfig:
         if self.loss_balancing not in LOSS_BALANCING:
             raise ValueError(
                 f"loss_balancing must be one of {LOSS_BALANCING}, got " f"{self.loss_balancing!r}"
+            )
+        if self.early_stopping not in STOPPING_CRITERIA:
+            raise ValueError(
+                f"early_stopping must be one of {STOPPING_CRITERIA}, got {self.early_stopping!r}"
             )
         if self.distribution not in STRATEGIES:
             raise ValueError(f"distribution must be one of {STRATEGIES}, got {self.distribution!r}")

@@ -34,6 +34,7 @@ HISTORY_FILE = "history.json"
 COUNT_COLUMNS = (F.RATING_WEIGHT_XF, *F.LABEL_XF.values(), F.transformed_name(F.ITEM_ID))
 COLUMN_BATCH = 4096
 # The one metric per head that the per-epoch line shows (its validation value when there is one).
+BALANCED_LOSS = "balanced_loss"
 HEADLINE_METRICS = {F.RATING: "rating_rmse", F.CLICK: "click_auc", F.PURCHASE: "purchase_auc"}
 
 
@@ -145,11 +146,33 @@ def epoch_line(epoch: int, epochs: int, logs: dict[str, float], seconds: float) 
     prefix = "val_" if f"val_{SELECTION_LOSS}" in logs else ""
     total = logs.get("total_loss", logs.get("loss"))
     shown = {"loss": total} if total is not None else {}
-    for name in (SELECTION_LOSS, *HEADLINE_METRICS.values()):
+    for name in (SELECTION_LOSS, BALANCED_LOSS, *HEADLINE_METRICS.values()):
         if prefix + name in logs:
             shown[prefix + name] = logs[prefix + name]
     fields = "  ".join(f"{key}={float(value):.4f}" for key, value in shown.items())
     return f"epoch {epoch}/{epochs}  {fields}  {seconds:.1f}s"
+
+
+class BalancedLoss(tf_keras.callbacks.Callback):
+    """Adds ``val_balanced_loss`` to each epoch's logs: the mean over heads of the head's
+    validation loss divided by its first epoch's, so each head's relative progress weighs
+    the same (the weighted selection loss follows the rating MSE, the largest)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first: dict[str, float] = {}
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.first = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None or f"val_{F.RATING}_loss" not in logs:
+            return
+        losses = {head: float(logs[f"val_{head}_loss"]) for head in F.HEADS}
+        if not self.first:
+            self.first = {head: max(loss, 1e-12) for head, loss in losses.items()}
+        ratios = [losses[head] / self.first[head] for head in F.HEADS]
+        logs[f"val_{BALANCED_LOSS}"] = float(np.mean(ratios))
 
 
 class EpochLog(tf_keras.callbacks.Callback):
@@ -225,11 +248,12 @@ def fit(
     if warm is not None and warm.warm_started:
         epochs = config.warm_start_epochs
         log.info("Warm-started: at most %d epochs (warm_start_epochs)", epochs)
-    callbacks: list[tf_keras.callbacks.Callback] = [EpochLog(epochs)]
+    # BalancedLoss first: the callbacks after it (and the history) read what it adds.
+    callbacks: list[tf_keras.callbacks.Callback] = [BalancedLoss(), EpochLog(epochs)]
     stopping = None
     if valid is not None:
         stopping = tf_keras.callbacks.EarlyStopping(
-            monitor=f"val_{SELECTION_LOSS}",
+            monitor=f"val_{config.early_stopping}",
             patience=config.early_stopping_patience,
             restore_best_weights=True,
         )
