@@ -27,26 +27,20 @@ log = logging.getLogger(__name__)
 SETTINGS_KEY = "evaluation_settings"
 
 
-# TFMA's class for each headline metric (names.HEAD_METRICS[head][0]); they gate blessing.
-GATED = {F.RATING: "RootMeanSquaredError", F.CLICK: "AUC", F.PURCHASE: "AUC"}
-# The rest of each head's metrics, per slice, in one pass (see head_metrics); the
-# calibration plot shares the AUC's histogram.
+# The class (in head_metrics) of each headline metric (names.HEAD_METRICS[head][0]); they
+# gate blessing.
+GATED = {F.RATING: "RegressionRMSE", F.CLICK: "BinaryAUC", F.PURCHASE: "BinaryAUC"}
+# The rest of each head's metrics, per slice. All of a head's metrics derive from one pass
+# over its examples (see head_metrics).
 SUMMARY = {
     F.RATING: ("RegressionSummary",),
-    F.CLICK: ("BinarySummary", "CalibrationPlot"),
-    F.PURCHASE: ("BinarySummary", "CalibrationPlot"),
+    F.CLICK: ("BinarySummary", "BinaryCalibrationPlot"),
+    F.PURCHASE: ("BinarySummary", "BinaryCalibrationPlot"),
 }
-SUMMARY_CLASSES = {head_metrics.RegressionSummary.__name__, head_metrics.BinarySummary.__name__}
-# TFMA defaults (10,000 AUC thresholds, 1,000 plot buckets) cost far more than they add.
-METRIC_CONFIGS = {"AUC": '"num_thresholds": 1000', "CalibrationPlot": '"num_buckets": 100'}
 
 
 def _metric(name: str, **kwargs: Any) -> tfma.MetricConfig:
-    config = METRIC_CONFIGS.get(name)
-    module = head_metrics.__name__ if name in SUMMARY_CLASSES else ""
-    return tfma.MetricConfig(
-        class_name=name, module=module, config="{" + config + "}" if config else "", **kwargs
-    )
+    return tfma.MetricConfig(class_name=name, module=head_metrics.__name__, **kwargs)
 
 
 def _bound(higher: bool, value: float) -> tfma.GenericValueThreshold:

@@ -161,7 +161,7 @@ def test_the_data_component_recorded_its_summary_and_the_evaluator_gated_by_it(w
     assert summary.rating_baseline == pytest.approx(data.baseline_rating_rmse)
     config = tfma.load_eval_result(summary.evaluation_uri).config
     rating = next(s for s in config.metrics_specs if list(s.output_names) == [F.RATING])
-    rmse = next(m for m in rating.metrics if m.class_name == "RootMeanSquaredError")
+    rmse = next(m for m in rating.metrics if m.class_name == "RegressionRMSE")
     overall, *per_slice = rmse.per_slice_thresholds
     bound = overall.threshold.value_threshold.upper_bound.value
     assert bound == pytest.approx(round(data.baseline_rating_rmse * 0.95, 4))

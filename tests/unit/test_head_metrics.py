@@ -4,6 +4,7 @@ per model and output, through the EvalConfig the Evaluator runs."""
 import numpy as np
 import pytest
 import tf_keras
+from tensorflow_model_analysis import metrics as tfma_metrics
 from tensorflow_model_analysis.metrics import metric_specs, metric_types
 
 from mtrec import names as F
@@ -12,9 +13,9 @@ from mtrec.components.thresholds import EvalThresholds
 
 RNG = np.random.default_rng(7)
 N = 200
-CLICK = RNG.integers(0, 2, N).astype(np.float32)
 CLICK_P = RNG.uniform(0, 1, N).astype(np.float32)
 CLICK_P[:3] = (0.0, 1.0, 1e-9)  # Saturated probabilities: Keras clips them, so must we.
+CLICK = (RNG.uniform(0, 1, N) < CLICK_P).astype(np.float32)  # Clicks follow the scores.
 RATING = RNG.integers(1, 6, N).astype(np.float32)
 RATING_P = RNG.uniform(1, 5, N).astype(np.float32)
 RATED = (RNG.uniform(size=N) < 0.3).astype(np.float32)  # The rating head's weight: 0 or 1.
@@ -36,18 +37,41 @@ def _inputs(model_name: str = "") -> list[metric_types.StandardMetricInputs]:
     ]
 
 
+def _run(computations, inputs) -> dict:
+    """Runs TFMA computations as the Evaluator does: each combiner over two partial
+    accumulators, merged, then the derived computations in order (duplicates once)."""
+    values: dict = {}
+    done = set()
+    for computation in computations:
+        if computation in done:
+            continue
+        done.add(computation)
+        if isinstance(computation, metric_types.MetricComputation):
+            combiner = computation.combiner
+            halves = []
+            for part in (inputs[: N // 2], inputs[N // 2 :]):
+                accumulator = combiner.create_accumulator()
+                for element in part:
+                    accumulator = combiner.add_input(accumulator, element)
+                halves.append(accumulator)
+            values.update(combiner.extract_output(combiner.merge_accumulators(halves)))
+        else:
+            values.update(computation.result(values))
+    return values
+
+
 def _compute(metric: metric_types.Metric, inputs, **kwargs) -> dict[str, float]:
-    """Runs the metric's combiners as Beam would: two partial accumulators, then merged."""
-    (computation,) = metric.computations(**kwargs)
-    combiner = computation.combiner
-    halves = []
-    for part in (inputs[: N // 2], inputs[N // 2 :]):
-        accumulator = combiner.create_accumulator()
-        for element in part:
-            accumulator = combiner.add_input(accumulator, element)
-        halves.append(accumulator)
-    output = combiner.extract_output(combiner.merge_accumulators(halves))
-    return {key.name: value for key, value in output.items()}
+    """The metric's public values by name."""
+    values = _run(metric.computations(**kwargs), inputs)
+    return {key.name: value for key, value in values.items() if not key.name.startswith("_")}
+
+
+def _exact_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney: the share of (positive, negative) pairs ranked right, ties half."""
+    positive, negative = scores[labels == 1], scores[labels == 0]
+    greater = (positive[:, None] > negative[None, :]).sum()
+    ties = (positive[:, None] == negative[None, :]).sum()
+    return float((greater + ties / 2) / (len(positive) * len(negative)))
 
 
 @pytest.mark.unit
@@ -107,8 +131,7 @@ def test_a_head_with_several_values_per_example_is_refused_with_its_name():
     element = metric_types.StandardMetricInputs(
         labels={F.CLICK: np.array([1.0])}, predictions={F.CLICK: np.array([0.2, 0.8])}
     )
-    (computation,) = head_metrics.BinarySummary().computations(output_names=[F.CLICK])
-    combiner = computation.combiner
+    combiner = head_metrics.BinarySummary().computations(output_names=[F.CLICK])[0].combiner
     with pytest.raises(ValueError) as error:
         combiner.add_input(combiner.create_accumulator(), element)
     assert str(error.value) == (
@@ -124,24 +147,89 @@ def test_a_head_with_several_values_per_example_is_refused_with_its_name():
 
 
 @pytest.mark.unit
-def test_the_eval_config_keeps_every_reported_metric_name_per_head():
-    """TFMA resolves the summaries from the EvalConfig (by module) beside its own gated
-    AUC and RMSE, and yields exactly the metric names the results room reads."""
+def test_auc_rmse_and_the_calibration_plot_match_tfma_and_the_exact_values():
+    inputs = _inputs()
+    click = _run(
+        [
+            *head_metrics.BinaryAUC().computations(output_names=[F.CLICK]),
+            *head_metrics.BinaryCalibrationPlot().computations(output_names=[F.CLICK]),
+        ],
+        inputs,
+    )
+    ours = {key.name: value for key, value in click.items()}
+    tfma_values = _run(
+        [
+            *tfma_metrics.AUC(num_thresholds=1000).computations(output_names=[F.CLICK]),
+            *tfma_metrics.CalibrationPlot(num_buckets=100).computations(output_names=[F.CLICK]),
+        ],
+        inputs,
+    )
+    theirs = {key.name: value for key, value in tfma_values.items()}
+    # Pairs within one of the 1,000 buckets count one half: a few of 200 examples' pairs.
+    assert ours["auc"] == pytest.approx(_exact_auc(CLICK, CLICK_P), abs=2e-3)
+    assert ours["auc"] > 0.7
+    assert ours["auc"] == pytest.approx(theirs["auc"], abs=1e-3)
+    mine, tfma_plot = ours["calibration_plot"].buckets, theirs["calibration_plot"].buckets
+    assert len(mine) == len(tfma_plot) == 102
+    for a, b in zip(mine, tfma_plot, strict=True):
+        assert a.lower_threshold_inclusive == pytest.approx(b.lower_threshold_inclusive)
+        assert a.num_weighted_examples.value == b.num_weighted_examples.value
+        assert a.total_weighted_label.value == b.total_weighted_label.value
+        assert a.total_weighted_refined_prediction.value == pytest.approx(
+            b.total_weighted_refined_prediction.value, rel=1e-6
+        )
+    rating = _compute(
+        head_metrics.RegressionRMSE(), inputs, output_names=[F.RATING], example_weighted=True
+    )
+    rated = RATED.astype(bool)
+    assert rating == pytest.approx(
+        {"root_mean_squared_error": np.sqrt(np.mean((RATING - RATING_P)[rated] ** 2))}, rel=1e-6
+    )
+
+
+@pytest.mark.unit
+def test_auc_counts_tied_pairs_half_and_is_zero_without_both_classes_as_tfma_gives():
+    # Buckets hold [weight, weight * label, weight * prediction].
+    assert head_metrics.auc({900: [2.0, 1.0, 1.8]}) == pytest.approx(0.5)
+    assert head_metrics.auc({900: [1.0, 1.0, 0.9], 100: [1.0, 0.0, 0.1]}) == 1.0
+    assert head_metrics.auc({900: [1.0, 0.0, 0.9], 100: [1.0, 1.0, 0.1]}) == 0.0
+    assert head_metrics.auc({900: [3.0, 0.0, 2.7]}) == 0.0
+    assert head_metrics.auc({}) == 0.0
+
+
+@pytest.mark.unit
+def test_the_eval_config_runs_one_pass_per_head_and_keeps_every_reported_metric_name():
+    """TFMA resolves the head metrics from the EvalConfig (by module), runs one combiner
+    per head, and yields exactly the metric names the results room reads."""
     config = evaluation.make_eval_config(EvalThresholds())
     computations = metric_specs.to_computations(config.metrics_specs, config)
     names: dict[str, set[str]] = {head: set() for head in F.HEADS}
+    combiners: dict[str, set] = {head: set() for head in F.HEADS}
     for computation in computations:
         for key in computation.keys:
             if key.output_name in names and not key.name.startswith("_"):
                 names[key.output_name].add(key.name)
+        if isinstance(computation, metric_types.MetricComputation):
+            (key,) = computation.keys
+            combiners[key.output_name].add(computation)
     for head in F.HEADS:
         assert set(F.HEAD_METRICS[head]) | {F.COUNT_METRIC[head]} <= names[head], head
+        assert len(combiners[head]) == 1, head
     assert names[F.CLICK] >= {"mean_label", "mean_prediction", "calibration_plot"}
-    # The metrics that gate blessing are TFMA's (and Keras's) own.
+    # The metrics that gate blessing carry the thresholds.
     specs = {spec.output_names[0]: spec for spec in config.metrics_specs}
     gated = {
         head: [m.class_name for m in specs[head].metrics if m.per_slice_thresholds]
         for head in F.HEADS
     }
-    assert gated == {F.RATING: ["RootMeanSquaredError"], F.CLICK: ["AUC"], F.PURCHASE: ["AUC"]}
-    assert all(not m.module for s in specs.values() for m in s.metrics if m.per_slice_thresholds)
+    assert gated == {
+        F.RATING: ["RegressionRMSE"],
+        F.CLICK: ["BinaryAUC"],
+        F.PURCHASE: ["BinaryAUC"],
+    }
+    thresholds = metric_specs.metric_thresholds_from_metrics_specs(config.metrics_specs, config)
+    assert {(key.name, key.output_name) for key in thresholds} == {
+        ("root_mean_squared_error", F.RATING),
+        ("auc", F.CLICK),
+        ("auc", F.PURCHASE),
+    }
