@@ -22,6 +22,11 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from tensorflow_model_analysis.constants import (
+    EXAMPLE_WEIGHTS_KEY,
+    LABELS_KEY,
+    PREDICTIONS_KEY,
+)
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2
 
@@ -72,6 +77,8 @@ class HeadSums:
 
 def _scalar(value: Any, what: str, output_name: str) -> float:
     """The one value of a head's label, prediction or weight for one example."""
+    if type(value) is np.ndarray and value.size == 1:  # The usual case, fast.
+        return float(value.item())
     if value is None:
         raise ValueError(f"no {what} for output {output_name!r} in the evaluated examples")
     array = np.asarray(value)
@@ -116,13 +123,18 @@ class _HeadCombiner(beam.CombineFn):
 
     def add_input(self, sums: HeadSums, element: metric_types.StandardMetricInputs) -> HeadSums:
         name, output = self._key.model_name, self._key.output_name
+        # The extracts dict itself: the label/prediction properties go through a general
+        # multi-level lookup that cost more than the rest of this method.
+        extracts = element.extracts
         weight = 1.0
         if self._example_weighted:
-            value = _select(element.example_weight, name, output)
+            value = _select(extracts.get(EXAMPLE_WEIGHTS_KEY), name, output)
             if value is not None:
                 weight = _scalar(value, "example weight", output)
-        label = _scalar(_select(element.label, name, output), "label", output)
-        prediction = _scalar(_select(element.prediction, name, output), "prediction", output)
+        label = _scalar(_select(extracts.get(LABELS_KEY), name, output), "label", output)
+        prediction = _scalar(
+            _select(extracts.get(PREDICTIONS_KEY), name, output), "prediction", output
+        )
         sums.n += 1.0
         if not weight:
             return sums
