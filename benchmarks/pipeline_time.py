@@ -16,16 +16,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
-from mtrec.pipeline.local_runner import metadata_path
-from mtrec.results import store as results
+from typing import Any
 
 
-def timed_run(output_dir: Path, extra: list[str]) -> tuple[float, results.RunSummary]:
-    """One `mtrec run`, timed end to end as a user would see it."""
+def timed_run(output_dir: Path, extra: list[str]) -> tuple[float, Any]:
+    """One `mtrec run`, timed end to end as a user would see it; and its RunSummary."""
+    # Here, not at the top: they import TensorFlow, which --help need not wait for.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
+    from mtrec.pipeline.local_runner import metadata_path
+    from mtrec.results import store as results
+
     command = [sys.executable, "-m", "mtrec", "run", "--output-dir", str(output_dir), *extra]
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
