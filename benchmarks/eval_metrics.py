@@ -1,9 +1,10 @@
-"""The Evaluator's cost per (example, slice) pair: the metric combiners TFMA runs for the
-three heads, timed in one process on synthetic examples shaped as TFMA's extracts.
+"""Times the Evaluator's metric combiners per (example, slice) pair, three ways.
 
-TFMA feeds every combiner of the EvalConfig each (example, slice) pair (about 8 slices per
-example on MovieLens-100K), so this cost times the pairs is the Evaluator's marginal cost,
-model inference aside. Three configurations, alternating, with the same inputs:
+The combiners TFMA runs for the three heads, in one process, on synthetic examples shaped
+as TFMA's extracts. TFMA feeds every combiner of the EvalConfig each (example, slice) pair
+(about 8 slices per example on MovieLens-100K), so this cost times the pairs is the
+Evaluator's marginal cost, model inference aside. Three configurations, alternating, with
+the same inputs:
 
 - ``tfma``: TFMA's own metrics for what mtrec reports: ExampleCount, WeightedExampleCount,
   MeanAbsoluteError, Keras's RMSE; ExampleCount, BinaryCrossEntropy, Calibration,
@@ -145,6 +146,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=20_000, help="(example, slice) pairs")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.pairs < 1 or args.repeats < 1:
+        parser.error("--pairs and --repeats must be at least 1")
     elements = inputs(args.pairs)
     kinds = ("tfma", "mixed", "mtrec")
     seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
