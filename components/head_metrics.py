@@ -8,7 +8,7 @@ handles multi-class, top-k and class weights. On MovieLens-100K that is about 8 
 per example; TFMA's AUC and calibration plot (a 10,000-bucket histogram), its Keras RMSE
 wrapper and the summaries were three combiners per head. Here there is one.
 
-The binary heads' histogram has BUCKETS equal-width buckets over [0, 1]: AUC is the
+The binary heads' histogram has BUCKETS equal-width buckets over [0, 1): AUC is the
 trapezoidal area under the ROC curve at those thresholds, as TFMA's and Keras's AUC
 (``summation_method="interpolation"``) compute it at theirs.
 """
@@ -231,12 +231,14 @@ _RESULTS: dict[str, Callable[[HeadSums, bool], Any]] = {
 def _computations(
     kind: str,
     names: Sequence[str],
-    model_names: list[str] | None,
-    output_names: list[str] | None,
-    example_weighted: bool,
+    name: str | None = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
     """Per model and output: the head's one combiner (identical for every metric of the
-    head, so TFMA runs it once) and the metrics ``names`` derived from its sums."""
+    head, so TFMA runs it once) and the metrics ``names`` derived from its sums. TFMA passes
+    the metric's ``name`` too; the keys are ``names``."""
     computations: list = []
     for model_name in model_names or [""]:
         for output_name in output_names or [""]:
@@ -279,17 +281,6 @@ def _computations(
     return computations
 
 
-def _create(
-    kind: str,
-    names: Sequence[str],
-    name: str | None = None,
-    model_names: list[str] | None = None,
-    output_names: list[str] | None = None,
-    example_weighted: bool = False,
-) -> metric_types.MetricComputations:
-    return _computations(kind, names, model_names, output_names, example_weighted)
-
-
 class _HeadMetric(metric_types.Metric):
     """Metrics of one kind of head (NAMES), derived from the head's one pass; the
     metric's own name (what thresholds attach to) is NAME, else its only metric's."""
@@ -299,7 +290,7 @@ class _HeadMetric(metric_types.Metric):
     NAME = ""
 
     def __init__(self, name: str | None = None) -> None:
-        creator = functools.partial(_create, self.KIND, self.NAMES)
+        creator = functools.partial(_computations, self.KIND, self.NAMES)
         super().__init__(creator, name=name or self.NAME or self.NAMES[0])
 
 

@@ -9,7 +9,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker_mirrored")
 ARCHITECTURES = ("shared_bottom", "mmoe", "ple")
 LOSS_BALANCING = ("fixed", "uncertainty")
 HISTORY_POOLING = ("mean", "attention")
-# What early stopping watches on the validation split (models.training.STOPPING_METRICS).
+# What early stopping watches on the validation split (balanced_loss: models.training.BalancedLoss).
 STOPPING_CRITERIA = ("selection_loss", "balanced_loss")
 
 

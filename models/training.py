@@ -33,8 +33,9 @@ HISTORY_FILE = "history.json"
 # What label_statistics reads, and the batch of the passes over only some columns.
 COUNT_COLUMNS = (F.RATING_WEIGHT_XF, *F.LABEL_XF.values(), F.transformed_name(F.ITEM_ID))
 COLUMN_BATCH = 4096
-# The one metric per head that the per-epoch line shows (its validation value when there is one).
+# What BalancedLoss adds to the logs (an early_stopping criterion in ModelConfig).
 BALANCED_LOSS = "balanced_loss"
+# The one metric per head that the per-epoch line shows (its validation value when there is one).
 HEADLINE_METRICS = {F.RATING: "rating_rmse", F.CLICK: "click_auc", F.PURCHASE: "purchase_auc"}
 
 
