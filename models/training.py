@@ -8,16 +8,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras
-from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx import v1 as tfx
-from tfx_bsl.public import tfxio
 
 from mtrec import names as F
 from mtrec.models.export import export_model
@@ -284,23 +282,62 @@ def fit(
     return model, result
 
 
+# Files read at once, one record from each in turn (an epoch mixes them beyond the buffer).
+READ_CYCLE = 16
+
+
+def read_examples(
+    file_patterns: Sequence[str],
+    feature_spec: Mapping[str, Any],
+    batch_size: int,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches parsed from tf.Example TFRecord files (gzipped or not): the files taken in
+    turn a record at a time, shuffled through ``shuffle_buffer`` records when it is set,
+    then parsed a batch at a time.
+
+    Not tfx_bsl's ``data_accessor.tf_dataset_factory``: it reads through a parallel
+    interleave that cost about 7 s per pass over MovieLens-100K's 405,000 training examples
+    on 2 cores, against under 2 s here (README, "Trainer input")."""
+    files = sorted({path for pattern in file_patterns for path in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise ValueError(f"no example files match {list(file_patterns)}")
+    gzipped = {path.endswith(".gz") for path in files}
+    if len(gzipped) > 1:
+        raise ValueError(f"example files mix gzipped and plain TFRecords: {files}")
+    compression = "GZIP" if gzipped.pop() else ""
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(len(files), seed=seed)
+    # No num_parallel_calls: a parallel interleave hands every record across threads.
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression),
+        cycle_length=min(len(files), READ_CYCLE),
+        block_length=1,
+    )
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    spec = dict(feature_spec)
+    return dataset.batch(batch_size).map(
+        lambda records: tf.io.parse_example(records, spec),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
 def make_dataset(
-    file_pattern: list[str],
-    data_accessor: Any,
+    file_patterns: Sequence[str],
     tft_output: tft.TFTransformOutput,
     config: ModelConfig,
     shuffle: bool,
 ) -> tf.data.Dataset:
     """Batches of transformed features (labels included) from Transform's examples."""
-    options = tfxio.TensorFlowDatasetOptions(
-        batch_size=config.batch_size,
-        num_epochs=1,
-        shuffle=shuffle,
-        shuffle_buffer_size=config.shuffle_buffer,
-        shuffle_seed=config.seed,
-    )
-    dataset = data_accessor.tf_dataset_factory(
-        file_pattern, options, tft_output.transformed_metadata.schema
+    dataset = read_examples(
+        file_patterns,
+        tft_output.transformed_feature_spec(),
+        config.batch_size,
+        config.shuffle_buffer if shuffle else 0,
+        config.seed,
     )
     # Across workers, shard batches rather than files: Transform may write fewer files than
     # there are workers. Every worker reads the same seeded order and keeps its share.
@@ -310,22 +347,12 @@ def make_dataset(
 
 
 def column_dataset(
-    file_pattern: list[str],
-    data_accessor: Any,
-    tft_output: tft.TFTransformOutput,
-    columns: Sequence[str],
+    file_patterns: Sequence[str], tft_output: tft.TFTransformOutput, columns: Sequence[str]
 ) -> tf.data.Dataset:
     """One unshuffled pass over only ``columns`` of Transform's examples, for the passes
-    that count or collect: no shuffle buffer to fill, and nothing parsed that they skip
-    (reading the compressed records is most of a pass either way)."""
-    schema = schema_pb2.Schema()
-    schema.CopyFrom(tft_output.transformed_metadata.schema)
-    kept = [feature for feature in schema.feature if feature.name in columns]
-    del schema.feature[:]
-    schema.feature.extend(kept)
-    options = tfxio.TensorFlowDatasetOptions(batch_size=COLUMN_BATCH, num_epochs=1, shuffle=False)
-    dataset = data_accessor.tf_dataset_factory(file_pattern, options, schema)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    that count or collect: no shuffle buffer to fill, and nothing parsed that they skip."""
+    spec = {k: v for k, v in tft_output.transformed_feature_spec().items() if k in columns}
+    return read_examples(file_patterns, spec, COLUMN_BATCH).prefetch(tf.data.AUTOTUNE)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -342,8 +369,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     config = ModelConfig.from_dict(custom.get("model", {}))
     strategy = make_strategy(config.distribution)  # Before any other op, as MWMS requires.
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = make_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, config, True)
-    valid = make_dataset(fn_args.eval_files, fn_args.data_accessor, tft_output, config, False)
+    train = make_dataset(fn_args.train_files, tft_output, config, True)
+    valid = make_dataset(fn_args.eval_files, tft_output, config, False)
     base_model = fn_args.base_model if custom.get("warm_start", True) else None
     initial_weights = None
     if base_model:
@@ -358,9 +385,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         fn_args.model_run_dir,
         strategy,
         initial_weights=initial_weights,
-        counts=column_dataset(
-            fn_args.train_files, fn_args.data_accessor, tft_output, COUNT_COLUMNS
-        ),
+        counts=column_dataset(fn_args.train_files, tft_output, COUNT_COLUMNS),
     )
     log.info("Trained weights digest: %s", weights_digest(model.trainable_weights))
     # For benchmarks and reports: whether this run was warm-started, and how long it trained.
@@ -373,7 +398,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
             json.dump(history, out, indent=1)
     catalog = collect_catalog(
-        column_dataset(fn_args.train_files, fn_args.data_accessor, tft_output, CATALOG_COLUMNS),
+        column_dataset(fn_args.train_files, tft_output, CATALOG_COLUMNS),
         tft_output.vocabulary_by_name(F.ITEM_ID),
     )
     log.info("Recommend catalog: %d items", len(catalog))
