@@ -532,12 +532,7 @@ class MultiTaskRecommender(tfrs.models.Model):
         towers run only inside the loss, so they are called here too."""
         self(features, training=False)
         if self.retrieval is not None:
-            self.retrieval(
-                (
-                    self.user_encoder(features, training=False),
-                    self.item_encoder(features, training=False),
-                )
-            )
+            self.retrieval(self.encode(features, training=False))
 
     def vocabulary_variables(self) -> list[tuple[tf.Variable, str]]:
         """Each variable whose rows are indexed by a Transform vocabulary, with that
@@ -580,10 +575,25 @@ class MultiTaskRecommender(tfrs.models.Model):
         """User and item vectors and their product: what the sharing block reads."""
         return tf.concat([user, item, user * item], axis=1)
 
-    def sharing_input(self, features: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
-        """The sharing block's input (``pair_input``) for each row of a batch."""
-        user = self.user_encoder(features, training=training)
-        item = self.item_encoder(features, training=training)
+    def encode(
+        self, features: Mapping[str, Any], training: bool | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The shared user and item vectors of each row: what the heads and the in-batch
+        softmaxes read (one encoding per step serves both)."""
+        return (
+            self.user_encoder(features, training=training),
+            self.item_encoder(features, training=training),
+        )
+
+    def sharing_input(
+        self,
+        features: Mapping[str, Any],
+        training: bool | None = None,
+        encoded: tuple[tf.Tensor, tf.Tensor] | None = None,
+    ) -> tf.Tensor:
+        """The sharing block's input (``pair_input``) for each row of a batch, from
+        ``encoded`` (``encode``) when given."""
+        user, item = encoded if encoded is not None else self.encode(features, training)
         pair = self.pair_input(user, item)
         if self.history_attention is None:
             return pair
@@ -594,8 +604,16 @@ class MultiTaskRecommender(tfrs.models.Model):
         """The MMoE/PLE gates' mixture weights for a batch (empty for a shared bottom)."""
         return self.sharing.gate_weights(self.sharing_input(features, training=False))
 
-    def call(self, features: Mapping[str, Any], training: bool | None = None) -> dict:
-        towers = self.sharing(self.sharing_input(features, training=training), training=training)
+    def call(
+        self,
+        features: Mapping[str, Any],
+        training: bool | None = None,
+        return_encoded: bool = False,
+    ) -> dict | tuple[dict, tuple[tf.Tensor, tf.Tensor]]:
+        """Each head's prediction; with ``return_encoded``, also the user and item vectors
+        (``encode``) they were computed from, for the losses that read them too."""
+        encoded = self.encode(features, training)
+        towers = self.sharing(self.sharing_input(features, training, encoded), training=training)
         logits = {head: self.heads[head](towers[head], training=training) for head in F.HEADS}
         if self.rating_biases is not None:
             logits[F.RATING] += sum(bias(features[key]) for key, bias in self.rating_biases.items())
@@ -603,7 +621,8 @@ class MultiTaskRecommender(tfrs.models.Model):
         purchase = tf.sigmoid(logits[F.PURCHASE])
         if self.config.esmm:  # p(purchase) = p(click) · p(purchase | click).
             purchase = click * purchase
-        return {F.RATING: logits[F.RATING], F.CLICK: click, F.PURCHASE: purchase}
+        predictions = {F.RATING: logits[F.RATING], F.CLICK: click, F.PURCHASE: purchase}
+        return (predictions, encoded) if return_encoded else predictions
 
     def loss_weights(self) -> dict[str, tf.Tensor]:
         """Each head's effective loss weight: fixed, or exp(-s) when learned."""
@@ -612,7 +631,10 @@ class MultiTaskRecommender(tfrs.models.Model):
         return {head: tf.exp(-self.log_variances[i]) for i, head in enumerate(F.HEADS)}
 
     def compute_loss(self, features: Mapping[str, Any], training: bool = False) -> tf.Tensor:
-        predictions = self(features, training=training)
+        # One encoding of the batch for the heads and the in-batch softmaxes: encoding it
+        # twice cost about a fifth of a training step (README, "Trainer input"). Through
+        # __call__, so that a first call builds the encoders under the model's name scope.
+        predictions, encoded = self(features, training=training, return_encoded=True)
         weights = self.loss_weights()
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         total = selection = tf.constant(0.0)
@@ -633,9 +655,8 @@ class MultiTaskRecommender(tfrs.models.Model):
             if self.log_variances is not None:  # Losses are summed over replicas.
                 total += self.log_variances[index] / replicas
         listwise = self.config.click_listwise_weight > 0
-        # One encoding of the clicked rows for both in-batch softmaxes.
         pairs = (
-            self.clicked_pairs(features, training)
+            self.clicked_pairs(features, training, encoded)
             if self.retrieval is not None or listwise
             else None
         )
@@ -686,13 +707,15 @@ class MultiTaskRecommender(tfrs.models.Model):
         return logs
 
     def clicked_pairs(
-        self, features: Mapping[str, Any], training: bool | None
+        self,
+        features: Mapping[str, Any],
+        training: bool | None,
+        encoded: tuple[tf.Tensor, tf.Tensor] | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The batch's P clicked rows: user vectors, item vectors and item ids, what the
-        in-batch softmaxes (retrieval, listwise click) read."""
+        in-batch softmaxes (retrieval, listwise click) read; from ``encoded`` when given."""
         clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
-        users = self.user_encoder(features, training=training)
-        items = self.item_encoder(features, training=training)
+        users, items = encoded if encoded is not None else self.encode(features, training)
         ids = tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1])
         return (
             tf.boolean_mask(users, clicked),
