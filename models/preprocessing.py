@@ -34,16 +34,24 @@ def _dense(tensor: tf.Tensor | tf.SparseTensor, default: Any) -> tf.Tensor:
     return tf.reshape(tensor, [-1])
 
 
-def _fill_unknown(values: tf.Tensor) -> tf.Tensor:
-    """Replace unknown values (<= 0, e.g. a feature a request left out) with the training
-    mean of the known ones, so a missing age or year is neutral rather than extreme."""
-    known_mean = tft.mean(tf.boolean_mask(values, values > 0))
-    return tf.where(values > 0, values, tf.cast(known_mean, values.dtype))
+def _known_number(values: tf.Tensor, buckets: int = 0) -> tuple[tf.Tensor, tf.Tensor, Any]:
+    """A number whose unknown values (<= 0, e.g. a feature a request left out) take the
+    training mean of the known ones, so that a missing age or year is neutral rather than
+    extreme: the filled values, their clipped z-score against the training split, and (given
+    ``buckets``) the known values' quantile boundaries.
 
-
-def _clipped_z_score(values: tf.Tensor) -> tf.Tensor:
-    """z-score against the training split, clipped so out-of-range inputs stay bounded."""
-    return tf.clip_by_value(tft.scale_to_z_score(values), -Z_CLIP, Z_CLIP)
+    Every statistic comes from the known values in one analysis pass: the filled column's
+    mean is the known mean and its variance the known variance times the share known. (Its
+    analyzers reading the filled column made Transform read the training split twice.)"""
+    known = values > 0
+    known_values = tf.boolean_mask(values, known)
+    mean = tf.cast(tft.mean(known_values), values.dtype)
+    share = tft.mean(tf.cast(known, tf.float32))
+    deviation = tf.sqrt(tf.cast(tft.var(known_values), tf.float32) * share)
+    filled = tf.where(known, values, mean)
+    z_score = tf.math.divide_no_nan(tf.cast(filled - mean, tf.float32), deviation)
+    boundaries = tft.quantiles(known_values, buckets, epsilon=0.01) if buckets else None
+    return filled, tf.clip_by_value(z_score, -Z_CLIP, Z_CLIP), boundaries
 
 
 def _as_string(tensor: tf.Tensor) -> tf.Tensor:
@@ -100,14 +108,16 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict | None = None) 
     outputs[F.HISTORY_XF] = history
     outputs[F.HISTORY_RATING_XF] = ratings
 
-    age = _fill_unknown(tf.cast(_dense(inputs[F.AGE], default=0), tf.float32))
-    outputs[F.transformed_name(F.AGE_Z)] = _clipped_z_score(age)
+    age, outputs[F.transformed_name(F.AGE_Z)], _ = _known_number(
+        tf.cast(_dense(inputs[F.AGE], default=0), tf.float32)
+    )
     outputs[F.transformed_name(F.AGE_BUCKET)] = tft.apply_buckets(
         age, bucket_boundaries=tf.constant([AGE_BOUNDARIES])
     )
-    year = _fill_unknown(tf.cast(_dense(inputs[F.YEAR], default=0), tf.float32))
-    outputs[F.transformed_name(F.YEAR_Z)] = _clipped_z_score(year)
-    outputs[F.transformed_name(F.YEAR_BUCKET)] = tft.bucketize(year, num_buckets=YEAR_BUCKETS)
+    year, outputs[F.transformed_name(F.YEAR_Z)], boundaries = _known_number(
+        tf.cast(_dense(inputs[F.YEAR], default=0), tf.float32), YEAR_BUCKETS
+    )
+    outputs[F.transformed_name(F.YEAR_BUCKET)] = tft.apply_buckets(year, boundaries)
 
     genres = _tokens(_dense(inputs[F.GENRES], default=""), F.GENRE_SEPARATOR)
     outputs[F.transformed_name(F.GENRES)] = tft.compute_and_apply_vocabulary(

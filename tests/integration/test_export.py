@@ -18,6 +18,7 @@ from mtrec.models.export import (
     METHOD_NAMES,
     SIGNATURES,
     export_model,
+    serving_feature_spec,
     warmup_examples,
     write_warmup_requests,
 )
@@ -277,6 +278,26 @@ def largest_constant(export_dir: Path) -> int:
         for n in nodes
         if n.op == "Const"
     )
+
+
+def test_numbers_are_z_scored_against_training_and_a_missing_one_is_neutral(trained):
+    """One analysis pass gives the z-scores (Transform reads the training split once): over
+    the training rows they have mean 0 and deviation 1; a row without an age or a year
+    takes the training mean, so its z-score is exactly 0."""
+    columns = {key: [] for key in (F.transformed_name(F.AGE_Z), F.transformed_name(F.YEAR_Z))}
+    for batch in trained.train:
+        for key in columns:
+            columns[key].append(tf.reshape(batch[key], [-1]).numpy())
+    for key, parts in columns.items():
+        values = np.concatenate(parts)
+        assert abs(values.mean()) < 1e-4 and values.std() == pytest.approx(1.0, abs=1e-3), key
+    spec = serving_feature_spec(trained.output.raw_feature_spec())  # As a request is read.
+    rows = [KNOWN, {k: v for k, v in KNOWN.items() if k not in (F.AGE, F.YEAR)}]
+    layer = trained.output.transform_features_layer()
+    out = layer(tf.io.parse_example(tf.constant(to_examples(rows)), spec))
+    for key in columns:
+        known, missing = tf.reshape(out[key], [-1]).numpy()
+        assert missing == 0.0 and known != 0.0, (key, known, missing)
 
 
 def test_the_export_saves_no_optimizer_state(exported):
