@@ -335,19 +335,36 @@ def add_history(rows: list[Row], explicit: bool) -> None:
     )
     stamps = [r[F.TIMESTAMP] for r in seen]
     tokens = [history_token(r) for r in seen]
+    items = [r[F.ITEM_ID] for r in seen]
+    clicked = set(items)
+    # The history of a row whose item the user never clicked depends on its time only:
+    # shared by the negatives drawn for one positive (most of the rows).
+    unclicked: dict[int, str] = {}
     for row in rows:
         before = (
             len(seen)
             if explicit and row[ROLE] == S.EVAL
             else bisect.bisect_left(stamps, row[F.TIMESTAMP])
         )
-        history: list[str] = []
-        for index in range(before - 1, -1, -1):  # Most recent first.
-            if seen[index][F.ITEM_ID] != row[F.ITEM_ID]:
-                history.append(tokens[index])
-                if len(history) == F.HISTORY_LENGTH:
-                    break
-        row[F.HISTORY] = F.HISTORY_SEPARATOR.join(history)
+        item = row[F.ITEM_ID]
+        if item in clicked:
+            row[F.HISTORY] = _recent(tokens, items, before, item)
+        elif before in unclicked:
+            row[F.HISTORY] = unclicked[before]
+        else:
+            row[F.HISTORY] = unclicked[before] = _recent(tokens, items, before, item)
+
+
+def _recent(tokens: list[str], items: list[int], before: int, item: int) -> str:
+    """The history text: the newest ``HISTORY_LENGTH`` of the first ``before`` tokens whose
+    item is not ``item``, most recent first."""
+    picked: list[str] = []
+    start = before
+    while len(picked) < F.HISTORY_LENGTH and start > 0:  # ``item`` took places: look further.
+        stop, start = start, max(0, start - (F.HISTORY_LENGTH - len(picked)))
+        earlier = zip(tokens[start:stop], items[start:stop], strict=True)
+        picked = [t for t, i in earlier if i != item] + picked
+    return F.HISTORY_SEPARATOR.join(reversed(picked[-F.HISTORY_LENGTH :]))
 
 
 def _split_by_time(row: Row, cutoffs: Mapping[str, Any], config: DataConfig) -> str:

@@ -63,3 +63,18 @@ def test_explicit_eval_rows_see_every_train_row_and_are_in_no_history():
     assert histories(rows, explicit=True) == ["", "1:4", "2:5 1:4", "2:5 1:4", "2:5 1:4"]
     # The same rows split by time: the eval rows are ordinary clicks.
     assert histories(rows)[1] == "1:4 3:3"
+
+
+def test_the_cap_reaches_past_the_row_s_own_item():
+    # Item 7 clicked at every odd time among 100 other items; a last click of item 7 at
+    # t=200 sees 50 earlier clicks of other items, reaching back past its own.
+    rows = [row(stamp, 7 if stamp % 2 else 1000 + stamp, 3.0) for stamp in range(120)]
+    rows.append(row(200, 7, 5.0))
+    rows.append(row(200, 8, click=0))  # Its negative: the newest 50 clicks, item 7 included.
+    built = histories(rows)
+    own = [int(token.split(":")[0]) for token in built[-2].split()]
+    assert own == [1000 + s for s in range(118, -1, -2)][: F.HISTORY_LENGTH]
+    negative = [int(token.split(":")[0]) for token in built[-1].split()]
+    assert negative == [7 if s % 2 else 1000 + s for s in range(119, -1, -1)][:50]
+    # Row t=101 (item 7): the other items before it, newest first.
+    assert built[101].split()[:3] == ["1100:3", "1098:3", "1096:3"]
