@@ -39,7 +39,6 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from mtrec.cli.synth import row_count
 from mtrec.data import synth
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
-from mtrec.pipeline.local_runner import metadata_path
 from mtrec.results import store as results
 
 SAMPLE_S = 0.5
@@ -136,6 +135,8 @@ def window_peak(samples: list[tuple[float, int]], start: float, end: float) -> f
 
 def component_windows(output_dir: Path) -> tuple[results.RunSummary, list[tuple[float, float]]]:
     """The latest run's summary, and each of its components' [start, end] epoch seconds."""
+    from mtrec.pipeline.local_runner import metadata_path  # Imports TFX: not for --help.
+
     store = results.open_store(metadata_path(output_dir))
     summary = results.latest_run(store, DEFAULT_PIPELINE_NAME)
     run = store.get_context_by_type_and_name("pipeline_run", summary.run_id)
