@@ -530,9 +530,9 @@ class MultiTaskRecommender(tfrs.models.Model):
         """Create every weight by running the layers once on a batch, without touching the
         metrics: a warm start restores values before fit() would create them. The retrieval
         towers run only inside the loss, so they are called here too."""
-        self(features, training=False)
+        _, encoded = self(features, training=False, return_encoded=True)
         if self.retrieval is not None:
-            self.retrieval(self.encode(features, training=False))
+            self.retrieval(encoded)
 
     def vocabulary_variables(self) -> list[tuple[tf.Variable, str]]:
         """Each variable whose rows are indexed by a Transform vocabulary, with that
