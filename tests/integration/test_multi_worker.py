@@ -17,6 +17,7 @@ from mtrec import names as F
 from mtrec.components.thresholds import EvaluationSettings
 from mtrec.examples import to_examples
 from mtrec.models.export import SIGNATURES
+from mtrec.models.hparams import ModelConfig
 from mtrec.models.training import HISTORY_FILE, weights_digest
 from mtrec.serving import config
 from mtrec.serving.server import ModelServer, ServerOptions
@@ -150,3 +151,46 @@ def test_the_chief_export_is_blessed_pushed_and_served_over_grpc(cluster, export
         np.testing.assert_allclose(
             tf.make_ndarray(response.outputs[head]), expected[head], rtol=1e-5
         )
+
+
+@pytest.fixture(scope="module")
+def warm_cluster(cluster):
+    """The same two workers again, with the chief's model as the Trainer's ``base_model``
+    (continuous training): every worker restores the chief's warm-start bundle."""
+    root = cluster["root"]
+    base = cluster["specs"][0].model
+    specs = [
+        mw.WorkerSpec(
+            cluster["transform"],
+            str(root / "warm" / name / "model"),
+            str(root / "warm" / name / "model_run"),
+            MODEL,
+            base_model=base,
+        )
+        for name in ("chief", "worker1")
+    ]
+    workers = mw.launch(specs, root / "warm_logs", timeout_s=300)
+    for worker in workers:
+        assert worker.returncode == 0, f"worker {worker.index}: {worker.log[-3000:]}"
+    return {"specs": specs, "workers": workers}
+
+
+def test_a_warm_start_across_two_workers_starts_from_the_base_model_and_keeps_learning(
+    cluster, warm_cluster
+):
+    chief, worker = (w.digest() for w in warm_cluster["workers"])
+    assert chief is not None and chief == worker
+    cold = json.loads((Path(cluster["specs"][0].model_run) / HISTORY_FILE).read_text())
+    warm = json.loads((Path(warm_cluster["specs"][0].model_run) / HISTORY_FILE).read_text())
+    assert warm["warm_start"]["warm_started"] is True
+    base = Path(cluster["specs"][0].model) / "Format-Serving"
+    assert warm["warm_start"]["base_model"] == str(base)
+    assert warm["warm_start"]["carried"]["user_id"] == 100  # Every user of the tiny data.
+    assert warm["warm_start"]["new"]["user_id"] == 0
+    assert warm["epochs_run"] <= ModelConfig().warm_start_epochs
+    # Its first epoch starts where the base model ended, not from scratch: better than the
+    # cold run's first epoch, and at least as good as the base's last, less noise.
+    assert warm["val_click_auc"][0] > cold["val_click_auc"][0] + 0.05, (cold, warm)
+    assert warm["val_click_auc"][0] > cold["val_click_auc"][-1] - 0.03, (cold, warm)
+    assert warm["val_rating_rmse"][0] < cold["val_rating_rmse"][0] - 0.1, (cold, warm)
+    assert min(warm["val_rating_rmse"]) < cold["val_rating_rmse"][-1] + 0.05, (cold, warm)

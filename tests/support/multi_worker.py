@@ -119,6 +119,7 @@ class WorkerSpec:
     model: str  # The Model artifact's URI: run_fn exports to its Format-Serving folder.
     model_run: str
     model_config: dict
+    base_model: str | None = None  # A previous Model artifact's URI: the warm start's base.
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -144,12 +145,15 @@ def train(spec: WorkerSpec) -> None:
         "eval_args": proto_utils.proto_to_json(trainer_pb2.EvalArgs(splits=["valid"])),
         "custom_config": json.dumps({"model": spec.model_config}),
     }
+    inputs = {
+        "examples": [_artifact("Examples", spec.transform.transformed, SPLITS)],
+        "transform_graph": [_artifact("TransformGraph", spec.transform.graph)],
+        "schema": [_artifact("Schema", spec.transform.schema)],
+    }
+    if spec.base_model:
+        inputs["base_model"] = [_artifact("Model", spec.base_model)]
     fn_args = trainer_executor.GenericExecutor()._GetFnArgs(
-        {
-            "examples": [_artifact("Examples", spec.transform.transformed, SPLITS)],
-            "transform_graph": [_artifact("TransformGraph", spec.transform.graph)],
-            "schema": [_artifact("Schema", spec.transform.schema)],
-        },
+        inputs,
         {
             "model": [_artifact("Model", spec.model)],
             "model_run": [_artifact("ModelRun", spec.model_run)],
