@@ -46,6 +46,7 @@ setup(
         "tensorflow-serving-api>=2.16,<2.17",
         "pandas",
         "pyarrow",
+        "google-crc32c",  # TFRecord checksums in the data component (also a Beam GCP dep).
     ],
     entry_points={"console_scripts": ["mtrec=mtrec.cli.main:main"]},
 )

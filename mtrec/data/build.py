@@ -32,6 +32,8 @@ import json
 import logging
 import math
 import os
+import struct
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -54,6 +56,8 @@ ROLE = "_role"
 QUANTILES = 10_000
 SHUFFLE_BUCKETS = 4096
 ENCODE_BATCH = 1000
+# zlib's fastest level: 4x the speed of Beam's default (6) on these examples, ~20% larger.
+GZIP_LEVEL = 1
 HIDDEN = ("_", ".")  # Files in an input folder that are not data (Hadoop's convention).
 ERRORS_SHOWN = 5
 # A problem of the whole input, reported after any bad row (errors sort by file and row).
@@ -450,7 +454,8 @@ def record_batch(rows: list[Row]) -> Any:
 
 
 class _Encode(beam.DoFn):
-    """Batches of rows to serialized tf.Examples with tfx_bsl's C++ encoder."""
+    """Batches of rows to serialized tf.Examples with tfx_bsl's C++ encoder, yielded as one
+    byte string of TFRecord frames per batch (the sink writes it as it is)."""
 
     def setup(self) -> None:
         from tfx_bsl.coders import example_coder
@@ -458,7 +463,64 @@ class _Encode(beam.DoFn):
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
     def process(self, rows: list[Row]) -> Iterator[bytes]:
-        yield from self._encoder.encode(record_batch(rows))
+        yield tfrecord_frames(self._encoder.encode(record_batch(rows)))
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C, rotated and offset."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frames(records: Iterable[bytes]) -> bytes:
+    """Records framed as in a TFRecord file: length, its masked CRC, data, its masked CRC."""
+    parts = []
+    for record in records:
+        length = struct.pack("<Q", len(record))
+        parts += (
+            length,
+            struct.pack("<I", _masked_crc32c(length)),
+            record,
+            struct.pack("<I", _masked_crc32c(record)),
+        )
+    return b"".join(parts)
+
+
+class _GzipWriter:
+    """A gzip stream at ``GZIP_LEVEL`` over a file Beam's FileSystems opened."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+    def write(self, data: bytes) -> None:
+        self._raw.write(self._compressor.compress(data))
+
+    def close(self) -> None:
+        self._raw.write(self._compressor.flush())
+        self._raw.close()
+
+
+class _FramedTFRecordSink(beam.io.filebasedsink.FileBasedSink):
+    """Gzipped TFRecord files from elements that are already TFRecord frames (``_Encode``):
+    Beam's own TFRecord sink frames and compresses record by record in Python, at level 6."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(
+            prefix,
+            coder=beam.coders.BytesCoder(),
+            file_name_suffix=".gz",
+            mime_type="application/octet-stream",
+            compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED,
+        )
+
+    def open(self, temp_path: str) -> _GzipWriter:
+        return _GzipWriter(super().open(temp_path))
+
+    def write_encoded_record(self, file_handle: _GzipWriter, encoded_value: bytes) -> None:
+        file_handle.write(encoded_value)
 
 
 def _bucketed(row: Row, seed: int) -> tuple[int, tuple[float, Row]]:
@@ -477,7 +539,8 @@ def _shuffled(bucket: tuple[int, Iterable[tuple[float, Row]]]) -> Iterator[Row]:
 @beam.ptransform_fn
 def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollection:
     """Shuffle (seeded buckets, each sorted by a row hash: runners keep order through a
-    plain Reshuffle) and write gzipped tf.Examples, as TFX's ExampleGen lays them out."""
+    plain Reshuffle) and write gzipped tf.Examples, as TFX's ExampleGen lays them out
+    (``<prefix>-SSSSS-of-NNNNN.gz``)."""
     return (
         rows
         | "Bucket" >> beam.Map(_bucketed, seed)
@@ -485,7 +548,7 @@ def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollect
         | "Sort" >> beam.FlatMap(_shuffled)
         | "Batch" >> beam.BatchElements(min_batch_size=ENCODE_BATCH, max_batch_size=ENCODE_BATCH)
         | "Encode" >> beam.ParDo(_Encode())
-        | "Write" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".gz")
+        | "Write" >> beam.io.Write(_FramedTFRecordSink(prefix))
     )
 
 

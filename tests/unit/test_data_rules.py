@@ -159,3 +159,14 @@ def test_slice_columns():
     assert [build.age_bucket(a) for a in (17, 30, 60, 0)] == ["under 18", "25-34", "56+", "unknown"]
     assert build.genre_list("Comedy|Drama") == ["Comedy", "Drama"]
     assert build.genre_list("") == ["unknown"]
+
+
+def test_tfrecord_frames_are_byte_identical_to_tensorflows_writer(tmp_path):
+    import tensorflow as tf
+
+    records = [b"", b"a", bytes(range(256)) * 40]
+    path = tmp_path / "records.tfrecord"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+    assert build.tfrecord_frames(records) == path.read_bytes()
