@@ -45,12 +45,26 @@ class Servable:
     path: str
     model: Any
     signature_defs: dict[str, Any]  # name -> tensorflow.core.protobuf.meta_graph_pb2.SignatureDef
+    # name -> the function requests call (see direct_function); default: the signature.
+    functions: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def signature(self, name: str) -> Any:
-        """The concrete function of signature ``name``."""
+        """The concrete function that runs signature ``name``."""
         if name not in self.model.signatures:  # As TF Serving's Predict (predict_util.cc).
             raise failed_precondition(f'Serving signature key "{name}" not found.')
-        return self.model.signatures[name]
+        return self.functions.get(name) or self.model.signatures[name]
+
+
+def direct_function(signature: Any) -> Any:
+    """A restored signature traced once more as a function that calls it: the same inputs
+    and outputs, without the restored function's per-call lookup of every captured variable
+    (about 80 here: 0.15 ms of a 0.75 ms batch-1 call)."""
+    import tensorflow as tf
+
+    args, kwargs = signature.structured_input_signature
+    if args:  # Signatures take keyword inputs only; anything else is called as it is.
+        return signature
+    return tf.function(lambda **inputs: signature(**inputs)).get_concrete_function(**kwargs)
 
 
 def numbered_folders(base: Path) -> dict[int, Path]:
@@ -90,7 +104,8 @@ def load_servable(name: str, version: int, path: str) -> Servable:
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(Path(path, F.SAVED_MODEL_FILE).read_bytes())
     defs = dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
-    return Servable(name=name, version=version, path=path, model=model, signature_defs=defs)
+    functions = {key: direct_function(fn) for key, fn in model.signatures.items()}
+    return Servable(name, version, path, model, defs, functions)
 
 
 def _fingerprint(path: Path) -> tuple[int, float]:

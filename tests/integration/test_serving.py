@@ -722,3 +722,19 @@ model_config_list {{
         assert record.log_metadata.sampling_config.sampling_rate == 1.0
         assert record.predict_log.response == answer
         assert record.predict_log.request.inputs["examples"].string_val
+
+
+def test_requests_call_each_signature_retraced_with_the_same_inputs_and_answers(served):
+    """The server calls a wrapper traced at load (no per-call lookup of captured variables)
+    with the signature's own inputs, and gets the signature's own outputs."""
+    servable = served["server"].manager.resolve("tiny", None, None)
+    examples = tf.constant(to_examples(ROWS))
+    for name, restored in servable.model.signatures.items():
+        function = servable.signature(name)
+        assert function is not restored
+        assert function.structured_input_signature == restored.structured_input_signature
+        if name == F.SERVING_DEFAULT:
+            ours, theirs = function(examples=examples), restored(examples=examples)
+            assert set(ours) == set(theirs) == set(F.HEADS)
+            for head in F.HEADS:
+                np.testing.assert_array_equal(ours[head].numpy(), theirs[head].numpy())
