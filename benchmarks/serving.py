@@ -202,7 +202,7 @@ def load(port: int, batch: int, clients: int, seconds: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_base_path", default="mtrec_output/serving_model")
     parser.add_argument("--seconds", type=float, default=5.0, help="per case")
     parser.add_argument(

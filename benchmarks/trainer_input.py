@@ -27,7 +27,7 @@ def _latest(folder: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="mtrec_output", help="a pipeline run's output")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
