@@ -70,14 +70,18 @@ def export_model(
     """Save ``model`` with the Transform layer and all signatures to ``export_dir``; with a
     ``catalog`` also the ``recommend`` signature, ranking by ``blend_weights``."""
     module = tf.Module()
-    module.model = model
+    # The model's variables, not the Keras model: tracking the model makes
+    # tf.saved_model.save serialize every Keras layer's own call functions (each traced
+    # again, with AutoGraph), which nothing reads back: TF Serving and TFMA call the
+    # signatures. On ML-100K that was about 6 of the export's 13 s.
+    module.model_variables = list(model.variables)
     module.tft_layer = tft_output.transform_features_layer()
     raw_spec = tft_output.raw_feature_spec()
     input_spec = serving_feature_spec(raw_spec)
     labelled_spec = {**input_spec, **{head: raw_spec[head] for head in F.HEADS}}
 
     def predict(raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        outputs = module.model(module.tft_layer(raw_features), training=False)
+        outputs = model(module.tft_layer(raw_features), training=False)
         return {head: tf.identity(outputs[head], name=head) for head in F.HEADS}
 
     @tf.function(
@@ -129,7 +133,7 @@ def export_model(
         F.REGRESS_RATING: regress_rating,
         **{name: classifier(head) for head, name in F.CLASSIFY.items()},
         **(
-            {F.RECOMMEND: make_recommend_fn(module, catalog, input_spec, blend_weights)}
+            {F.RECOMMEND: make_recommend_fn(module, model, catalog, input_spec, blend_weights)}
             if catalog is not None
             else {}
         ),

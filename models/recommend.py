@@ -94,16 +94,17 @@ def blended_score(
 
 def make_recommend_fn(
     module: tf.Module,
+    model: Any,
     catalog: Catalog,
     input_spec: dict[str, Any],
     default_blend: tuple[float, float, float],
 ) -> Any:
-    """A tf.function for the ``recommend`` signature over ``module.model``/``tft_layer``.
+    """A tf.function for the ``recommend`` signature over ``model`` and ``module.tft_layer``;
+    the catalog (and the retrieval index's variables) are saved with ``module``.
 
     With the model's retrieval tower and ``retrieval.candidates`` > 0, a BruteForce top-k
-    over the catalog's item embeddings (indexed here, saved with the module as
-    ``module.retrieval_index``) picks the candidates first, and only those are scored by
-    the heads; otherwise every catalog item is.
+    over the catalog's item embeddings picks the candidates first, and only those are scored
+    by the heads; otherwise every catalog item is.
     """
     size = len(catalog)
     # Variables, not constants the function would capture into the graph proto.
@@ -117,21 +118,20 @@ def make_recommend_fn(
     }
     item_ids, dense, bags = module.catalog_item_ids, module.catalog_dense, module.catalog_bags
     default = tf.constant(default_blend, tf.float32)
-    model = module.model
     retrieve = model.config.retrieval.candidates if model.retrieval is not None else 0
     if retrieve:
         import tensorflow_recommenders as tfrs
 
-        module.retrieval_index = tfrs.layers.factorized_top_k.BruteForce(
+        index = tfrs.layers.factorized_top_k.BruteForce(
             k=min(retrieve, size), name="retrieval_index"
         )
         every_item = item_features(
             {key: tf.constant(value) for key, value in catalog.dense.items()},
             {key: tf.constant(padded, tf.int64) for key, padded in catalog.bags.items()},
         )
-        module.retrieval_index.index(
-            model.candidate_embeddings(every_item), tf.range(size, dtype=tf.int64)
-        )
+        index.index(model.candidate_embeddings(every_item), tf.range(size, dtype=tf.int64))
+        # Its variables, not the Keras layer (see export_model).
+        module.retrieval_index_variables = list(index.variables)
     signature = [
         tf.TensorSpec([None], input_spec[key].dtype, name=key) for key in F.USER_INPUT_KEYS
     ]
@@ -174,7 +174,7 @@ def make_recommend_fn(
         if retrieve:  # Enough nearest items that excluding the seen ones leaves `retrieve`.
             query = model.query_embeddings({key: user[key] for key in F.USER_XF})
             wanted_rows = tf.minimum(retrieve + tf.size(exclude), size)
-            _, rows = module.retrieval_index(query, k=wanted_rows)
+            _, rows = index(query, k=wanted_rows)
             rows = tf.reshape(rows, [-1])
         else:
             rows = tf.range(size, dtype=tf.int64)
