@@ -125,6 +125,12 @@ class RowFile:
         except UnicodeDecodeError as err:
             raise DataError(f"{self.path}: not UTF-8 text ({err.reason})") from None
 
+    def _text(self, value: bytes, number: int, key: str) -> str:
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{self.where(number)}: feature '{key}' is not UTF-8 text") from None
+
     def _tf_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         import tensorflow as tf
         from google.protobuf.message import DecodeError
@@ -143,6 +149,8 @@ class RowFile:
                 for key, feature in example.features.feature.items():
                     kind = feature.WhichOneof("kind")
                     values = list(getattr(feature, kind).value) if kind else []
+                    if kind == "bytes_list":  # Text, as CSV and JSON Lines give it.
+                        values = [self._text(value, number, key) for value in values]
                     if values:  # No value: the feature is missing.
                         row[key] = values[0] if len(values) == 1 else values
                 yield number, row

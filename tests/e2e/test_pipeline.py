@@ -22,7 +22,7 @@ import tensorflow as tf
 from mtrec import names as F
 from mtrec.cli.main import main
 from mtrec.data.config import CURATED_SCHEMA
-from mtrec.examples import to_examples
+from mtrec.examples import to_example, to_examples
 from mtrec.models.export import SIGNATURES
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.results import store as results
@@ -252,8 +252,12 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
             '{"user_id": 1, "item_id": 1, "gender": "M", "zip_prefix": 551}\n'
             '{"user_id": 2, "item_id": 7, "gender": "F", "zip_prefix": "551", "year": 1995}\n'
         )
+        records = tmp_path / "rows.tfrecord.gz"  # As the pipeline writes its examples.
+        with tf.io.TFRecordWriter(str(records), tf.io.TFRecordOptions("GZIP")) as writer:
+            for row in ({"user_id": 1, "item_id": 1, "gender": "M", "zip_prefix": "551"},):
+                writer.write(to_example({**row, "genre": ["Action", "Comedy"]}))
         scored = {}
-        for path in (table, lines):
+        for path in (table, lines, records):
             code, stdout, stderr = run_cli(
                 "query", "--target", f"127.0.0.1:{grpc_port}", "--input", str(path)
             )
@@ -262,6 +266,11 @@ def test_mtrec_serve_and_query_over_grpc_and_rest(workspace, tmp_path):
         for csv_row, json_row in zip(scored[".csv"], scored[".jsonl"], strict=True):
             for head in F.HEADS:
                 assert csv_row[head] == pytest.approx(json_row[head], rel=1e-6)
+        # Strings of a TFRecord print as text; the slice-only genre list rides along.
+        [record_row] = scored[".gz"]
+        assert record_row["gender"] == "M" and record_row["genre"] == ["Action", "Comedy"]
+        for head in F.HEADS:
+            assert record_row[head] == pytest.approx(scored[".csv"][0][head], rel=1e-6)
         assert scored[".csv"][0][F.CLICK] != pytest.approx(scored[".csv"][1][F.CLICK])
         code, stdout, stderr = run_cli("query", "--target", f"127.0.0.1:{grpc_port}", "--metadata")
         assert code == 0, stderr
