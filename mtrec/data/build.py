@@ -38,6 +38,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
+import google_crc32c
 import numpy as np
 
 from mtrec import names as F
@@ -468,8 +469,6 @@ class _Encode(beam.DoFn):
 
 def _masked_crc32c(data: bytes) -> int:
     """TFRecord's checksum: CRC-32C, rotated and offset."""
-    import google_crc32c
-
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
