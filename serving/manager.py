@@ -45,14 +45,13 @@ class Servable:
     path: str
     model: Any
     signature_defs: dict[str, Any]  # name -> tensorflow.core.protobuf.meta_graph_pb2.SignatureDef
-    # name -> the function requests call (see direct_function); default: the signature.
-    functions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    functions: dict[str, Any]  # name -> the function requests call (see direct_function)
 
     def signature(self, name: str) -> Any:
         """The concrete function that runs signature ``name``."""
         if name not in self.model.signatures:  # As TF Serving's Predict (predict_util.cc).
             raise failed_precondition(f'Serving signature key "{name}" not found.')
-        return self.functions.get(name) or self.model.signatures[name]
+        return self.functions[name]
 
 
 def direct_function(signature: Any) -> Any:
