@@ -234,10 +234,19 @@ def fit(
     warm = None
     with strategy.scope():
         model = build_model(cards, config, priors)
+        # On one replica every weight and the optimizer's slots exist before fit() traces
+        # the train step: a first call that creates variables makes tf.function trace the
+        # step twice (about 1.5 s of a small run). Not across replicas: under
+        # multi_worker_mirrored, weights built eagerly before fit() left the cold model
+        # unable to learn in some seeds (tests/integration/test_multi_worker.py).
+        one_replica = strategy.num_replicas_in_sync == 1
+        if one_replica or initial_weights is not None:
+            model.build_weights(next(iter(train)))
+        if one_replica:
+            model.optimizer.build(model.trainable_variables)
         if initial_weights is not None:
             # After the priors set the heads' biases, so restored values win; before the
             # item frequencies, which are recounted on this training split.
-            model.build_weights(next(iter(train)))
             warm = initial_weights(model)
         if model.item_log_probability is not None:
             if clicks is None:

@@ -306,6 +306,34 @@ def test_the_export_saves_no_optimizer_state(exported):
     assert saved and not [name for name, _ in saved if "optimizer" in name]
 
 
+def test_fit_traces_the_train_step_once(exported):
+    """Weights and optimizer slots exist before the first step, so tf.function does not
+    trace the step a second time after a first trace that created variables."""
+    model, _, _ = exported
+    assert model.train_function.experimental_get_tracing_count() == 1
+
+
+def test_the_export_saves_no_keras_layer_functions(exported):
+    """Neither the model nor Transform's graph is saved as a Keras object: their own call
+    functions (traced again at every export, read by nobody) are absent; only the
+    signatures' functions and what they call are saved."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, loaded = exported
+    proto = saved_model_pb2.SavedModel.FromString(
+        (Path(loaded.export_dir) / "saved_model.pb").read_bytes()
+    )
+    names = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function]
+    assert names and not [n for n in names if "call_and_return_conditional_losses" in n]
+    kinds = {node.WhichOneof("kind") for node in proto.meta_graphs[0].object_graph_def.nodes}
+    user_objects = [
+        node.user_object.identifier
+        for node in proto.meta_graphs[0].object_graph_def.nodes
+        if node.WhichOneof("kind") == "user_object"
+    ]
+    assert "variable" in kinds and not [i for i in user_objects if i.startswith("_tf_keras")]
+
+
 def test_a_catalog_of_5000_items_is_saved_as_variables_and_recommends_exactly(trained, tmp_path):
     """At 5,000 items: no per-item constant in the graph (saved_model.pb does not grow with
     the catalog), and both recommend paths rank and exclude exactly, with an exclusion list
