@@ -177,17 +177,33 @@ class SideEncoder(tf_keras.layers.Layer):
     def pool_history(self, inputs: Mapping[str, Any], training: bool | None = None) -> tf.Tensor:
         """[batch, embedding_dim]: the mean of the history's items with their ratings; zeros
         for an empty history. While training, a share (``history_dropout``) of examples
-        lose their whole history, so the id and side features keep their weight."""
-        vectors, present = self.history_vectors(inputs, training)
-        total = tf.reduce_sum(vectors * present[..., None], axis=1)
+        lose their whole history, so the id and side features keep their weight.
+
+        Computed as Σ e_i (a sparse [batch, items] by table product) + (Σ r_i)·w, not from
+        ``history_vectors``: no [batch, length, dim] gather, whose gradient was as many
+        table rows as history entries (about a fifth of a training step on MovieLens)."""
+        ids, ratings, present = self.history_entries(inputs, training)
+        kept = tf.where(present > 0)
+        items = tf.SparseTensor(
+            tf.stack([kept[:, 0], tf.gather_nd(ids, kept)], axis=1),
+            tf.gather_nd(present, kept),
+            tf.stack(
+                [
+                    tf.shape(ids, out_type=tf.int64)[0],
+                    tf.shape(self.history_table, out_type=tf.int64)[0],
+                ]
+            ),
+        )
+        total = tf.sparse.sparse_dense_matmul(items, self.history_table)
+        total += tf.reduce_sum(ratings * present, axis=1, keepdims=True) * self.history_rating
         count = tf.reduce_sum(present, axis=1, keepdims=True)
         return total / tf.maximum(count, 1.0)
 
-    def history_vectors(
+    def history_entries(
         self, inputs: Mapping[str, Any], training: bool | None = None
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """[batch, length, embedding_dim] history item vectors (e_i + r_i·w) and the [batch,
-        length] mask of the entries kept: not padding, not hidden by ``history_dropout``."""
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """[batch, length] history item ids, their ratings, and the mask of the entries
+        kept: not padding, not hidden by ``history_dropout``."""
         ids_key, ratings_key = self.history_keys
         ids = tf.cast(inputs[ids_key], tf.int64)
         ids = tf.reshape(ids, [tf.shape(ids)[0], -1])
@@ -196,6 +212,14 @@ class SideEncoder(tf_keras.layers.Layer):
             kept = tf.random.uniform([tf.shape(ids)[0], 1]) >= self.history_dropout
             present *= tf.cast(kept, tf.float32)
         ratings = tf.reshape(tf.cast(inputs[ratings_key], tf.float32), tf.shape(ids))
+        return ids, ratings, present
+
+    def history_vectors(
+        self, inputs: Mapping[str, Any], training: bool | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """[batch, length, embedding_dim] history item vectors (e_i + r_i·w) and the [batch,
+        length] mask of the entries kept (``history_entries``), for attention pooling."""
+        ids, ratings, present = self.history_entries(inputs, training)
         vectors = tf.gather(self.history_table, tf.maximum(ids, 0))
         return vectors + ratings[..., None] * self.history_rating, present
 
