@@ -6,6 +6,7 @@ import math
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,6 +40,14 @@ def exported(trained):
     return trained.model, trained.output, trained.loaded
 
 
+def meta_graph(export_dir: str | Path) -> Any:
+    """The MetaGraphDef in ``export_dir``'s saved_model.pb, as TF Serving reads it."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = (Path(export_dir) / "saved_model.pb").read_bytes()
+    return saved_model_pb2.SavedModel.FromString(saved).meta_graphs[0]
+
+
 def test_signature_names_and_output_keys_are_exact(exported):
     _, _, loaded = exported
     assert set(loaded.signatures) == set(SIGNATURES)
@@ -51,13 +60,8 @@ def test_signature_names_and_output_keys_are_exact(exported):
 
 
 def test_classify_and_regress_signatures_are_what_tf_serving_requires(exported):
-    from tensorflow.core.protobuf import saved_model_pb2
-
     _, _, loaded = exported
-    proto = saved_model_pb2.SavedModel.FromString(
-        (Path(loaded.export_dir) / "saved_model.pb").read_bytes()
-    )
-    defs = proto.meta_graphs[0].signature_def
+    defs = meta_graph(loaded.export_dir).signature_def
     assert {name: defs[name].method_name for name in METHOD_NAMES} == METHOD_NAMES
     assert defs[F.SERVING_DEFAULT].method_name == "tensorflow/serving/predict"
     assert set(defs[F.REGRESS_RATING].inputs) == {"inputs"}
@@ -268,10 +272,7 @@ def export_with_candidates(trained, directory: Path, catalog: Catalog, candidate
 
 def largest_constant(export_dir: Path) -> int:
     """Elements of the largest Const in saved_model.pb's graph and its functions."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel.FromString((export_dir / "saved_model.pb").read_bytes())
-    graph = proto.meta_graphs[0].graph_def
+    graph = meta_graph(export_dir).graph_def
     nodes = [*graph.node, *(n for f in graph.library.function for n in f.node_def)]
     return max(
         math.prod(d.size for d in n.attr["value"].tensor.tensor_shape.dim)
@@ -317,18 +318,14 @@ def test_the_export_saves_no_keras_layer_functions(exported):
     """Neither the model nor Transform's graph is saved as a Keras object: their own call
     functions (traced again at every export, read by nobody) are absent; only the
     signatures' functions and what they call are saved."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
     _, _, loaded = exported
-    proto = saved_model_pb2.SavedModel.FromString(
-        (Path(loaded.export_dir) / "saved_model.pb").read_bytes()
-    )
-    names = [f.signature.name for f in proto.meta_graphs[0].graph_def.library.function]
+    graph = meta_graph(loaded.export_dir)
+    names = [f.signature.name for f in graph.graph_def.library.function]
     assert names and not [n for n in names if "call_and_return_conditional_losses" in n]
-    kinds = {node.WhichOneof("kind") for node in proto.meta_graphs[0].object_graph_def.nodes}
+    kinds = {node.WhichOneof("kind") for node in graph.object_graph_def.nodes}
     user_objects = [
         node.user_object.identifier
-        for node in proto.meta_graphs[0].object_graph_def.nodes
+        for node in graph.object_graph_def.nodes
         if node.WhichOneof("kind") == "user_object"
     ]
     assert "variable" in kinds and not [i for i in user_objects if i.startswith("_tf_keras")]
