@@ -17,7 +17,6 @@ from mtrec.components.pusher import MtrecPusher
 from mtrec.components.request_skew import RequestSkewGen
 from mtrec.components.serving_validator import ServingValidator
 from mtrec.components.span_schema import LatestSchemaStrategy, SpanSchemaGen
-from mtrec.components.transform import MtrecTransform
 from mtrec.pipeline.config import (
     CURATED,
     INFERRED,
@@ -98,7 +97,7 @@ def create_pipeline(
         training_examples = window.outputs[span_window.EXAMPLES_KEY]
         train_splits = [F.TRAIN, F.EVAL]
         extra_nodes.append(window)
-    transform = MtrecTransform(
+    transform = tfx.components.Transform(
         examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
@@ -107,7 +106,7 @@ def create_pipeline(
         splits_config=tfx.proto.SplitsConfig(
             analyze=train_splits, transform=[*train_splits, F.VALID]
         ),
-    ).with_id("Transform")
+    )
     transform.add_upstream_node(anomalies_gate)
 
     base_model = None

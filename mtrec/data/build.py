@@ -32,10 +32,13 @@ import json
 import logging
 import math
 import os
+import struct
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
+import google_crc32c
 import numpy as np
 
 from mtrec import names as F
@@ -44,7 +47,6 @@ from mtrec.data import source as S
 from mtrec.data.config import SUMMARY_FILE, DataConfig, DataSummary
 from mtrec.data.parse import Row, RowError
 from mtrec.errors import DataError
-from mtrec.tfrecords import FramedTFRecordSink, tfrecord_frames
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ ROLE = "_role"
 QUANTILES = 10_000
 SHUFFLE_BUCKETS = 4096
 ENCODE_BATCH = 1000
+# zlib's fastest level: 4x the speed of Beam's default (6) on these examples, ~20% larger.
+GZIP_LEVEL = 1
 HIDDEN = ("_", ".")  # Files in an input folder that are not data (Hadoop's convention).
 ERRORS_SHOWN = 5
 # A problem of the whole input, reported after any bad row (errors sort by file and row).
@@ -463,6 +467,61 @@ class _Encode(beam.DoFn):
         yield tfrecord_frames(self._encoder.encode(record_batch(rows)))
 
 
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum: CRC-32C, rotated and offset."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord_frames(records: Iterable[bytes]) -> bytes:
+    """Records framed as in a TFRecord file: length, its masked CRC, data, its masked CRC."""
+    parts = []
+    for record in records:
+        length = struct.pack("<Q", len(record))
+        parts += (
+            length,
+            struct.pack("<I", _masked_crc32c(length)),
+            record,
+            struct.pack("<I", _masked_crc32c(record)),
+        )
+    return b"".join(parts)
+
+
+class _GzipWriter:
+    """A gzip stream at ``GZIP_LEVEL`` over a file Beam's FileSystems opened."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+
+    def write(self, data: bytes) -> None:
+        self._raw.write(self._compressor.compress(data))
+
+    def close(self) -> None:
+        self._raw.write(self._compressor.flush())
+        self._raw.close()
+
+
+class _FramedTFRecordSink(beam.io.filebasedsink.FileBasedSink):
+    """Gzipped TFRecord files from elements that are already TFRecord frames (``_Encode``):
+    Beam's own TFRecord sink frames and compresses record by record in Python, at level 6."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(
+            prefix,
+            coder=beam.coders.BytesCoder(),
+            file_name_suffix=".gz",
+            mime_type="application/octet-stream",
+            compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED,
+        )
+
+    def open(self, temp_path: str) -> _GzipWriter:
+        return _GzipWriter(super().open(temp_path))
+
+    def write_encoded_record(self, file_handle: _GzipWriter, encoded_value: bytes) -> None:
+        file_handle.write(encoded_value)
+
+
 def _bucketed(row: Row, seed: int) -> tuple[int, tuple[float, Row]]:
     """(bucket, (sort key, row)): both from a hash of the row, the same on every runner."""
     key = _stable_unit(
@@ -488,7 +547,7 @@ def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollect
         | "Sort" >> beam.FlatMap(_shuffled)
         | "Batch" >> beam.BatchElements(min_batch_size=ENCODE_BATCH, max_batch_size=ENCODE_BATCH)
         | "Encode" >> beam.ParDo(_Encode())
-        | "Write" >> beam.io.Write(FramedTFRecordSink(prefix))
+        | "Write" >> beam.io.Write(_FramedTFRecordSink(prefix))
     )
 
 

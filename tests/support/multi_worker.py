@@ -1,7 +1,7 @@
 """Training on a two-worker cluster on localhost, as TFX's Trainer runs on a real one.
 
 - ``build_examples``: tiny synthetic MovieLens through the data component's Beam job.
-- ``run_transform``: the pipeline's Transform executor with its ``preprocessing_fn``.
+- ``run_transform``: TFX's own Transform executor with the pipeline's ``preprocessing_fn``.
 - ``launch``: one process per worker, each with its own ``TF_CONFIG``, each running the
   pipeline's ``run_fn`` with the FnArgs TFX's Trainer builds from the same artifacts.
 - ``evaluate`` and ``push``: the pipeline's Evaluator executor (TFX's, its config completed
@@ -64,7 +64,7 @@ def _artifact(kind: str, uri: Path | str, splits: tuple[str, ...] = ()) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class TransformOutput:
-    """Where Transform wrote its graph and transformed examples, and the schema."""
+    """Where TFX's Transform wrote its graph and transformed examples, and the schema."""
 
     examples: str  # The raw examples Transform read.
     schema: str
@@ -72,14 +72,13 @@ class TransformOutput:
     transformed: str
 
 
-def run_transform(examples_dir: str, root: Path, executor: Any = None) -> TransformOutput:
-    """Run the pipeline's Transform executor (``MtrecTransformExecutor``, or ``executor``)
-    as the pipeline configures it (analyze train, transform every split) on the raw examples
-    in ``examples_dir``, with the curated schema."""
+def run_transform(examples_dir: str, root: Path) -> TransformOutput:
+    """Run TFX's Transform executor as the pipeline configures it (analyze train, transform
+    every split) on the raw examples in ``examples_dir``, with the curated schema."""
+    from tfx.components.transform import executor as transform_executor
     from tfx.proto import transform_pb2
     from tfx.utils import proto_utils
 
-    from mtrec.components.transform import MtrecTransformExecutor
     from mtrec.data.config import CURATED_SCHEMA
 
     schema_dir = root / "schema"
@@ -92,7 +91,7 @@ def run_transform(examples_dir: str, root: Path, executor: Any = None) -> Transf
         str(root / "transformed_examples"),
     )
     splits = transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS))
-    (executor or MtrecTransformExecutor)().Do(
+    transform_executor.Executor().Do(
         {
             "examples": [_artifact("Examples", out.examples, SPLITS)],
             "schema": [_artifact("Schema", out.schema)],

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from mtrec import names as F
-from mtrec import tfrecords
 from mtrec.data import build, parse
 from mtrec.data import source as S
 from mtrec.data.config import DataConfig
@@ -170,4 +169,4 @@ def test_tfrecord_frames_are_byte_identical_to_tensorflows_writer(tmp_path):
     with tf.io.TFRecordWriter(str(path)) as writer:
         for record in records:
             writer.write(record)
-    assert tfrecords.tfrecord_frames(records) == path.read_bytes()
+    assert build.tfrecord_frames(records) == path.read_bytes()

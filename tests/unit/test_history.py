@@ -26,7 +26,7 @@ from tests.unit.test_inspection import make_inspection, write_tfma_output
 from tests.unit.test_results_store import PIPELINE, _execute
 
 EXAMPLE_GEN = "mtrec.components.example_gen.MtrecExampleGen"
-TRANSFORM = "mtrec.components.transform.MtrecTransform"
+TRANSFORM = "tfx.components.transform.component.Transform"
 TRAINER = "tfx.components.trainer.component.Trainer"
 EVALUATOR = "mtrec.components.evaluation.MtrecEvaluator"
 PUSHER = "mtrec.components.pusher.MtrecPusher"

@@ -240,7 +240,7 @@ def test_the_fingerprint_is_found_up_the_lineage_from_the_data_component(tmp_pat
             handle,
             "run-1",
             "Transform",
-            "mtrec.components.transform.MtrecTransform",
+            "tfx.components.transform.component.Transform",
             inputs={"examples": [raw]},
             outputs={"transformed_examples": [_examples(str(tmp_path / "xf"))]},
         )["transformed_examples"][0]
