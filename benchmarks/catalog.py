@@ -104,10 +104,13 @@ def du(path: Path) -> float:
 
 
 def user_inputs(row: dict) -> dict[str, tf.Tensor]:
-    return {
+    """A known user's features, with no history (the signature requires the input; an
+    empty one leaves the user's learned representation as it is)."""
+    inputs = {
         key: tf.constant([row[key]], tf.int64 if key in (F.USER_ID, F.AGE) else tf.string)
         for key in USER_INPUTS
     }
+    return {**inputs, F.HISTORY: tf.constant([""])}
 
 
 def latencies(signature, users: list[dict], exclude: list[list[int]], calls: int) -> list[float]:

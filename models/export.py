@@ -84,7 +84,7 @@ def export_model(
     catalog: Catalog | None = None,
     blend_weights: tuple[float, float, float] = (0.0, 1.0, 0.0),
 ) -> None:
-    """Save ``model`` with the Transform layer and all signatures to ``export_dir``; with a
+    """Save ``model`` with Transform's graph and all signatures to ``export_dir``; with a
     ``catalog`` also the ``recommend`` signature, ranking by ``blend_weights``."""
     module = tf.Module()
     # The model's variables, not the Keras model: tracking the model makes
@@ -92,13 +92,13 @@ def export_model(
     # again, with AutoGraph), which nothing reads back: TF Serving and TFMA call the
     # signatures. On ML-100K that was about 6 of the export's 13 s.
     module.model_variables = list(model.variables)
-    module.tft_layer = TransformGraph(tft_output)
+    module.transform_graph = TransformGraph(tft_output)
     raw_spec = tft_output.raw_feature_spec()
     input_spec = serving_feature_spec(raw_spec)
     labelled_spec = {**input_spec, **{head: raw_spec[head] for head in F.HEADS}}
 
     def predict(raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        outputs = model(module.tft_layer(raw_features), training=False)
+        outputs = model(module.transform_graph(raw_features), training=False)
         return {head: tf.identity(outputs[head], name=head) for head in F.HEADS}
 
     @tf.function(
@@ -122,7 +122,7 @@ def export_model(
         input_signature=[tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)], autograph=False
     )
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = module.tft_layer(tf.io.parse_example(examples, labelled_spec))
+        transformed = module.transform_graph(tf.io.parse_example(examples, labelled_spec))
         return {
             key: value for key, value in transformed.items() if isinstance(value, tf.Tensor)
         }  # Signatures carry dense tensors only.

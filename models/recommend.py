@@ -99,7 +99,7 @@ def make_recommend_fn(
     input_spec: dict[str, Any],
     default_blend: tuple[float, float, float],
 ) -> Any:
-    """A tf.function for the ``recommend`` signature over ``model`` and ``module.tft_layer``;
+    """A tf.function for the ``recommend`` signature over ``model`` and ``module.transform_graph``;
     the catalog (and the retrieval index's variables) are saved with ``module``.
 
     With the model's retrieval tower and ``retrieval.candidates`` > 0, a BruteForce top-k
@@ -170,7 +170,7 @@ def make_recommend_fn(
             else:
                 value = tf.constant([spec.default_value[0]], spec.dtype)
             raw[key] = tf.reshape(value, [-1, *spec.shape])
-        user = module.tft_layer(raw)
+        user = module.transform_graph(raw)
         if retrieve:  # Enough nearest items that excluding the seen ones leaves `retrieve`.
             query = model.query_embeddings({key: user[key] for key in F.USER_XF})
             wanted_rows = tf.minimum(retrieve + tf.size(exclude), size)
