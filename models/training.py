@@ -328,10 +328,17 @@ def read_examples(
     if shuffle_buffer:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     spec = dict(feature_spec)
-    return dataset.batch(batch_size).map(
+    dataset = dataset.batch(batch_size).map(
         lambda records: tf.io.parse_example(records, spec),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    # No tf.data autotuning thread: deleting an iterator joins it (RootDataset::Iterator's
+    # destructor, in a py-spy stack), and that stalled the Trainer 2 to 4 s between some
+    # epochs (Keras makes an iterator per epoch) on 2 cores. AUTOTUNE then means the
+    # default parallelism for the map. README, "Trainer input".
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 def make_dataset(

@@ -93,3 +93,18 @@ def test_plain_files_and_the_errors(tmp_path):
     (tmp_path / "mixed" / "part-9").write_bytes(b"")
     with pytest.raises(ValueError, match="^example files mix gzipped and plain TFRecords"):
         read_examples([str(tmp_path / "mixed" / "*")], SPEC, 4)
+
+
+@pytest.mark.unit
+def test_no_autotuning_thread_whose_join_stalls_each_new_epoch(tmp_path):
+    """Deleting an iterator joins tf.data's autotuning thread; the Trainer stalled there for
+    seconds between epochs. The reader turns it off, and the Trainer's dataset keeps that
+    through its own options (sharding, prefetch)."""
+    pattern = _write(tmp_path / "examples", files=2, rows=20)
+    dataset = read_examples([pattern], SPEC, batch_size=4, shuffle_buffer=8, seed=1)
+    assert dataset.options().autotune.enabled is False
+    sharding = tf.data.Options()  # As make_dataset shards the Trainer's batches.
+    sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    sharded = dataset.with_options(sharding).prefetch(tf.data.AUTOTUNE)
+    assert sharded.options().autotune.enabled is False
+    assert len(_rows(sharded)) == 20
