@@ -62,14 +62,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             output_dict[standard_component_specs.EXAMPLES_KEY]
         )
         scratch = os.path.join(self._get_tmp_dir(), "data")
-        with self._make_beam_pipeline() as pipeline:
-            build.expand(
-                pipeline, source["kind"], source["layout"], files, config, examples.uri, scratch
-            )
+        summary = build.run_job(
+            self._make_beam_pipeline,
+            source["kind"],
+            source["layout"],
+            files,
+            config,
+            examples.uri,
+            scratch,
+        )
         fingerprint = build.fingerprint(
             exec_properties.get(example_gen_utils.FINGERPRINT_PROPERTY_NAME, ""), source, settings
         )
-        summary = build.collect(scratch)
         summary = dataclasses.replace(summary, fingerprint=fingerprint)
         build.write_summary(summary, examples.uri)
         record_summary(examples, summary)

@@ -34,7 +34,7 @@ import math
 import os
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -46,7 +46,7 @@ from mtrec.data import parse
 from mtrec.data import source as S
 from mtrec.data.config import SUMMARY_FILE, DataConfig, DataSummary
 from mtrec.data.parse import Row, RowError
-from mtrec.errors import DataError
+from mtrec.errors import DataError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,10 @@ FORMAT_VERSION = 6  # Part of every fingerprint: bump when what is written chang
 ERRORS_FILE = "errors.json"
 SPLIT = "_split"  # Internal row keys, never written.
 ROLE = "_role"
+SAMPLED = "_sampled"  # Set on sampled non-interactions: every other row was read from input.
+TALLY_FILE = "tally.json"
+# Runs of the job before a run that lost rows (see ``check_tally``) fails the component.
+JOB_ATTEMPTS = 2
 QUANTILES = 10_000
 SHUFFLE_BUCKETS = 4096
 ENCODE_BATCH = 1000
@@ -319,6 +323,7 @@ class _PerUser(beam.DoFn):
                         F.PURCHASE: 0,
                         ROLE: positive[ROLE],
                         SPLIT: positive[SPLIT],
+                        SAMPLED: True,
                     }
                 )
         return out
@@ -456,15 +461,20 @@ def record_batch(rows: list[Row]) -> Any:
 
 class _Encode(beam.DoFn):
     """Batches of rows to serialized tf.Examples with tfx_bsl's C++ encoder, yielded as one
-    byte string of TFRecord frames per batch (the sink writes it as it is)."""
+    byte string of TFRecord frames per batch (the sink writes it as it is), and, tagged, how
+    many rows it encoded and how many of them were read from input (for ``check_tally``)."""
+
+    COUNTS = "counts"
 
     def setup(self) -> None:
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
-    def process(self, rows: list[Row]) -> Iterator[bytes]:
+    def process(self, rows: list[Row]) -> Iterator[Any]:
         yield tfrecord_frames(self._encoder.encode(record_batch(rows)))
+        read = sum(1 for row in rows if not row.get(SAMPLED))
+        yield beam.pvalue.TaggedOutput(self.COUNTS, (len(rows), read))
 
 
 def _masked_crc32c(data: bytes) -> int:
@@ -539,23 +549,24 @@ def _shuffled(bucket: tuple[int, Iterable[tuple[float, Row]]]) -> Iterator[Row]:
 def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollection:
     """Shuffle (seeded buckets, each sorted by a row hash: runners keep order through a
     plain Reshuffle) and write gzipped tf.Examples, as TFX's ExampleGen lays them out
-    (``<prefix>-SSSSS-of-NNNNN.gz``)."""
-    return (
+    (``<prefix>-SSSSS-of-NNNNN.gz``). Returns (rows encoded, of them read from input)."""
+    encoded = (
         rows
         | "Bucket" >> beam.Map(_bucketed, seed)
         | "Group" >> beam.GroupByKey()
         | "Sort" >> beam.FlatMap(_shuffled)
         | "Batch" >> beam.BatchElements(min_batch_size=ENCODE_BATCH, max_batch_size=ENCODE_BATCH)
-        | "Encode" >> beam.ParDo(_Encode())
-        | "Write" >> beam.io.Write(_FramedTFRecordSink(prefix))
+        | "Encode" >> beam.ParDo(_Encode()).with_outputs(_Encode.COUNTS, main="frames")
     )
+    _ = encoded.frames | "Write" >> beam.io.Write(_FramedTFRecordSink(prefix))
+    return encoded[_Encode.COUNTS] | "SumCounts" >> beam.CombineGlobally(_sum_columns)
 
 
 # ----------------------------------------------------------------------------- summary
 
 
 def _sum_columns(rows: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
-    """Column sums of equally long tuples (counts, or partial sums of them)."""
+    """Column sums of equally long tuples (counts, or partial sums of them); () for none."""
     return tuple(sum(column) for column in zip(*rows, strict=True))
 
 
@@ -754,10 +765,23 @@ def expand(
     by_split = finished | "Partition" >> beam.Partition(
         lambda r, n: F.SPLITS.index(r[SPLIT]), len(F.SPLITS)
     )
+    tally = [
+        interactions
+        | "CountRead" >> beam.combiners.Count.Globally()
+        | "TagRead" >> beam.Map(lambda count: ("read", count))
+    ]
     for index, name in enumerate(F.SPLITS):
-        _ = by_split[index] | f"Write{name}" >> _WriteSplit(
+        written = by_split[index] | f"Write{name}" >> _WriteSplit(
             os.path.join(output_uri, f"Split-{name}", "data_tfrecord"), config.seed + index
         )
+        tally.append(written | f"Tag{name}" >> beam.Map(lambda counts, n=name: (n, counts)))
+    _ = (
+        tuple(tally)
+        | "Tally" >> beam.Flatten()
+        | "TallyList" >> beam.combiners.ToList()
+        | "WriteTally"
+        >> beam.Map(lambda pairs, path: _write_json(dict(pairs), path), tally_path(scratch_dir))
+    )
     _ = (
         finished
         | "Summarise" >> _Summarise()
@@ -788,8 +812,36 @@ def _cutoffs(quantiles: list[int], time_split: bool, config: DataConfig) -> dict
     }
 
 
+def tally_path(scratch_dir: str) -> str:
+    return os.path.join(scratch_dir, TALLY_FILE)
+
+
+class RowsLostError(PipelineError):
+    """The runner lost rows between reading and writing: the job's output is incomplete."""
+
+
+def check_tally(tally: Mapping[str, Any] | None, summary: Mapping[str, Any]) -> None:
+    """Every row read is written once: raise RowsLostError where the rows the job read, the
+    rows it encoded (those read, per split) and the rows its summary counted disagree."""
+    if tally is None:
+        raise RowsLostError("the data job finished without its row counts: its output is partial")
+    read = tally.get("read", 0)
+    written = {name: tuple(tally.get(name) or (0, 0)) for name in F.SPLITS}
+    kept = sum(count for _, count in written.values())
+    counted = {name: summary["splits"][name]["examples"] for name in F.SPLITS}
+    if kept == read and all(written[n][0] == counted[n] for n in F.SPLITS):
+        return
+    splits = ", ".join(f"{n} {written[n][0]:,} of {counted[n]:,}" for n in F.SPLITS)
+    raise RowsLostError(
+        f"the data job read {read:,} interactions but wrote {kept:,} of them (examples "
+        f"written per split, of those counted: {splits}): the Beam runner lost "
+        "rows; nothing was published"
+    )
+
+
 def collect(scratch_dir: str) -> DataSummary:
-    """After the job: the first bad record as a DataError, else the summary."""
+    """After the job: the first bad record as a DataError, rows lost as a RowsLostError,
+    else the summary."""
     import tensorflow as tf
 
     errors_path = os.path.join(scratch_dir, ERRORS_FILE)
@@ -797,8 +849,16 @@ def collect(scratch_dir: str) -> DataSummary:
         with tf.io.gfile.GFile(errors_path) as handle:
             first = RowError(*json.load(handle)[0])
         raise first.as_error()
-    with tf.io.gfile.GFile(os.path.join(scratch_dir, SUMMARY_FILE)) as handle:
+    summary_path = os.path.join(scratch_dir, SUMMARY_FILE)
+    if not tf.io.gfile.exists(summary_path):
+        raise RowsLostError("the data job finished without its summary: its output is partial")
+    with tf.io.gfile.GFile(summary_path) as handle:
         values = json.load(handle)
+    tally = None
+    if tf.io.gfile.exists(tally_path(scratch_dir)):
+        with tf.io.gfile.GFile(tally_path(scratch_dir)) as handle:
+            tally = json.load(handle)
+    check_tally(tally, values)
     empty = [name for name, counts in values["splits"].items() if not counts["examples"]]
     if empty:
         raise DataError(
@@ -806,6 +866,35 @@ def collect(scratch_dir: str) -> DataSummary:
             "timestamps for the fractions asked"
         )
     return DataSummary(**values)
+
+
+def run_job(
+    make_pipeline: Callable[[], beam.Pipeline],
+    kind: str,
+    layout: str,
+    files: Mapping[str, list[str]],
+    config: DataConfig,
+    output_uri: str,
+    scratch_dir: str,
+) -> DataSummary:
+    """Run the job (``expand``) on a pipeline from ``make_pipeline`` and collect its summary.
+    A run the runner lost rows in is cleared and run again, up to ``JOB_ATTEMPTS`` runs."""
+    import tensorflow as tf
+
+    attempt = 1
+    while True:
+        for stale in (*tf.io.gfile.glob(os.path.join(output_uri, "Split-*")), scratch_dir):
+            if tf.io.gfile.exists(stale):
+                tf.io.gfile.rmtree(stale)
+        with make_pipeline() as pipeline:
+            expand(pipeline, kind, layout, files, config, output_uri, scratch_dir)
+        try:
+            return collect(scratch_dir)
+        except RowsLostError as lost:
+            if attempt >= JOB_ATTEMPTS:
+                raise
+            attempt += 1
+            log.warning("%s; running the job again (run %d of %d)", lost, attempt, JOB_ATTEMPTS)
 
 
 def write_summary(summary: DataSummary, output_uri: str) -> None:
@@ -838,17 +927,15 @@ def run(
     os.makedirs(output_dir, exist_ok=True)
     staging = tempfile.mkdtemp(dir=output_dir, prefix=".staging-")
     try:
-        with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
-            expand(
-                pipeline,
-                data_source.kind,
-                data_source.layout,
-                files,
-                config,
-                os.path.join(staging, "examples"),
-                os.path.join(staging, "scratch"),
-            )
-        summary = collect(os.path.join(staging, "scratch"))
+        summary = run_job(
+            lambda: beam.Pipeline(options=PipelineOptions(list(beam_args))),
+            data_source.kind,
+            data_source.layout,
+            files,
+            config,
+            os.path.join(staging, "examples"),
+            os.path.join(staging, "scratch"),
+        )
         summary = dataclasses.replace(summary, fingerprint=digest)
         write_summary(summary, os.path.join(staging, "examples"))
         if os.path.isdir(root):

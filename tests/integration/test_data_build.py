@@ -2,11 +2,14 @@
 Beam workers, layouts, explicit splits, your own logs, and one-line errors on bad input."""
 
 import collections
+import json
 from pathlib import Path
 
+import apache_beam as beam
 import pandas as pd
 import pytest
 import tensorflow as tf
+from apache_beam.options.pipeline_options import PipelineOptions
 
 from mtrec import names as F
 from mtrec.data import build, source
@@ -211,3 +214,66 @@ def test_a_missing_input_is_named(tmp_path):
         source.logs(str(tmp_path / "nope.csv"))
     with pytest.raises(DataError, match="not a MovieLens-100K directory"):
         source.movielens(str(tmp_path))
+
+
+class _LosesRowsOnce:
+    """Pipelines for ``build.run_job`` whose first run ends as one that lost a bundle of rows
+    in the runner would: its tally records fewer rows written than read."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch, self.runs = scratch, 0
+
+    def __call__(self) -> beam.Pipeline:
+        self.runs += 1
+        pipeline = beam.Pipeline(options=PipelineOptions([]))
+        if self.runs > 1:
+            return pipeline
+        run = pipeline.run
+
+        def run_and_lose(*args, **kwargs):
+            result = run(*args, **kwargs)
+            result.wait_until_finish()
+            path = Path(build.tally_path(str(self.scratch)))
+            tally = json.loads(path.read_text())
+            rows, read = tally[F.TRAIN]
+            tally[F.TRAIN] = [rows - 5, read - 1]  # One positive and its four negatives.
+            path.write_text(json.dumps(tally))
+            return result
+
+        pipeline.run = run_and_lose
+        return pipeline
+
+
+def test_a_run_that_lost_rows_is_cleared_and_run_again(movielens_dir, built, tmp_path):
+    data = source.movielens(str(movielens_dir))
+    pipelines = _LosesRowsOnce(tmp_path / "scratch")
+    output = tmp_path / "examples"
+    summary = build.run_job(
+        pipelines,
+        data.kind,
+        data.layout,
+        build.resolve_files(data.base, data.roles),
+        DataConfig(),
+        str(output),
+        str(tmp_path / "scratch"),
+    )
+    assert pipelines.runs == 2
+    assert summary.splits == built[1].splits
+    for name in F.SPLITS:  # The first run's shards are gone: no row twice.
+        assert len(read_split(str(output), name)) == summary.splits[name]["examples"]
+
+
+def test_lost_rows_are_one_error_with_the_counts():
+    summary = {
+        "splits": {"train": {"examples": 30}, "valid": {"examples": 5}, "eval": {"examples": 10}}
+    }
+    build.check_tally({"read": 9, "train": [30, 6], "valid": [5, 1], "eval": [10, 2]}, summary)
+    with pytest.raises(build.RowsLostError) as lost:
+        build.check_tally({"read": 10, "train": [25, 5], "valid": [5, 1], "eval": [10, 2]}, summary)
+    assert str(lost.value) == (
+        "the data job read 10 interactions but wrote 8 of them (examples written per split, of "
+        "those counted: train 25 of 30, valid 5 of 5, eval 10 of 10): the Beam runner lost "
+        "rows; nothing was published"
+    )
+    with pytest.raises(build.RowsLostError, match="without its row counts"):
+        build.check_tally(None, summary)
