@@ -93,6 +93,7 @@ def config(kind: str) -> Any:
             summary = "RegressionSummary" if head == F.RATING else "BinarySummary"
             metrics = [metric(summary, head_metrics.__name__)]
             if head != F.RATING:
+                metrics.append(metric("BinaryExampleCount", head_metrics.__name__))
                 metrics.append(metric("CalibrationPlot"))
         if head == F.RATING:
             metrics.append(metric("RootMeanSquaredError", "tf_keras.metrics"))

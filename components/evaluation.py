@@ -37,6 +37,9 @@ SUMMARY = {
     F.CLICK: ("BinarySummary", "BinaryCalibrationPlot"),
     F.PURCHASE: ("BinarySummary", "BinaryCalibrationPlot"),
 }
+# Each binary head's example count; with the data component's eval count known, it must
+# match it exactly, so a model evaluated on a partial eval split is not blessed.
+COUNTED = {F.CLICK: "BinaryExampleCount", F.PURCHASE: "BinaryExampleCount"}
 
 
 def _metric(name: str, **kwargs: Any) -> tfma.MetricConfig:
@@ -87,27 +90,46 @@ def _gated(
     return _metric(name, per_slice_thresholds=thresholds)
 
 
+def _counted(name: str, eval_examples: int | None) -> tfma.MetricConfig:
+    """An example count, held overall to ``eval_examples`` where that is known."""
+    if eval_examples is None:
+        return _metric(name)
+    exact = tfma.GenericValueThreshold(
+        lower_bound={"value": eval_examples - 0.5}, upper_bound={"value": eval_examples + 0.5}
+    )
+    return _metric(
+        name,
+        per_slice_thresholds=[
+            tfma.PerSliceMetricThreshold(
+                slicing_specs=[tfma.SlicingSpec()],
+                threshold=tfma.MetricThreshold(value_threshold=exact),
+            )
+        ],
+    )
+
+
 def make_eval_config(
     thresholds: EvalThresholds,
     slice_features: tuple[str, ...] = F.SLICE_FEATURES,
     gated_slices: tuple[tuple[str, str], ...] = (),
+    eval_examples: int | None = None,
 ) -> tfma.EvalConfig:
     """Labels and the rating weight come from the model's transform_features signature, so
-    rating metrics count observed interactions only."""
+    rating metrics count observed interactions only. ``eval_examples``: the eval split's
+    size, which each binary head's example count must equal."""
     t = thresholds
     gates = {
         F.RATING: (False, t.max_rating_rmse, t.rmse_tolerance, t.slice_max_rating_rmse),
         F.CLICK: (True, t.min_auc, t.auc_tolerance, t.slice_min_auc),
         F.PURCHASE: (True, t.min_auc, t.auc_tolerance, t.slice_min_auc),
     }
-    specs = [
-        tfma.MetricsSpec(
-            output_names=[head],
-            metrics=[_metric(name) for name in SUMMARY[head]]
-            + [_gated(GATED[head], *gates[head], gated_slices)],
-        )
-        for head in F.HEADS
-    ]
+    specs = []
+    for head in F.HEADS:
+        metrics = [_metric(name) for name in SUMMARY[head]]
+        if head in COUNTED:
+            metrics.append(_counted(COUNTED[head], eval_examples))
+        metrics.append(_gated(GATED[head], *gates[head], gated_slices))
+        specs.append(tfma.MetricsSpec(output_names=[head], metrics=metrics))
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -127,7 +149,8 @@ def make_eval_config(
 def eval_config(settings: EvaluationSettings, summary: DataSummary | None) -> tfma.EvalConfig:
     """The EvalConfig for ``settings`` on the data ``summary`` describes."""
     thresholds, gated = settings.complete(summary)
-    return make_eval_config(thresholds, settings.slice_features, gated)
+    eval_examples = summary.splits[F.EVAL]["examples"] if summary else None
+    return make_eval_config(thresholds, settings.slice_features, gated, eval_examples)
 
 
 class Executor(evaluator_executor.Executor):

@@ -309,12 +309,20 @@ class RegressionRMSE(_HeadMetric):
     NAMES = (ROOT_MEAN_SQUARED_ERROR,)
 
 
-class BinarySummary(_HeadMetric):
-    """example_count, binary_crossentropy, calibration, mean_label and mean_prediction of
-    a head that predicts a probability."""
+class BinaryExampleCount(_HeadMetric):
+    """example_count of a head that predicts a probability: a metric of its own, so a
+    threshold can hold it to the eval examples the data component wrote."""
 
     KIND = "binary"
-    NAMES = (EXAMPLE_COUNT, BINARY_CROSSENTROPY, CALIBRATION, MEAN_LABEL, MEAN_PREDICTION)
+    NAMES = (EXAMPLE_COUNT,)
+
+
+class BinarySummary(_HeadMetric):
+    """binary_crossentropy, calibration, mean_label and mean_prediction of a head that
+    predicts a probability."""
+
+    KIND = "binary"
+    NAMES = (BINARY_CROSSENTROPY, CALIBRATION, MEAN_LABEL, MEAN_PREDICTION)
     NAME = "binary_summary"
 
 

@@ -441,6 +441,11 @@ def _value(metric_value: Any) -> float:
 def _describe_threshold(threshold: Any) -> str:
     if threshold.HasField("value_threshold"):
         bound = threshold.value_threshold
+        if bound.HasField("lower_bound") and bound.HasField("upper_bound"):
+            low, high = bound.lower_bound.value, bound.upper_bound.value
+            if high - low == 1 and (low + 0.5).is_integer():  # An exact count.
+                return f"= {low + 0.5:.0f}"
+            return f"between {low:g} and {high:g}"
         if bound.HasField("lower_bound"):
             return f">= {bound.lower_bound.value:g}"
         return f"<= {bound.upper_bound.value:g}"

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tf_keras
 from tensorflow_model_analysis import metrics as tfma_metrics
+from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.metrics import metric_specs, metric_types
 
 from mtrec import names as F
@@ -81,9 +82,10 @@ def test_binary_summary_matches_keras_log_loss_and_tfma_calibration():
     )
     keras_bce = tf_keras.metrics.BinaryCrossentropy()
     keras_bce.update_state(CLICK[:, None], CLICK_P[:, None])
+    count = _compute(head_metrics.BinaryExampleCount(), _inputs(), output_names=[F.CLICK])
+    assert count == {"example_count": N}
     assert values == pytest.approx(
         {
-            "example_count": N,
             "binary_crossentropy": float(keras_bce.result()),
             "calibration": CLICK_P.sum() / CLICK.sum(),
             "mean_label": CLICK.mean(),
@@ -233,3 +235,34 @@ def test_the_eval_config_runs_one_pass_per_head_and_keeps_every_reported_metric_
         ("auc", F.CLICK),
         ("auc", F.PURCHASE),
     }
+
+
+@pytest.mark.unit
+def test_a_binary_heads_example_count_must_equal_the_eval_split_where_it_is_known():
+    """A model evaluated on fewer eval examples than the data component wrote (rows lost on
+    the way) fails validation on each binary head's example_count; on all of them, not."""
+    config = evaluation.make_eval_config(EvalThresholds(), eval_examples=N)
+    thresholds = metric_specs.metric_thresholds_from_metrics_specs(config.metrics_specs, config)
+    counted = {(k.name, k.output_name) for k in thresholds if k.name == "example_count"}
+    assert counted == {("example_count", F.CLICK), ("example_count", F.PURCHASE)}
+
+    def failed(count: int) -> set[tuple[str, str]]:
+        metrics = {
+            metric_types.MetricKey("example_count", output_name=head): count
+            for head in (F.CLICK, F.PURCHASE)
+        }
+        result = metrics_validator.validate_metrics(((), metrics), config)
+        return {
+            (failure.metric_key.name, failure.metric_key.output_name)
+            for per_slice in result.metric_validations_per_slice
+            for failure in per_slice.failures
+            if failure.metric_key.name == "example_count"
+        }
+
+    assert failed(N) == set()
+    assert failed(N - 1) == {("example_count", F.CLICK), ("example_count", F.PURCHASE)}
+    unknown = evaluation.make_eval_config(EvalThresholds())
+    assert not any(
+        k.name == "example_count"
+        for k in metric_specs.metric_thresholds_from_metrics_specs(unknown.metrics_specs, unknown)
+    )

@@ -266,3 +266,21 @@ def test_no_warning_when_continuous_training_evaluates_on_a_later_span(tmp_path)
     assert classic.data_warning is not None
     later_span = dataclasses.replace(summary, trained_spans=[3, 4], eval_span=5)
     assert later_span.data_warning is None
+
+
+@pytest.mark.parametrize(
+    "bounds, text",
+    [
+        ({"lower_bound": 0.7}, ">= 0.7"),
+        ({"upper_bound": 1.1}, "<= 1.1"),
+        # The Evaluator's hold on each binary head's example count: the eval split's size.
+        ({"lower_bound": 49999.5, "upper_bound": 50000.5}, "= 50000"),
+        ({"lower_bound": 0.2, "upper_bound": 0.4}, "between 0.2 and 0.4"),
+    ],
+)
+def test_a_failed_threshold_names_its_bounds(bounds, text):
+    from google.protobuf import json_format
+    from tensorflow_model_analysis.proto import config_pb2
+
+    threshold = json_format.ParseDict({"value_threshold": bounds}, config_pb2.MetricThreshold())
+    assert store._describe_threshold(threshold) == text
