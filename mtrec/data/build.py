@@ -813,6 +813,7 @@ def _cutoffs(quantiles: list[int], time_split: bool, config: DataConfig) -> dict
 
 
 def tally_path(scratch_dir: str) -> str:
+    """Where the job writes its row counts: {"read": n, split: [encoded, of them read]}."""
     return os.path.join(scratch_dir, TALLY_FILE)
 
 
