@@ -692,7 +692,7 @@ def expand(
 ) -> None:
     """Add the whole data job to ``pipeline``: read ``files`` (role -> paths), build the
     examples, write ``Split-<name>/`` under ``output_uri`` and, in ``scratch_dir``, the
-    summary and the first bad records (see ``collect``)."""
+    summary, the row tally and the first bad records (see ``collect``)."""
     reads, errors = {}, []
     for role, paths in sorted(files.items()):
         read = (
