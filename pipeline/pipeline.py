@@ -29,6 +29,15 @@ TRANSFORM_FN = f"{TRANSFORM_MODULE}.preprocessing_fn"
 RUN_FN = f"{TRAINER_MODULE}.run_fn"
 
 
+def statistics_options() -> Any:
+    """TFDV's options for StatisticsGen: top values and unique counts from bounded sketches
+    (Misra-Gries, KMV), so their memory does not grow with the rows. Exact where a feature
+    has few values; `history`'s (one string per row) are estimates."""
+    import tensorflow_data_validation as tfdv
+
+    return tfdv.StatsOptions(use_sketch_based_topk_uniques=True)
+
+
 def create_pipeline(
     config: PipelineConfig, metadata_connection_config: Any | None = None, *, kubeflow: bool = False
 ) -> tfx.dsl.Pipeline:
@@ -48,7 +57,9 @@ def create_pipeline(
         config.data_fingerprint,
         span=continuous.span if continuous else None,
     )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], stats_options=statistics_options()
+    )
     schema_nodes: list[Any] = []
     if config.schema == CURATED:
         schema_gen = CuratedSchemaGen(schema_digest=curated_schema_digest())

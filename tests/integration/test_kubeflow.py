@@ -311,3 +311,12 @@ def test_the_local_pipeline_keeps_its_own_resolvers():
         "warm_start_resolver": BaselineModelStrategy,
         "baseline_model_resolver": BaselineModelStrategy,
     }
+
+
+def test_statistics_gen_counts_top_values_with_bounded_sketches(job):
+    """StatisticsGen's TFDV options, as compiled: sketch-based top-k and uniques (memory
+    bounded whatever the rows), the rest TFDV's defaults."""
+    tasks = job["pipelineSpec"]["root"]["dag"]["tasks"]
+    options = json.loads(_constant(tasks["StatisticsGen"], "stats_options_json"))
+    assert options["_use_sketch_based_topk_uniques"] is True
+    assert options["num_top_values"] == 20
