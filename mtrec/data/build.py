@@ -55,7 +55,6 @@ ERRORS_FILE = "errors.json"
 SPLIT = "_split"  # Internal row keys, never written.
 ROLE = "_role"
 SAMPLED = "_sampled"  # Set on sampled non-interactions: every other row was read from input.
-TALLY_FILE = "tally.json"
 # Runs of the job before a run that lost rows (see ``check_tally``) fails the component.
 JOB_ATTEMPTS = 2
 QUANTILES = 10_000
@@ -152,23 +151,28 @@ def _lines(path: str, encoding: str = "utf-8") -> Iterator[str]:
 
 
 class _ReadFile(beam.DoFn):
-    """One input file's records as rows (tagged with their role), bad ones as RowErrors."""
+    """One input file's records as rows (tagged with their role), bad ones as RowErrors,
+    and, tagged, how many rows it read (for ``check_tally``)."""
 
     ERRORS = "errors"
+    READ = "read"
 
     def __init__(self, kind: str, layout: str, role: str) -> None:
         self._kind, self._layout, self._role = kind, layout, role
 
     def process(self, path: str) -> Iterator[Any]:
+        read = 0
         try:
             for record in self._records(path):
                 if isinstance(record, RowError):
                     yield beam.pvalue.TaggedOutput(self.ERRORS, record)
                 else:
                     record[ROLE] = self._role
+                    read += 1
                     yield record
         except UnicodeDecodeError as err:
             yield beam.pvalue.TaggedOutput(self.ERRORS, RowError(path, 0, f"not UTF-8 text: {err}"))
+        yield beam.pvalue.TaggedOutput(self.READ, read)
 
     def _records(self, path: str) -> Iterator[Row | RowError]:
         if self._role == S.USERS:
@@ -549,7 +553,8 @@ def _shuffled(bucket: tuple[int, Iterable[tuple[float, Row]]]) -> Iterator[Row]:
 def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollection:
     """Shuffle (seeded buckets, each sorted by a row hash: runners keep order through a
     plain Reshuffle) and write gzipped tf.Examples, as TFX's ExampleGen lays them out
-    (``<prefix>-SSSSS-of-NNNNN.gz``). Returns (rows encoded, of them read from input)."""
+    (``<prefix>-SSSSS-of-NNNNN.gz``). Returns, per batch, (rows encoded, of them read from
+    input)."""
     encoded = (
         rows
         | "Bucket" >> beam.Map(_bucketed, seed)
@@ -559,20 +564,21 @@ def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollect
         | "Encode" >> beam.ParDo(_Encode()).with_outputs(_Encode.COUNTS, main="frames")
     )
     _ = encoded.frames | "Write" >> beam.io.Write(_FramedTFRecordSink(prefix))
-    return encoded[_Encode.COUNTS] | "SumCounts" >> beam.CombineGlobally(_sum_columns)
+    return encoded[_Encode.COUNTS]
 
 
 # ----------------------------------------------------------------------------- summary
 
 
 def _sum_columns(rows: Iterable[tuple[int, ...]]) -> tuple[int, ...]:
-    """Column sums of equally long tuples (counts, or partial sums of them); () for none."""
+    """Column sums of equally long tuples (counts, or partial sums of them)."""
     return tuple(sum(column) for column in zip(*rows, strict=True))
 
 
 @beam.ptransform_fn
-def _Summarise(rows: beam.PCollection) -> beam.PCollection:
-    """One dict: counts per split, eval slice sizes, the training-mean rating baseline."""
+def _Summarise(rows: beam.PCollection, tally: tuple[beam.PCollection, ...]) -> beam.PCollection:
+    """One dict: counts per split, eval slice sizes, the training-mean rating baseline, and
+    the ``tally`` of rows read and written ((key, count) pairs; see ``check_tally``)."""
     counts = (
         rows
         | "Counts"
@@ -631,8 +637,13 @@ def _Summarise(rows: beam.PCollection) -> beam.PCollection:
         train_mean | "TagMean" >> beam.Map(lambda v: ("train_rating_mean", v)),
         eval_mse | "TagMse" >> beam.Map(lambda v: ("eval_mse", v)),
     ) | "FlattenMeans" >> beam.Flatten()
+    tallied = (
+        tally
+        | "FlattenTally" >> beam.Flatten()
+        | "TagTally" >> beam.Map(lambda pair: ("tally", pair))
+    )
     return (
-        (counts, *distinct, slices, means)
+        (counts, *distinct, slices, means, tallied)
         | "FlattenAll" >> beam.Flatten()
         | "ToList" >> beam.combiners.ToList()
         | "Assemble" >> beam.Map(_assemble)
@@ -646,6 +657,7 @@ def _assemble(parts: list[tuple[str, Any]]) -> dict:
     }
     slices: dict[str, dict[str, int]] = {key: {} for key in F.SLICE_FEATURES}
     summary: dict[str, Any] = {"train_rating_mean": None, "eval_global_mean_rmse": None}
+    tally: dict[str, Any] = {"read": 0}
     for tag, value in parts:
         if tag == "counts":
             name, (examples, clicks, purchases, rated) = value
@@ -660,9 +672,15 @@ def _assemble(parts: list[tuple[str, Any]]) -> dict:
             summary["train_rating_mean"] = value
         elif tag == "eval_mse" and not math.isnan(value):
             summary["eval_global_mean_rmse"] = math.sqrt(value)
+        elif tag == "tally":
+            key, count = value
+            if key == "read":
+                tally["read"] += count
+            else:
+                tally[key] = list(_sum_columns([tally.get(key, (0, 0)), count]))
     for counts in splits.values():
         counts["negatives"] = counts["examples"] - counts["clicks"]
-    return {"splits": splits, "eval_slice_counts": slices, **summary}
+    return {"splits": splits, "eval_slice_counts": slices, **summary, "tally": tally}
 
 
 def _write_errors(errors: list[RowError], path: str) -> None:
@@ -692,18 +710,24 @@ def expand(
 ) -> None:
     """Add the whole data job to ``pipeline``: read ``files`` (role -> paths), build the
     examples, write ``Split-<name>/`` under ``output_uri`` and, in ``scratch_dir``, the
-    summary, the row tally and the first bad records (see ``collect``)."""
-    reads, errors = {}, []
+    summary (with the row tally) and the first bad records (see ``collect``)."""
+    reads, errors, tally = {}, [], []
     for role, paths in sorted(files.items()):
         read = (
             pipeline
             | f"Files{role}" >> beam.Create(paths)
             | f"Spread{role}" >> beam.Reshuffle()
             | f"Read{role}"
-            >> beam.ParDo(_ReadFile(kind, layout, role)).with_outputs(_ReadFile.ERRORS, main="rows")
+            >> beam.ParDo(_ReadFile(kind, layout, role)).with_outputs(
+                _ReadFile.ERRORS, _ReadFile.READ, main="rows"
+            )
         )
         reads[role] = read.rows
         errors.append(read[_ReadFile.ERRORS])
+        if role not in (S.USERS, S.ITEMS):
+            tally.append(
+                read[_ReadFile.READ] | f"TallyRead{role}" >> beam.Map(lambda n: ("read", n))
+            )
     users = reads.pop(S.USERS, None) or (pipeline | "NoUsers" >> beam.Create([]))
     items = reads.pop(S.ITEMS, None) or (pipeline | "NoItems" >> beam.Create([]))
     interactions = tuple(reads.values()) | "Interactions" >> beam.Flatten()
@@ -765,26 +789,16 @@ def expand(
     by_split = finished | "Partition" >> beam.Partition(
         lambda r, n: F.SPLITS.index(r[SPLIT]), len(F.SPLITS)
     )
-    tally = [
-        interactions
-        | "CountRead" >> beam.combiners.Count.Globally()
-        | "TagRead" >> beam.Map(lambda count: ("read", count))
-    ]
     for index, name in enumerate(F.SPLITS):
         written = by_split[index] | f"Write{name}" >> _WriteSplit(
             os.path.join(output_uri, f"Split-{name}", "data_tfrecord"), config.seed + index
         )
-        tally.append(written | f"Tag{name}" >> beam.Map(lambda counts, n=name: (n, counts)))
-    _ = (
-        tuple(tally)
-        | "Tally" >> beam.Flatten()
-        | "TallyList" >> beam.combiners.ToList()
-        | "WriteTally"
-        >> beam.Map(lambda pairs, path: _write_json(dict(pairs), path), tally_path(scratch_dir))
-    )
+        tally.append(
+            written | f"TallyWritten{name}" >> beam.Map(lambda counts, n=name: (n, counts))
+        )
     _ = (
         finished
-        | "Summarise" >> _Summarise()
+        | "Summarise" >> _Summarise(tuple(tally))
         | "WriteSummary" >> beam.Map(_write_json, os.path.join(scratch_dir, SUMMARY_FILE))
     )
     _ = (
@@ -810,11 +824,6 @@ def _cutoffs(quantiles: list[int], time_split: bool, config: DataConfig) -> dict
         "eval": quantiles[round((1.0 - config.eval_fraction) * last)] if time_split else None,
         "valid": quantiles[round(valid_at * last)],
     }
-
-
-def tally_path(scratch_dir: str) -> str:
-    """Where the job writes its row counts: {"read": n, split: [encoded, of them read]}."""
-    return os.path.join(scratch_dir, TALLY_FILE)
 
 
 class RowsLostError(PipelineError):
@@ -855,11 +864,7 @@ def collect(scratch_dir: str) -> DataSummary:
         raise RowsLostError("the data job finished without its summary: its output is partial")
     with tf.io.gfile.GFile(summary_path) as handle:
         values = json.load(handle)
-    tally = None
-    if tf.io.gfile.exists(tally_path(scratch_dir)):
-        with tf.io.gfile.GFile(tally_path(scratch_dir)) as handle:
-            tally = json.load(handle)
-    check_tally(tally, values)
+    check_tally(values.pop("tally", None), values)
     empty = [name for name, counts in values["splits"].items() if not counts["examples"]]
     if empty:
         raise DataError(

@@ -233,11 +233,11 @@ class _LosesRowsOnce:
         def run_and_lose(*args, **kwargs):
             result = run(*args, **kwargs)
             result.wait_until_finish()
-            path = Path(build.tally_path(str(self.scratch)))
-            tally = json.loads(path.read_text())
-            rows, read = tally[F.TRAIN]
-            tally[F.TRAIN] = [rows - 5, read - 1]  # One positive and its four negatives.
-            path.write_text(json.dumps(tally))
+            path = self.scratch / build.SUMMARY_FILE
+            summary = json.loads(path.read_text())
+            rows, read = summary["tally"][F.TRAIN]
+            summary["tally"][F.TRAIN] = [rows - 5, read - 1]  # A positive, its 4 negatives.
+            path.write_text(json.dumps(summary))
             return result
 
         pipeline.run = run_and_lose
