@@ -16,7 +16,12 @@ from typing import Any
 
 from mtrec import names as F
 from mtrec.errors import MtrecError
-from mtrec.results.store import HistoryRow, RunSummary, data_fingerprint_warning
+from mtrec.results.store import (
+    HistoryRow,
+    RunSummary,
+    data_fingerprint_warning,
+    describe_bound,
+)
 
 OVERALL = "overall"
 # Metrics shown per head (TFMA names), the first one being the head's headline metric.
@@ -332,12 +337,7 @@ def _checks_for(
 ) -> Iterable[ThresholdCheck]:
     for name in _metric_names_of(threshold, by_name[where], head):
         if threshold.HasField("value_threshold"):
-            bound = threshold.value_threshold
-            text = (
-                f">= {bound.lower_bound.value:g}"
-                if bound.HasField("lower_bound")
-                else f"<= {bound.upper_bound.value:g}"
-            )
+            text = describe_bound(threshold.value_threshold)
             failed = (head, name, False, where) in failures
             yield ThresholdCheck(
                 head,

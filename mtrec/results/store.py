@@ -438,17 +438,22 @@ def _value(metric_value: Any) -> float:
     )
 
 
+def describe_bound(bound: Any) -> str:
+    """A TFMA GenericValueThreshold in words: '>= a', '<= b', 'between a and b', or '= n'
+    for [n - 0.5, n + 0.5] (how the Evaluator holds an example count)."""
+    if bound.HasField("lower_bound") and bound.HasField("upper_bound"):
+        low, high = bound.lower_bound.value, bound.upper_bound.value
+        if high - low == 1 and (low + 0.5).is_integer():
+            return f"= {low + 0.5:.0f}"
+        return f"between {low:g} and {high:g}"
+    if bound.HasField("lower_bound"):
+        return f">= {bound.lower_bound.value:g}"
+    return f"<= {bound.upper_bound.value:g}"
+
+
 def _describe_threshold(threshold: Any) -> str:
     if threshold.HasField("value_threshold"):
-        bound = threshold.value_threshold
-        if bound.HasField("lower_bound") and bound.HasField("upper_bound"):
-            low, high = bound.lower_bound.value, bound.upper_bound.value
-            if high - low == 1 and (low + 0.5).is_integer():  # An exact count.
-                return f"= {low + 0.5:.0f}"
-            return f"between {low:g} and {high:g}"
-        if bound.HasField("lower_bound"):
-            return f">= {bound.lower_bound.value:g}"
-        return f"<= {bound.upper_bound.value:g}"
+        return describe_bound(threshold.value_threshold)
     change = threshold.change_threshold
     return f"change {change.absolute.value:+g} at most"
 

@@ -278,9 +278,9 @@ def test_no_warning_when_continuous_training_evaluates_on_a_later_span(tmp_path)
         ({"lower_bound": 0.2, "upper_bound": 0.4}, "between 0.2 and 0.4"),
     ],
 )
-def test_a_failed_threshold_names_its_bounds(bounds, text):
+def test_a_threshold_names_its_bounds_in_words(bounds, text):
     from google.protobuf import json_format
     from tensorflow_model_analysis.proto import config_pb2
 
     threshold = json_format.ParseDict({"value_threshold": bounds}, config_pb2.MetricThreshold())
-    assert store._describe_threshold(threshold) == text
+    assert store.describe_bound(threshold.value_threshold) == text
