@@ -190,6 +190,13 @@ COUNT_METRIC: dict[str, str] = {
     CLICK: "example_count",
     PURCHASE: "example_count",
 }
+# The metric each thresholded metric class of the EvalConfig yields (what its thresholds
+# hold): the headline metrics, and the binary heads' example count.
+THRESHOLD_METRICS: dict[str, str] = {
+    "RegressionRMSE": "root_mean_squared_error",
+    "BinaryAUC": "auc",
+    "BinaryExampleCount": "example_count",
+}
 HIGHER_IS_BETTER: dict[str, bool] = {
     "auc": True,
     "root_mean_squared_error": False,

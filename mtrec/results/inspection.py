@@ -31,6 +31,7 @@ SHORT_NAMES = {
     "auc": "AUC",
     "binary_crossentropy": "logloss",
     "calibration": "calibration",
+    "example_count": "examples",
 }
 # The example count shown per head: rating metrics count rated examples only (weight 1).
 # The text view's summary lists at most this many failed thresholds (--thresholds: all).
@@ -322,12 +323,20 @@ def _threshold_checks(
                         if where not in by_name:
                             continue  # No eval example in that slice.
                         yield from _checks_for(
-                            head, per_slice.threshold, where, by_name, diffs, failures, has_baseline
+                            head,
+                            _metric_name(metric.class_name, head),
+                            per_slice.threshold,
+                            where,
+                            by_name,
+                            diffs,
+                            failures,
+                            has_baseline,
                         )
 
 
 def _checks_for(
     head: str,
+    metric_name: str,
     threshold: Any,
     where: str,
     by_name: Mapping[str, SliceMetrics],
@@ -335,7 +344,8 @@ def _checks_for(
     failures: set[tuple[str, str, bool, str]],
     has_baseline: bool,
 ) -> Iterable[ThresholdCheck]:
-    for name in _metric_names_of(threshold, by_name[where], head):
+    names = [metric_name] if metric_name in by_name[where].candidate.get(head, {}) else []
+    for name in names:
         if threshold.HasField("value_threshold"):
             text = describe_bound(threshold.value_threshold)
             failed = (head, name, False, where) in failures
@@ -366,11 +376,10 @@ def _checks_for(
             )
 
 
-def _metric_names_of(threshold: Any, slice_metrics: SliceMetrics, head: str) -> list[str]:
-    """The TFMA metric name a threshold applies to: the head's gated headline metric."""
-    del threshold
-    name = F.HEAD_METRICS[head][0]
-    return [name] if name in slice_metrics.candidate.get(head, {}) else []
+def _metric_name(class_name: str, head: str) -> str:
+    """The TFMA metric a MetricConfig's thresholds hold (else the head's headline metric,
+    as in evaluations from before the example-count hold)."""
+    return F.THRESHOLD_METRICS.get(class_name, F.HEAD_METRICS[head][0])
 
 
 def _spec_slice_name(slicing: Any) -> str:
@@ -517,6 +526,8 @@ def _check_line(check: ThresholdCheck) -> str:
         if check.value is None
         else f"{check.value:+.4f}"
         if (check.kind == "change")
+        else f"{check.value:.0f}"
+        if check.metric == F.COUNT_METRIC[check.head]
         else f"{check.value:.4f}"
     )
     return (

@@ -327,3 +327,33 @@ def test_undecodable_records_are_one_user_error(tmp_path):
         out.write(b"\xff\xff not a ValidationResult")
     with pytest.raises(MtrecError, match="DecodeError"):
         inspection.inspect_evaluation(str(path))
+
+
+def test_each_threshold_is_listed_under_the_metric_it_holds():
+    """The Evaluator's thresholds sit on RMSE, AUC and each binary head's example count;
+    `--thresholds` lists the count under its own name, as a count (it once showed it as an
+    AUC bound, and then could not name it)."""
+    from mtrec.components import evaluation
+    from mtrec.components.thresholds import EvalThresholds
+
+    config = evaluation.make_eval_config(EvalThresholds(), eval_examples=10_000)
+    held = {m.class_name for s in config.metrics_specs for m in s.metrics if m.per_slice_thresholds}
+    assert held == set(F.THRESHOLD_METRICS)
+    overall = slice_row("overall", 0.80, 1.00, 10_000)
+    for head in F.BINARY_HEADS:
+        overall.candidate[head]["example_count"] = 9_999.0
+    failures = {(F.CLICK, "example_count", False, "overall")}
+    checks = [
+        c
+        for c in inspection._threshold_checks(config, [overall], [], failures, False)
+        if c.kind == "value"
+    ]
+    counts = [c for c in checks if c.metric == "example_count"]
+    assert [(c.head, c.bound, c.status) for c in counts] == [
+        (F.CLICK, "= 10000", "failed"),
+        (F.PURCHASE, "= 10000", "passed"),
+    ]
+    assert {c.metric for c in checks} == {"example_count", "auc", "root_mean_squared_error"}
+    assert inspection._check_line(counts[0]) == (
+        "  FAILED  click/examples value on overall: 9999 (= 10000)"
+    )
