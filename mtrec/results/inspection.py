@@ -21,6 +21,7 @@ from mtrec.results.store import (
     RunSummary,
     data_fingerprint_warning,
     describe_bound,
+    describe_change,
 )
 
 OVERALL = "overall"
@@ -344,36 +345,35 @@ def _checks_for(
     failures: set[tuple[str, str, bool, str]],
     has_baseline: bool,
 ) -> Iterable[ThresholdCheck]:
-    names = [metric_name] if metric_name in by_name[where].candidate.get(head, {}) else []
-    for name in names:
-        if threshold.HasField("value_threshold"):
-            text = describe_bound(threshold.value_threshold)
-            failed = (head, name, False, where) in failures
-            yield ThresholdCheck(
-                head,
-                name,
-                where,
-                "value",
-                by_name[where].candidate.get(head, {}).get(name),
-                text,
-                "failed" if failed else "passed",
-            )
-        if threshold.HasField("change_threshold"):
-            change = threshold.change_threshold
-            text = f"change {change.absolute.value:+g} at most"
-            if not has_baseline:
-                yield ThresholdCheck(head, name, where, "change", None, text, "skipped")
-                continue
-            failed = (head, name, True, where) in failures
-            yield ThresholdCheck(
-                head,
-                name,
-                where,
-                "change",
-                diffs.get((head, name, where)),
-                text,
-                "failed" if failed else "passed",
-            )
+    candidate = by_name[where].candidate.get(head, {})
+    if metric_name not in candidate:
+        return
+    if threshold.HasField("value_threshold"):
+        failed = (head, metric_name, False, where) in failures
+        yield ThresholdCheck(
+            head,
+            metric_name,
+            where,
+            "value",
+            candidate[metric_name],
+            describe_bound(threshold.value_threshold),
+            "failed" if failed else "passed",
+        )
+    if threshold.HasField("change_threshold"):
+        text = describe_change(threshold.change_threshold)
+        if not has_baseline:
+            yield ThresholdCheck(head, metric_name, where, "change", None, text, "skipped")
+            return
+        failed = (head, metric_name, True, where) in failures
+        yield ThresholdCheck(
+            head,
+            metric_name,
+            where,
+            "change",
+            diffs.get((head, metric_name, where)),
+            text,
+            "failed" if failed else "passed",
+        )
 
 
 def _metric_name(class_name: str, head: str) -> str:
@@ -521,15 +521,14 @@ def _ordered_checks(inspection: Inspection) -> list[ThresholdCheck]:
 
 
 def _check_line(check: ThresholdCheck) -> str:
-    value = (
-        "n/a"
-        if check.value is None
-        else f"{check.value:+.4f}"
-        if (check.kind == "change")
-        else f"{check.value:.0f}"
-        if check.metric == F.COUNT_METRIC[check.head]
-        else f"{check.value:.4f}"
-    )
+    if check.value is None:
+        value = "n/a"
+    elif check.kind == "change":
+        value = f"{check.value:+.4f}"
+    elif check.metric == F.COUNT_METRIC[check.head]:
+        value = f"{check.value:.0f}"
+    else:
+        value = f"{check.value:.4f}"
     return (
         f"  {check.status.upper():<8}{check.head}/{SHORT_NAMES[check.metric]} "
         f"{check.kind} on {check.slice}: {value} ({check.bound})"

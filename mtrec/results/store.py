@@ -451,11 +451,15 @@ def describe_bound(bound: Any) -> str:
     return f"<= {bound.upper_bound.value:g}"
 
 
+def describe_change(change: Any) -> str:
+    """A TFMA GenericChangeThreshold in words."""
+    return f"change {change.absolute.value:+g} at most"
+
+
 def _describe_threshold(threshold: Any) -> str:
     if threshold.HasField("value_threshold"):
         return describe_bound(threshold.value_threshold)
-    change = threshold.change_threshold
-    return f"change {change.absolute.value:+g} at most"
+    return describe_change(threshold.change_threshold)
 
 
 def _number(value: dict) -> float:
