@@ -17,8 +17,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_kera
 
 from tfx import v1 as tfx
 
+from mtrec import local_beam, quiet
 from mtrec import names as F
-from mtrec import quiet
 from mtrec.components.span_window import window_spans
 from mtrec.data import source
 from mtrec.errors import DataError, MtrecError
@@ -57,6 +57,7 @@ def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
     this process does (the CLI's default; -v shows them). The run leaves the system's temp
     directory as it found it (see ``_run_scoped_tempdir``).
     """
+    local_beam.flush_by_size_only()
     config = dataclasses.replace(
         config, beam_pipeline_args=quiet.with_beam_plugin(config.beam_pipeline_args)
     )

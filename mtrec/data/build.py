@@ -41,6 +41,7 @@ import apache_beam as beam
 import google_crc32c
 import numpy as np
 
+from mtrec import local_beam
 from mtrec import names as F
 from mtrec.data import parse
 from mtrec.data import source as S
@@ -887,6 +888,7 @@ def run_job(
     A run the runner lost rows in is cleared and run again, up to ``JOB_ATTEMPTS`` runs."""
     import tensorflow as tf
 
+    local_beam.flush_by_size_only()
     attempt = 1
     while True:
         for stale in (*tf.io.gfile.glob(os.path.join(output_uri, "Split-*")), scratch_dir):

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import worker_handlers
+from apache_beam.runners.worker import data_plane
 
 from mtrec import names as F
 from mtrec.data import build, source
@@ -106,12 +108,22 @@ def test_summary_slices_and_rating_baseline(built):
 
 
 def test_same_examples_with_one_or_two_beam_workers_and_reused_when_unchanged(
-    built, movielens_dir, tmp_path
+    built, movielens_dir, tmp_path, monkeypatch
 ):
     root, summary = built
+    # The job turns off the local runner's timed flushes, which can drop rows (local_beam).
+    monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)
+    timed = []
+    start = data_plane.TimeBasedBufferingClosableOutputStream.__init__
+    monkeypatch.setattr(
+        data_plane.TimeBasedBufferingClosableOutputStream,
+        "__init__",
+        lambda *args, **kwargs: timed.append(1) or start(*args, **kwargs),
+    )
     again, _ = build.run(
         source.movielens(str(movielens_dir)), DataConfig(), str(tmp_path), TWO_WORKERS
     )
+    assert timed == [] and worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
     assert again != root
     for name in F.SPLITS:
         key = lambda r: (r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP], r[F.CLICK])  # noqa: E731
