@@ -348,32 +348,20 @@ def _checks_for(
     candidate = by_name[where].candidate.get(head, {})
     if metric_name not in candidate:
         return
+
+    def judged(kind: str, value: float | None, bound: str) -> ThresholdCheck:
+        failed = (head, metric_name, kind == "change", where) in failures
+        status = "failed" if failed else "passed"
+        return ThresholdCheck(head, metric_name, where, kind, value, bound, status)
+
     if threshold.HasField("value_threshold"):
-        failed = (head, metric_name, False, where) in failures
-        yield ThresholdCheck(
-            head,
-            metric_name,
-            where,
-            "value",
-            candidate[metric_name],
-            describe_bound(threshold.value_threshold),
-            "failed" if failed else "passed",
-        )
+        yield judged("value", candidate[metric_name], describe_bound(threshold.value_threshold))
     if threshold.HasField("change_threshold"):
         text = describe_change(threshold.change_threshold)
-        if not has_baseline:
+        if has_baseline:
+            yield judged("change", diffs.get((head, metric_name, where)), text)
+        else:
             yield ThresholdCheck(head, metric_name, where, "change", None, text, "skipped")
-            return
-        failed = (head, metric_name, True, where) in failures
-        yield ThresholdCheck(
-            head,
-            metric_name,
-            where,
-            "change",
-            diffs.get((head, metric_name, where)),
-            text,
-            "failed" if failed else "passed",
-        )
 
 
 def _metric_name(class_name: str, head: str) -> str:
