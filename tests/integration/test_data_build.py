@@ -11,12 +11,12 @@ import pytest
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
-from apache_beam.runners.worker import data_plane
 
 from mtrec import names as F
 from mtrec.data import build, source
 from mtrec.data.config import DataConfig, DataSummary
 from mtrec.errors import DataError
+from tests.support.beam import count_timed_streams
 from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
 TWO_WORKERS = ("--direct_running_mode=multi_processing", "--direct_num_workers=2")
@@ -113,13 +113,7 @@ def test_same_examples_with_one_or_two_beam_workers_and_reused_when_unchanged(
     root, summary = built
     # The job turns off the local runner's timed flushes, which can drop rows (local_beam).
     monkeypatch.setattr(worker_handlers, "DATA_BUFFER_TIME_LIMIT_MS", 1000)
-    timed = []
-    start = data_plane.TimeBasedBufferingClosableOutputStream.__init__
-    monkeypatch.setattr(
-        data_plane.TimeBasedBufferingClosableOutputStream,
-        "__init__",
-        lambda *args, **kwargs: timed.append(1) or start(*args, **kwargs),
-    )
+    timed = count_timed_streams(monkeypatch)
     again, _ = build.run(
         source.movielens(str(movielens_dir)), DataConfig(), str(tmp_path), TWO_WORKERS
     )

@@ -11,6 +11,7 @@ from apache_beam.runners.worker import data_plane
 from apache_beam.testing.util import assert_that, equal_to
 
 from mtrec import local_beam
+from tests.support.beam import count_timed_streams
 
 
 def test_beams_timed_flush_drops_what_is_written_while_it_runs():
@@ -45,14 +46,7 @@ def test_beams_timed_flush_drops_what_is_written_while_it_runs():
 
 
 def test_the_local_runner_then_flushes_by_size_only(monkeypatch):
-    timed = []
-    start = data_plane.TimeBasedBufferingClosableOutputStream.__init__
-
-    def counted(self, *args, **kwargs):
-        timed.append(kwargs.get("time_flush_threshold_ms"))
-        start(self, *args, **kwargs)
-
-    monkeypatch.setattr(data_plane.TimeBasedBufferingClosableOutputStream, "__init__", counted)
+    timed = count_timed_streams(monkeypatch)
 
     def run() -> None:
         options = ["--direct_running_mode=multi_threading", "--direct_num_workers=2"]
