@@ -20,7 +20,7 @@ from tfx import v1 as tfx
 from mtrec import local_beam, quiet
 from mtrec import names as F
 from mtrec.components.span_window import window_spans
-from mtrec.data import source
+from mtrec.data import build, source
 from mtrec.errors import DataError, MtrecError
 from mtrec.pipeline.config import PipelineConfig
 from mtrec.pipeline.pipeline import create_pipeline
@@ -88,8 +88,14 @@ def _with_window_ingested(config: PipelineConfig, connection: Any) -> PipelineCo
             f"span {span} is the first in {config.source.base}: continuous training trains on "
             "the spans before the one it evaluates on, so it needs at least two"
         )
+    _check_has_files(config.source.base, span)
     missing = sorted(set(window) - ingested_spans(connection, config.pipeline_name))
     for earlier in missing:
+        try:
+            _check_has_files(config.source.base, earlier)
+        except DataError as err:  # Left out of the window, as a span that fails to ingest.
+            log.warning("Span %d left out of the training window: %s", earlier, err)
+            continue
         log.info("Ingesting span %d of the training window first", earlier)
         backfill = dataclasses.replace(
             config,
@@ -108,6 +114,17 @@ def _with_window_ingested(config: PipelineConfig, connection: Any) -> PipelineCo
             "be ingested; see the warnings above"
         )
     return dataclasses.replace(config, continuous=dataclasses.replace(continuous, span=span))
+
+
+def _check_has_files(base: str, span: int) -> None:
+    """Refuse a span whose folder holds no log file yet (created, its files still on their
+    way, say), before any component runs for it."""
+    try:
+        build.resolve_files(base, {source.INTERACTIONS: source.span_pattern(base, span)})
+    except DataError:
+        raise DataError(
+            f"{base}: span {span} has no log files yet (hidden and '_' files aside)"
+        ) from None
 
 
 def ingested_spans(connection: Any, pipeline_name: str) -> set[int]:

@@ -213,3 +213,12 @@ def span_folders(directory: str) -> list[str]:
 def span_numbers(directory: str) -> list[int]:
     """The spans in a local or remote logs folder, sorted; none is an error."""
     return sorted(int(SPAN_NAME.match(name).group(1)) for name in span_folders(directory))
+
+
+def span_pattern(directory: str, span: int) -> str:
+    """The interactions pattern of one span's folder in a logs folder, relative to it
+    (``span-0004/*``); a span without a folder is an error."""
+    for name in span_folders(directory):
+        if int(SPAN_NAME.match(name).group(1)) == span:
+            return f"{name}/*"
+    raise DataError(f"{directory}: no span {span}")

@@ -20,6 +20,8 @@ from mtrec.components.span_schema import (
 from mtrec.components.span_window import SpanWindowStrategy, window_spans
 from mtrec.data import source
 from mtrec.errors import DataError, MtrecError
+from mtrec.pipeline import local_runner
+from mtrec.pipeline.config import ContinuousSettings, PipelineConfig
 
 
 def examples(artifact_id: int, span: int, version: int = 0, ingested: bool = True):
@@ -101,6 +103,53 @@ def test_span_folders_numbered_two_ways_are_refused(tmp_path):
         source.spans(str(tmp_path))
     with pytest.raises(DataError, match="no span folders"):
         source.spans(str(tmp_path / "span-2"))
+
+
+def _span_logs(tmp_path: Path, with_files: dict[str, bool]) -> str:
+    """Span folders under tmp_path/logs: with one CSV, or with only hidden and '_' files."""
+    logs = tmp_path / "logs"
+    for name, has_files in with_files.items():
+        (logs / name).mkdir(parents=True)
+        (logs / name / "_SUCCESS").write_text("")
+        (logs / name / ".part-00000.csv.tmp").write_text("user_id,item_id\n")
+        if has_files:
+            (logs / name / "part-00000.csv").write_text("user_id,item_id,timestamp\n1,2,3\n")
+    return str(logs)
+
+
+def _continuous_run(tmp_path: Path, logs: str, span: int | None) -> None:
+    out = tmp_path / "out"
+    config = PipelineConfig(
+        pipeline_root=str(out / "pipeline_root"),
+        source=source.spans(logs),
+        serving_model_dir=str(out / "serving_model"),
+        continuous=ContinuousSettings(span=span),
+    )
+    local_runner.run(config, out)
+
+
+def test_a_span_whose_files_have_not_arrived_is_refused_before_anything_runs(tmp_path):
+    logs = _span_logs(tmp_path, {"span-0001": True, "span-0002": True, "span-0003": False})
+    for span in (None, 3):  # The newest (the default), or asked for by number.
+        with pytest.raises(DataError) as raised:
+            _continuous_run(tmp_path, logs, span)
+        assert str(raised.value) == (
+            f"{logs}: span 3 has no log files yet (hidden and '_' files aside)"
+        )
+    assert not any((tmp_path / "out").iterdir())  # No MLMD, no pipeline root: nothing ran.
+
+
+def test_an_empty_span_of_the_window_is_left_out_with_a_warning(tmp_path, caplog):
+    logs = _span_logs(tmp_path, {"span-1": False, "span-2": True})
+    with pytest.raises(DataError) as raised:
+        _continuous_run(tmp_path, logs, None)
+    assert str(raised.value) == (
+        "no span of the training window of span 2 (1) could be ingested; see the warnings above"
+    )
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"Span 1 left out of the training window: {logs}: span 1 has no log files yet "
+        "(hidden and '_' files aside)"
+    ]
 
 
 def test_span_ranges():
