@@ -17,7 +17,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFRS needs Keras 2 (tf_kera
 
 from tfx import v1 as tfx
 
-from mtrec import local_beam, quiet
+from mtrec import files, local_beam, quiet
 from mtrec import names as F
 from mtrec.components.span_window import window_spans
 from mtrec.data import build, source
@@ -55,8 +55,15 @@ def run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
 
     Every Beam worker imports mtrec.quiet first, so that it hides TF's teardown errors when
     this process does (the CLI's default; -v shows them). The run leaves the system's temp
-    directory as it found it (see ``_run_scoped_tempdir``).
+    directory as it found it (see ``_run_scoped_tempdir``). One run at a time uses an output
+    dir: two (a daily job still running when the next starts) would interleave their MLMD
+    writes and pushes, so the second is refused before it starts.
     """
+    with files.exclusive_folder(output_dir, "mtrec run"):
+        _run(config, output_dir)
+
+
+def _run(config: PipelineConfig, output_dir: str | os.PathLike) -> None:
     local_beam.flush_by_size_only()
     config = dataclasses.replace(
         config, beam_pipeline_args=quiet.with_beam_plugin(config.beam_pipeline_args)

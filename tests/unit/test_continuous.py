@@ -8,6 +8,7 @@ import pytest
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx.types import artifact_utils, standard_artifacts
 
+from mtrec import files
 from mtrec.cli.run import span_range
 from mtrec.components import pusher
 from mtrec.components.example_gen import SPLIT_COUNTS
@@ -136,7 +137,8 @@ def test_a_span_whose_files_have_not_arrived_is_refused_before_anything_runs(tmp
         assert str(raised.value) == (
             f"{logs}: span 3 has no log files yet (hidden and '_' files aside)"
         )
-    assert not any((tmp_path / "out").iterdir())  # No MLMD, no pipeline root: nothing ran.
+    # No MLMD, no pipeline root: nothing ran (the run's lock file aside).
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [files.LOCK_FILE]
 
 
 def test_an_empty_span_of_the_window_is_left_out_with_a_warning(tmp_path, caplog):
@@ -150,6 +152,21 @@ def test_an_empty_span_of_the_window_is_left_out_with_a_warning(tmp_path, caplog
         f"Span 1 left out of the training window: {logs}: span 1 has no log files yet "
         "(hidden and '_' files aside)"
     ]
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused_while_the_first_runs(tmp_path):
+    logs = _span_logs(tmp_path, {"span-1": True, "span-2": True})
+    out = tmp_path / "out"
+    with files.exclusive_folder(out, "mtrec run"):  # The first run, still going.
+        with pytest.raises(MtrecError) as raised:
+            _continuous_run(tmp_path, logs, None)
+        assert str(raised.value) == (
+            f"{out}: another mtrec run (pid {os.getpid()}) is using this folder; "
+            "wait for it to end"
+        )
+        assert [p.name for p in out.iterdir()] == [files.LOCK_FILE]
+    with files.exclusive_folder(out, "mtrec run"):  # Free again once the first ends.
+        assert (out / files.LOCK_FILE).read_text() == f"{os.getpid()}\n"
 
 
 def test_span_ranges():
