@@ -812,6 +812,26 @@ class _RestServer(ThreadingHTTPServer):
 # ----------------------------------------------------------------------------- server
 
 
+def _bind_refused(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be bound (the system's words), or None: asked before gRPC
+    binds it, whose own failure would come as C-core log lines before the one-line error."""
+    if port == 0:
+        return None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM
+        )[0]
+    except socket.gaierror as err:
+        return err.strerror
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # As gRPC binds.
+        try:
+            probe.bind(address)
+        except OSError as err:
+            return err.strerror
+    return None
+
+
 class ModelServer:
     """The manager, the optional batcher, and the gRPC and REST front ends."""
 
@@ -858,6 +878,9 @@ class ModelServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 4 * limit),
+                # A port another server holds is refused rather than shared: with
+                # SO_REUSEPORT (gRPC's default) the kernel would split the traffic between them.
+                ("grpc.so_reuseport", 0),
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -866,13 +889,15 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self.request_logger), self._grpc
         )
-        self.grpc_port = self._grpc.add_insecure_port(
-            f"{self.options.host}:" f"{self.options.port}"
-        )
-        if not self.grpc_port:
-            raise config_lib.ConfigError(
-                f"cannot bind gRPC to {self.options.host}:" f"{self.options.port}"
-            )
+        address = f"{self.options.host}:{self.options.port}"
+        refused = _bind_refused(self.options.host, self.options.port)
+        if refused is None:
+            try:  # grpcio raises where older releases returned port 0.
+                self.grpc_port = self._grpc.add_insecure_port(address)
+            except RuntimeError:
+                refused = "the address is not available here"
+        if refused or not self.grpc_port:
+            raise config_lib.ConfigError(f"cannot bind gRPC to {address}: {refused}")
         self._grpc.start()
         if self.options.rest_api_port is not None:
             self._start_rest(self.options.rest_api_port)

@@ -635,6 +635,27 @@ def _wait_for(condition, seconds: float = 20.0) -> bool:
     return False
 
 
+def test_a_grpc_port_in_use_is_a_one_line_error_and_the_first_server_keeps_serving(served):
+    busy = served["server"].grpc_port
+    second = ModelServer(
+        ServerOptions(models=tuple(config.single_model("tiny", str(served["base"]))), port=busy)
+    )
+    try:
+        with pytest.raises(config.ConfigError) as raised:
+            second.start()
+        assert str(raised.value) == (
+            f"cannot bind gRPC to 127.0.0.1:{busy}: Address already in use"
+        )
+    finally:
+        second.stop(grace=0)
+    response = served["predict"].Predict(predict_request(ROWS), timeout=10)
+    np.testing.assert_allclose(
+        tf.make_ndarray(response.outputs["click"]),
+        [expected(7, 3)["click"], expected(2, 9)["click"]],
+        rtol=1e-6,
+    )
+
+
 def test_unknown_version_folder_contents_are_ignored(tmp_path):
     """Only numbered folders are versions; one without a saved_model.pb (a push in
     progress) fails to load and is reported, as in TF Serving, while the last loadable
