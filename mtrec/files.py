@@ -8,15 +8,39 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def output_folder(path: str | os.PathLike) -> Path:
+    """``path`` as a folder to write into, made if need be; a file there (or on the way)
+    is a one-line ConfigError."""
+    from mtrec.errors import ConfigError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"{out}: cannot make the folder: {err.strerror}") from None
+    return out
+
+
 @contextlib.contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a staging path beside ``path`` to write; on success one rename replaces
-    ``path`` with it, so a reader never sees a half-written output."""
+    ``path`` with it, so a reader never sees a half-written output. On an error (or a
+    folder at ``path``) neither the output nor the staging file is left behind."""
+    from mtrec.errors import ConfigError
+
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir():
+        raise ConfigError(f"{target}: is a directory; give a file name")
+    output_folder(target.parent)
     staging = target.with_name(f".{target.name}.tmp")
-    yield staging
-    staging.replace(target)
+    try:
+        yield staging
+        staging.replace(target)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 LOCK_FILE = ".mtrec.lock"

@@ -80,15 +80,10 @@ def _csv_output(path: str, columns: list[str]) -> Iterator[csv.DictWriter]:
     leaves neither a half-written output nor its staging file."""
     from mtrec.files import staged_file
 
-    with staged_file(path) as staging:
-        try:
-            with open(staging, "w", newline="", encoding="utf-8") as file:
-                writer = csv.DictWriter(file, columns)
-                writer.writeheader()
-                yield writer
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+    with staged_file(path) as staging, open(staging, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, columns)
+        writer.writeheader()
+        yield writer
 
 
 def cmd_score(args: argparse.Namespace) -> int:

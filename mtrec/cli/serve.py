@@ -183,10 +183,10 @@ def _number_or_text(text: str) -> Any:
 
 
 def cmd_tf_serving_config(args: argparse.Namespace) -> int:
+    from mtrec.files import output_folder
     from mtrec.serving import config as serving_config
 
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.output_dir)
     spec = serving_config.ModelSpec(name=args.model_name, base_path=args.model_base_path)
     (out / "models.config").write_text(serving_config.model_config_text([spec]))
     serving_config.write_batching_file(serving_config.BatchingConfig(), out / "batching.config")

@@ -20,6 +20,7 @@ from mtrec import names as F
 from mtrec.data import movielens, synth
 from mtrec.data.config import DataConfig
 from mtrec.errors import DataError
+from mtrec.files import output_folder
 
 MOVIELENS_FILE = "part-00000.csv"
 MIN_SPAN_RATINGS = 200  # Fewer ratings than this cannot be split: merged into the next span.
@@ -170,7 +171,7 @@ def write_movielens_spans(
     stamps = rows[F.TIMESTAMP].to_numpy(np.int64)
     span_of_rating = cut_weeks(stamps[positives], days, min_ratings)
     span_of_row = span_of_rating[np.cumsum(positives) - 1]
-    out = synth.output_folder(out_dir)
+    out = output_folder(out_dir)
     synth.clear_spans(out)
     folders = []
     for span in np.unique(span_of_row).tolist():

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mtrec import names as F
-from mtrec.errors import ConfigError
+from mtrec.files import output_folder
 
 # The columns written, in the order of the pipeline's examples (slice-only columns left out).
 COLUMNS: tuple[str, ...] = (
@@ -523,15 +523,6 @@ def write_logs(out_dir: str | os.PathLike, config: SynthConfig) -> SynthLogs:
     shard is read along with the new ones; other files are left alone."""
     out = output_folder(out_dir)
     return _write_folder(out, config, make_catalog(config), config.shard_bounds(), {})
-
-
-def output_folder(out_dir: str | os.PathLike) -> Path:
-    """``out_dir``, made if need be; a file there is a ConfigError."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _write_folder(
