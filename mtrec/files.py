@@ -55,8 +55,7 @@ def exclusive_folder(folder: str | os.PathLike, holder: str) -> Iterator[None]:
 
     from mtrec.errors import MtrecError
 
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
+    path = output_folder(folder)
     with open(path / LOCK_FILE, "a+", encoding="utf-8") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -48,6 +48,7 @@ from mtrec.data import source as S
 from mtrec.data.config import SUMMARY_FILE, DataConfig, DataSummary
 from mtrec.data.parse import Row, RowError
 from mtrec.errors import DataError, PipelineError
+from mtrec.files import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -932,7 +933,7 @@ def run(
     if found is not None and found.fingerprint == digest:
         log.info("Examples for these inputs and settings already in %s; reusing them", root)
         return root, found
-    os.makedirs(output_dir, exist_ok=True)
+    output_folder(output_dir)
     staging = tempfile.mkdtemp(dir=output_dir, prefix=".staging-")
     try:
         summary = run_job(

@@ -25,6 +25,7 @@ import pandas as pd
 from mtrec import names as F
 from mtrec.data import source as S
 from mtrec.errors import DataError
+from mtrec.files import output_folder
 
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
@@ -85,7 +86,7 @@ def fetch(cache_dir: Path | None = None, timeout_s: float = 20.0) -> Path:
         if S.detect_layout(cached):
             log.info("MovieLens-100K: using cached copy in %s", cached)
             return cached
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(cache_dir)
     try:
         return _fetch_grouplens(cache_dir, timeout_s)
     except OSError as err:  # URLError, timeouts and DNS failures are all OSErrors.
