@@ -150,7 +150,9 @@ _IGNORED_BATCHING_FIELDS = {
     "enable_large_batch_splitting",
     "max_execution_batch_size",
 }
-_FIELD = re.compile(r"(\w+)\s*\{\s*value\s*:\s*(\S+?)\s*\}|(\w+)\s*:\s*(\S+)")
+_FIELD = re.compile(
+    r"(\w+)\s*:?\s*\{\s*value\s*:\s*([^\s}]+)\s*\}[,;]?|(\w+)\s*:\s*([^\s{},;]+)[,;]?"
+)
 
 
 def parse_batching_text(text: str, source: str = "batching parameters") -> BatchingConfig:
@@ -158,6 +160,11 @@ def parse_batching_text(text: str, source: str = "batching parameters") -> Batch
     ``max_batch_size { value: 64 }``."""
     values: dict[str, int] = {}
     body = re.sub(r"#.*", "", text)
+    leftover = _FIELD.sub(" ", body).split()
+    if leftover:  # As TF Serving's text-format parser, refuse what is not a field.
+        raise ConfigError(
+            f"{source}: not a BatchingParameters text proto: cannot read '{leftover[0]}'"
+        )
     for match in _FIELD.finditer(body):
         name = match.group(1) or match.group(3)
         raw = match.group(2) or match.group(4)

@@ -564,6 +564,20 @@ def test_batching_parameters_round_trip_and_are_checked(tmp_path):
         config.parse_batching_text("max_batch { value: 3 }")
     with pytest.raises(config.ConfigError, match="max_batch_size must be positive"):
         config.parse_batching_text("max_batch_size { value: 0 }")
+    # Every text-format spelling TF Serving's parser takes, comments and ignored fields too.
+    text = (
+        "max_batch_size { value: 8 }  # rows\nbatch_timeout_micros: { value: 2000 },\n"
+        'num_batch_threads: 2; thread_pool_name { value: "pool" }\nallowed_batch_sizes: 4\n'
+    )
+    assert config.parse_batching_text(text) == config.BatchingConfig(
+        max_batch_size=8, batch_timeout_micros=2000, num_batch_threads=2
+    )
+    for garbage, word in (("garbage {", "garbage"), ("max_batch_size { value: 8 } x", "x")):
+        with pytest.raises(config.ConfigError) as raised:
+            config.parse_batching_text(garbage, "b.config")
+        assert str(raised.value) == (
+            f"b.config: not a BatchingParameters text proto: cannot read '{word}'"
+        )
 
 
 def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
