@@ -895,8 +895,10 @@ class ModelServer:
             try:  # grpcio raises where older releases returned port 0.
                 self.grpc_port = self._grpc.add_insecure_port(address)
             except RuntimeError:
+                self.grpc_port = 0
+            if not self.grpc_port:
                 refused = "the address is not available here"
-        if refused or not self.grpc_port:
+        if refused:
             raise config_lib.ConfigError(f"cannot bind gRPC to {address}: {refused}")
         self._grpc.start()
         if self.options.rest_api_port is not None:
