@@ -57,8 +57,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument(
         "--interactions",
-        help="your own interactions: a CSV or TFRecord file, or a folder of them, "
-        "split by time (see README: data contract)",
+        help="your own interactions: a CSV (.csv.gz: gzipped) or TFRecord file, or a folder "
+        "of them, split by time (see README: data contract)",
     )
     source.add_argument(
         "--train-ratings",

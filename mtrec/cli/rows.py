@@ -5,19 +5,24 @@ raw feature spec types them (serving/offline.py)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mtrec import names as F
-from mtrec.data.source import TFRECORD_SUFFIXES
+from mtrec.data.source import is_gzipped_text, is_tfrecord
 from mtrec.errors import DataError, MtrecError
 
 BATCH = 4096
+# Besides pandas' ParserError, what reading a CSV (gzipped: by its .gz suffix) can raise.
+_CSV_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
 FORMATS_HELP = (
-    "CSV with a header, JSON Lines (.jsonl: one object per line) or TFRecord of tf.Example "
+    "CSV with a header, JSON Lines (.jsonl: one object per line), either gzipped (.csv.gz, "
+    ".jsonl.gz), or TFRecord of tf.Example "
     "(.tfrecord, .tfrecord.gz gzip-compressed, e.g. the pipeline's examples; their labels "
     "are ignored)"
 )
@@ -35,11 +40,11 @@ class RowFile:
         if not self.path.is_file():
             raise MtrecError(f"{self.path}: no such file")
         name = self.path.name.lower()
-        if name.endswith(TFRECORD_SUFFIXES):  # The pipeline's own shards end in .gz.
+        if is_tfrecord(name):  # The pipeline's own shards end in .gz.
             self.kind, self.unit = "tfrecord", "record"
-        elif name.endswith(".jsonl"):
+        elif name.endswith((".jsonl", ".jsonl.gz")):
             self.kind, self.unit = "jsonl", "line"
-        else:
+        else:  # CSV, or gzipped CSV (.csv.gz).
             self.kind, self.unit = "csv", "row"
         self._chunks = self._open_csv() if self.kind == "csv" else None
 
@@ -86,7 +91,7 @@ class RowFile:
         try:
             columns = [str(c).strip() for c in pd.read_csv(self.path, nrows=0, **options)]
             chunks = pd.read_csv(self.path, chunksize=BATCH, **options)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, *_CSV_ERRORS) as err:
             raise self._csv_error(err) from None
         missing = [c for c in self.required if c not in columns]
         if missing:
@@ -106,12 +111,13 @@ class RowFile:
                 for row in chunk.to_dict("records"):
                     number += 1
                     yield number, row
-        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        except (pd.errors.ParserError, *_CSV_ERRORS) as err:
             raise self._csv_error(err) from None
 
     def _jsonl_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        opener = gzip.open if is_gzipped_text(str(self.path)) else open
         try:
-            with open(self.path, encoding="utf-8") as lines:
+            with opener(self.path, "rt", encoding="utf-8") as lines:
                 for number, line in enumerate(lines, start=1):
                     if not line.strip():
                         continue
@@ -124,6 +130,8 @@ class RowFile:
                     yield number, row
         except UnicodeDecodeError as err:
             raise DataError(f"{self.path}: not UTF-8 text ({err.reason})") from None
+        except (OSError, EOFError, zlib.error) as err:  # A .jsonl.gz damaged or cut short.
+            raise DataError(f"{self.path}: not a readable gzip file ({err})") from None
 
     def _text(self, value: bytes, number: int, key: str) -> str:
         try:

@@ -25,8 +25,10 @@ side tables and per-item counts (sized by the catalog, not the rows).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import dataclasses
+import gzip
 import hashlib
 import json
 import logging
@@ -108,16 +110,19 @@ def resolve_files(base: str, roles: Mapping[str, str]) -> dict[str, list[str]]:
 def check_inputs(kind: str, files: Mapping[str, list[str]]) -> None:
     """What can be checked before the Beam job, cheaply: every logs CSV has a header that
     names the required columns and is not empty."""
-    import tensorflow as tf
-
     if kind != S.LOGS:
         return
     for paths in files.values():
         for path in paths:
             if S.is_tfrecord(path):
                 continue
-            with tf.io.gfile.GFile(path, "rb") as handle:
-                header = handle.readline().decode("utf-8", errors="replace")
+            try:
+                with _bytes(path) as handle:
+                    header = handle.readline().decode("utf-8", errors="replace")
+            except (OSError, EOFError, zlib.error) as err:
+                if not S.is_gzipped_text(path):
+                    raise
+                raise DataError(f"{path}: not a readable gzip-compressed CSV ({err})") from None
             if not header.strip():
                 raise DataError(f"{path}: the file is empty")
             columns = [c.strip() for c in next(csv.reader([header]))]
@@ -144,11 +149,22 @@ def files_fingerprint(files: Mapping[str, list[str]]) -> str:
     return fingerprint(listing)
 
 
-def _lines(path: str, encoding: str = "utf-8") -> Iterator[str]:
+@contextlib.contextmanager
+def _bytes(path: str) -> Iterator[Any]:
+    """A file's bytes as a stream, decompressed as it is read for a ``.csv.gz``."""
     import tensorflow as tf
 
     with tf.io.gfile.GFile(path, "rb") as handle:
-        for raw in handle:
+        if S.is_gzipped_text(path):
+            with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+                yield unzipped
+        else:
+            yield handle
+
+
+def _lines(path: str, encoding: str = "utf-8") -> Iterator[str]:
+    with _bytes(path) as stream:
+        for raw in stream:
             yield raw.decode(encoding)
 
 
@@ -174,6 +190,12 @@ class _ReadFile(beam.DoFn):
                     yield record
         except UnicodeDecodeError as err:
             yield beam.pvalue.TaggedOutput(self.ERRORS, RowError(path, 0, f"not UTF-8 text: {err}"))
+        except (OSError, EOFError, zlib.error) as err:
+            if not S.is_gzipped_text(path):
+                raise
+            yield beam.pvalue.TaggedOutput(  # A .csv.gz cut short or damaged.
+                self.ERRORS, RowError(path, AFTER_ROWS, f"not a readable gzip file: {err}")
+            )
         yield beam.pvalue.TaggedOutput(self.READ, read)
 
     def _records(self, path: str) -> Iterator[Row | RowError]:

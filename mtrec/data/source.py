@@ -38,6 +38,7 @@ MOVIELENS_FILES = {
     RECBOLE: {INTERACTIONS: "ml-100k.inter", USERS: "ml-100k.user", ITEMS: "ml-100k.item"},
 }
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecord.gz", ".tfr", ".gz")
+GZIPPED_TEXT_SUFFIXES = (".csv.gz", ".jsonl.gz")
 # Continuous training: one folder per span (a day, a week...), TFX ExampleGen's {SPAN} spec.
 SPAN_FOLDER = "span-{SPAN}"
 SPAN_NAME = re.compile(r"span-(\d+)$")
@@ -163,9 +164,14 @@ def logs(
     return DataSource(LOGS, base, patterns)
 
 
+def is_gzipped_text(path: str) -> bool:
+    """A gzip-compressed text file (``logs.csv.gz``, ``rows.jsonl.gz``): read as its text."""
+    return path.lower().endswith(GZIPPED_TEXT_SUFFIXES)
+
+
 def is_tfrecord(path: str) -> bool:
-    """TFRecord of tf.Examples (by suffix; .gz means gzipped TFRecord), else CSV."""
-    return path.endswith(TFRECORD_SUFFIXES)
+    """TFRecord of tf.Examples (by suffix; another .gz means gzipped TFRecord), else CSV."""
+    return path.endswith(TFRECORD_SUFFIXES) and not is_gzipped_text(path)
 
 
 def spans(directory: str) -> DataSource:

@@ -2,7 +2,9 @@
 Beam workers, layouts, explicit splits, your own logs, and one-line errors on bad input."""
 
 import collections
+import gzip
 import json
+import operator
 from pathlib import Path
 
 import apache_beam as beam
@@ -174,6 +176,34 @@ def test_your_own_logs_keep_their_labels_in_a_folder_of_shards(tmp_path):
     assert sum(s["clicks"] for s in summary.splits.values()) == int(frame[F.CLICK].sum())
     rows = [r for name in F.SPLITS for r in read_split(root, name)]
     assert all(r[F.AGE] == 0 and r[F.OCCUPATION] == b"unknown" for r in rows)  # Defaults.
+
+
+def test_gzipped_csv_logs_build_the_same_examples_as_plain_ones(tmp_path):
+    plain, zipped = tmp_path / "plain", tmp_path / "zipped"
+    plain.mkdir()
+    zipped.mkdir()
+    for index in range(2):
+        make_interactions_csv(plain / f"part-{index}.csv", n_rows=150, seed=index + 1)
+    (zipped / "part-0.csv").write_bytes((plain / "part-0.csv").read_bytes())  # Mixed.
+    (zipped / "part-1.csv.gz").write_bytes(gzip.compress((plain / "part-1.csv").read_bytes()))
+    built = [
+        build.run(source.logs(str(folder)), DataConfig(), str(tmp_path / f"out-{folder.name}"))
+        for folder in (plain, zipped)
+    ]
+    assert built[0][1].splits == built[1][1].splits
+    key = operator.itemgetter(F.USER_ID, F.ITEM_ID, F.TIMESTAMP)
+    for name in F.SPLITS:
+        assert sorted(read_split(built[0][0], name), key=key) == sorted(
+            read_split(built[1][0], name), key=key
+        )
+    damaged = tmp_path / "damaged.csv.gz"
+    damaged.write_bytes((zipped / "part-1.csv.gz").read_bytes()[:600])  # Cut short.
+    with pytest.raises(DataError) as err:
+        build.run(source.logs(str(damaged)), DataConfig(), str(tmp_path / "out-damaged"))
+    assert str(err.value) == (
+        f"{damaged}: not a readable gzip file: "
+        "Compressed file ended before the end-of-stream marker was reached"
+    )
 
 
 def test_explicit_log_files(tmp_path):

@@ -2,6 +2,7 @@
 TFRecord files written here: values typed by the model's raw feature spec, missing values
 as names.MISSING_DEFAULTS, and every user error as one line."""
 
+import gzip
 import json
 from pathlib import Path
 
@@ -151,6 +152,17 @@ def test_jsonl_and_tfrecord_inputs_score_as_the_csv_does(trained, capsys, tmp_pa
     for row in heads(scores):
         np.testing.assert_array_equal(row, reference)
     assert f"{jsonl}: ignored column(s) extra" in err
+    # Gzipped CSV and JSON Lines read as their text does.
+    for name, text in (
+        ("pairs.csv.gz", "\n".join([HEADER, CSV_LINES[0]]) + "\n"),
+        ("pairs.jsonl.gz", jsonl.read_text()),
+    ):
+        zipped = tmp_path / name
+        zipped.write_bytes(gzip.compress(text.encode()))
+        scores, _ = score(capsys, model, zipped, tmp_path)
+        assert len(scores) == (1 if name.startswith("pairs.csv") else 4)
+        for row in heads(scores):
+            np.testing.assert_array_equal(row, reference)
     # The pipeline's shape of example: labels and slice columns ride along and are ignored.
     labelled = {
         **BASE,
@@ -217,6 +229,16 @@ def test_the_pipelines_own_examples_can_be_scored(trained, capsys, tmp_path):
             "pairs.csv",
             ["user,item", "3,5"],
             "{path}: scoring needs column(s) user_id, item_id; found user, item",
+        ),
+        (  # Named as gzipped but plain text.
+            "pairs.csv.gz",
+            ["user_id,item_id", "3,5"],
+            "{path}: not a readable CSV (Not a gzipped file (b'us'))",
+        ),
+        (
+            "pairs.jsonl.gz",
+            ['{"user_id": 3, "item_id": 5}'],
+            "{path}: not a readable gzip file (Not a gzipped file (b'{{\"'))",
         ),
     ],
 )
