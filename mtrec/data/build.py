@@ -118,7 +118,7 @@ def check_inputs(kind: str, files: Mapping[str, list[str]]) -> None:
                 continue
             try:
                 with _bytes(path) as handle:
-                    header = handle.readline().decode("utf-8", errors="replace")
+                    header = handle.readline().decode("utf-8-sig", errors="replace")
             except (OSError, EOFError, zlib.error) as err:
                 if not S.is_gzipped_text(path):
                     raise
@@ -162,7 +162,8 @@ def _bytes(path: str) -> Iterator[Any]:
             yield handle
 
 
-def _lines(path: str, encoding: str = "utf-8") -> Iterator[str]:
+def _lines(path: str, encoding: str = "utf-8-sig") -> Iterator[str]:
+    """A file's lines; UTF-8 by default, a byte-order mark (Excel's "CSV UTF-8") dropped."""
     with _bytes(path) as stream:
         for raw in stream:
             yield raw.decode(encoding)
@@ -202,7 +203,7 @@ class _ReadFile(beam.DoFn):
         if self._role == S.USERS:
             return parse.user_rows(path, _lines(path), self._layout)
         if self._role == S.ITEMS:
-            encoding = "latin-1" if self._layout == S.GROUPLENS else "utf-8"
+            encoding = "latin-1" if self._layout == S.GROUPLENS else "utf-8-sig"
             return parse.item_rows(path, _lines(path, encoding), self._layout)
         if self._kind != S.LOGS:
             return parse.ratings_rows(path, _lines(path))

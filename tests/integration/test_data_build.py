@@ -206,6 +206,18 @@ def test_gzipped_csv_logs_build_the_same_examples_as_plain_ones(tmp_path):
     )
 
 
+def test_a_csv_saved_by_excel_reads_as_a_plain_one(tmp_path):
+    """A byte-order mark ("CSV UTF-8") before the header and CRLF line ends."""
+    plain = make_interactions_csv(tmp_path / "plain.csv", n_rows=150, seed=1)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))
+    summaries = [
+        build.run(source.logs(str(path)), DataConfig(), str(tmp_path / f"out-{path.stem}"))[1]
+        for path in (plain, excel)
+    ]
+    assert summaries[0].splits == summaries[1].splits
+
+
 def test_explicit_log_files(tmp_path):
     train = make_interactions_csv(tmp_path / "train.csv", n_rows=200, seed=1)
     evaluation = make_interactions_csv(tmp_path / "eval.csv", n_rows=50, seed=2)
