@@ -8,18 +8,17 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mtrec import names as F
-from mtrec.data.source import is_gzipped_text, is_tfrecord
+from mtrec.data.source import GZIP_ERRORS, is_gzipped_text, is_tfrecord
 from mtrec.errors import DataError, MtrecError
 
 BATCH = 4096
 # Besides pandas' ParserError, what reading a CSV (gzipped: by its .gz suffix) can raise.
-_CSV_ERRORS = (UnicodeDecodeError, OSError, EOFError, zlib.error)
+_CSV_ERRORS = (UnicodeDecodeError, *GZIP_ERRORS)
 FORMATS_HELP = (
     "CSV with a header, JSON Lines (.jsonl: one object per line), either gzipped (.csv.gz, "
     ".jsonl.gz), or TFRecord of tf.Example "
@@ -130,7 +129,7 @@ class RowFile:
                     yield number, row
         except UnicodeDecodeError as err:
             raise DataError(f"{self.path}: not UTF-8 text ({err.reason})") from None
-        except (OSError, EOFError, zlib.error) as err:  # A .jsonl.gz damaged or cut short.
+        except GZIP_ERRORS as err:  # A .jsonl.gz damaged or cut short.
             raise DataError(f"{self.path}: not a readable gzip file ({err})") from None
 
     def _text(self, value: bytes, number: int, key: str) -> str:

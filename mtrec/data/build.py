@@ -119,7 +119,7 @@ def check_inputs(kind: str, files: Mapping[str, list[str]]) -> None:
             try:
                 with _bytes(path) as handle:
                     header = handle.readline().decode("utf-8-sig", errors="replace")
-            except (OSError, EOFError, zlib.error) as err:
+            except S.GZIP_ERRORS as err:
                 if not S.is_gzipped_text(path):
                     raise
                 raise DataError(f"{path}: not a readable gzip-compressed CSV ({err})") from None
@@ -191,7 +191,7 @@ class _ReadFile(beam.DoFn):
                     yield record
         except UnicodeDecodeError as err:
             yield beam.pvalue.TaggedOutput(self.ERRORS, RowError(path, 0, f"not UTF-8 text: {err}"))
-        except (OSError, EOFError, zlib.error) as err:
+        except S.GZIP_ERRORS as err:
             if not S.is_gzipped_text(path):
                 raise
             yield beam.pvalue.TaggedOutput(  # A .csv.gz cut short or damaged.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import zlib
 
 from mtrec.errors import DataError
 
@@ -162,6 +163,10 @@ def logs(
         files = {TRAIN: _pattern(train or ""), EVAL: _pattern(eval_ or "")}
     base, patterns = _relative(files)
     return DataSource(LOGS, base, patterns)
+
+
+# What reading a gzipped file can raise when it is not gzip or is cut short.
+GZIP_ERRORS = (OSError, EOFError, zlib.error)
 
 
 def is_gzipped_text(path: str) -> bool:
