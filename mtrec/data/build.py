@@ -18,8 +18,10 @@ Rules (also in the README):
   each eval row, and eval rows are in no one's history. A sampled non-interaction has the
   history of the positive it was drawn for.
 
-Everything streams: one user's interactions are the most held at once, plus the item and user
-side tables and per-item counts (sized by the catalog, not the rows).
+Everything streams, on Beam's local runner as well (``spill``): a worker holds one bucket of
+users' interactions, or one bucket of the shuffled output, at a time, plus the item and user
+side tables and per-item counts (sized by the catalog, not the rows). Buckets are sized by the
+input's bytes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import bisect
 import contextlib
 import csv
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -45,7 +48,7 @@ import numpy as np
 
 from mtrec import local_beam
 from mtrec import names as F
-from mtrec.data import parse
+from mtrec.data import parse, spill
 from mtrec.data import source as S
 from mtrec.data.config import SUMMARY_FILE, DataConfig, DataSummary
 from mtrec.data.parse import Row, RowError
@@ -54,15 +57,19 @@ from mtrec.files import output_folder
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 6  # Part of every fingerprint: bump when what is written changes.
+FORMAT_VERSION = 7  # Part of every fingerprint: bump when what is written changes.
 ERRORS_FILE = "errors.json"
+SPILL_DIR = "spill"  # Bucket files (``spill``) under the scratch folder, removed after the job.
 SPLIT = "_split"  # Internal row keys, never written.
 ROLE = "_role"
 SAMPLED = "_sampled"  # Set on sampled non-interactions: every other row was read from input.
 # Runs of the job before a run that lost rows (see ``check_tally``) fails the component.
 JOB_ATTEMPTS = 2
 QUANTILES = 10_000
-SHUFFLE_BUCKETS = 4096
+# Buckets of users (and of shuffled output, per split): one per this much input, within bounds.
+BUCKET_INPUT_BYTES = 2**20
+BUCKETS_AT_LEAST, BUCKETS_AT_MOST = 16, 1024
+GZIP_RATIO = 4  # Text bytes per byte of a gzipped input, for the estimate.
 ENCODE_BATCH = 1000
 # zlib's fastest level: 4x the speed of Beam's default (6) on these examples, ~20% larger.
 GZIP_LEVEL = 1
@@ -283,15 +290,25 @@ def _stable_unit(*parts: object) -> float:
 
 
 class _PerUser(beam.DoFn):
-    """One user's rows: assign splits, sample negatives, mark the user cold or warm."""
+    """Each user of one bucket in turn (``spill``): assign splits, sample negatives, add the
+    history, mark the user cold or warm."""
 
     def __init__(self, kind: str, config: DataConfig) -> None:
         self._kind, self._config = kind, config
 
     def process(
-        self, element: tuple[int, Iterable[Row]], cutoffs: Mapping[str, Any], catalog: Any
+        self, bucket: tuple[int, list[str]], cutoffs: Mapping[str, Any], catalog: Any
     ) -> Iterator[Row]:
-        user, grouped = element
+        by_user: dict[int, list[Row]] = {}
+        for row in spill.read(bucket[1]):
+            by_user.setdefault(row[F.USER_ID], []).append(row)
+        catalog = np.asarray(catalog)
+        for user in sorted(by_user):
+            yield from self._user(user, by_user.pop(user), cutoffs, catalog)
+
+    def _user(
+        self, user: int, grouped: list[Row], cutoffs: Mapping[str, Any], catalog: np.ndarray
+    ) -> Iterator[Row]:
         config = self._config
         # A total order, so the draws do not depend on the order the runner delivers rows in.
         rows = sorted(
@@ -304,7 +321,7 @@ class _PerUser(beam.DoFn):
             for row in rows:
                 row[SPLIT] = _split_by_time(row, cutoffs, config)
         if self._kind != S.LOGS and config.negatives_per_positive:
-            rows += self._negatives(user, rows, np.asarray(catalog))
+            rows += self._negatives(user, rows, catalog)
         add_history(rows, explicit=self._kind == S.RATINGS)
         train_clicks = sum(1 for r in rows if r[SPLIT] == F.TRAIN and r[F.CLICK] == 1)
         activity = "cold" if train_clicks <= config.cold_user_max_interactions else "warm"
@@ -561,30 +578,47 @@ class _FramedTFRecordSink(beam.io.filebasedsink.FileBasedSink):
         file_handle.write(encoded_value)
 
 
-def _bucketed(row: Row, seed: int) -> tuple[int, tuple[float, Row]]:
-    """(bucket, (sort key, row)): both from a hash of the row, the same on every runner."""
+def _user_bucket(row: Row, buckets: int) -> int:
+    """The bucket of the row's user: a multiplicative hash, the same in every process."""
+    return ((row[F.USER_ID] * 0x9E3779B1) & 0xFFFFFFFF) * buckets >> 32
+
+
+def _shuffle_key(row: Row, seed: int) -> tuple[float, Row]:
+    """(sort key, row): the key a hash of the row, the same on every runner."""
     key = _stable_unit(
         seed, row[F.USER_ID], row[F.ITEM_ID], row[F.TIMESTAMP], row[F.CLICK], row[SPLIT]
     )
-    return int(key * SHUFFLE_BUCKETS), (key, row)
+    return key, row
 
 
-def _shuffled(bucket: tuple[int, Iterable[tuple[float, Row]]]) -> Iterator[Row]:
-    for _, row in sorted(bucket[1], key=lambda pair: pair[0]):
-        yield row
+def _shuffle_bucket(pair: tuple[float, Row], buckets: int) -> int:
+    """Buckets of the shuffled output: ``buckets`` per split, each a range of sort keys."""
+    key, row = pair
+    return F.SPLITS.index(row[SPLIT]) * buckets + int(key * buckets)
+
+
+class _Finish(beam.DoFn):
+    """One bucket of the shuffled output in sort-key order (a runner keeps order within a
+    bundle; the buckets' order is its own), each row finished (``finish_row``)."""
+
+    def process(
+        self,
+        bucket: tuple[int, list[str]],
+        users: Mapping[int, Row],
+        items: Mapping[int, Row],
+        popularity: Mapping[int, int],
+    ) -> Iterator[Row]:
+        for _, row in sorted(spill.read(bucket[1]), key=lambda pair: pair[0]):
+            yield finish_row(row, users, items, popularity)
 
 
 @beam.ptransform_fn
-def _WriteSplit(rows: beam.PCollection, prefix: str, seed: int) -> beam.PCollection:
-    """Shuffle (seeded buckets, each sorted by a row hash: runners keep order through a
-    plain Reshuffle) and write gzipped tf.Examples, as TFX's ExampleGen lays them out
+def _WriteSplit(rows: beam.PCollection, prefix: str) -> beam.PCollection:
+    """Write gzipped tf.Examples, as TFX's ExampleGen lays them out
     (``<prefix>-SSSSS-of-NNNNN.gz``). Returns, per batch, (rows encoded, of them read from
     input)."""
     encoded = (
         rows
-        | "Bucket" >> beam.Map(_bucketed, seed)
-        | "Group" >> beam.GroupByKey()
-        | "Sort" >> beam.FlatMap(_shuffled)
         | "Batch" >> beam.BatchElements(min_batch_size=ENCODE_BATCH, max_batch_size=ENCODE_BATCH)
         | "Encode" >> beam.ParDo(_Encode()).with_outputs(_Encode.COUNTS, main="frames")
     )
@@ -648,19 +682,19 @@ def _Summarise(rows: beam.PCollection, tally: tuple[beam.PCollection, ...]) -> b
         )
         | "TrainMean" >> beam.combiners.Mean.Globally()
     )
-    eval_mse = (
+    eval_moments = (  # (n, sum, sum of squares): the RMSE of the train mean needs no side input.
         rows
         | "EvalRatings"
         >> beam.FlatMap(
-            lambda r: [r[F.RATING]] if r[SPLIT] == F.EVAL and r[F.RATING] is not None else []
+            lambda r: [(1, r[F.RATING], r[F.RATING] ** 2)]
+            if r[SPLIT] == F.EVAL and r[F.RATING] is not None
+            else []
         )
-        | "SquaredError"
-        >> beam.Map(lambda v, m: (v - m) ** 2, m=beam.pvalue.AsSingleton(train_mean))
-        | "EvalMse" >> beam.combiners.Mean.Globally()
+        | "EvalMoments" >> beam.CombineGlobally(_sum_columns)
     )
     means = (
         train_mean | "TagMean" >> beam.Map(lambda v: ("train_rating_mean", v)),
-        eval_mse | "TagMse" >> beam.Map(lambda v: ("eval_mse", v)),
+        eval_moments | "TagMoments" >> beam.Map(lambda v: ("eval_moments", v)),
     ) | "FlattenMeans" >> beam.Flatten()
     tallied = (
         tally
@@ -683,6 +717,7 @@ def _assemble(parts: list[tuple[str, Any]]) -> dict:
     slices: dict[str, dict[str, int]] = {key: {} for key in F.SLICE_FEATURES}
     summary: dict[str, Any] = {"train_rating_mean": None, "eval_global_mean_rmse": None}
     tally: dict[str, Any] = {"read": 0}
+    moments: tuple[float, ...] = (0, 0.0, 0.0)
     for tag, value in parts:
         if tag == "counts":
             name, (examples, clicks, purchases, rated) = value
@@ -695,8 +730,8 @@ def _assemble(parts: list[tuple[str, Any]]) -> dict:
             slices[key][slice_value] = count
         elif tag == "train_rating_mean" and not math.isnan(value):
             summary["train_rating_mean"] = value
-        elif tag == "eval_mse" and not math.isnan(value):
-            summary["eval_global_mean_rmse"] = math.sqrt(value)
+        elif tag == "eval_moments" and value:
+            moments = value
         elif tag == "tally":
             key, count = value
             if key == "read":
@@ -705,6 +740,11 @@ def _assemble(parts: list[tuple[str, Any]]) -> dict:
                 tally[key] = list(_sum_columns([tally.get(key, (0, 0)), count]))
     for counts in splits.values():
         counts["negatives"] = counts["examples"] - counts["clicks"]
+    mean = summary["train_rating_mean"]
+    if mean is not None and moments[0]:
+        n, total, squares = moments
+        mse = (squares - 2.0 * mean * total) / n + mean**2
+        summary["eval_global_mean_rmse"] = math.sqrt(max(0.0, mse))
     return {"splits": splits, "eval_slice_counts": slices, **summary, "tally": tally}
 
 
@@ -788,10 +828,14 @@ def expand(
         | "Catalog" >> beam.combiners.ToList()
         | "Sorted" >> beam.Map(lambda ids: np.unique(np.asarray(ids, dtype=np.int64)))
     )
+    buckets = _buckets(files)
     rows = (
         interactions
-        | "ByUser" >> beam.Map(lambda r: (r[F.USER_ID], r))
-        | "GroupUsers" >> beam.GroupByKey()
+        | "GroupUsers"
+        >> spill.GroupThroughFiles(
+            functools.partial(_user_bucket, buckets=buckets),
+            os.path.join(scratch_dir, SPILL_DIR, "users"),
+        )
         | "PerUser"
         >> beam.ParDo(
             _PerUser(kind, config),
@@ -805,18 +849,28 @@ def expand(
         >> beam.FlatMap(lambda r: [r[F.ITEM_ID]] if r[SPLIT] == F.TRAIN and r[F.CLICK] == 1 else [])
         | "ItemClicks" >> beam.combiners.Count.PerElement()
     )
-    finished = rows | "Finish" >> beam.Map(
-        finish_row,
-        users=beam.pvalue.AsDict(users | "UserKeys" >> beam.Map(lambda r: (r[F.USER_ID], r))),
-        items=beam.pvalue.AsDict(items | "ItemKeys" >> beam.Map(lambda r: (r[F.ITEM_ID], r))),
-        popularity=beam.pvalue.AsDict(popularity),
+    finished = (
+        rows
+        | "ShuffleKeys" >> beam.Map(_shuffle_key, config.seed)
+        | "Shuffle"
+        >> spill.GroupThroughFiles(
+            functools.partial(_shuffle_bucket, buckets=buckets),
+            os.path.join(scratch_dir, SPILL_DIR, "shuffled"),
+        )
+        | "Finish"
+        >> beam.ParDo(
+            _Finish(),
+            users=beam.pvalue.AsDict(users | "UserKeys" >> beam.Map(lambda r: (r[F.USER_ID], r))),
+            items=beam.pvalue.AsDict(items | "ItemKeys" >> beam.Map(lambda r: (r[F.ITEM_ID], r))),
+            popularity=beam.pvalue.AsDict(popularity),
+        )
     )
     by_split = finished | "Partition" >> beam.Partition(
         lambda r, n: F.SPLITS.index(r[SPLIT]), len(F.SPLITS)
     )
     for index, name in enumerate(F.SPLITS):
         written = by_split[index] | f"Write{name}" >> _WriteSplit(
-            os.path.join(output_uri, f"Split-{name}", "data_tfrecord"), config.seed + index
+            os.path.join(output_uri, f"Split-{name}", "data_tfrecord")
         )
         tally.append(
             written | f"TallyWritten{name}" >> beam.Map(lambda counts, n=name: (n, counts))
@@ -832,6 +886,18 @@ def expand(
         | "FirstErrors" >> beam.combiners.Top.Smallest(ERRORS_SHOWN)
         | "WriteErrors" >> beam.Map(_write_errors, os.path.join(scratch_dir, ERRORS_FILE))
     )
+
+
+def _buckets(files: Mapping[str, list[str]]) -> int:
+    """User buckets (and shuffle buckets per split) for these inputs: one per
+    ``BUCKET_INPUT_BYTES`` of interaction text, within bounds."""
+    total = sum(
+        spill.size_in_bytes(path) * (GZIP_RATIO if path.endswith(".gz") else 1)
+        for role, paths in files.items()
+        if role not in (S.USERS, S.ITEMS)
+        for path in paths
+    )
+    return max(BUCKETS_AT_LEAST, min(BUCKETS_AT_MOST, -(-total // BUCKET_INPUT_BYTES)))
 
 
 def _cutoffs(quantiles: list[int], time_split: bool, config: DataConfig) -> dict:
@@ -918,8 +984,11 @@ def run_job(
         for stale in (*tf.io.gfile.glob(os.path.join(output_uri, "Split-*")), scratch_dir):
             if tf.io.gfile.exists(stale):
                 tf.io.gfile.rmtree(stale)
-        with make_pipeline() as pipeline:
-            expand(pipeline, kind, layout, files, config, output_uri, scratch_dir)
+        try:
+            with make_pipeline() as pipeline:
+                expand(pipeline, kind, layout, files, config, output_uri, scratch_dir)
+        finally:
+            spill.remove(os.path.join(scratch_dir, SPILL_DIR))
         try:
             return collect(scratch_dir)
         except RowsLostError as lost:

@@ -307,6 +307,7 @@ def test_a_run_that_lost_rows_is_cleared_and_run_again(movielens_dir, built, tmp
     )
     assert pipelines.runs == 2
     assert summary.splits == built[1].splits
+    assert not (tmp_path / "scratch" / build.SPILL_DIR).exists()  # Bucket files removed.
     for name in F.SPLITS:  # The first run's shards are gone: no row twice.
         assert len(read_split(str(output), name)) == summary.splits[name]["examples"]
 
