@@ -21,7 +21,9 @@ Rules (also in the README):
 Everything streams, on Beam's local runner as well (``spill``): a worker holds one bucket of
 users' interactions, or one bucket of the shuffled output, at a time, plus the item and user
 side tables and per-item counts (sized by the catalog, not the rows). Buckets are sized by the
-input's bytes.
+input's bytes. Each bucket of the shuffled output is one file, so which examples each file
+holds, in which order, depends on the inputs and the settings alone, not on the runner or how
+many workers it has.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ import dataclasses
 import functools
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import math
+import operator
 import os
 import struct
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -505,24 +510,6 @@ def record_batch(rows: list[Row]) -> Any:
     return pa.RecordBatch.from_arrays(arrays, list(F.EXAMPLE_COLUMNS))
 
 
-class _Encode(beam.DoFn):
-    """Batches of rows to serialized tf.Examples with tfx_bsl's C++ encoder, yielded as one
-    byte string of TFRecord frames per batch (the sink writes it as it is), and, tagged, how
-    many rows it encoded and how many of them were read from input (for ``check_tally``)."""
-
-    COUNTS = "counts"
-
-    def setup(self) -> None:
-        from tfx_bsl.coders import example_coder
-
-        self._encoder = example_coder.RecordBatchToExamplesEncoder()
-
-    def process(self, rows: list[Row]) -> Iterator[Any]:
-        yield tfrecord_frames(self._encoder.encode(record_batch(rows)))
-        read = sum(1 for row in rows if not row.get(SAMPLED))
-        yield beam.pvalue.TaggedOutput(self.COUNTS, (len(rows), read))
-
-
 def _masked_crc32c(data: bytes) -> int:
     """TFRecord's checksum: CRC-32C, rotated and offset."""
     crc = google_crc32c.value(data)
@@ -544,7 +531,7 @@ def tfrecord_frames(records: Iterable[bytes]) -> bytes:
 
 
 class _GzipWriter:
-    """A gzip stream at ``GZIP_LEVEL`` over a file Beam's FileSystems opened."""
+    """A gzip stream at ``GZIP_LEVEL`` over an open binary file (which its caller closes)."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
@@ -553,29 +540,8 @@ class _GzipWriter:
     def write(self, data: bytes) -> None:
         self._raw.write(self._compressor.compress(data))
 
-    def close(self) -> None:
+    def finish(self) -> None:
         self._raw.write(self._compressor.flush())
-        self._raw.close()
-
-
-class _FramedTFRecordSink(beam.io.filebasedsink.FileBasedSink):
-    """Gzipped TFRecord files from elements that are already TFRecord frames (``_Encode``):
-    Beam's own TFRecord sink frames and compresses record by record in Python, at level 6."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__(
-            prefix,
-            coder=beam.coders.BytesCoder(),
-            file_name_suffix=".gz",
-            mime_type="application/octet-stream",
-            compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED,
-        )
-
-    def open(self, temp_path: str) -> _GzipWriter:
-        return _GzipWriter(super().open(temp_path))
-
-    def write_encoded_record(self, file_handle: _GzipWriter, encoded_value: bytes) -> None:
-        file_handle.write(encoded_value)
 
 
 def _user_bucket(row: Row, buckets: int) -> int:
@@ -597,9 +563,37 @@ def _shuffle_bucket(pair: tuple[float, Row], buckets: int) -> int:
     return F.SPLITS.index(row[SPLIT]) * buckets + int(key * buckets)
 
 
-class _Finish(beam.DoFn):
-    """One bucket of the shuffled output in sort-key order (a runner keeps order within a
-    bundle; the buckets' order is its own), each row finished (``finish_row``)."""
+def _in_key_order(paths: list[str]) -> list[Row]:
+    """A shuffle bucket's rows by sort key; rows that share one (the same event logged twice)
+    by their contents, so that the order never depends on the order the files were read in."""
+    ordered: list[Row] = []
+    pairs = sorted(spill.read(paths), key=operator.itemgetter(0))
+    for _, group in itertools.groupby(pairs, key=operator.itemgetter(0)):
+        rows = [row for _, row in group]
+        if len(rows) > 1:
+            rows.sort(key=lambda row: repr(sorted(row.items())))
+        ordered += rows
+    return ordered
+
+
+class _WriteBucket(beam.DoFn):
+    """One bucket of the shuffled output: its rows in sort-key order, each finished
+    (``finish_row``), encoded by tfx_bsl's C++ encoder and written as one gzipped TFRecord
+    file named by the bucket (``Split-<name>/data_tfrecord-BBBBB-of-NNNNN.gz``, ExampleGen's
+    layout). So each file's examples and their order depend on the data and the settings
+    alone, not on the runner or its workers, and a retried bucket writes the same file again.
+    Yields the finished rows and, tagged, (split, (rows written, of them read from input)) for
+    ``check_tally``."""
+
+    COUNTS = "counts"
+
+    def __init__(self, output_uri: str, temp_dir: str, buckets: int) -> None:
+        self._output_uri, self._temp_dir, self._buckets = output_uri, temp_dir, buckets
+
+    def setup(self) -> None:
+        from tfx_bsl.coders import example_coder
+
+        self._encoder = example_coder.RecordBatchToExamplesEncoder()
 
     def process(
         self,
@@ -607,23 +601,30 @@ class _Finish(beam.DoFn):
         users: Mapping[int, Row],
         items: Mapping[int, Row],
         popularity: Mapping[int, int],
-    ) -> Iterator[Row]:
-        for _, row in sorted(spill.read(bucket[1]), key=lambda pair: pair[0]):
-            yield finish_row(row, users, items, popularity)
+    ) -> Iterator[Any]:
+        import tensorflow as tf
 
-
-@beam.ptransform_fn
-def _WriteSplit(rows: beam.PCollection, prefix: str) -> beam.PCollection:
-    """Write gzipped tf.Examples, as TFX's ExampleGen lays them out
-    (``<prefix>-SSSSS-of-NNNNN.gz``). Returns, per batch, (rows encoded, of them read from
-    input)."""
-    encoded = (
-        rows
-        | "Batch" >> beam.BatchElements(min_batch_size=ENCODE_BATCH, max_batch_size=ENCODE_BATCH)
-        | "Encode" >> beam.ParDo(_Encode()).with_outputs(_Encode.COUNTS, main="frames")
-    )
-    _ = encoded.frames | "Write" >> beam.io.Write(_FramedTFRecordSink(prefix))
-    return encoded[_Encode.COUNTS]
+        split, index = divmod(bucket[0], self._buckets)
+        name = F.SPLITS[split]
+        rows = [finish_row(row, users, items, popularity) for row in _in_key_order(bucket[1])]
+        temp = os.path.join(self._temp_dir, f"{name}-{index}-{uuid.uuid4().hex}.gz")
+        tf.io.gfile.makedirs(self._temp_dir)
+        with tf.io.gfile.GFile(temp, "wb") as raw:
+            out = _GzipWriter(raw)
+            for start in range(0, len(rows), ENCODE_BATCH):
+                batch = record_batch(rows[start : start + ENCODE_BATCH])
+                out.write(tfrecord_frames(self._encoder.encode(batch)))
+            out.finish()
+        final = os.path.join(
+            self._output_uri,
+            f"Split-{name}",
+            f"data_tfrecord-{index:05d}-of-{self._buckets:05d}.gz",
+        )
+        tf.io.gfile.makedirs(os.path.dirname(final))
+        tf.io.gfile.rename(temp, final, overwrite=True)
+        read = sum(1 for row in rows if not row.get(SAMPLED))
+        yield beam.pvalue.TaggedOutput(self.COUNTS, (name, (len(rows), read)))
+        yield from rows
 
 
 # ----------------------------------------------------------------------------- summary
@@ -857,26 +858,17 @@ def expand(
             functools.partial(_shuffle_bucket, buckets=buckets),
             os.path.join(scratch_dir, SPILL_DIR, "shuffled"),
         )
-        | "Finish"
+        | "Write"
         >> beam.ParDo(
-            _Finish(),
+            _WriteBucket(output_uri, os.path.join(scratch_dir, SPILL_DIR, "written"), buckets),
             users=beam.pvalue.AsDict(users | "UserKeys" >> beam.Map(lambda r: (r[F.USER_ID], r))),
             items=beam.pvalue.AsDict(items | "ItemKeys" >> beam.Map(lambda r: (r[F.ITEM_ID], r))),
             popularity=beam.pvalue.AsDict(popularity),
-        )
+        ).with_outputs(_WriteBucket.COUNTS, main="rows")
     )
-    by_split = finished | "Partition" >> beam.Partition(
-        lambda r, n: F.SPLITS.index(r[SPLIT]), len(F.SPLITS)
-    )
-    for index, name in enumerate(F.SPLITS):
-        written = by_split[index] | f"Write{name}" >> _WriteSplit(
-            os.path.join(output_uri, f"Split-{name}", "data_tfrecord")
-        )
-        tally.append(
-            written | f"TallyWritten{name}" >> beam.Map(lambda counts, n=name: (n, counts))
-        )
+    tally.append(finished[_WriteBucket.COUNTS])
     _ = (
-        finished
+        finished.rows
         | "Summarise" >> _Summarise(tuple(tally))
         | "WriteSummary" >> beam.Map(_write_json, os.path.join(scratch_dir, SUMMARY_FILE))
     )

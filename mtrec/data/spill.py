@@ -40,11 +40,12 @@ class _Spill(beam.DoFn):
         self._buffers: dict[int, list[Any]] = {}
         self._held = 0
 
-    def process(self, element: Any) -> None:
+    def process(self, element: Any) -> Iterator[Any]:
         self._buffers.setdefault(self._bucket_of(element), []).append(element)
         self._held += 1
         if self._held >= BUFFERED:
             self._write_buffers()
+        yield from ()  # Nothing per element (and Beam warns where process returns None).
 
     def _write_buffers(self) -> None:
         for bucket, elements in self._buffers.items():

@@ -3,6 +3,7 @@ Beam workers, layouts, explicit splits, your own logs, and one-line errors on ba
 
 import collections
 import gzip
+import itertools
 import json
 import operator
 from pathlib import Path
@@ -37,6 +38,13 @@ def read_split(root: str, split: str) -> list[dict]:
             row[key] = values if key == F.GENRE else (values[0] if values else None)
         rows.append(row)
     return rows
+
+
+def read_examples(path: Path) -> list[tf.train.Example]:
+    """A file's examples, in order (compared as protos: their bytes order features as the
+    writing process's protobuf map happened to)."""
+    records = tf.data.TFRecordDataset(str(path), compression_type="GZIP")
+    return [tf.train.Example.FromString(record.numpy()) for record in records]
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +103,14 @@ def test_movielens_labels_negatives_and_time_split(built, movielens_dir):
     assert set(splits[F.EVAL][0]) == set(F.EXAMPLE_COLUMNS)
 
 
+def test_each_split_is_shuffled_across_users(built):
+    root, _ = built
+    for name in F.SPLITS:
+        users = [r[F.USER_ID] for r in read_split(root, name)]
+        changes = sum(a != b for a, b in itertools.pairwise(users))
+        assert changes > 0.8 * len(users)  # Grouped by user: one change per user (30).
+
+
 def test_summary_slices_and_rating_baseline(built):
     root, summary = built
     evaluation = read_split(root, F.EVAL)
@@ -121,9 +137,11 @@ def test_same_examples_with_one_or_two_beam_workers_and_reused_when_unchanged(
     )
     assert timed == [] and worker_handlers.DATA_BUFFER_TIME_LIMIT_MS == 0
     assert again != root
-    for name in F.SPLITS:
-        key = lambda r: (r[F.USER_ID], r[F.ITEM_ID], r[F.TIMESTAMP], r[F.CLICK])  # noqa: E731
-        assert sorted(map(key, read_split(root, name))) == sorted(map(key, read_split(again, name)))
+    for name in F.SPLITS:  # The same files, one per bucket, each the same examples in order.
+        one, two = (sorted((Path(r) / f"Split-{name}").iterdir()) for r in (root, again))
+        assert [p.name for p in one] == [p.name for p in two]
+        assert one[0].name.endswith(f"-of-{build.BUCKETS_AT_LEAST:05d}.gz")
+        assert [read_examples(p) for p in one] == [read_examples(p) for p in two]
     reused, same = build.run(source.movielens(str(movielens_dir)), DataConfig(), str(tmp_path))
     assert reused == again and same == DataSummary.read(again)
 

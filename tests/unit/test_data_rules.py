@@ -170,3 +170,17 @@ def test_tfrecord_frames_are_byte_identical_to_tensorflows_writer(tmp_path):
         for record in records:
             writer.write(record)
     assert build.tfrecord_frames(records) == path.read_bytes()
+
+
+def test_a_shuffle_bucket_is_in_the_same_order_whatever_order_its_files_are_read_in(monkeypatch):
+    def row(user: int, item: int, purchase: int) -> dict:
+        return {F.USER_ID: user, F.ITEM_ID: item, F.TIMESTAMP: 7, F.PURCHASE: purchase}
+
+    first = [(0.5, row(1, 2, 0)), (0.25, row(3, 4, 0))]
+    second = [(0.5, row(1, 2, 1)), (0.75, row(5, 6, 0))]  # The same event, purchase logged.
+    orders = []
+    for files in ([first, second], [second, first]):
+        monkeypatch.setattr(build.spill, "read", lambda paths, f=files: [p for x in f for p in x])
+        orders.append(build._in_key_order(["a", "b"]))
+    assert orders[0] == orders[1]
+    assert [(r[F.USER_ID], r[F.PURCHASE]) for r in orders[0]] == [(3, 0), (1, 0), (1, 1), (5, 0)]
