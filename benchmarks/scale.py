@@ -203,7 +203,10 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def cells(seconds: float | None, peak_gb: float | None, rate: float | None) -> str:
-    """A size's three columns: seconds, peak GB, rows per second."""
+    """A size's three columns: seconds, peak GB, rows per second (none for a component that
+    took under a second: its rate says nothing, and would not fit its column)."""
+    if seconds is None or seconds < MIN_EXPONENT_S:
+        rate = None
     return f"{fmt(seconds, '.1f'):>10}{fmt(peak_gb, '.2f'):>7}{fmt(rate, ',.0f'):>10}"
 
 
