@@ -73,7 +73,7 @@ JOB_ATTEMPTS = 2
 QUANTILES = 10_000
 # Buckets of users (and of shuffled output, per split): one per this much input, within bounds.
 BUCKET_INPUT_BYTES = 2**20
-BUCKETS_AT_LEAST, BUCKETS_AT_MOST = 16, 1024
+BUCKETS_AT_LEAST, BUCKETS_AT_MOST = 16, 512  # A writer opens 3x the most (3 splits).
 GZIP_RATIO = 4  # Text bytes per byte of a gzipped input, for the estimate.
 ENCODE_BATCH = 1000
 # zlib's fastest level: 4x the speed of Beam's default (6) on these examples, ~20% larger.

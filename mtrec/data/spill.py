@@ -25,6 +25,9 @@ from apache_beam.utils import windowed_value
 
 # Elements a writer holds, over all its buckets, before it appends them to their files.
 BUFFERED = 8192
+# A writer keeps one file open per bucket: the process may open this many files (as far as
+# the hard limit allows; many systems set the soft limit to 1,024).
+OPEN_FILES = 8192
 _LENGTH = struct.Struct("<Q")
 
 
@@ -34,6 +37,9 @@ class _Spill(beam.DoFn):
 
     def __init__(self, bucket_of: Callable[[Any], int], folder: str) -> None:
         self._bucket_of, self._folder = bucket_of, folder
+
+    def setup(self) -> None:
+        _allow_open_files(OPEN_FILES)
 
     def start_bundle(self) -> None:
         self._files: dict[int, tuple[str, Any]] = {}
@@ -71,6 +77,18 @@ class _Spill(beam.DoFn):
                 (bucket, path), window.GlobalWindow().max_timestamp(), [window.GlobalWindow()]
             )
         self._files = {}
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise this process's soft limit on open files towards ``wanted`` (POSIX only)."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise.
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 @beam.ptransform_fn

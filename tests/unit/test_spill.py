@@ -63,3 +63,25 @@ def test_a_bundle_writes_one_file_per_bucket_in_chunks(tmp_path, monkeypatch):
     assert len(os.listdir(folder)) == BUCKETS
     path = os.path.join(folder, sorted(os.listdir(folder))[0])
     assert [e["id"] for e in spill.read([path])] == list(range(0, 100, BUCKETS))
+
+
+def test_a_writer_opens_a_file_per_bucket_beyond_a_low_soft_limit(tmp_path):
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"hard limit on open files is {hard}")
+    buckets = 1500  # More files than the soft limit set here (and than Linux's usual 1,024).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        with beam.Pipeline() as pipeline:
+            grouped = (
+                pipeline
+                | beam.Create([{"id": i, "text": f"row {i}"} for i in range(buckets)])
+                | spill.GroupThroughFiles(
+                    functools.partial(_bucket, buckets=buckets), str(tmp_path / "rows")
+                )
+            )
+            assert_that(grouped | beam.combiners.Count.Globally(), equal_to([buckets]))
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= buckets
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
