@@ -189,9 +189,11 @@ def test_a_warm_start_across_two_workers_starts_from_the_base_model_and_keeps_le
     assert warm["warm_start"]["carried"]["user_id"] == 100  # Every user of the tiny data.
     assert warm["warm_start"]["new"]["user_id"] == 0
     assert warm["epochs_run"] <= ModelConfig().warm_start_epochs
-    # Its first epoch starts where the base model ended, not from scratch: better than the
-    # cold run's first epoch, and at least as good as the base's last, less noise.
-    assert warm["val_click_auc"][0] > cold["val_click_auc"][0] + 0.05, (cold, warm)
+    # Its first epoch starts where the base model ended, not from scratch: nearer the base's
+    # last epoch than the cold run's first (which a start from scratch would repeat: same
+    # data, same seed), and at least as good as the base's last, less noise.
+    for name in ("val_click_auc", "val_rating_rmse"):
+        first, base_start, base_end = warm[name][0], cold[name][0], cold[name][-1]
+        assert abs(first - base_end) < abs(first - base_start), (name, cold[name], warm[name])
     assert warm["val_click_auc"][0] > cold["val_click_auc"][-1] - 0.03, (cold, warm)
-    assert warm["val_rating_rmse"][0] < cold["val_rating_rmse"][0] - 0.1, (cold, warm)
     assert min(warm["val_rating_rmse"]) < cold["val_rating_rmse"][-1] + 0.05, (cold, warm)

@@ -39,7 +39,9 @@ DIGEST = re.compile(r"Trained weights digest: ([0-9a-f]+)")
 STRATEGY = re.compile(r"Training with (.+)")
 
 
-def build_examples(root: Path, n_users: int = 100, n_items: int = 120) -> str:
+def build_examples(
+    root: Path, n_users: int = 100, n_items: int = 120, ratings_per_user: int = 30
+) -> str:
     """Examples (``Split-<name>/`` shards and the data summary) built by the data
     component's Beam job from synthetic MovieLens files; returns their folder."""
     from mtrec.data import build
@@ -47,7 +49,9 @@ def build_examples(root: Path, n_users: int = 100, n_items: int = 120) -> str:
     from mtrec.data.config import DataConfig
     from tests.support.synthetic import make_movielens_dir
 
-    movielens = make_movielens_dir(root / "ml", n_users=n_users, n_items=n_items)
+    movielens = make_movielens_dir(
+        root / "ml", n_users=n_users, n_items=n_items, ratings_per_user=ratings_per_user
+    )
     examples, _ = build.run(data_source.movielens(str(movielens)), DataConfig(), str(root / "data"))
     return examples
 
