@@ -22,6 +22,7 @@ Row = dict[str, object]
 
 REQUIRED_COLUMNS = (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
 RATINGS_COLUMNS = (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # What a log row lacks gets the shared missing-value defaults; an absent rating is unknown.
 OPTIONAL_DEFAULTS: dict[str, object] = {F.RATING: None, **F.MISSING_DEFAULTS}
 _TITLE_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
@@ -73,8 +74,13 @@ def _number(column: str, value: object, row: int) -> float | int | None:
 
 
 def _integer(column: str, value: float | int, row: int) -> int:
+    """An integer column's value, which a tf.Example's int64 list must hold."""
     if isinstance(value, float) and (not math.isfinite(value) or value != math.floor(value)):
         raise RowProblemError(f"column '{column}' must hold integers; row {row} has {value!r}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise RowProblemError(
+            f"column '{column}' must hold 64-bit integers; row {row} has {int(value)}"
+        )
     return int(value)
 
 
@@ -205,7 +211,7 @@ def rating_row(raw: Mapping[str, object], row: int) -> Row:
         F.USER_ID: _integer(F.USER_ID, values[F.USER_ID], row),
         F.ITEM_ID: _integer(F.ITEM_ID, values[F.ITEM_ID], row),
         F.RATING: float(values[F.RATING]),
-        F.TIMESTAMP: int(values[F.TIMESTAMP]),
+        F.TIMESTAMP: _integer(F.TIMESTAMP, values[F.TIMESTAMP], row),
     }
 
 

@@ -41,6 +41,10 @@ def test_label_rules_click_and_purchase_threshold():
             "user_id,item_id,click,purchase\n1.5,2,1,0\n",
             "column 'user_id' must hold integers; row 1 has 1.5",
         ),
+        (
+            "user_id,item_id,click,purchase\n9223372036854775808,2,1,0\n",
+            "column 'user_id' must hold 64-bit integers; row 1 has 9223372036854775808",
+        ),
         ("user_id,item_id,click,purchase\n", "the file has no data rows"),
     ],
 )
