@@ -61,6 +61,8 @@ ITEM_FEATURES: tuple[str, ...] = (GENRES, YEAR, TITLE)
 MODEL_INPUT_KEYS: tuple[str, ...] = (USER_ID, ITEM_ID, *USER_FEATURES, HISTORY, *ITEM_FEATURES)
 
 INT_COLUMNS: tuple[str, ...] = (USER_ID, ITEM_ID, CLICK, PURCHASE, TIMESTAMP, AGE, YEAR)
+# What an integer column (a tf.Example's int64 list, a model's int64 input) can hold.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT_COLUMNS: tuple[str, ...] = (RATING,)
 STRING_COLUMNS: tuple[str, ...] = (
     GENDER,

@@ -181,6 +181,11 @@ def coerce_value(key: str, value: Any, kind: str, where: str) -> Any:
             f"{where}, column '{key}': {value!r} is not {KIND_WORDS[kind]} "
             f"(the model reads {key} as {kind})"
         )
+    if kind == INT and not F.INT64_MIN <= typed <= F.INT64_MAX:
+        raise DataError(
+            f"{where}, column '{key}': {value!r} is not a 64-bit integer "
+            f"(the model reads {key} as {kind})"
+        )
     return typed
 
 

@@ -22,7 +22,6 @@ Row = dict[str, object]
 
 REQUIRED_COLUMNS = (F.USER_ID, F.ITEM_ID, F.CLICK, F.PURCHASE)
 RATINGS_COLUMNS = (F.USER_ID, F.ITEM_ID, F.RATING, F.TIMESTAMP)
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # What a log row lacks gets the shared missing-value defaults; an absent rating is unknown.
 OPTIONAL_DEFAULTS: dict[str, object] = {F.RATING: None, **F.MISSING_DEFAULTS}
 _TITLE_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
@@ -77,7 +76,7 @@ def _integer(column: str, value: float | int, row: int) -> int:
     """An integer column's value, which a tf.Example's int64 list must hold."""
     if isinstance(value, float) and (not math.isfinite(value) or value != math.floor(value)):
         raise RowProblemError(f"column '{column}' must hold integers; row {row} has {value!r}")
-    if not INT64_MIN <= value <= INT64_MAX:
+    if not F.INT64_MIN <= value <= F.INT64_MAX:
         raise RowProblemError(
             f"column '{column}' must hold 64-bit integers; row {row} has {int(value)}"
         )

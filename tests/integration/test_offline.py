@@ -216,6 +216,18 @@ def test_the_pipelines_own_examples_can_be_scored(trained, capsys, tmp_path):
             "{path}, row 1, column 'item_id': a value is required, found none",
         ),
         (
+            "pairs.csv",
+            ["user_id,item_id", "3,5", "1180591620717411303424,5"],
+            "{path}, row 2, column 'user_id': '1180591620717411303424' is not a 64-bit integer "
+            "(the model reads user_id as int64)",
+        ),
+        (
+            "pairs.jsonl",
+            ['{"user_id": 3, "item_id": 5, "age": 1e30}'],
+            "{path}, line 1, column 'age': 1e+30 is not a 64-bit integer "
+            "(the model reads age as int64)",
+        ),
+        (
             "pairs.jsonl",
             ['{"user_id": 3, "item_id": 5}', "", '{"user_id": 3, "item_id": 5, "age": "x"}'],
             "{path}, line 3, column 'age': 'x' is not an integer (the model reads age as int64)",
