@@ -591,9 +591,11 @@ class _WriteBucket(beam.DoFn):
         self._output_uri, self._temp_dir, self._buckets = output_uri, temp_dir, buckets
 
     def setup(self) -> None:
+        import tensorflow as tf
         from tfx_bsl.coders import example_coder
 
         self._encoder = example_coder.RecordBatchToExamplesEncoder()
+        tf.io.gfile.makedirs(self._temp_dir)
 
     def process(
         self,
@@ -608,7 +610,6 @@ class _WriteBucket(beam.DoFn):
         name = F.SPLITS[split]
         rows = [finish_row(row, users, items, popularity) for row in _in_key_order(bucket[1])]
         temp = os.path.join(self._temp_dir, f"{name}-{index}-{uuid.uuid4().hex}.gz")
-        tf.io.gfile.makedirs(self._temp_dir)
         with tf.io.gfile.GFile(temp, "wb") as raw:
             out = _GzipWriter(raw)
             for start in range(0, len(rows), ENCODE_BATCH):
@@ -883,8 +884,10 @@ def expand(
 def _buckets(files: Mapping[str, list[str]]) -> int:
     """User buckets (and shuffle buckets per split) for these inputs: one per
     ``BUCKET_INPUT_BYTES`` of interaction text, within bounds."""
+    import tensorflow as tf
+
     total = sum(
-        spill.size_in_bytes(path) * (GZIP_RATIO if path.endswith(".gz") else 1)
+        tf.io.gfile.stat(path).length * (GZIP_RATIO if path.endswith(".gz") else 1)
         for role, paths in files.items()
         if role not in (S.USERS, S.ITEMS)
         for path in paths

@@ -118,8 +118,3 @@ def remove(folder: str) -> None:
     """Delete a folder of bucket files once the job is done with it (absent is fine)."""
     if FileSystems.exists(folder):
         FileSystems.delete([folder])
-
-
-def size_in_bytes(path: str) -> int:
-    """A file's size, on any of Beam's filesystems."""
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
