@@ -1,4 +1,4 @@
-"""Training: datasets from the Transform output, the fit loop, and the TFX ``run_fn``."""
+"""Training: raw examples through Transform's graph, the fit loop, and the TFX ``run_fn``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,16 +23,13 @@ from mtrec import names as F
 from mtrec.models.export import export_model
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.model import SELECTION_LOSS, MultiTaskRecommender
-from mtrec.models.recommend import CATALOG_COLUMNS, collect_catalog
+from mtrec.models.recommend import collect_catalog
 from mtrec.models.warm_start import WarmStart, bundle_dir, restore, save_bundle
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_XF = (*F.USER_CATEGORICAL_XF, *F.ITEM_CATEGORICAL_XF, *F.ITEM_MULTIVALENT_XF)
 HISTORY_FILE = "history.json"
-# What label_statistics reads, and the batch of the passes over only some columns.
-COUNT_COLUMNS = (F.RATING_WEIGHT_XF, *F.LABEL_XF.values(), F.transformed_name(F.ITEM_ID))
-COLUMN_BATCH = 4096
 # What BalancedLoss adds to the logs (an early_stopping criterion in ModelConfig).
 BALANCED_LOSS = "balanced_loss"
 # The one metric per head that the per-epoch line shows (its validation value when there is one).
@@ -211,7 +210,7 @@ def fit(
     """Train under ``strategy`` (else the configured one) with early stopping on validation
     loss. ``config.batch_size`` is the global batch: each replica takes its share of it.
 
-    ``counts`` (e.g. ``column_dataset`` of COUNT_COLUMNS over the training files) gives the
+    ``counts`` (e.g. ``train`` itself, when a pass over it is cheap) gives the
     label priors and the items' click counts in one full pass; without it they come from
     ``train`` (the priors from its first 100 batches, the counts from a pass of their own).
 
@@ -332,13 +331,38 @@ def read_examples(
         lambda records: tf.io.parse_example(records, spec),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    # No tf.data autotuning thread: deleting an iterator joins it (RootDataset::Iterator's
-    # destructor, in a py-spy stack), and that stalled the Trainer 2 to 4 s between some
-    # epochs (Keras makes an iterator per epoch) on 2 cores. AUTOTUNE then means the
-    # default parallelism for the map. README, "Trainer input".
+    return _without_autotuning(dataset)
+
+
+def _without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """No tf.data autotuning thread: deleting an iterator joins it (RootDataset::Iterator's
+    destructor, in a py-spy stack), and that stalled the Trainer 2 to 4 s between some
+    epochs (Keras makes an iterator per epoch) on 2 cores. AUTOTUNE then means the default
+    parallelism for a map. README, "Trainer input"."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
+
+
+# The Trainer's transformed copy of a split is written in this many shards; each epoch takes
+# them in a new order, a batch from each in turn, so batches mix across the whole split.
+TRANSFORMED_SHARDS = 16
+
+
+def transformed_batches(
+    file_patterns: Sequence[str],
+    tft_output: tft.TFTransformOutput,
+    batch_size: int,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of transformed features (labels included) from raw tf.Examples: Transform's
+    graph applied a batch at a time, as the exported model applies it to a request."""
+    layer = tft_output.transform_features_layer()
+    dataset = read_examples(
+        file_patterns, tft_output.raw_feature_spec(), batch_size, shuffle_buffer, seed
+    )
+    return _without_autotuning(dataset.map(layer, num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def make_dataset(
@@ -346,29 +370,38 @@ def make_dataset(
     tft_output: tft.TFTransformOutput,
     config: ModelConfig,
     shuffle: bool,
+    folder: str,
 ) -> tf.data.Dataset:
-    """Batches of transformed features (labels included) from Transform's examples."""
-    dataset = read_examples(
+    """Batches for ``fit``: the raw examples transformed once, now, into ``folder`` (local
+    scratch, about 700 bytes per example), then read back on every pass.
+
+    Transform does not write transformed examples (README, "Trainer input"): applying its
+    graph here once, with no Beam, tf.Example encoding or gzip, costs a few seconds where
+    materializing cost Transform about 20. With ``shuffle`` the records pass once through
+    the shuffle buffer before batching, and each pass takes the shards in a new order and
+    shuffles batches through a buffer of as many rows."""
+    batches = transformed_batches(
         file_patterns,
-        tft_output.transformed_feature_spec(),
+        tft_output,
         config.batch_size,
         config.shuffle_buffer if shuffle else 0,
         config.seed,
     )
-    # Across workers, shard batches rather than files: Transform may write fewer files than
-    # there are workers. Every worker reads the same seeded order and keeps its share.
+    batches.enumerate().save(folder, shard_func=lambda index, _: index % TRANSFORMED_SHARDS)
+
+    def read_shards(shards: tf.data.Dataset) -> tf.data.Dataset:
+        if shuffle:
+            shards = shards.shuffle(TRANSFORMED_SHARDS, seed=config.seed)
+        return shards.interleave(lambda shard: shard, cycle_length=TRANSFORMED_SHARDS)
+
+    dataset = tf.data.Dataset.load(folder, reader_func=read_shards).map(lambda _, batch: batch)
+    if shuffle:
+        dataset = dataset.shuffle(max(1, config.shuffle_buffer // config.batch_size), config.seed)
+    # Across workers, shard batches rather than files: every worker transforms the same
+    # seeded order and keeps its share.
     sharding = tf.data.Options()
     sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(sharding).prefetch(tf.data.AUTOTUNE)
-
-
-def column_dataset(
-    file_patterns: Sequence[str], tft_output: tft.TFTransformOutput, columns: Sequence[str]
-) -> tf.data.Dataset:
-    """One unshuffled pass over only ``columns`` of Transform's examples, for the passes
-    that count or collect: no shuffle buffer to fill, and nothing parsed that they skip."""
-    spec = {k: v for k, v in tft_output.transformed_feature_spec().items() if k in columns}
-    return read_examples(file_patterns, spec, COLUMN_BATCH).prefetch(tf.data.AUTOTUNE)
+    return _without_autotuning(dataset).with_options(sharding).prefetch(tf.data.AUTOTUNE)
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
@@ -384,9 +417,24 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = fn_args.custom_config or {}
     config = ModelConfig.from_dict(custom.get("model", {}))
     strategy = make_strategy(config.distribution)  # Before any other op, as MWMS requires.
+    scratch = tempfile.mkdtemp(prefix="mtrec-trainer-")
+    try:
+        _train_and_export(fn_args, custom, config, strategy, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train_and_export(
+    fn_args: tfx.components.FnArgs,
+    custom: dict,
+    config: ModelConfig,
+    strategy: tf.distribute.Strategy,
+    scratch: str,
+) -> None:
+    """``run_fn``'s work, with ``scratch`` the local folder for the transformed splits."""
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    train = make_dataset(fn_args.train_files, tft_output, config, True)
-    valid = make_dataset(fn_args.eval_files, tft_output, config, False)
+    train = make_dataset(fn_args.train_files, tft_output, config, True, f"{scratch}/train")
+    valid = make_dataset(fn_args.eval_files, tft_output, config, False, f"{scratch}/valid")
     base_model = fn_args.base_model if custom.get("warm_start", True) else None
     initial_weights = None
     if base_model:
@@ -401,7 +449,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         fn_args.model_run_dir,
         strategy,
         initial_weights=initial_weights,
-        counts=column_dataset(fn_args.train_files, tft_output, COUNT_COLUMNS),
+        counts=train,
     )
     log.info("Trained weights digest: %s", weights_digest(model.trainable_weights))
     # For benchmarks and reports: whether this run was warm-started, and how long it trained.
@@ -413,10 +461,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
             json.dump(history, out, indent=1)
-    catalog = collect_catalog(
-        column_dataset(fn_args.train_files, tft_output, CATALOG_COLUMNS),
-        tft_output.vocabulary_by_name(F.ITEM_ID),
-    )
+    catalog = collect_catalog(train, tft_output.vocabulary_by_name(F.ITEM_ID))
     log.info("Recommend catalog: %d items", len(catalog))
     export_dir = worker_export_dir(fn_args.serving_model_dir, strategy)
     export_model(model, tft_output, export_dir, catalog, tuple(config.blend_weights))

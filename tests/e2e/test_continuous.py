@@ -26,6 +26,7 @@ import pytest
 from mtrec.cli.main import main
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.results import store as results
+from tests.support.lineage import executions, inputs, outputs
 
 ROWS_PER_SPAN = 1500
 NEW_USER_OFFSET = 1000
@@ -113,31 +114,6 @@ def stream(tmp_path_factory):
     return {"logs": logs, "output": output, "runs": runs, "store": store}
 
 
-def executions(store: mlmd.MetadataStore, node: str) -> list:
-    """The executions of one node, oldest first."""
-    context = store.get_context_by_type_and_name("node", f"{DEFAULT_PIPELINE_NAME}.{node}")
-    return sorted(store.get_executions_by_context(context.id), key=lambda e: e.id)
-
-
-def inputs(store: mlmd.MetadataStore, execution, key: str) -> list:
-    """The artifacts an execution read under ``key``."""
-    ids = [
-        event.artifact_id
-        for event in store.get_events_by_execution_ids([execution.id])
-        if event.type == mlmd.proto.Event.INPUT and event.path.steps[0].key == key
-    ]
-    return store.get_artifacts_by_id(ids)
-
-
-def outputs(store: mlmd.MetadataStore, execution, key: str) -> list:
-    ids = [
-        event.artifact_id
-        for event in store.get_events_by_execution_ids([execution.id])
-        if event.type == mlmd.proto.Event.OUTPUT and event.path.steps[0].key == key
-    ]
-    return store.get_artifacts_by_id(ids)
-
-
 def span(artifact) -> int:
     return artifact.properties["span"].int_value
 
@@ -171,6 +147,13 @@ def test_each_run_trains_on_the_validated_spans_before_it_and_evaluates_on_its_o
         [1],
         [2],  # Span 3 failed validation: left out of the window.
         [4],  # Span 5 failed to ingest: left out too.
+    ]
+    # The Trainer reads the same raw examples, through Transform's graph.
+    trainers = executions(store, "Trainer")
+    assert [sorted(span(a) for a in inputs(store, e, "examples")) for e in trainers] == [
+        [1],
+        [2],
+        [4],
     ]
     evaluations = executions(store, "Evaluator")
     assert [[span(a) for a in inputs(store, e, "examples")] for e in evaluations] == [[2], [4], [6]]

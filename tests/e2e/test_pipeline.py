@@ -26,6 +26,7 @@ from mtrec.examples import to_example, to_examples
 from mtrec.models.export import SIGNATURES
 from mtrec.pipeline.config import DEFAULT_PIPELINE_NAME
 from mtrec.results import store as results
+from tests.support.lineage import executions, inputs, outputs
 from tests.support.nodes import NODES
 from tests.support.synthetic import make_interactions_csv, make_movielens_dir
 
@@ -124,6 +125,20 @@ def test_every_component_executed_once_and_recorded_artifacts(workspace):
     assert "Model BLESSED and pushed to" in stdout
     assert "ServingValidator: INFRA_BLESSED: served " in stdout
     assert workspace["summary"].infra_blessed is True
+
+
+def test_the_trainer_reads_the_data_components_examples_and_transform_writes_none(workspace):
+    """Transform only analyzes: the Trainer applies its graph to the raw examples, in a
+    scratch folder of its own that the run removes (see the temp-directory test below)."""
+    store = workspace["store"]
+    [examples] = outputs(store, executions(store, "MtrecExampleGen")[0], "examples")
+    transform = executions(store, "Transform")[0]  # The first run's; later ones are cached.
+    assert [a.id for a in inputs(store, transform, "examples")] == [examples.id]
+    assert outputs(store, transform, "transformed_examples") == []
+    [graph] = outputs(store, transform, "transform_graph")
+    trainer = executions(store, "Trainer")[0]
+    assert [a.id for a in inputs(store, trainer, "examples")] == [examples.id]
+    assert [a.id for a in inputs(store, trainer, "transform_graph")] == [graph.id]
 
 
 def test_a_run_leaves_the_temp_directory_as_it_found_it(workspace):

@@ -68,17 +68,16 @@ def _artifact(kind: str, uri: Path | str, splits: tuple[str, ...] = ()) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class TransformOutput:
-    """Where TFX's Transform wrote its graph and transformed examples, and the schema."""
+    """Where TFX's Transform wrote its graph, the raw examples it read, and the schema."""
 
-    examples: str  # The raw examples Transform read.
+    examples: str  # The raw examples Transform analyzed, which the Trainer reads.
     schema: str
     graph: str
-    transformed: str
 
 
 def run_transform(examples_dir: str, root: Path) -> TransformOutput:
-    """Run TFX's Transform executor as the pipeline configures it (analyze train, transform
-    every split) on the raw examples in ``examples_dir``, with the curated schema."""
+    """Run TFX's Transform executor as the pipeline configures it (analyze train, write no
+    transformed examples) on the raw examples in ``examples_dir``, with the curated schema."""
     from tfx.components.transform import executor as transform_executor
     from tfx.proto import transform_pb2
     from tfx.utils import proto_utils
@@ -92,18 +91,14 @@ def run_transform(examples_dir: str, root: Path) -> TransformOutput:
         str(examples_dir),
         str(schema_dir),
         str(root / "transform_graph"),
-        str(root / "transformed_examples"),
     )
-    splits = transform_pb2.SplitsConfig(analyze=["train"], transform=list(SPLITS))
+    splits = transform_pb2.SplitsConfig(analyze=["train"])
     transform_executor.Executor().Do(
         {
             "examples": [_artifact("Examples", out.examples, SPLITS)],
             "schema": [_artifact("Schema", out.schema)],
         },
-        {
-            "transform_graph": [_artifact("TransformGraph", out.graph)],
-            "transformed_examples": [_artifact("Examples", out.transformed)],
-        },
+        {"transform_graph": [_artifact("TransformGraph", out.graph)]},
         {
             "preprocessing_fn": PREPROCESSING_FN,
             "splits_config": proto_utils.proto_to_json(splits),
@@ -150,7 +145,7 @@ def train(spec: WorkerSpec) -> None:
         "custom_config": json.dumps({"model": spec.model_config}),
     }
     inputs = {
-        "examples": [_artifact("Examples", spec.transform.transformed, SPLITS)],
+        "examples": [_artifact("Examples", spec.transform.examples, SPLITS)],
         "transform_graph": [_artifact("TransformGraph", spec.transform.graph)],
         "schema": [_artifact("Schema", spec.transform.schema)],
     }
