@@ -7,20 +7,17 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
-from google.protobuf import text_format
-from tensorflow_metadata.proto.v0 import schema_pb2
-from tensorflow_transform.tf_metadata import schema_utils
 
 from mtrec import names as F
 from mtrec.data import build
 from mtrec.data import source as data_source
-from mtrec.data.config import CURATED_SCHEMA, DataConfig
+from mtrec.data.config import DataConfig
 from mtrec.examples import to_examples
 from mtrec.models import local_transform
 from mtrec.models.export import export_model
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.recommend import collect_catalog
-from mtrec.models.training import cardinalities, fit
+from mtrec.models.training import cardinalities, fit, transformed_batches
 from tests.support.synthetic import make_movielens_dir
 
 CARDS = {
@@ -90,26 +87,15 @@ def transformed_batch(n: int = 32, seed: int = 0) -> dict:
     return batch
 
 
-def _schema() -> schema_pb2.Schema:
-    return text_format.Parse(Path(CURATED_SCHEMA).read_text(), schema_pb2.Schema())
-
-
 def run_transform(examples: str, out_dir: Path) -> tft.TFTransformOutput:
     """Analyze the training examples with the real preprocessing_fn, as Transform does."""
     return local_transform.analyze(examples, out_dir, "test")
 
 
 def transformed_dataset(examples: str, output: tft.TFTransformOutput) -> tf.data.Dataset:
-    """The examples at ``examples`` (a file pattern: a split's shards), transformed."""
-    raw_spec = schema_utils.schema_as_feature_spec(_schema()).feature_spec
-    layer = output.transform_features_layer()
-    files = sorted(tf.io.gfile.glob(examples))
-    return (
-        tf.data.TFRecordDataset(files, compression_type="GZIP")
-        .batch(64)
-        .map(lambda x: layer(tf.io.parse_example(x, raw_spec)))
-        .cache()
-    )
+    """The examples at ``examples`` (a file pattern: a split's shards), transformed as the
+    Trainer transforms them, in batches of 64 held in memory."""
+    return transformed_batches([examples], output, 64).cache()
 
 
 @dataclasses.dataclass
