@@ -138,14 +138,14 @@ def test_builtin_resolvers_take_the_place_of_the_custom_ones(job):
         }
     }
     assert json.loads(_constant(trainer, "custom_config"))["warm_start"] is True
-    # The run trains on its own span: this run's examples, their train split.
-    assert tasks["Transform"]["inputs"]["artifacts"]["examples"] == {
+    # The run trains on its own span: this run's examples, their train split. Transform
+    # only analyzes them; the Trainer reads them raw.
+    own_examples = {
         "taskOutputArtifact": {"producerTask": "MtrecExampleGen", "outputArtifactKey": "examples"}
     }
-    assert json.loads(_constant(tasks["Transform"], "splits_config")) == {
-        "analyze": ["train"],
-        "transform": ["train", "valid"],
-    }
+    assert tasks["Transform"]["inputs"]["artifacts"]["examples"] == own_examples
+    assert json.loads(_constant(tasks["Transform"], "splits_config")) == {"analyze": ["train"]}
+    assert trainer["inputs"]["artifacts"]["examples"] == own_examples
     assert json.loads(_constant(trainer, "train_args")) == {"splits": ["train"]}
     assert json.loads(_constant(tasks["Pusher"], "custom_config")) == {"keep_versions": 3}
 
