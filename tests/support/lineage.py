@@ -15,19 +15,18 @@ def executions(store: mlmd.MetadataStore, node: str) -> list:
 
 def inputs(store: mlmd.MetadataStore, execution, key: str) -> list:
     """The artifacts an execution read under ``key``."""
-    ids = [
-        event.artifact_id
-        for event in store.get_events_by_execution_ids([execution.id])
-        if event.type == mlmd.proto.Event.INPUT and event.path.steps[0].key == key
-    ]
-    return store.get_artifacts_by_id(ids)
+    return _artifacts(store, execution, key, mlmd.proto.Event.INPUT)
 
 
 def outputs(store: mlmd.MetadataStore, execution, key: str) -> list:
     """The artifacts an execution wrote under ``key``."""
+    return _artifacts(store, execution, key, mlmd.proto.Event.OUTPUT)
+
+
+def _artifacts(store: mlmd.MetadataStore, execution, key: str, kind: int) -> list:
     ids = [
         event.artifact_id
         for event in store.get_events_by_execution_ids([execution.id])
-        if event.type == mlmd.proto.Event.OUTPUT and event.path.steps[0].key == key
+        if event.type == kind and event.path.steps[0].key == key
     ]
     return store.get_artifacts_by_id(ids)
