@@ -305,7 +305,8 @@ def training_data(store: Any, version: int | None) -> TrainingData:
     if not schema_events:
         raise LookupError(f"the Trainer of {model.uri} had no schema input")
     schema = _artifact(store, schema_events[0].artifact_id)
-    # The Trainer read Transform's examples: trace them back to the raw (ExampleGen) ones.
+    # The Trainer reads the raw examples; runs before 2370a3c read Transform's: trace those
+    # back to the raw (ExampleGen) ones.
     examples = _artifact(store, _events(store, trainer, m.Event.INPUT, "examples")[0].artifact_id)
     for _ in range(10):
         upstream = [
