@@ -61,9 +61,7 @@ def test_a_pass_over_the_copy_holds_every_example_once_as_transformed(split, tmp
     assert len(shards) >= TRANSFORMED_SHARDS
 
 
-def test_the_same_seed_gives_the_same_order_and_no_shuffle_keeps_the_files_order(
-    split, tmp_path
-):
+def test_the_same_seed_gives_the_same_order_and_no_shuffle_keeps_the_files_order(split, tmp_path):
     pattern, output = split
     one = make_dataset([pattern], output, CONFIG, True, str(tmp_path / "one"))
     two = make_dataset([pattern], output, CONFIG, True, str(tmp_path / "two"))
