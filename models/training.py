@@ -362,7 +362,7 @@ def transformed_batches(
     dataset = read_examples(
         file_patterns, tft_output.raw_feature_spec(), batch_size, shuffle_buffer, seed
     )
-    return _without_autotuning(dataset.map(layer, num_parallel_calls=tf.data.AUTOTUNE))
+    return dataset.map(layer, num_parallel_calls=tf.data.AUTOTUNE)  # read_examples' options hold.
 
 
 def make_dataset(
@@ -401,6 +401,7 @@ def make_dataset(
     # seeded order and keeps its share.
     sharding = tf.data.Options()
     sharding.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # A loaded dataset starts a new pipeline: it takes no options from the one saved.
     return _without_autotuning(dataset).with_options(sharding).prefetch(tf.data.AUTOTUNE)
 
 
