@@ -10,12 +10,18 @@ connection, sending ready-made requests (so the client's own request building is
 timed). Prints one table with p50/p99 latency, throughput, ratios to the floor and, with
 batching on, the merge factor: requests per model call, from the server's own Prometheus
 batching metrics. It says whether the machine was otherwise idle (load average).
+
+A last case measures gRPC itself: a server in its own process whose Predict returns one
+ready-made response (no decoding, no model), under the same clients. Its 8-client rate is
+the most any Python gRPC server can answer on this machine, so it bounds what batching can
+gain over the unbatched server.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import concurrent.futures
 import http.client
 import json
 import os
@@ -38,6 +44,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from mtrec.examples import to_examples
+from mtrec.serving.server import ServerOptions
 
 
 def latest_version(base: Path) -> Path:
@@ -156,6 +163,49 @@ class Server:
 METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
+class ReadyAnswer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """Answers every Predict with one ready-made response: what gRPC costs without a model."""
+
+    def __init__(self) -> None:
+        self.response = predict_pb2.PredictResponse()
+        for head in ("rating", "click", "purchase"):
+            self.response.outputs[head].CopyFrom(tf.make_tensor_proto([0.5], tf.float32))
+
+    def Predict(self, request, context):
+        return self.response
+
+
+def serve_ready_answers(port: int) -> None:
+    """The no-op server, with as many gRPC threads as `mtrec serve` has; runs until killed."""
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(ServerOptions.grpc_workers))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(ReadyAnswer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    print("ready", flush=True)
+    server.wait_for_termination()
+
+
+def transport_alone(seconds: float) -> list[tuple]:
+    """Batch-1 gRPC Predict against the no-op server in a subprocess, 1 and 8 clients."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--ready-answers", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise SystemExit("the no-op gRPC server did not start")
+        return [(TRANSPORT, 1, clients, "-", load(port, 1, clients, seconds)) for clients in (1, 8)]
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+
+
+TRANSPORT = "gRPC, no-op server (transport)"
+
+
 def rest_load(port: int, seconds: float) -> dict:
     """Batch-1 REST :predict over one keep-alive connection."""
     example = base64.b64encode(to_examples(sample_rows(1))[0]).decode()
@@ -214,7 +264,11 @@ def main() -> None:
         action="store_true",
         help="skip the unbatched server (for trying batching parameters)",
     )
+    parser.add_argument("--ready-answers", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.ready_answers:
+        serve_ready_answers(args.ready_answers)
+        return
     base = Path(args.model_base_path).resolve()
     model_dir = latest_version(base)
     load_1m = os.getloadavg()[0]
@@ -255,6 +309,7 @@ def main() -> None:
             )
         finally:
             server.stop()
+    rows += transport_alone(args.seconds)
     header = (
         f"{'case':<36}{'batch':>6}{'clients':>8}{'batching':>9}{'p50 ms':>9}"
         f"{'p99 ms':>9}{'rows/s':>10}{'p50/floor':>10}{'rows/s vs unbatched':>21}"
@@ -265,7 +320,7 @@ def main() -> None:
     if not unbatched:
         unbatched = {(r[0], r[1], r[2]): r[4]["rows_per_s"] for r in rows}
     for case, batch, clients, batching, result in rows:
-        ratio = result["p50_ms"] / floors[batch]["p50_ms"]
+        ratio = f"{result['p50_ms'] / floors[batch]['p50_ms']:.2f}x" if case != TRANSPORT else ""
         speedup = (
             f"{result['rows_per_s'] / unbatched[(case, batch, clients)]:.2f}x"
             if batching == "on"
@@ -275,13 +330,21 @@ def main() -> None:
         merged = f"{merge:.2f}" if batching == "on" and merge is not None else ""
         print(
             f"{case:<36}{batch:>6}{clients:>8}{batching:>9}{result['p50_ms']:>9.2f}"
-            f"{result['p99_ms']:>9.2f}{result['rows_per_s']:>10.0f}{ratio:>9.2f}x"
+            f"{result['p99_ms']:>9.2f}{result['rows_per_s']:>10.0f}{ratio:>10}"
             f"{speedup:>21}{merged:>15}"
         )
     single = {r[0]: r[4]["p50_ms"] for r in rows if r[1:4] == (1, 1, "off") and r[0] != rows[0][0]}
     if len(single) == 2:
         ratio = single["REST :predict, keep-alive"] / single["gRPC Predict"]
         print(f"REST keep-alive batch-1 p50 / gRPC batch-1 p50 (batching off): {ratio:.2f}x")
+    eight = {r[0]: r[4]["rows_per_s"] for r in rows if r[1:4] in ((1, 8, "off"), (1, 8, "-"))}
+    if len(eight) == 2:
+        print(
+            f"8 batch-1 clients: the no-op server answers {eight[TRANSPORT]:.0f} requests/s, "
+            f"{eight[TRANSPORT] / eight['gRPC Predict']:.2f}x the unbatched server's "
+            f"{eight['gRPC Predict']:.0f} (batching's 3x target needs "
+            f"{3 * eight['gRPC Predict']:.0f}, model included)"
+        )
 
 
 if __name__ == "__main__":
