@@ -166,6 +166,12 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
         return item.encode() if isinstance(item, str) else item
 
     decoded = decode(value)
+    if dtype is not None and dtype.is_integer:
+        outside = _first_outside(decoded, np.iinfo(dtype.as_numpy_dtype))
+        if outside is not None:  # TF Serving's json_tensor.cc words it so (TypeError).
+            raise invalid(
+                f"JSON Value: {outside} Type: Number is not of expected type: {dtype.name}"
+            )
     if dtype is not None and dtype == tf.string:
         array = np.array(decoded, dtype=object)
         if array.dtype != object or any(not isinstance(v, bytes) for v in array.flat):
@@ -188,6 +194,19 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
         ):
             array = array.astype(target)
     return array
+
+
+def _first_outside(decoded: Any, limits: np.iinfo) -> int | None:
+    """The first JSON integer in ``decoded`` (nested lists) outside ``limits``, if any."""
+    pending = [decoded]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(reversed(item))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not limits.min <= item <= limits.max:
+                return item
+    return None
 
 
 def parse_rest_inputs(

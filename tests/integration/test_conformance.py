@@ -255,6 +255,19 @@ def test_rest_bad_bodies_are_400(served, headers, payload, error):
     assert raw_request(served["rest_port"], request) == (400, {"error": error})
 
 
+def test_rest_integer_outside_int64_is_a_type_error(served):
+    """Not a ragged-list error: TF Serving's json_tensor.cc rejects the one value by type."""
+    body = {
+        "signature_name": "predict_raw",
+        "inputs": {"user_id": [7, 2**70], "item_id": [3, 4], "gender": ["F", "M"]},
+    }
+    code, _, raw = http_call(
+        served["rest_port"], "POST", "/v1/models/tiny:predict", json.dumps(body).encode()
+    )
+    error = f"JSON Value: {2**70} Type: Number is not of expected type: int64"
+    assert (code, json.loads(raw)) == (400, {"error": error})
+
+
 def test_rest_chunked_request_body_is_read(served):
     connection = http.client.HTTPConnection("127.0.0.1", served["rest_port"], timeout=10)
     body = json.dumps(
