@@ -347,6 +347,9 @@ def _without_autotuning(dataset: tf.data.Dataset) -> tf.data.Dataset:
 # The Trainer's transformed copy of a split is written in this many shards; each epoch takes
 # them in a new order, a batch from each in turn, so batches mix across the whole split.
 TRANSFORMED_SHARDS = 16
+# What the transformed copy takes on disk per example (MovieLens-100K, the default model's
+# features: README, "Trainer input"); said when the copy does not fit.
+COPY_BYTES_PER_EXAMPLE = 700
 
 
 def transformed_batches(
@@ -390,7 +393,16 @@ def make_dataset(
         config.shuffle_buffer if shuffle else 0,
         config.seed,
     )
-    batches.enumerate().save(folder, shard_func=lambda index, _: index % TRANSFORMED_SHARDS)
+    try:
+        batches.enumerate().save(folder, shard_func=lambda index, _: index % TRANSFORMED_SHARDS)
+    except (tf.errors.ResourceExhaustedError, tf.errors.OutOfRangeError) as err:
+        # A full disk (ENOSPC) or a file size limit (EFBIG): what to do, not TF's op trace.
+        reason = err.message.split(" [Op:")[0].rsplit("; ", 1)[-1].strip()
+        raise OSError(
+            f"the Trainer could not write its transformed copy of the examples to {folder}: "
+            f"{reason}. It needs about {COPY_BYTES_PER_EXAMPLE} bytes per example; set TMPDIR "
+            "to a folder on a disk with room"
+        ) from None
 
     def read_shards(shards: tf.data.Dataset) -> tf.data.Dataset:
         if shuffle:

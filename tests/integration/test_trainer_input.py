@@ -1,6 +1,9 @@
 """The Trainer's input: raw examples through Transform's graph, written once to a local
 copy and read back every epoch, every example once per pass, reshuffled per pass."""
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from unittest import mock
 
@@ -89,3 +92,35 @@ def test_transforming_the_batches_applies_no_autograph(split):
     }
     # Only read_examples' one-line parsing lambda may be converted.
     assert converted <= {"read_examples.<locals>.<lambda>"}, converted
+
+
+def test_a_copy_that_does_not_fit_is_one_clear_error(split, tmp_path):
+    """The kernel refuses writes past a file size limit (EFBIG), as a full disk refuses
+    them (ENOSPC): the Trainer says what failed and what to do, not TF's op trace."""
+    pattern, output = split
+    transform_dir = str(Path(output.transform_savedmodel_dir).parent)
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process.
+        import tensorflow_transform as tft
+        from mtrec.models.hparams import ModelConfig
+        from mtrec.models.training import make_dataset
+        config = ModelConfig(batch_size=16, shuffle_buffer=64, seed=3)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000, resource.RLIM_INFINITY))
+        try:
+            make_dataset([{pattern!r}], tft.TFTransformOutput({transform_dir!r}),
+                         config, True, {str(tmp_path / "copy")!r})
+        except OSError as err:
+            print("ERROR:", err)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("ERROR:"))
+    assert line == (
+        f"ERROR: the Trainer could not write its transformed copy of the examples to "
+        f"{tmp_path / 'copy'}: File too large. It needs about 700 bytes per example; set "
+        "TMPDIR to a folder on a disk with room"
+    )
