@@ -48,6 +48,8 @@ from mtrec.serving.server import ServerOptions
 
 
 def latest_version(base: Path) -> Path:
+    if not base.is_dir():
+        raise SystemExit(f"serving.py: error: no push folder at {base}: run `make run` first")
     versions = sorted((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     if not versions:
         raise SystemExit(f"no model version under {base}: run `make run` first")
