@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from mtrec import names as F
 from mtrec.examples import to_examples
 from mtrec.serving.server import ServerOptions
 
@@ -170,7 +171,7 @@ class ReadyAnswer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def __init__(self) -> None:
         self.response = predict_pb2.PredictResponse()
-        for head in ("rating", "click", "purchase"):
+        for head in F.HEADS:
             self.response.outputs[head].CopyFrom(tf.make_tensor_proto([0.5], tf.float32))
 
     def Predict(self, request, context):

@@ -166,12 +166,6 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
         return item.encode() if isinstance(item, str) else item
 
     decoded = decode(value)
-    if dtype is not None and dtype.is_integer:
-        outside = _first_outside(decoded, np.iinfo(dtype.as_numpy_dtype))
-        if outside is not None:  # TF Serving's json_tensor.cc words it so (TypeError).
-            raise invalid(
-                f"JSON Value: {outside} Type: Number is not of expected type: {dtype.name}"
-            )
     if dtype is not None and dtype == tf.string:
         array = np.array(decoded, dtype=object)
         if array.dtype != object or any(not isinstance(v, bytes) for v in array.flat):
@@ -180,8 +174,16 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
     try:
         array = np.array(decoded)
     except ValueError:
-        raise invalid(f"input '{name}': ragged or mixed values") from None
-    if array.dtype == object:
+        array = None  # Ragged; unless it also holds an integer out of range (below).
+    if dtype is not None and dtype.is_integer and _may_be_outside(array, dtype):
+        # Walked only then, off the common path: the first value, as TF Serving's
+        # json_tensor.cc reads them, and its TypeError's words.
+        outside = _first_outside(decoded, np.iinfo(dtype.as_numpy_dtype))
+        if outside is not None:
+            raise invalid(
+                f"JSON Value: {outside} Type: Number is not of expected type: {dtype.name}"
+            )
+    if array is None or array.dtype == object:
         raise invalid(f"input '{name}': ragged or mixed values")
     if dtype is not None and array.dtype.kind in "biuf":
         # JSON numbers take the signature's type, as TF Serving's json_tensor.cc reads them
@@ -194,6 +196,17 @@ def _json_array(name: str, value: Any, dtype: Any) -> np.ndarray:
         ):
             array = array.astype(target)
     return array
+
+
+def _may_be_outside(array: np.ndarray | None, dtype: Any) -> bool:
+    """Whether an integer input's values may not fit its type: numpy could not hold them in
+    a plain array (ragged, or past 64 bits), or its integers reach past the type's range."""
+    if array is None or array.dtype == object:
+        return True
+    if array.dtype.kind not in "iu" or not array.size:
+        return False
+    limits = np.iinfo(dtype.as_numpy_dtype)
+    return int(array.min()) < limits.min or int(array.max()) > limits.max
 
 
 def _first_outside(decoded: Any, limits: np.iinfo) -> int | None:
