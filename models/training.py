@@ -255,6 +255,9 @@ def fit(
     if warm is not None and warm.warm_started:
         epochs = config.warm_start_epochs
         log.info("Warm-started: at most %d epochs (warm_start_epochs)", epochs)
+        # Equal to the base run's trained digest when no vocabulary changed: a check that
+        # every worker starts from the base model's weights.
+        log.info("Warm-start weights digest: %s", weights_digest(model.trainable_weights))
     # BalancedLoss first: the callbacks after it (and the history) read what it adds.
     callbacks: list[tf_keras.callbacks.Callback] = [BalancedLoss(), EpochLog(epochs)]
     stopping = None

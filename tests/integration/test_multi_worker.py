@@ -189,11 +189,11 @@ def test_a_warm_start_across_two_workers_starts_from_the_base_model_and_keeps_le
     assert warm["warm_start"]["carried"]["user_id"] == 100  # Every user of the tiny data.
     assert warm["warm_start"]["new"]["user_id"] == 0
     assert warm["epochs_run"] <= ModelConfig().warm_start_epochs
-    # Its first epoch starts where the base model ended, not from scratch: nearer the base's
-    # last epoch than the cold run's first (which a start from scratch would repeat: same
-    # data, same seed), and at least as good as the base's last, less noise.
-    for name in ("val_click_auc", "val_rating_rmse"):
-        first, base_start, base_end = warm[name][0], cold[name][0], cold[name][-1]
-        assert abs(first - base_end) < abs(first - base_start), (name, cold[name], warm[name])
-    assert warm["val_click_auc"][0] > cold["val_click_auc"][-1] - 0.03, (cold, warm)
+    # Every worker starts from the base model's trained weights, exactly: the data (so the
+    # vocabularies) did not change, so every row is carried to where it was.
+    base_digest = cluster["workers"][0].digest()
+    assert [w.start_digest() for w in warm_cluster["workers"]] == [base_digest] * WORKERS
+    # And keeps learning from there (multi-worker training is not bit-reproducible: the
+    # bounds allow for its noise).
+    assert max(warm["val_click_auc"]) > cold["val_click_auc"][-1] - 0.03, (cold, warm)
     assert min(warm["val_rating_rmse"]) < cold["val_rating_rmse"][-1] + 0.05, (cold, warm)

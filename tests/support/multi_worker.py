@@ -36,6 +36,7 @@ PREPROCESSING_FN = "mtrec.models.modules.transform_module.preprocessing_fn"
 RUN_FN = "mtrec.models.modules.trainer_module.run_fn"
 SPLITS = ("train", "valid", "eval")  # names.SPLITS, as ExampleGen writes them.
 DIGEST = re.compile(r"Trained weights digest: ([0-9a-f]+)")
+START_DIGEST = re.compile(r"Warm-start weights digest: ([0-9a-f]+)")
 STRATEGY = re.compile(r"Training with (.+)")
 
 
@@ -185,6 +186,11 @@ class Worker:
     def digest(self) -> str | None:
         """The trained-weights digest run_fn logged."""
         found = DIGEST.findall(self.log)
+        return found[-1] if found else None
+
+    def start_digest(self) -> str | None:
+        """The digest of the warm-started weights before training, as run_fn logged it."""
+        found = START_DIGEST.findall(self.log)
         return found[-1] if found else None
 
     def strategy(self) -> str | None:
