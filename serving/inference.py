@@ -3,6 +3,7 @@ status, over the model manager and the optional batcher."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,16 +44,31 @@ class Inference:
         servable = self.manager.resolve(name, version, label)
         signature = signature_name or F.SERVING_DEFAULT
         outputs = self.predict_on(servable, signature, inputs)
-        if output_filter:
-            unknown = sorted(set(output_filter) - set(outputs))
-            if unknown:
-                raise invalid(
-                    f"output_filter names '{unknown[0]}', which signature "
-                    f"'{signature}' does not output (outputs: "
-                    f"{', '.join(sorted(outputs))})"
-                )
-            outputs = {k: outputs[k] for k in output_filter}
-        return servable, signature, outputs
+        return servable, signature, _filtered(outputs, output_filter, signature)
+
+    async def predict_async(
+        self,
+        name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+    ) -> tuple[Servable, str, dict[str, Any]]:
+        """``predict`` on the batcher's event loop: the request waits there for its batch,
+        holding no thread."""
+        if self.batcher is None:
+            raise RuntimeError("predict_async needs a batcher")
+        servable = self.manager.resolve(name, version, label)
+        signature = signature_name or F.SERVING_DEFAULT
+        function = servable.signature(signature)
+        checked = check_inputs(signature, function, inputs)
+        start = time.perf_counter_ns()
+        outputs = await self.batcher.run(
+            _batch_key(servable, signature), functools.partial(call_signature, function), checked
+        )
+        self._record_runtime(servable, "Predict", start)
+        return servable, signature, _filtered(outputs, output_filter, signature)
 
     def predict_on(
         self,
@@ -70,18 +86,22 @@ class Inference:
         if self.batcher is None:
             outputs = call_signature(function, checked)
         else:
-            key = (servable.name, servable.version, id(servable), signature)
             outputs = self.batcher.submit(
-                key, lambda batch: call_signature(function, batch), checked
+                _batch_key(servable, signature),
+                functools.partial(call_signature, function),
+                checked,
             )
+        self._record_runtime(servable, api, start)
+        return outputs
+
+    def _record_runtime(self, servable: Servable, api: str, start_ns: int) -> None:
         if self.metrics is not None:
             self.metrics.runtime_latency.observe(
                 servable.name,
                 api,
                 self.metrics.RUNTIME,
-                value=(time.perf_counter_ns() - start) // 1000,
+                value=(time.perf_counter_ns() - start_ns) // 1000,
             )
-        return outputs
 
     def run_examples(
         self,
@@ -158,6 +178,27 @@ class Inference:
             outputs = self.examples_on(servable, signature, task.method_name, examples)
             results.append((signature, task.method_name, outputs))
         return servable, results
+
+
+def _batch_key(servable: Servable, signature: str) -> tuple:
+    """Requests that may share a model call: the same loaded servable and signature."""
+    return (servable.name, servable.version, id(servable), signature)
+
+
+def _filtered(
+    outputs: dict[str, Any], output_filter: Sequence[str], signature: str
+) -> dict[str, Any]:
+    """The outputs a Predict's ``output_filter`` names (all of them when it is empty)."""
+    if not output_filter:
+        return outputs
+    unknown = sorted(set(output_filter) - set(outputs))
+    if unknown:
+        raise invalid(
+            f"output_filter names '{unknown[0]}', which signature "
+            f"'{signature}' does not output (outputs: "
+            f"{', '.join(sorted(outputs))})"
+        )
+    return {k: outputs[k] for k in output_filter}
 
 
 def call_signature(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ from mtrec.serving.inference import (
     as_serving_error,
     examples_from_input,
 )
+from mtrec.serving.loop import EventLoopThread
 from mtrec.serving.manager import ModelManager, Servable
 from mtrec.serving.monitoring import CONTENT_TYPE, ServingMetrics
 from mtrec.serving.request_log import ServerRequestLogger
@@ -121,37 +123,69 @@ def _grpc_call(method: Any) -> Any:
     """Turn what a request can raise (``request_errors()``) into a gRPC status: a
     ServingError's own code, INTERNAL (logged) for the rest. The calls in _COUNTED_APIS
     are recorded in the service's metrics (before the answer leaves)."""
-    api = method.__name__
 
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         start = time.perf_counter_ns()
-        code = grpc.StatusCode.UNKNOWN  # What grpcio answers for a bug.
+        code: Any = grpc.StatusCode.UNKNOWN  # What grpcio answers for a bug.
         try:
             response = method(self, request, context)
             code = grpc.StatusCode.OK
             return response
         except request_errors() as err:  # Anything else (a bug): grpcio logs it, answers
             # UNKNOWN ("Exception calling application") and the server keeps serving.
-            error = as_serving_error(err)
+            error = _call_error(method, err)
             code = error.code
-            if error.code == grpc.StatusCode.INTERNAL:
-                log.exception("internal error in %s", method.__name__)
+            # Recorded before the status leaves (under grpc.aio, abort sends it at once).
+            _record_call(self.metrics, method.__name__, request, code, start)
+            code = None
             context.abort(error.code, error.message)
         finally:
-            if self.metrics is not None and api in _COUNTED_APIS:
-                name, signature = _grpc_labels(request)
-                self.metrics.record_request(
-                    name,
-                    api,
-                    "GRPC",
-                    signature,
-                    code.name,
-                    (time.perf_counter_ns() - start) // 1000,
-                )
+            if code is not None:
+                _record_call(self.metrics, method.__name__, request, code, start)
 
-    wrapper.__name__ = method.__name__
-    wrapper.__doc__ = method.__doc__
-    return wrapper
+    return functools.wraps(method)(wrapper)
+
+
+def _grpc_call_async(method: Any) -> Any:
+    """``_grpc_call`` for a coroutine handler (run on the gRPC server's event loop)."""
+
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        start = time.perf_counter_ns()
+        code: Any = grpc.StatusCode.UNKNOWN
+        try:
+            response = await method(self, request, context)
+            code = grpc.StatusCode.OK
+            return response
+        except request_errors() as err:
+            error = _call_error(method, err)
+            code = error.code
+            # Recorded before the status leaves (under grpc.aio, abort sends it at once).
+            _record_call(self.metrics, method.__name__, request, code, start)
+            code = None
+            await context.abort(error.code, error.message)
+        finally:
+            if code is not None:
+                _record_call(self.metrics, method.__name__, request, code, start)
+
+    return functools.wraps(method)(wrapper)
+
+
+def _call_error(method: Any, err: BaseException) -> ServingError:
+    """The status a request error becomes; an INTERNAL one is logged with its traceback."""
+    error = as_serving_error(err)
+    if error.code == grpc.StatusCode.INTERNAL:
+        log.error("internal error in %s", method.__name__, exc_info=err)
+    return error
+
+
+def _record_call(
+    metrics: ServingMetrics | None, api: str, request: Any, code: Any, start_ns: int
+) -> None:
+    if metrics is not None and api in _COUNTED_APIS:
+        name, signature = _grpc_labels(request)
+        metrics.record_request(
+            name, api, "GRPC", signature, code.name, (time.perf_counter_ns() - start_ns) // 1000
+        )
 
 
 def _grpc_labels(request: Any) -> tuple[str, str]:
@@ -290,6 +324,27 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         _model_spec(response.model_spec, servable)
         response.metadata["signature_def"].Pack(signature_def_map(servable))
+        return response
+
+
+class BatchedPredictionService(PredictionService):
+    """PredictionService with server-side batching: Predict runs on the event loop, where
+    it waits for its batch without holding a thread; the other calls as above."""
+
+    @_grpc_call_async
+    async def Predict(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+        name, version, label = _requested(request.model_spec)
+        inputs = {key: from_proto(key, proto) for key, proto in request.inputs.items()}
+        servable, signature, outputs = await self.inference.predict_async(
+            name,
+            version,
+            label,
+            request.model_spec.signature_name,
+            inputs,
+            list(request.output_filter),
+        )
+        response = predict_response(servable, signature, outputs)
+        self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
 
 
@@ -832,6 +887,22 @@ def _bind_refused(host: str, port: int) -> str | None:
     return None
 
 
+_GRPC_AIO_HELD = threading.Lock()
+_grpc_aio_held = False
+
+
+def _hold_grpc_aio() -> None:
+    """Take one reference to grpc.aio's process-wide machinery and never give it back.
+    grpc.aio shuts it down when its last server is freed; left to interpreter exit, that
+    shutdown prints an empty "Error in sys.excepthook" (grpc/grpc#38679, fixed upstream by
+    skipping it at exit: grpc/grpc#40447). The poller thread is a daemon; exit ends it."""
+    global _grpc_aio_held
+    with _GRPC_AIO_HELD:
+        if not _grpc_aio_held:
+            grpc.aio.init_grpc_aio()
+            _grpc_aio_held = True
+
+
 class ModelServer:
     """The manager, the optional batcher, and the gRPC and REST front ends."""
 
@@ -851,12 +922,19 @@ class ModelServer:
             retry_interval=options.load_retry_interval_micros / 1e6,
             metrics=self.metrics,
         )
-        self.batcher = Batcher(options.batching, self.metrics) if options.batching else None
+        # The gRPC front end's event loop; with batching, the batcher's too.
+        self._loop = EventLoopThread("grpc-loop")
+        self.batcher = (
+            Batcher(options.batching, self.metrics, self._loop, options.grpc_workers)
+            if options.batching
+            else None
+        )
         self.inference = Inference(self.manager, self.batcher, self.metrics)
         # TF Serving's per-model logging_config (of --model_config_file), updated on reloads.
         self.request_logger = ServerRequestLogger()
         self.request_logger.update(config_lib.logging_configs(list(options.models)))
-        self._grpc: grpc.Server | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._grpc_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._rest: _RestServer | None = None
         self._rest_thread: threading.Thread | None = None
         self.grpc_port = 0
@@ -870,11 +948,28 @@ class ModelServer:
     def start(self) -> ModelServer:
         """Load the models, then open the ports (0 picks a free port)."""
         self.manager.start(self.options.poll_seconds)
+        self._loop.call(self._start_grpc())
+        if self.options.rest_api_port is not None:
+            self._start_rest(self.options.rest_api_port)
+        elif self.monitoring.enable:  # As TF Serving: metrics are served by the REST port.
+            log.warning("monitoring is enabled but REST is off: no metrics are served")
+        if self.options.model_config_file and self.options.config_poll_seconds > 0:
+            self._config_thread = threading.Thread(
+                target=self._poll_config, name="config-poller", daemon=True
+            )
+            self._config_thread.start()
+        return self
+
+    async def _start_grpc(self) -> None:
+        """The gRPC server, on the event loop. Calls without batching (and every call but a
+        batched Predict) run in its thread pool, as with grpcio's threaded server."""
+        _hold_grpc_aio()
         limit = self.options.max_request_bytes
-        self._grpc = grpc.server(
-            concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.options.grpc_workers, thread_name_prefix="grpc"
-            ),
+        self._grpc_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.options.grpc_workers, thread_name_prefix="grpc"
+        )
+        self._grpc = grpc.aio.server(
+            migration_thread_pool=self._grpc_pool,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 4 * limit),
@@ -883,8 +978,9 @@ class ModelServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
+        service = BatchedPredictionService if self.batcher is not None else PredictionService
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.inference, self.request_logger, self.metrics), self._grpc
+            service(self.inference, self.request_logger, self.metrics), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self.request_logger), self._grpc
@@ -900,17 +996,7 @@ class ModelServer:
                 refused = "the address is not available here"
         if refused:
             raise config_lib.ConfigError(f"cannot bind gRPC to {address}: {refused}")
-        self._grpc.start()
-        if self.options.rest_api_port is not None:
-            self._start_rest(self.options.rest_api_port)
-        elif self.monitoring.enable:  # As TF Serving: metrics are served by the REST port.
-            log.warning("monitoring is enabled but REST is off: no metrics are served")
-        if self.options.model_config_file and self.options.config_poll_seconds > 0:
-            self._config_thread = threading.Thread(
-                target=self._poll_config, name="config-poller", daemon=True
-            )
-            self._config_thread.start()
-        return self
+        await self._grpc.start()
 
     def _poll_config(self) -> None:
         """--model_config_file_poll_wait_seconds: re-read the model config file and apply
@@ -956,12 +1042,15 @@ class ModelServer:
         """Stop taking requests, let in-flight ones finish, then release everything."""
         self._stop.set()
         if self._grpc is not None:
-            self._grpc.stop(grace).wait(grace + 1)
+            self._loop.call(self._grpc.stop(grace))
+        if self._grpc_pool is not None:
+            self._grpc_pool.shutdown(wait=False)
         if self._rest is not None:
             self._rest.shutdown()
             self._rest.end_reads()
             self._rest.server_close()  # Joins the request threads.
         if self.batcher is not None:
             self.batcher.close()
+        self._loop.stop()
         self.request_logger.close()
         self.manager.stop()

@@ -580,7 +580,9 @@ def test_batching_parameters_round_trip_and_are_checked(tmp_path):
         )
 
 
-def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
+# One batch thread runs the model on the event loop itself; more run it in a pool.
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batcher_merges_concurrent_requests_into_fewer_model_calls(threads):
     calls = []
 
     def run(inputs):
@@ -589,7 +591,9 @@ def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
         return {"y": inputs["x"] * 2.0}
 
     batcher = Batcher(
-        config.BatchingConfig(max_batch_size=16, batch_timeout_micros=5000, num_batch_threads=1)
+        config.BatchingConfig(
+            max_batch_size=16, batch_timeout_micros=5000, num_batch_threads=threads
+        )
     )
     results, errors = {}, []
 
@@ -613,9 +617,8 @@ def test_batcher_merges_concurrent_requests_into_fewer_model_calls():
     assert sum(calls) == 80 and len(calls) < 40 and max(calls) > 1
 
 
-# A bug in a batched model call reaches threading.excepthook, which pytest reports.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-def test_a_failed_batch_answers_its_requests_and_batching_goes_on():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_failed_batch_answers_its_requests_and_batching_goes_on(caplog, threads):
     def run(inputs):
         if inputs["x"][0] < 0:
             raise tf.errors.InternalError(None, None, "the model failed")
@@ -624,20 +627,54 @@ def test_a_failed_batch_answers_its_requests_and_batching_goes_on():
         return {"y": inputs["x"] * 2.0}
 
     batcher = Batcher(
-        config.BatchingConfig(max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=1)
+        config.BatchingConfig(
+            max_batch_size=16, batch_timeout_micros=1000, num_batch_threads=threads
+        )
     )
     try:
         with pytest.raises(tf.errors.InternalError, match="the model failed"):
             batcher.submit("model", run, {"x": np.array([-1.0], np.float32)})
-        with pytest.raises(ServingError) as error:  # The bug kills its thread; a new one
-            batcher.submit("model", run, {"x": np.array([0.0], np.float32)})  # takes over.
+        with pytest.raises(ServingError) as error:  # A bug: logged, answered INTERNAL.
+            batcher.submit("model", run, {"x": np.array([0.0], np.float32)})
         assert error.value.code == grpc.StatusCode.INTERNAL
+        assert error.value.message == "the batch failed; see the log"
+        assert "AttributeError: a bug" in caplog.text  # With its traceback.
         for value in (1.0, 2.0, 3.0):
             out = batcher.submit("model", run, {"x": np.array([value], np.float32)})
             assert out["y"].tolist() == [2 * value]
     finally:
         batcher.close()
     assert batcher.batches == 5
+
+
+def test_a_batched_grpc_predict_waits_for_its_batch_without_holding_a_thread(tmp_path):
+    """With batching on, Predict waits on the server's event loop, not in a gRPC thread:
+    with one gRPC thread, 8 concurrent requests still make one model call of 8 rows (a
+    full batch, long before the 2 s timeout). A threaded server would take them one at a
+    time, each waiting out the timeout alone."""
+    base = tmp_path / "models"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    server = start(
+        config.single_model("tiny", str(base)),
+        rest_api_port=None,
+        grpc_workers=1,
+        batching=config.BatchingConfig(max_batch_size=8, batch_timeout_micros=2_000_000),
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    rows = [{"user_id": u, "item_id": 3} for u in range(8)]
+    try:
+        started = time.monotonic()
+        calls = [stub.Predict.future(predict_request([row]), timeout=30) for row in rows]
+        answers = [tf.make_ndarray(call.result().outputs["click"])[0] for call in calls]
+        elapsed = time.monotonic() - started
+    finally:
+        channel.close()
+        server.stop(grace=1)
+    assert answers == pytest.approx([expected(u, 3)["click"] for u in range(8)], rel=1e-6)
+    assert (server.batcher.batches, server.batcher.batched_requests) == (1, 8)
+    assert elapsed < 2.0
 
 
 def _wait_for(condition, seconds: float = 20.0) -> bool:
