@@ -4,6 +4,7 @@ TF Serving's REST JSON (row ``instances`` and columnar ``inputs``)."""
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -91,7 +92,7 @@ def from_proto(name: str, proto: Any) -> np.ndarray:
 
     shape = [d.size for d in proto.tensor_shape.dim]
     try:
-        if proto.dtype == _STRING and len(proto.string_val) == int(np.prod(shape)):
+        if proto.dtype == _STRING and len(proto.string_val) == math.prod(shape):
             return np.array(proto.string_val, dtype=object).reshape(shape)
         if proto.dtype in _NUMPY_OF and proto.tensor_content:
             return np.frombuffer(proto.tensor_content, _NUMPY_OF[proto.dtype]).reshape(shape)
