@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -41,8 +41,7 @@ class Inference:
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
     ) -> tuple[Servable, str, dict[str, Any]]:
-        servable = self.manager.resolve(name, version, label)
-        signature = signature_name or F.SERVING_DEFAULT
+        servable, signature = self._resolve(name, version, label, signature_name)
         outputs = self.predict_on(servable, signature, inputs)
         return servable, signature, _filtered(outputs, output_filter, signature)
 
@@ -59,14 +58,10 @@ class Inference:
         holding no thread."""
         if self.batcher is None:
             raise RuntimeError("predict_async needs a batcher")
-        servable = self.manager.resolve(name, version, label)
-        signature = signature_name or F.SERVING_DEFAULT
-        function = servable.signature(signature)
-        checked = check_inputs(signature, function, inputs)
+        servable, signature = self._resolve(name, version, label, signature_name)
+        key, run, checked = _model_call(servable, signature, inputs)
         start = time.perf_counter_ns()
-        outputs = await self.batcher.run(
-            _batch_key(servable, signature), functools.partial(call_signature, function), checked
-        )
+        outputs = await self.batcher.run(key, run, checked)
         self._record_runtime(servable, "Predict", start)
         return servable, signature, _filtered(outputs, output_filter, signature)
 
@@ -80,19 +75,20 @@ class Inference:
         """Check ``inputs`` against ``signature`` of a given servable and run it. A run
         that succeeds is timed in ``runtime_latency`` under ``api`` (Predict, Classify,
         Regress), batching included, as TF Serving times its session's Run."""
-        function = servable.signature(signature)
-        checked = check_inputs(signature, function, inputs)
+        key, run, checked = _model_call(servable, signature, inputs)
         start = time.perf_counter_ns()
         if self.batcher is None:
-            outputs = call_signature(function, checked)
+            outputs = run(checked)
         else:
-            outputs = self.batcher.submit(
-                _batch_key(servable, signature),
-                functools.partial(call_signature, function),
-                checked,
-            )
+            outputs = self.batcher.submit(key, run, checked)
         self._record_runtime(servable, api, start)
         return outputs
+
+    def _resolve(
+        self, name: str, version: int | None, label: str | None, signature_name: str
+    ) -> tuple[Servable, str]:
+        """The servable a request names, and its signature (the default when unnamed)."""
+        return self.manager.resolve(name, version, label), signature_name or F.SERVING_DEFAULT
 
     def _record_runtime(self, servable: Servable, api: str, start_ns: int) -> None:
         if self.metrics is not None:
@@ -113,8 +109,7 @@ class Inference:
         examples: list[bytes],
     ) -> tuple[Servable, str, dict[str, Any]]:
         """Classify or Regress: serialized tf.Examples into a signature of ``method``."""
-        servable = self.manager.resolve(name, version, label)
-        signature = signature_name or F.SERVING_DEFAULT
+        servable, signature = self._resolve(name, version, label, signature_name)
         return servable, signature, self.examples_on(servable, signature, method, examples)
 
     def examples_on(
@@ -180,9 +175,16 @@ class Inference:
         return servable, results
 
 
-def _batch_key(servable: Servable, signature: str) -> tuple:
-    """Requests that may share a model call: the same loaded servable and signature."""
-    return (servable.name, servable.version, id(servable), signature)
+def _model_call(
+    servable: Servable, signature: str, inputs: Mapping[str, np.ndarray]
+) -> tuple[tuple, Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]], dict]:
+    """What running ``signature`` on ``inputs`` takes: the batch key (requests that may
+    share a model call: the same loaded servable and signature), the call, and the inputs
+    checked against the signature."""
+    function = servable.signature(signature)
+    checked = check_inputs(signature, function, inputs)
+    key = (servable.name, servable.version, id(servable), signature)
+    return key, functools.partial(call_signature, function), checked
 
 
 def _filtered(

@@ -199,6 +199,20 @@ def _grpc_labels(request: Any) -> tuple[str, str]:
     return spec.name, spec.signature_name or F.SERVING_DEFAULT
 
 
+def _predict_arguments(request: Any) -> tuple:
+    """A PredictRequest as ``Inference.predict``'s arguments (inputs decoded)."""
+    name, version, label = _requested(request.model_spec)
+    inputs = {key: from_proto(key, proto) for key, proto in request.inputs.items()}
+    return (
+        name,
+        version,
+        label,
+        request.model_spec.signature_name,
+        inputs,
+        list(request.output_filter),
+    )
+
+
 def _add_classifications(result: Any, outputs: dict) -> None:
     """Fill a ClassificationResult (of Classify or of a MultiInference task) from a classify
     signature's outputs."""
@@ -267,16 +281,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     @_grpc_call
     def Predict(self, request: Any, context: Any) -> Any:
-        name, version, label = _requested(request.model_spec)
-        inputs = {key: from_proto(key, proto) for key, proto in request.inputs.items()}
-        servable, signature, outputs = self.inference.predict(
-            name,
-            version,
-            label,
-            request.model_spec.signature_name,
-            inputs,
-            list(request.output_filter),
-        )
+        answer = self.inference.predict(*_predict_arguments(request))
+        return self._predicted(request, *answer)
+
+    def _predicted(self, request: Any, servable: Servable, signature: str, outputs: dict) -> Any:
+        """The PredictResponse, offered to the request logger."""
         response = predict_response(servable, signature, outputs)
         self.request_logger.log(request, response)  # Sampled; never blocks.
         return response
@@ -333,19 +342,8 @@ class BatchedPredictionService(PredictionService):
 
     @_grpc_call_async
     async def Predict(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        name, version, label = _requested(request.model_spec)
-        inputs = {key: from_proto(key, proto) for key, proto in request.inputs.items()}
-        servable, signature, outputs = await self.inference.predict_async(
-            name,
-            version,
-            label,
-            request.model_spec.signature_name,
-            inputs,
-            list(request.output_filter),
-        )
-        response = predict_response(servable, signature, outputs)
-        self.request_logger.log(request, response)  # Sampled; never blocks.
-        return response
+        answer = await self.inference.predict_async(*_predict_arguments(request))
+        return self._predicted(request, *answer)
 
 
 def signature_def_map(servable: Servable) -> Any:

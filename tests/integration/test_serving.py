@@ -43,6 +43,14 @@ def start(models: list, **options) -> ModelServer:
     return ModelServer(ServerOptions(models=tuple(models), **settings)).start()
 
 
+def start_tiny(tmp_path: Path, **options) -> ModelServer:
+    """A server of the tiny model, version 1, under ``tmp_path / "models"``."""
+    base = tmp_path / "models"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    return start(config.single_model("tiny", str(base)), **options)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("models") / "tiny"
@@ -451,10 +459,8 @@ def test_concurrent_clients_all_get_their_own_answers(served):
 
 
 def test_hot_reload_under_load_swaps_in_new_versions_and_skips_corrupt_ones(tmp_path):
+    server = start_tiny(tmp_path, rest_api_port=None)
     base = tmp_path / "models"
-    base.mkdir()
-    export_tiny_model(base / "1")
-    server = start(config.single_model("tiny", str(base)), rest_api_port=None)
     stop, failures, versions = threading.Event(), [], []
 
     def load() -> None:
@@ -652,11 +658,8 @@ def test_a_batched_grpc_predict_waits_for_its_batch_without_holding_a_thread(tmp
     with one gRPC thread, 8 concurrent requests still make one model call of 8 rows (a
     full batch, long before the 2 s timeout). A threaded server would take them one at a
     time, each waiting out the timeout alone."""
-    base = tmp_path / "models"
-    base.mkdir()
-    export_tiny_model(base / "1")
-    server = start(
-        config.single_model("tiny", str(base)),
+    server = start_tiny(
+        tmp_path,
         rest_api_port=None,
         grpc_workers=1,
         batching=config.BatchingConfig(max_batch_size=8, batch_timeout_micros=2_000_000),
@@ -727,12 +730,9 @@ def test_unknown_version_folder_contents_are_ignored(tmp_path):
 
 def test_stop_lets_in_flight_requests_finish(tmp_path):
     """What SIGTERM does in `mtrec serve`: in-flight requests finish, then it stops."""
-    base = tmp_path / "models"
-    base.mkdir()
-    export_tiny_model(base / "1")
     # A long batching timeout keeps the request in flight while the server stops.
-    server = start(
-        config.single_model("tiny", str(base)),
+    server = start_tiny(
+        tmp_path,
         rest_api_port=None,
         batching=config.BatchingConfig(max_batch_size=64, batch_timeout_micros=800_000),
     )
