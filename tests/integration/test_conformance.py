@@ -46,13 +46,19 @@ def start(base: Path, **options) -> ModelServer:
     return ModelServer(ServerOptions(models=tuple(models), **settings)).start()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
+# The contract holds with batching on too (a batched Predict runs on the event loop).
+@pytest.fixture(scope="module", params=["unbatched", "batched"])
+def served(tmp_path_factory, request):
     base = tmp_path_factory.mktemp("conformance") / "tiny"
     base.mkdir()
     export_tiny_model(base / "1")
     (base / "2").mkdir()  # An empty numbered folder: a version that cannot load.
-    server = start(base, rest_api_timeout_ms=1000, max_request_bytes=1024 * 1024)
+    server = start(
+        base,
+        rest_api_timeout_ms=1000,
+        max_request_bytes=1024 * 1024,
+        batching=config.BatchingConfig() if request.param == "batched" else None,
+    )
     channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     yield {
         "base": base,
