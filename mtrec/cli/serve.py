@@ -239,7 +239,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="larger requests get RESOURCE_EXHAUSTED (default 16 MiB)",
     )
     serve.add_argument(
-        "--grpc_max_threads", type=int, default=16, help="gRPC request threads (default 16)"
+        "--grpc_max_threads",
+        type=int,
+        default=16,
+        help="threads for gRPC calls; a batched Predict waits on the event loop instead "
+        "(default 16)",
     )
     serve.add_argument(
         "--model_config_file_poll_wait_seconds",
