@@ -239,7 +239,9 @@ class Batcher:
                 if not request.future.done():
                     request.future.set_exception(error)
         self._check_idle()
-        self._schedule()
+        # The next batch forms in a later callback: a batch run on the loop finishes inside
+        # _decide, and calling back into it here would recurse once per queued batch.
+        self.loop.call_soon(self._schedule)
 
     def _record_batch(self, batch: list[_Request], rows: int) -> None:
         """TF Serving's queuing latency per request and the batch's size."""

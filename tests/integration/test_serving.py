@@ -1,6 +1,7 @@
 """The embedded TF-Serving-compatible server: real gRPC and HTTP on loopback ports against
 a tiny SavedModel exported in the test, with TF Serving's own protos and stubs."""
 
+import asyncio
 import base64
 import http.client
 import json
@@ -661,6 +662,24 @@ def test_a_failed_batch_answers_its_requests_and_batching_goes_on(caplog, thread
     finally:
         batcher.close()
     assert batcher.batches == 5
+
+
+def test_closing_the_batcher_runs_every_queued_batch():
+    """1,500 requests that cannot share a call (each its own key), queued behind a long
+    timeout: closing runs them all, one model call each, on the loop."""
+    batcher = Batcher(config.BatchingConfig(max_batch_size=2, batch_timeout_micros=60_000_000))
+    queued = [
+        asyncio.run_coroutine_threadsafe(
+            batcher.run(("model", k), lambda x: {"y": x["x"] * 2.0}, {"x": np.array([k], "f4")}),
+            batcher.loop,
+        )
+        for k in range(1500)
+    ]
+    time.sleep(0.5)
+    assert not any(future.done() for future in queued)
+    batcher.close()
+    assert [float(f.result(timeout=1)["y"][0]) for f in queued] == [2.0 * k for k in range(1500)]
+    assert batcher.batches == 1500
 
 
 def test_a_batched_grpc_predict_waits_for_its_batch_without_holding_a_thread(tmp_path):
