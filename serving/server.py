@@ -1037,7 +1037,10 @@ class ModelServer:
         self._rest_thread.start()
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop taking requests, let in-flight ones finish, then release everything."""
+        """Stop taking requests, let in-flight ones finish, then release everything (once:
+        a second call does nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._grpc is not None:
             self._loop.call(self._grpc.stop(grace))

@@ -773,6 +773,7 @@ def test_stop_lets_in_flight_requests_finish(tmp_path):
     time.sleep(0.3)
     started = time.monotonic()
     server.stop(grace=5)
+    server.stop(grace=5)  # A second stop does nothing.
     thread.join()
     client.close()
     assert answers and answers[0] == pytest.approx(expected(7, 3))
