@@ -144,20 +144,18 @@ class Batcher:
         if not self._pending or self._running >= self.config.num_batch_threads:
             return
         if self._waiting is not None:
-            if full or self._closed:
-                self._waiting.cancel()
-                self._decide()
+            if not (full or self._closed):
+                return
+            self._waiting.cancel()
+        elif not self._closed:
+            self._waiting = self.loop.call_soon(self._gather, 1)
             return
-        if self._closed:
-            self._decide()
-            return
-        self._waiting = self.loop.call_soon(self._gather, 1)
+        self._decide()
 
     def _gather(self, hops: int) -> None:
-        """One loop iteration of waiting for requests on their way."""
-        if hops < GATHER_HOPS and not any(
-            rows >= self.config.max_batch_size for rows in self._rows.values()
-        ):
+        """One loop iteration of waiting for requests on their way (a request that fills
+        its queue ends the wait through ``_schedule``)."""
+        if hops < GATHER_HOPS:
             self._waiting = self.loop.call_soon(self._gather, hops + 1)
             return
         self._decide()
@@ -170,9 +168,8 @@ class Batcher:
         while self._pending and self._running < self.config.num_batch_threads:
             key = min((k for k, q in self._queues.items() if q), key=self._oldest)
             due = self._queues[key][0].queued_at + timeout
-            if self._rows[key] >= self.config.max_batch_size or self._closed:
-                self._launch(key)
-            elif self.loop.time() >= due:
+            full = self._rows[key] >= self.config.max_batch_size
+            if full or self._closed or self.loop.time() >= due:
                 self._launch(key)
             else:
                 self._waiting = self.loop.call_at(due, self._decide)

@@ -134,10 +134,8 @@ def _grpc_call(method: Any) -> Any:
         except request_errors() as err:  # Anything else (a bug): grpcio logs it, answers
             # UNKNOWN ("Exception calling application") and the server keeps serving.
             error = _call_error(method, err)
-            code = error.code
-            # Recorded before the status leaves (under grpc.aio, abort sends it at once).
-            _record_call(self.metrics, method.__name__, request, code, start)
-            code = None
+            code = None  # Recorded here, before the status leaves (grpc.aio's abort sends it).
+            _record_call(self.metrics, method.__name__, request, error.code, start)
             context.abort(error.code, error.message)
         finally:
             if code is not None:
@@ -158,10 +156,8 @@ def _grpc_call_async(method: Any) -> Any:
             return response
         except request_errors() as err:
             error = _call_error(method, err)
-            code = error.code
-            # Recorded before the status leaves (under grpc.aio, abort sends it at once).
-            _record_call(self.metrics, method.__name__, request, code, start)
-            code = None
+            code = None  # Recorded here, before the status leaves (grpc.aio's abort sends it).
+            _record_call(self.metrics, method.__name__, request, error.code, start)
             await context.abort(error.code, error.message)
         finally:
             if code is not None:
@@ -885,20 +881,14 @@ def _bind_refused(host: str, port: int) -> str | None:
     return None
 
 
-_GRPC_AIO_HELD = threading.Lock()
-_grpc_aio_held = False
-
-
+@functools.cache
 def _hold_grpc_aio() -> None:
     """Take one reference to grpc.aio's process-wide machinery and never give it back.
     grpc.aio shuts it down when its last server is freed; left to interpreter exit, that
     shutdown prints an empty "Error in sys.excepthook" (grpc/grpc#38679, fixed upstream by
-    skipping it at exit: grpc/grpc#40447). The poller thread is a daemon; exit ends it."""
-    global _grpc_aio_held
-    with _GRPC_AIO_HELD:
-        if not _grpc_aio_held:
-            grpc.aio.init_grpc_aio()
-            _grpc_aio_held = True
+    skipping it at exit: grpc/grpc#40447). The poller thread is a daemon; exit ends it.
+    (Two threads racing here would take two references: as harmless as one.)"""
+    grpc.aio.init_grpc_aio()
 
 
 class ModelServer:
