@@ -27,7 +27,7 @@ import numpy as np
 
 from mtrec.serving.config import BatchingConfig
 from mtrec.serving.errors import ServingError, request_errors
-from mtrec.serving.loop import EventLoopThread
+from mtrec.serving.loop import EventLoopThread, LoopCalls
 from mtrec.serving.monitoring import ServingMetrics
 
 log = logging.getLogger(__name__)
@@ -81,17 +81,15 @@ class Batcher:
             if config.num_batch_threads > 1
             else None
         )
-        # Requests that are not batched (a full batch already, or not batchable) run in
-        # threads of their own, as many at once as the gRPC server's.
-        self._unbatched = concurrent.futures.ThreadPoolExecutor(
-            unbatched_threads, thread_name_prefix="unbatched"
-        )
+        # Requests that are not batched (a full batch already, or not batchable) run on their
+        # own: on the loop when nothing else of theirs runs, else in as many threads as the
+        # gRPC server's.
+        self._alone = LoopCalls(self.loop, unbatched_threads, "unbatched")
         self._queues: dict[tuple, collections.deque[_Request]] = {}
         self._rows: dict[tuple, int] = {}
         self._runs: dict[tuple, Run] = {}
         self._pending = 0  # Requests queued.
         self._running = 0  # Batches in the batch threads.
-        self._alone = 0  # Requests run on their own (not batchable, or a full batch).
         self._waiting: asyncio.Handle | None = None  # The forming batch's next step.
         self._closed = False
         self._idle: asyncio.Event | None = None  # Set once closed and nothing is left.
@@ -132,11 +130,9 @@ class Batcher:
         return await request.future
 
     async def _run_alone(self, run: Run, inputs: Mapping[str, np.ndarray]) -> Arrays:
-        self._alone += 1
         try:
-            return await self.loop.run_in_executor(self._unbatched, run, inputs)
+            return await self._alone.call(run, inputs)
         finally:
-            self._alone -= 1
             self._check_idle()
 
     def _schedule(self, full: bool = False) -> None:
@@ -264,7 +260,7 @@ class Batcher:
         return counted
 
     def _check_idle(self) -> None:
-        if self._idle is not None and not (self._pending or self._running or self._alone):
+        if self._idle is not None and not (self._pending or self._running or self._alone.running):
             self._idle.set()
 
     async def _drain(self) -> None:
@@ -281,7 +277,7 @@ class Batcher:
         self._loop_thread.call(self._drain())
         if self._executor is not None:
             self._executor.shutdown(wait=True)
-        self._unbatched.shutdown(wait=True)
+        self._alone.shutdown()
         if self._own_loop:
             self._loop_thread.stop()
         if self.batches:

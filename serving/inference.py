@@ -14,6 +14,7 @@ import numpy as np
 from mtrec import names as F
 from mtrec.serving.batching import Batcher
 from mtrec.serving.errors import ServingError, invalid
+from mtrec.serving.loop import LoopCalls
 from mtrec.serving.manager import ModelManager, Servable
 from mtrec.serving.monitoring import ServingMetrics
 from mtrec.serving.tensors import check_inputs
@@ -27,10 +28,12 @@ class Inference:
         manager: ModelManager,
         batcher: Batcher | None = None,
         metrics: ServingMetrics | None = None,
+        calls: LoopCalls | None = None,
     ) -> None:
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics  # runtime_latency of model calls (None: not recorded).
+        self.calls = calls  # How predict_async runs a model call without a batcher.
 
     def predict(
         self,
@@ -54,14 +57,17 @@ class Inference:
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
     ) -> tuple[Servable, str, dict[str, Any]]:
-        """``predict`` on the batcher's event loop: the request waits there for its batch,
-        holding no thread."""
-        if self.batcher is None:
-            raise RuntimeError("predict_async needs a batcher")
+        """``predict`` on an event loop (the batcher's, or that of ``calls``): with
+        batching, the request waits there for its batch, holding no thread."""
         servable, signature = self._resolve(name, version, label, signature_name)
         key, run, checked = _model_call(servable, signature, inputs)
         start = time.perf_counter_ns()
-        outputs = await self.batcher.run(key, run, checked)
+        if self.batcher is not None:
+            outputs = await self.batcher.run(key, run, checked)
+        elif self.calls is not None:
+            outputs = await self.calls.call(run, checked)
+        else:
+            raise RuntimeError("predict_async needs a batcher or loop calls")
         self._record_runtime(servable, "Predict", start)
         return servable, signature, _filtered(outputs, output_filter, signature)
 

@@ -55,7 +55,7 @@ from mtrec.serving.inference import (
     as_serving_error,
     examples_from_input,
 )
-from mtrec.serving.loop import EventLoopThread
+from mtrec.serving.loop import EventLoopThread, LoopCalls
 from mtrec.serving.manager import ModelManager, Servable
 from mtrec.serving.monitoring import CONTENT_TYPE, ServingMetrics
 from mtrec.serving.request_log import ServerRequestLogger
@@ -275,9 +275,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.request_logger = request_logger  # The model config's logging_config.
         self.metrics = metrics
 
-    @_grpc_call
-    def Predict(self, request: Any, context: Any) -> Any:
-        answer = self.inference.predict(*_predict_arguments(request))
+    @_grpc_call_async
+    async def Predict(self, request: Any, context: Any) -> Any:
+        """On the event loop: decoded, run (batched, or on the loop when no other model
+        call runs, else in a thread) and encoded, holding a thread only for the model."""
+        answer = await self.inference.predict_async(*_predict_arguments(request))
         return self._predicted(request, *answer)
 
     def _predicted(self, request: Any, servable: Servable, signature: str, outputs: dict) -> Any:
@@ -330,16 +332,6 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         _model_spec(response.model_spec, servable)
         response.metadata["signature_def"].Pack(signature_def_map(servable))
         return response
-
-
-class BatchedPredictionService(PredictionService):
-    """PredictionService with server-side batching: Predict runs on the event loop, where
-    it waits for its batch without holding a thread; the other calls as above."""
-
-    @_grpc_call_async
-    async def Predict(self, request: Any, context: Any) -> Any:  # type: ignore[override]
-        answer = await self.inference.predict_async(*_predict_arguments(request))
-        return self._predicted(request, *answer)
 
 
 def signature_def_map(servable: Servable) -> Any:
@@ -917,7 +909,13 @@ class ModelServer:
             if options.batching
             else None
         )
-        self.inference = Inference(self.manager, self.batcher, self.metrics)
+        # Without batching, a gRPC Predict's model call (see LoopCalls).
+        self._calls = (
+            LoopCalls(self._loop.loop, options.grpc_workers, "predict")
+            if self.batcher is None
+            else None
+        )
+        self.inference = Inference(self.manager, self.batcher, self.metrics, self._calls)
         # TF Serving's per-model logging_config (of --model_config_file), updated on reloads.
         self.request_logger = ServerRequestLogger()
         self.request_logger.update(config_lib.logging_configs(list(options.models)))
@@ -966,9 +964,8 @@ class ModelServer:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        service = BatchedPredictionService if self.batcher is not None else PredictionService
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            service(self.inference, self.request_logger, self.metrics), self._grpc
+            PredictionService(self.inference, self.request_logger, self.metrics), self._grpc
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self.request_logger), self._grpc
@@ -1042,6 +1039,8 @@ class ModelServer:
             self._rest.server_close()  # Joins the request threads.
         if self.batcher is not None:
             self.batcher.close()
+        if self._calls is not None:
+            self._calls.shutdown()
         self._loop.stop()
         self.request_logger.close()
         self.manager.stop()

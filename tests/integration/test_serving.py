@@ -33,6 +33,7 @@ from mtrec.serving import config
 from mtrec.serving.batching import Batcher
 from mtrec.serving.client import Retry, ServingClient, ServingClientError
 from mtrec.serving.errors import ServingError
+from mtrec.serving.loop import EventLoopThread, LoopCalls
 from mtrec.serving.server import ModelServer, ServerOptions
 from tests.support.tiny_model import expected, export_tiny_model
 
@@ -680,6 +681,35 @@ def test_closing_the_batcher_runs_every_queued_batch():
     batcher.close()
     assert [float(f.result(timeout=1)["y"][0]) for f in queued] == [2.0 * k for k in range(1500)]
     assert batcher.batches == 1500
+
+
+def test_a_lone_model_call_takes_the_loop_and_calls_arriving_together_share_the_pool():
+    """Without batching, a model call with no other running or arriving runs on the event
+    loop's own thread (no hand-off between threads); calls that arrive together run in
+    the pool, side by side."""
+    loop = EventLoopThread("calls-loop")
+    calls = LoopCalls(loop.loop, 4, "calls")
+
+    def where(seconds: float) -> str:
+        time.sleep(seconds)  # Blocks as a model call does (without the GIL).
+        return threading.current_thread().name
+
+    async def together(n: int) -> list[str]:
+        return await asyncio.gather(*(calls.call(where, 0.3) for _ in range(n)))
+
+    try:
+        alone = loop.call(calls.call(where, 0.0))
+        started = time.monotonic()
+        names = loop.call(together(4))
+        elapsed = time.monotonic() - started
+        again = loop.call(calls.call(where, 0.0))
+    finally:
+        calls.shutdown()
+        loop.stop()
+    assert (alone, again) == ("calls-loop", "calls-loop")
+    assert len(set(names)) == 4 and all(name.startswith("calls_") for name in names)
+    assert elapsed < 0.9  # One after the other: 1.2 s.
+    assert calls.running == 0
 
 
 def test_a_batched_grpc_predict_waits_for_its_batch_without_holding_a_thread(tmp_path):
