@@ -17,7 +17,6 @@ from mtrec import names as F
 from mtrec.components.thresholds import EvaluationSettings
 from mtrec.examples import to_examples
 from mtrec.models.export import SIGNATURES
-from mtrec.models.hparams import ModelConfig
 from mtrec.models.training import HISTORY_FILE, weights_digest
 from mtrec.serving import config
 from mtrec.serving.server import ModelServer, ServerOptions
@@ -33,6 +32,7 @@ MODEL = {
     "learning_rate": 0.01,
     "epochs": 4,
     "early_stopping_patience": 4,  # No early stop: the history must hold every epoch.
+    "warm_start_epochs": 3,  # Warm runs learn for more than one epoch (the last test).
     "distribution": "multi_worker_mirrored",
 }
 # A man and a woman, each with an Action and a Romance movie: in the synthetic data men
@@ -188,7 +188,7 @@ def test_a_warm_start_across_two_workers_starts_from_the_base_model_and_keeps_le
     assert warm["warm_start"]["base_model"] == str(base)
     assert warm["warm_start"]["carried"]["user_id"] == 100  # Every user of the tiny data.
     assert warm["warm_start"]["new"]["user_id"] == 0
-    assert warm["epochs_run"] <= ModelConfig().warm_start_epochs
+    assert warm["epochs_run"] <= MODEL["warm_start_epochs"]
     # Every worker starts from the base model's trained weights, exactly: the data (so the
     # vocabularies) did not change, so every row is carried to where it was.
     base_digest = cluster["workers"][0].digest()
