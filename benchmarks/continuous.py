@@ -102,6 +102,9 @@ class RunResult:
     warm_started: bool | None = None
     trained_spans: list[int] | None = None
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # Headline, per head.
+    # The same on the Trainer's validation split at the epoch it kept: what the defaults
+    # (warm_start_epochs among them) are chosen on, never the eval span.
+    valid: dict[str, float] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     pushed_version: str | None = None
     serving_before: int | None = None  # Newest version in serving_model before the run.
@@ -173,6 +176,14 @@ def _pair(warm: Any, cold: Any, spec: str = "") -> str:
 
 
 HEADLINE = {head: F.HEAD_METRICS[head][0] for head in F.HEADS}
+# Each head's headline metric as Keras logs it on the validation split (history.json).
+VALID_METRIC = {
+    F.RATING: "val_rating_rmse",
+    F.CLICK: "val_click_auc",
+    F.PURCHASE: "val_purchase_auc",
+}
+# What early stopping watches by default (ModelConfig.early_stopping): its best epoch is kept.
+KEPT_BY = "val_selection_loss"
 COLUMNS = (
     ("span", 6),
     ("trainer s warm", 15),
@@ -212,6 +223,37 @@ def format_table(data: DataSetRun) -> str:
         ]
         lines.append("".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)))
     return "\n".join(lines)
+
+
+def format_valid_table(data: DataSetRun) -> str:
+    """Per span, each head's metric on the Trainer's validation split at its kept epoch."""
+    widths = (("span", 6), *((f"valid {head} w/c", 24) for head in VALID_METRIC))
+    lines = ["".join(f"{name:>{width}}" for name, width in widths)]
+    for span in data.measured:
+        runs = (data.result(span, "warm"), data.result(span, "cold"))
+        cells = [
+            str(span),
+            *(
+                _pair(*(r.valid.get(head) if r else None for r in runs), ".4f")
+                for head in VALID_METRIC
+            ),
+        ]
+        lines.append("".join(f"{c:>{w}}" for c, (_, w) in zip(cells, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def kept_epoch_metrics(history: dict[str, Any]) -> dict[str, float]:
+    """Each head's validation metric at the epoch early stopping kept (the first best
+    ``KEPT_BY``; Keras restores it at the end of training)."""
+    watched = history.get(KEPT_BY)
+    if not isinstance(watched, list) or not watched:
+        return {}
+    kept = min(range(len(watched)), key=watched.__getitem__)
+    return {
+        head: float(history[name][kept])
+        for head, name in VALID_METRIC.items()
+        if isinstance(history.get(name), list) and len(history[name]) > kept
+    }
 
 
 def _seconds(run: RunResult | None) -> str:
@@ -271,6 +313,20 @@ def summary_lines(data: DataSetRun) -> list[str]:
             + f", warm better at {sum(d > 0 for _, d in diffs)}/{len(diffs)} spans"
             + f", warm worse by more than {TOLERANCE[metric]:g} at spans: "
             + (", ".join(beyond) or "none")
+        )
+    lines.append(
+        "warm - cold on the Trainer's validation split, at the kept epoch (+: warm better):"
+    )
+    for head, metric in HEADLINE.items():
+        diffs = [
+            0.0 - worse_by(metric, w.valid[head], c.valid[head])
+            for _, w, c in warm_started
+            if head in w.valid and head in c.valid
+        ]
+        lines.append(
+            f"  {head} {VALID_METRIC[head]}: median "
+            + (f"{statistics.median(diffs):+.4f}" if diffs else "-")
+            + f", warm better at {sum(d > 0 for d in diffs)}/{len(diffs)} spans"
         )
     failed = [r for r in data.runs if r.code != 0]
     if failed:
@@ -496,6 +552,7 @@ def read_back(result: RunResult, summary: results.RunSummary, log_text: str) -> 
     result.fit_s = fit_seconds(log_text) if result.trainer_s is not None else None
     losses = history.get("loss")
     result.epochs = history.get("epochs_run", len(losses) if isinstance(losses, list) else None)
+    result.valid = kept_epoch_metrics(history)
     warm = history.get("warm_start")
     if isinstance(warm, dict):
         result.warm_started = bool(warm.get("warm_started"))
@@ -639,6 +696,7 @@ def main() -> None:
             + "; (w): warm-started"
         )
         print(format_table(data))
+        print(format_valid_table(data))
         print("\n".join(summary_lines(data)))
     loads = [r.load_1m for d in done for r in d.runs if r.load_1m is not None]
     resumed = [f"{d.name} {r.span} {r.mode}" for d in done for r in d.runs if r.resumed]
