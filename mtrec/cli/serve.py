@@ -242,8 +242,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--grpc_max_threads",
         type=int,
         default=16,
-        help="threads for gRPC calls; a batched Predict waits on the event loop instead "
-        "(default 16)",
+        help="threads for gRPC calls other than Predict, and for concurrent unbatched "
+        "Predict model calls (a Predict waits on the event loop; default 16)",
     )
     serve.add_argument(
         "--model_config_file_poll_wait_seconds",
