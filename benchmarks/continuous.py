@@ -202,8 +202,7 @@ COLUMNS = (
 
 def format_table(data: DataSetRun) -> str:
     """The per-span table of one data set; a failed run shows the node that failed."""
-    header = "".join(f"{name:>{width}}" for name, width in COLUMNS)
-    lines = [header]
+    lines = [_aligned([name for name, _ in COLUMNS], COLUMNS)]
     for span in data.measured:
         warm, cold = data.result(span, "warm"), data.result(span, "cold")
         runs = (warm, cold)
@@ -221,14 +220,14 @@ def format_table(data: DataSetRun) -> str:
             _pair(*(r.blessed if r else None for r in runs)),
             _pair(*(r.pushed_version if r else None for r in runs)),
         ]
-        lines.append("".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)))
+        lines.append(_aligned(cells, COLUMNS))
     return "\n".join(lines)
 
 
 def format_valid_table(data: DataSetRun) -> str:
     """Per span, each head's metric on the Trainer's validation split at its kept epoch."""
-    widths = (("span", 6), *((f"valid {head} w/c", 24) for head in VALID_METRIC))
-    lines = ["".join(f"{name:>{width}}" for name, width in widths)]
+    columns = (("span", 6), *((f"valid {head} w/c", 24) for head in VALID_METRIC))
+    lines = [_aligned([name for name, _ in columns], columns)]
     for span in data.measured:
         runs = (data.result(span, "warm"), data.result(span, "cold"))
         cells = [
@@ -238,8 +237,13 @@ def format_valid_table(data: DataSetRun) -> str:
                 for head in VALID_METRIC
             ),
         ]
-        lines.append("".join(f"{c:>{w}}" for c, (_, w) in zip(cells, widths, strict=True)))
+        lines.append(_aligned(cells, columns))
     return "\n".join(lines)
+
+
+def _aligned(cells: list[str], columns: tuple[tuple[str, int], ...]) -> str:
+    """One table line: each cell right-aligned to its column's width."""
+    return "".join(f"{c:>{w}}" for c, (_, w) in zip(cells, columns, strict=True))
 
 
 def kept_epoch_metrics(history: dict[str, Any]) -> dict[str, float]:
@@ -301,11 +305,7 @@ def summary_lines(data: DataSetRun) -> list[str]:
         "spans (+: warm better); noise = blessing's tolerance:"
     )
     for head, metric in HEADLINE.items():
-        diffs = [
-            (s, 0.0 - worse_by(metric, w.metrics[head], c.metrics[head]))
-            for s, w, c in warm_started
-            if head in w.metrics and head in c.metrics
-        ]
+        diffs = warm_minus_cold(warm_started, head, metric, "metrics")
         beyond = [str(s) for s, d in diffs if -d > TOLERANCE[metric] + 1e-9]
         lines.append(
             f"  {head} {metric}: median "
@@ -318,15 +318,11 @@ def summary_lines(data: DataSetRun) -> list[str]:
         "warm - cold on the Trainer's validation split, at the kept epoch (+: warm better):"
     )
     for head, metric in HEADLINE.items():
-        diffs = [
-            0.0 - worse_by(metric, w.valid[head], c.valid[head])
-            for _, w, c in warm_started
-            if head in w.valid and head in c.valid
-        ]
+        diffs = warm_minus_cold(warm_started, head, metric, "valid")
         lines.append(
             f"  {head} {VALID_METRIC[head]}: median "
-            + (f"{statistics.median(diffs):+.4f}" if diffs else "-")
-            + f", warm better at {sum(d > 0 for d in diffs)}/{len(diffs)} spans"
+            + (f"{statistics.median(d for _, d in diffs):+.4f}" if diffs else "-")
+            + f", warm better at {sum(d > 0 for _, d in diffs)}/{len(diffs)} spans"
         )
     failed = [r for r in data.runs if r.code != 0]
     if failed:
@@ -351,6 +347,19 @@ def summary_lines(data: DataSetRun) -> list[str]:
     if data.bad_span is not None:
         lines += bad_span_lines(data)
     return lines
+
+
+def warm_minus_cold(
+    pairs: list[tuple[int, RunResult, RunResult]], head: str, metric: str, field: str
+) -> list[tuple[int, float]]:
+    """(span, warm - cold) on ``head``'s ``metric`` in the runs' ``field`` (``metrics``:
+    the eval span; ``valid``: the validation split), +: warm better; spans where both have it."""
+    found = []
+    for span, warm, cold in pairs:
+        ours, theirs = getattr(warm, field), getattr(cold, field)
+        if head in ours and head in theirs:
+            found.append((span, 0.0 - worse_by(metric, ours[head], theirs[head])))
+    return found
 
 
 def bad_span_lines(data: DataSetRun) -> list[str]:
