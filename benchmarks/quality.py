@@ -548,8 +548,19 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
     configs[f"{default} - history"] = dataclasses.replace(configs[default], history=False)
     # The default with a listwise loss on the click head too: a softmax over the batch's
     # clicked items (logQ corrected), next to the pointwise loss on sampled negatives.
+    # (With the retrieval softmax over the clicked items: the listwise loss shares its log p.)
     configs[f"{default} + listwise click"] = dataclasses.replace(
-        configs[default], click_listwise_weight=1.0
+        configs[default],
+        click_listwise_weight=1.0,
+        retrieval=dataclasses.replace(retrieval, negatives="clicks"),
+    )
+    # The click head also on each clicked user with other users' clicked items (label 0).
+    configs[f"{default} + batch negatives"] = dataclasses.replace(
+        configs[default], click_batch_negatives=2
+    )
+    # The retrieval softmax over every item of the batch, the sampled non-clicks included.
+    configs[f"{default} + mixed negatives"] = dataclasses.replace(
+        configs[default], retrieval=dataclasses.replace(retrieval, negatives="mixed")
     )
     for head in F.HEADS:  # Same size and budget, trained on one head (fixed weights).
         weights = {f"{h}_loss_weight": 1.0 if h == head else 0.0 for h in F.HEADS}

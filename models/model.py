@@ -510,9 +510,10 @@ class MultiTaskRecommender(tfrs.models.Model):
             if self.retrieval
             else None
         )
-        # log p(item) among training clicks, for the in-batch softmaxes' sampling correction
-        # (retrieval and the listwise click loss); set by fit() (set_item_frequencies) and
-        # saved with the weights.
+        # log p(item) among the in-batch softmaxes' candidates, for their sampling correction
+        # (retrieval and the listwise click loss): among training clicks, or among all
+        # training rows with retrieval.negatives "mixed"; set by fit() (set_item_frequencies)
+        # and saved with the weights.
         self.item_log_probability = (
             tf.Variable(
                 tf.fill([self.cardinalities[item_key]], -math.log(self.cardinalities[item_key])),
@@ -535,6 +536,11 @@ class MultiTaskRecommender(tfrs.models.Model):
         }
         self.retrieval_tracker = (
             tf_keras.metrics.Mean(name="retrieval_loss") if self.retrieval else None
+        )
+        self.click_negatives_tracker = (
+            tf_keras.metrics.Mean(name="click_batch_negatives_loss")
+            if cfg.click_batch_negatives > 0
+            else None
         )
         self.click_listwise_tracker = (
             tf_keras.metrics.Mean(name="click_listwise_loss")
@@ -679,13 +685,19 @@ class MultiTaskRecommender(tfrs.models.Model):
             if self.log_variances is not None:  # Losses are summed over replicas.
                 total += self.log_variances[index] / replicas
         listwise = self.config.click_listwise_weight > 0
+        hard = self.config.click_batch_negatives > 0
         pairs = (
             self.clicked_pairs(features, training, encoded)
-            if self.retrieval is not None or listwise
+            if self.retrieval is not None or listwise or hard
             else None
         )
+        if hard:  # As more rows of the click task: summed, over the batch's row count.
+            rows = tf.cast(tf.shape(encoded[0])[0], tf.float32)
+            loss = self.click_batch_negatives_loss(pairs, training) / tf.maximum(rows, 1.0)
+            self.click_negatives_tracker.update_state(loss * replicas)
+            total += weights[F.CLICK] * loss
         if self.retrieval is not None:
-            loss = self.retrieval_loss(features, training, pairs)
+            loss = self.retrieval_loss(features, training, pairs, encoded)
             self.retrieval_tracker.update_state(loss * replicas)
             total += self.config.retrieval.loss_weight * loss
         if listwise:  # Like retrieval: outside the early-stopping criterion (selection).
@@ -747,21 +759,43 @@ class MultiTaskRecommender(tfrs.models.Model):
             tf.boolean_mask(ids, clicked),
         )
 
+    def with_unclicked(
+        self,
+        features: Mapping[str, Any],
+        training: bool | None,
+        items: tf.Tensor,
+        ids: tf.Tensor,
+        encoded: tuple[tf.Tensor, tf.Tensor] | None = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """The clicked rows' item vectors and ids (``items``, ``ids``) followed by the
+        batch's unclicked rows': the candidates of the "mixed" retrieval softmax."""
+        unclicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) <= 0
+        vectors = encoded[1] if encoded is not None else self.item_encoder(features, training)
+        all_ids = tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1])
+        return (
+            tf.concat([items, tf.boolean_mask(vectors, unclicked)], axis=0),
+            tf.concat([ids, tf.boolean_mask(all_ids, unclicked)], axis=0),
+        )
+
     def retrieval_loss(
         self,
         features: Mapping[str, Any],
         training: bool,
         pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None,
+        encoded: tuple[tf.Tensor, tf.Tensor] | None = None,
     ) -> tf.Tensor:
         """In-batch softmax over the batch's clicked pairs (``pairs``: ``clicked_pairs``, when
-        already computed): each user against the other clicked items, corrected by log
+        already computed): each user against the other clicked items (with
+        ``retrieval.negatives`` "mixed", every other item of the batch), corrected by log
         p(item) and with accidental hits removed. A batch without a click (a small replica
         batch, or the empty batch a worker gets once its share of the data is used up) adds 0."""
         users, items, ids = pairs if pairs is not None else self.clicked_pairs(features, training)
+        if self.config.retrieval.negatives == "mixed":  # The batch's other rows after them.
+            items, ids = self.with_unclicked(features, training, items, ids, encoded)
         queries, candidates = self.retrieval((users, items))
         probability = tf.exp(tf.gather(self.item_log_probability, ids))
         return tf.cond(  # TFRS's accidental-hit removal fails on an empty [0, 0] batch.
-            tf.size(ids) > 0,
+            tf.size(users) > 0,
             lambda: self.retrieval_task(
                 queries,
                 candidates,
@@ -783,6 +817,22 @@ class MultiTaskRecommender(tfrs.models.Model):
         item = tf.tile(items, [count, 1])  # ... with item j.
         towers = self.sharing(self.pair_input(user, item), training=training)
         return tf.reshape(self.heads[F.CLICK](towers[F.CLICK], training=training), [count, count])
+
+    def click_batch_negatives_loss(
+        self, pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor], training: bool | None
+    ) -> tf.Tensor:
+        """The summed click cross-entropy of each clicked user with the batch's next
+        ``click_batch_negatives`` clicked items (rotated), labelled 0; a pair whose item
+        is the user's own is left out."""
+        users, items, ids = pairs
+        losses = []
+        for shift in range(1, self.config.click_batch_negatives + 1):
+            other = tf.roll(items, shift, axis=0)
+            keep = tf.cast(tf.not_equal(tf.roll(ids, shift, axis=0), ids), tf.float32)
+            towers = self.sharing(self.pair_input(users, other), training=training)
+            logits = tf.reshape(self.heads[F.CLICK](towers[F.CLICK], training=training), [-1])
+            losses.append(tf.reduce_sum(keep * tf.math.softplus(logits)))  # -log(1 - p).
+        return tf.add_n(losses)
 
     def click_listwise_loss(
         self,

@@ -99,10 +99,11 @@ def cardinalities(tft_output: tft.TFTransformOutput) -> dict[str, int]:
 
 
 def label_statistics(
-    dataset: tf.data.Dataset, cardinality: int | None = None
+    dataset: tf.data.Dataset, cardinality: int | None = None, clicked_only: bool = True
 ) -> tuple[dict[str, float], np.ndarray | None]:
     """In one pass: each label's mean (rating over observed interactions only) and, given
-    the item cardinality, the clicks per item index (the retrieval loss's correction)."""
+    the item cardinality, the clicks (or, not ``clicked_only``, the rows) per item index:
+    the in-batch softmaxes' correction."""
     sums = {"rating": 0.0, "rated": 0.0, "click": 0.0, "purchase": 0.0, "n": 0.0}
     counts = None if cardinality is None else np.zeros(cardinality)
     for batch in dataset:
@@ -115,7 +116,7 @@ def label_statistics(
         sums["n"] += float(tf.shape(weight)[0])
         if counts is not None:
             items = batch[F.transformed_name(F.ITEM_ID)].numpy().reshape(-1)
-            np.add.at(counts, items[clicks.numpy().reshape(-1) > 0], 1)
+            np.add.at(counts, items[clicks.numpy().reshape(-1) > 0] if clicked_only else items, 1)
     if not sums["n"]:
         raise ValueError("the training split is empty")
     priors = {
@@ -132,9 +133,11 @@ def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, 
     return label_statistics(dataset.take(max_batches))[0]
 
 
-def click_counts(dataset: tf.data.Dataset, cardinality: int) -> np.ndarray:
-    """Training clicks per item index, for the retrieval loss's sampling correction."""
-    return label_statistics(dataset, cardinality)[1]
+def click_counts(
+    dataset: tf.data.Dataset, cardinality: int, clicked_only: bool = True
+) -> np.ndarray:
+    """Training clicks (or rows) per item index, for the in-batch softmaxes' correction."""
+    return label_statistics(dataset, cardinality, clicked_only)[1]
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
@@ -225,10 +228,13 @@ def fit(
     tf_keras.utils.set_random_seed(config.seed)
     item_cardinality = cards[F.transformed_name(F.ITEM_ID)]
     clicks = None
+    # The candidates the in-batch softmaxes correct for: the batch's clicked items, or with
+    # mixed retrieval negatives every row's item.
+    clicked_only = config.retrieval.negatives == "clicks"
     if counts is None:
         priors = label_priors(train)
     else:
-        priors, clicks = label_statistics(counts, item_cardinality)
+        priors, clicks = label_statistics(counts, item_cardinality, clicked_only)
     log.info("Label priors from the training split: %s", priors)
     warm = None
     with strategy.scope():
@@ -249,7 +255,7 @@ def fit(
             warm = initial_weights(model)
         if model.item_log_probability is not None:
             if clicks is None:
-                clicks = click_counts(train, item_cardinality)
+                clicks = click_counts(train, item_cardinality, clicked_only)
             model.set_item_frequencies(clicks)
     epochs = config.epochs
     if warm is not None and warm.warm_started:

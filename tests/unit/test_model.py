@@ -23,6 +23,9 @@ from mtrec.models.training import build_model, fit, label_priors
 from tests.support.training import CARDS, SMALL, transformed_batch
 
 LISTWISE = dataclasses.replace(SMALL, click_listwise_weight=1.0)
+MIXED = dataclasses.replace(
+    SMALL, retrieval=dataclasses.replace(SMALL.retrieval, negatives="mixed")
+)
 
 
 def test_masked_rating_loss_ignores_non_interactions():
@@ -364,6 +367,43 @@ def test_listwise_click_loss_is_the_corrected_softmax_of_the_click_heads_pair_lo
     assert loss == pytest.approx(expected, rel=1e-5)
     unmasked = np.mean(np.logaddexp.reduce(corrected, axis=1) - np.diag(corrected))
     assert loss != pytest.approx(unmasked, rel=1e-3)
+
+
+def test_mixed_retrieval_negatives_are_every_other_item_of_the_batch():
+    batch = transformed_batch(10, seed=6)
+    clicked = np.array([1, 0, 1, 0, 0, 1, 1, 0, 0, 0], bool)
+    batch[F.LABEL_XF[F.CLICK]] = tf.constant(clicked, tf.float32)
+    items = batch["item_id_xf"].numpy()
+    items[7] = items[0]  # An unclicked row shows a clicked row's item: an accidental hit.
+    batch["item_id_xf"] = tf.constant(items)
+    model = MultiTaskRecommender(CARDS, MIXED)
+    model.build_weights(batch)
+    model.set_item_frequencies(np.arange(CARDS["item_id_xf"]))  # Unequal p(item).
+    users, vectors = model.encode(batch, training=False)
+    # Candidates: the clicked rows' items, then the unclicked rows', each user's own first.
+    order = np.concatenate([np.flatnonzero(clicked), np.flatnonzero(~clicked)])
+    queries = model.retrieval.queries(tf.boolean_mask(users, clicked)).numpy()
+    candidates = model.retrieval.candidates(tf.gather(vectors, order)).numpy()
+    ids = items[order]
+    scores = queries @ candidates.T / MIXED.retrieval.temperature
+    scores -= model.item_log_probability.numpy()[ids][None, :]
+    diagonal = np.eye(*scores.shape, dtype=bool)
+    kept = (ids[: len(queries), None] != ids[None, :]) | diagonal
+    assert not kept.all()  # The accidental hit is among the candidates.
+    expected = np.mean(
+        [
+            np.logaddexp.reduce(row[keep]) - row[i]
+            for i, (row, keep) in enumerate(zip(scores, kept, strict=True))
+        ]
+    )
+    assert float(model.retrieval_loss(batch, training=False)) == pytest.approx(expected, rel=1e-5)
+    # A batch without a click still adds nothing.
+    batch[F.LABEL_XF[F.CLICK]] = tf.zeros(10)
+    assert float(model.retrieval_loss(batch, training=True)) == 0.0
+    with pytest.raises(ValueError, match="retrieval.negatives"):
+        dataclasses.replace(MIXED, retrieval=dataclasses.replace(MIXED.retrieval, negatives="all"))
+    with pytest.raises(ValueError, match="does not take retrieval.negatives 'mixed'"):
+        dataclasses.replace(MIXED, click_listwise_weight=1.0)
 
 
 def test_listwise_click_loss_is_logged_and_weighted_into_the_total():

@@ -53,6 +53,11 @@ def test_label_statistics_give_the_label_means_and_clicks_per_item_in_one_pass()
     clicked = column[ITEM_ID_XF][column[F.LABEL_XF[F.CLICK]] > 0]
     np.testing.assert_array_equal(counts, np.bincount(clicked, minlength=ITEMS))
     np.testing.assert_array_equal(click_counts(_dataset(batches), ITEMS), counts)
+    # Every row's item: the candidates of the mixed retrieval softmax.
+    np.testing.assert_array_equal(
+        click_counts(_dataset(batches), ITEMS, clicked_only=False),
+        np.bincount(column[ITEM_ID_XF], minlength=ITEMS),
+    )
     # label_priors reads the first batches only.
     assert label_priors(_dataset(batches), max_batches=1) == pytest.approx(
         label_statistics(_dataset(batches[:1]))[0]
