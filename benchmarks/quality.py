@@ -554,10 +554,6 @@ def model_configs(epochs: int, overrides: dict | None = None) -> dict[str, Model
         click_listwise_weight=1.0,
         retrieval=dataclasses.replace(retrieval, negatives="clicks"),
     )
-    # The click head also on each clicked user with other users' clicked items (label 0).
-    configs[f"{default} + batch negatives"] = dataclasses.replace(
-        configs[default], click_batch_negatives=2
-    )
     # The retrieval softmax over every item of the batch, the sampled non-clicks included.
     configs[f"{default} + mixed negatives"] = dataclasses.replace(
         configs[default], retrieval=dataclasses.replace(retrieval, negatives="mixed")

@@ -111,10 +111,6 @@ class ModelConfig:
     # pointwise loss. 0 turns it off. Off by default: on the u1 validation split weights 1.0
     # and 0.2 lowered NDCG@10 (0.1170, 0.1256 against 0.1281) and raised RMSE (README).
     click_listwise_weight: float = 0.0
-    # Harder negatives for the click head: each clicked row's user paired with this many of
-    # the batch's other clicked items (popular items, as clicks are), labelled 0, in the
-    # click loss beside the sampled non-interactions. 0 turns it off.
-    click_batch_negatives: int = 0
     # "fixed" uses the *_loss_weight values; "uncertainty" learns one log-variance per head.
     # Uncertainty is the default: on the u1 validation split it beat fixed weights on every
     # head for every architecture (benchmarks/quality.py; README, "Quality benchmark").
@@ -182,10 +178,6 @@ class ModelConfig:
                 raise ValueError(f"{name} must be in [0, 1)")
         if self.click_listwise_weight < 0:
             raise ValueError("click_listwise_weight must be >= 0")
-        if self.click_batch_negatives < 0:
-            raise ValueError("click_batch_negatives must be >= 0")
-        if self.history_pooling == "attention" and self.click_batch_negatives > 0:
-            raise ValueError("click_batch_negatives does not take history_pooling 'attention'")
         if self.history_pooling not in HISTORY_POOLING:
             raise ValueError(
                 f"history_pooling must be one of {HISTORY_POOLING}, got {self.history_pooling!r}"

@@ -537,11 +537,6 @@ class MultiTaskRecommender(tfrs.models.Model):
         self.retrieval_tracker = (
             tf_keras.metrics.Mean(name="retrieval_loss") if self.retrieval else None
         )
-        self.click_negatives_tracker = (
-            tf_keras.metrics.Mean(name="click_batch_negatives_loss")
-            if cfg.click_batch_negatives > 0
-            else None
-        )
         self.click_listwise_tracker = (
             tf_keras.metrics.Mean(name="click_listwise_loss")
             if cfg.click_listwise_weight > 0
@@ -685,17 +680,11 @@ class MultiTaskRecommender(tfrs.models.Model):
             if self.log_variances is not None:  # Losses are summed over replicas.
                 total += self.log_variances[index] / replicas
         listwise = self.config.click_listwise_weight > 0
-        hard = self.config.click_batch_negatives > 0
         pairs = (
             self.clicked_pairs(features, training, encoded)
-            if self.retrieval is not None or listwise or hard
+            if self.retrieval is not None or listwise
             else None
         )
-        if hard:  # As more rows of the click task: summed, over the batch's row count.
-            rows = tf.cast(tf.shape(encoded[0])[0], tf.float32)
-            loss = self.click_batch_negatives_loss(pairs, training) / tf.maximum(rows, 1.0)
-            self.click_negatives_tracker.update_state(loss * replicas)
-            total += weights[F.CLICK] * loss
         if self.retrieval is not None:
             loss = self.retrieval_loss(features, training, pairs, encoded)
             self.retrieval_tracker.update_state(loss * replicas)
@@ -817,22 +806,6 @@ class MultiTaskRecommender(tfrs.models.Model):
         item = tf.tile(items, [count, 1])  # ... with item j.
         towers = self.sharing(self.pair_input(user, item), training=training)
         return tf.reshape(self.heads[F.CLICK](towers[F.CLICK], training=training), [count, count])
-
-    def click_batch_negatives_loss(
-        self, pairs: tuple[tf.Tensor, tf.Tensor, tf.Tensor], training: bool | None
-    ) -> tf.Tensor:
-        """The summed click cross-entropy of each clicked user with the batch's next
-        ``click_batch_negatives`` clicked items (rotated), labelled 0; a pair whose item
-        is the user's own is left out."""
-        users, items, ids = pairs
-        losses = []
-        for shift in range(1, self.config.click_batch_negatives + 1):
-            other = tf.roll(items, shift, axis=0)
-            keep = tf.cast(tf.not_equal(tf.roll(ids, shift, axis=0), ids), tf.float32)
-            towers = self.sharing(self.pair_input(users, other), training=training)
-            logits = tf.reshape(self.heads[F.CLICK](towers[F.CLICK], training=training), [-1])
-            losses.append(tf.reduce_sum(keep * tf.math.softplus(logits)))  # -log(1 - p).
-        return tf.add_n(losses)
 
     def click_listwise_loss(
         self,
