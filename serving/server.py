@@ -119,27 +119,46 @@ def _requested(spec: Any) -> tuple[str, int | None, str | None]:
 _COUNTED_APIS = ("Predict", "Classify", "Regress", "MultiInference")
 
 
+class _Outcome:
+    """One gRPC call's status, recorded in its service's metrics (the calls in
+    _COUNTED_APIS) exactly once, before the answer leaves: grpc.aio's abort sends it."""
+
+    def __init__(self, service: Any, method: Any, request: Any) -> None:
+        self.service, self.method, self.request = service, method, request
+        self.start = time.perf_counter_ns()
+        self.recorded = False
+
+    def record(self, code: Any) -> None:
+        if not self.recorded:
+            self.recorded = True
+            api = self.method.__name__
+            _record_call(self.service.metrics, api, self.request, code, self.start)
+
+    def failed(self, err: BaseException) -> ServingError:
+        """The status a request error becomes (``_call_error``), recorded."""
+        error = _call_error(self.method, err)
+        self.record(error.code)
+        return error
+
+
 def _grpc_call(method: Any) -> Any:
     """Turn what a request can raise (``request_errors()``) into a gRPC status: a
     ServingError's own code, INTERNAL (logged) for the rest. The calls in _COUNTED_APIS
-    are recorded in the service's metrics (before the answer leaves)."""
+    are recorded in the service's metrics (before the answer leaves). Anything else (a
+    bug): grpcio logs it, answers UNKNOWN ("Exception calling application") and the server
+    keeps serving."""
 
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
-        start = time.perf_counter_ns()
-        code: Any = grpc.StatusCode.UNKNOWN  # What grpcio answers for a bug.
+        outcome = _Outcome(self, method, request)
         try:
             response = method(self, request, context)
-            code = grpc.StatusCode.OK
+            outcome.record(grpc.StatusCode.OK)
             return response
-        except request_errors() as err:  # Anything else (a bug): grpcio logs it, answers
-            # UNKNOWN ("Exception calling application") and the server keeps serving.
-            error = _call_error(method, err)
-            code = None  # Recorded here, before the status leaves (grpc.aio's abort sends it).
-            _record_call(self.metrics, method.__name__, request, error.code, start)
+        except request_errors() as err:
+            error = outcome.failed(err)
             context.abort(error.code, error.message)
         finally:
-            if code is not None:
-                _record_call(self.metrics, method.__name__, request, code, start)
+            outcome.record(grpc.StatusCode.UNKNOWN)  # Only a bug gets here unrecorded.
 
     return functools.wraps(method)(wrapper)
 
@@ -148,20 +167,16 @@ def _grpc_call_async(method: Any) -> Any:
     """``_grpc_call`` for a coroutine handler (run on the gRPC server's event loop)."""
 
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        start = time.perf_counter_ns()
-        code: Any = grpc.StatusCode.UNKNOWN
+        outcome = _Outcome(self, method, request)
         try:
             response = await method(self, request, context)
-            code = grpc.StatusCode.OK
+            outcome.record(grpc.StatusCode.OK)
             return response
         except request_errors() as err:
-            error = _call_error(method, err)
-            code = None  # Recorded here, before the status leaves (grpc.aio's abort sends it).
-            _record_call(self.metrics, method.__name__, request, error.code, start)
+            error = outcome.failed(err)
             await context.abort(error.code, error.message)
         finally:
-            if code is not None:
-                _record_call(self.metrics, method.__name__, request, code, start)
+            outcome.record(grpc.StatusCode.UNKNOWN)  # Only a bug gets here unrecorded.
 
     return functools.wraps(method)(wrapper)
 
