@@ -133,7 +133,7 @@ def label_priors(dataset: tf.data.Dataset, max_batches: int = 100) -> dict[str, 
     return label_statistics(dataset.take(max_batches))[0]
 
 
-def click_counts(
+def item_counts(
     dataset: tf.data.Dataset, cardinality: int, clicked_only: bool = True
 ) -> np.ndarray:
     """Training clicks (or rows) per item index, for the in-batch softmaxes' correction."""
@@ -227,14 +227,14 @@ def fit(
     log.info("Training with %s", describe_strategy(strategy, config.batch_size))
     tf_keras.utils.set_random_seed(config.seed)
     item_cardinality = cards[F.transformed_name(F.ITEM_ID)]
-    clicks = None
+    per_item = None
     # The candidates the in-batch softmaxes correct for: the batch's clicked items, or with
     # mixed retrieval negatives every row's item.
     clicked_only = config.retrieval.negatives == "clicks"
     if counts is None:
         priors = label_priors(train)
     else:
-        priors, clicks = label_statistics(counts, item_cardinality, clicked_only)
+        priors, per_item = label_statistics(counts, item_cardinality, clicked_only)
     log.info("Label priors from the training split: %s", priors)
     warm = None
     with strategy.scope():
@@ -254,9 +254,9 @@ def fit(
             # item frequencies, which are recounted on this training split.
             warm = initial_weights(model)
         if model.item_log_probability is not None:
-            if clicks is None:
-                clicks = click_counts(train, item_cardinality, clicked_only)
-            model.set_item_frequencies(clicks)
+            if per_item is None:
+                per_item = item_counts(train, item_cardinality, clicked_only)
+            model.set_item_frequencies(per_item)
     epochs = config.epochs
     if warm is not None and warm.warm_started:
         epochs = config.warm_start_epochs

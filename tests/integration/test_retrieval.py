@@ -12,7 +12,7 @@ import tensorflow as tf
 from mtrec import names as F
 from mtrec.models.hparams import ModelConfig, RetrievalConfig
 from mtrec.models.recommend import item_features
-from mtrec.models.training import cardinalities, click_counts
+from mtrec.models.training import cardinalities, item_counts
 from tests.support.training import recommend, train_and_export
 
 CANDIDATES = 8
@@ -56,7 +56,7 @@ def test_retrieval_loss_is_tracked_and_falls(trained):
 
 def test_sampling_correction_holds_the_click_frequencies(trained):
     model, _, output, _, _, train = trained
-    counts = click_counts(train, cardinalities(output)[F.transformed_name(F.ITEM_ID)])
+    counts = item_counts(train, cardinalities(output)[F.transformed_name(F.ITEM_ID)])
     assert counts.sum() > 0
     probability = np.exp(model.item_log_probability.numpy())
     np.testing.assert_allclose(probability.sum(), 1.0, rtol=1e-5)

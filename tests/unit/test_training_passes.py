@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mtrec import names as F
 from mtrec.models.recommend import ITEM_ID_XF, collect_catalog
-from mtrec.models.training import click_counts, label_priors, label_statistics
+from mtrec.models.training import item_counts, label_priors, label_statistics
 
 ITEMS = 6
 
@@ -52,10 +52,10 @@ def test_label_statistics_give_the_label_means_and_clicks_per_item_in_one_pass()
     )
     clicked = column[ITEM_ID_XF][column[F.LABEL_XF[F.CLICK]] > 0]
     np.testing.assert_array_equal(counts, np.bincount(clicked, minlength=ITEMS))
-    np.testing.assert_array_equal(click_counts(_dataset(batches), ITEMS), counts)
+    np.testing.assert_array_equal(item_counts(_dataset(batches), ITEMS), counts)
     # Every row's item: the candidates of the mixed retrieval softmax.
     np.testing.assert_array_equal(
-        click_counts(_dataset(batches), ITEMS, clicked_only=False),
+        item_counts(_dataset(batches), ITEMS, clicked_only=False),
         np.bincount(column[ITEM_ID_XF], minlength=ITEMS),
     )
     # label_priors reads the first batches only.
