@@ -731,6 +731,13 @@ class MultiTaskRecommender(tfrs.models.Model):
         logs.update(loss=summed[0], regularization_loss=summed[1], total_loss=summed[0] + summed[1])
         return logs
 
+    @staticmethod
+    def clicks_and_ids(features: Mapping[str, Any]) -> tuple[tf.Tensor, tf.Tensor]:
+        """Which rows of a batch are clicked, and every row's item id (flat)."""
+        clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
+        ids = tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1])
+        return clicked, ids
+
     def clicked_pairs(
         self,
         features: Mapping[str, Any],
@@ -739,9 +746,8 @@ class MultiTaskRecommender(tfrs.models.Model):
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The batch's P clicked rows: user vectors, item vectors and item ids, what the
         in-batch softmaxes (retrieval, listwise click) read; from ``encoded`` when given."""
-        clicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) > 0
+        clicked, ids = self.clicks_and_ids(features)
         users, items = encoded if encoded is not None else self.encode(features, training)
-        ids = tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1])
         return (
             tf.boolean_mask(users, clicked),
             tf.boolean_mask(items, clicked),
@@ -749,21 +755,15 @@ class MultiTaskRecommender(tfrs.models.Model):
         )
 
     def with_unclicked(
-        self,
-        features: Mapping[str, Any],
-        training: bool | None,
-        items: tf.Tensor,
-        ids: tf.Tensor,
-        encoded: tuple[tf.Tensor, tf.Tensor] | None = None,
+        self, features: Mapping[str, Any], items: tf.Tensor, ids: tf.Tensor, vectors: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """The clicked rows' item vectors and ids (``items``, ``ids``) followed by the
-        batch's unclicked rows': the candidates of the "mixed" retrieval softmax."""
-        unclicked = tf.reshape(features[F.LABEL_XF[F.CLICK]], [-1]) <= 0
-        vectors = encoded[1] if encoded is not None else self.item_encoder(features, training)
-        all_ids = tf.reshape(tf.cast(features[F.transformed_name(F.ITEM_ID)], tf.int64), [-1])
+        batch's unclicked rows' (of the batch's item ``vectors``): the candidates of the
+        "mixed" retrieval softmax."""
+        clicked, all_ids = self.clicks_and_ids(features)
         return (
-            tf.concat([items, tf.boolean_mask(vectors, unclicked)], axis=0),
-            tf.concat([ids, tf.boolean_mask(all_ids, unclicked)], axis=0),
+            tf.concat([items, tf.boolean_mask(vectors, ~clicked)], axis=0),
+            tf.concat([ids, tf.boolean_mask(all_ids, ~clicked)], axis=0),
         )
 
     def retrieval_loss(
@@ -778,9 +778,13 @@ class MultiTaskRecommender(tfrs.models.Model):
         ``retrieval.negatives`` "mixed", every other item of the batch), corrected by log
         p(item) and with accidental hits removed. A batch without a click (a small replica
         batch, or the empty batch a worker gets once its share of the data is used up) adds 0."""
-        users, items, ids = pairs if pairs is not None else self.clicked_pairs(features, training)
+        if encoded is None:  # One encoding (one dropout draw) for the pairs and the rest.
+            encoded = self.encode(features, training)
+        users, items, ids = (
+            pairs if pairs is not None else self.clicked_pairs(features, training, encoded)
+        )
         if self.config.retrieval.negatives == "mixed":  # The batch's other rows after them.
-            items, ids = self.with_unclicked(features, training, items, ids, encoded)
+            items, ids = self.with_unclicked(features, items, ids, encoded[1])
         queries, candidates = self.retrieval((users, items))
         probability = tf.exp(tf.gather(self.item_log_probability, ids))
         return tf.cond(  # TFRS's accidental-hit removal fails on an empty [0, 0] batch.
