@@ -310,3 +310,94 @@ def read_monitoring_config_file(path: str | Path) -> MonitoringConfig:
     except (OSError, UnicodeError) as err:
         raise ConfigError(f"{file}: cannot read the monitoring config file: {err}") from None
     return parse_monitoring_config(text, str(file))
+
+
+@dataclasses.dataclass(frozen=True)
+class Parallelism:
+    """TensorFlow's thread pools as ``--tensorflow_session_parallelism``,
+    ``--tensorflow_intra_op_parallelism`` and ``--tensorflow_inter_op_parallelism`` set them
+    (0: TensorFlow chooses)."""
+
+    intra_op: int = 0
+    inter_op: int = 0
+
+
+def parallelism(session: int = 0, intra_op: int = 0, inter_op: int = 0) -> Parallelism:
+    """TF Serving's rule (model_servers/server.cc): the intra/inter-op flags when either is
+    set, else the session flag for both pools; all three set is a start-up error."""
+    for name, value in (
+        ("tensorflow_session_parallelism", session),
+        ("tensorflow_intra_op_parallelism", intra_op),
+        ("tensorflow_inter_op_parallelism", inter_op),
+    ):
+        if value < 0:
+            raise ConfigError(f"--{name} must be >= 0 (0: chosen by TensorFlow), got {value}")
+    if session > 0 and intra_op > 0 and inter_op > 0:
+        raise ConfigError(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. "
+            "You cannot configure all."
+        )
+    if intra_op > 0 or inter_op > 0:
+        return Parallelism(intra_op, inter_op)
+    return Parallelism(session, session)
+
+
+def apply_parallelism(pools: Parallelism) -> None:
+    """Size TensorFlow's thread pools in this process. They are fixed once TensorFlow has run
+    anything, so a server started after that (in a test, say) can only keep the sizes."""
+    import tensorflow as tf
+
+    api = tf.config.threading
+    for flag, size, get, put in (
+        (
+            "tensorflow_intra_op_parallelism",
+            pools.intra_op,
+            api.get_intra_op_parallelism_threads,
+            api.set_intra_op_parallelism_threads,
+        ),
+        (
+            "tensorflow_inter_op_parallelism",
+            pools.inter_op,
+            api.get_inter_op_parallelism_threads,
+            api.set_inter_op_parallelism_threads,
+        ),
+    ):
+        if size and get() != size:
+            try:
+                put(size)
+            except RuntimeError:  # "... cannot be modified after initialization."
+                raise ConfigError(
+                    f"--{flag}={size}: TensorFlow already runs in this process with "
+                    f"{get() or 'its own number of'} threads; the pools are sized before "
+                    "anything runs"
+                ) from None
+
+
+def parse_channel_arguments(text: str) -> tuple[tuple[str, int | str], ...]:
+    """``--grpc_channel_arguments``: comma-separated ``key=value`` pairs for the gRPC server;
+    a value that reads as a 32-bit integer is passed as one (as TF Serving does)."""
+    arguments: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--grpc_channel_arguments: {item!r} is not key=value "
+                "(e.g. grpc.max_connection_age_ms=2000)"
+            )
+        try:
+            number = int(value)
+        except ValueError:
+            arguments.append((key.strip(), value))
+            continue
+        arguments.append((key.strip(), number if -(2**31) <= number < 2**31 else value))
+    return tuple(arguments)
+
+
+def parse_tags(text: str) -> frozenset[str]:
+    """``--saved_model_tags``: the comma-separated tag set of the MetaGraph to load."""
+    tags = frozenset(filter(None, (tag.strip() for tag in text.split(","))))
+    if not tags:
+        raise ConfigError("--saved_model_tags needs at least one tag (default: serve)")
+    return tags

@@ -92,17 +92,31 @@ class VersionStatus:
     error: str = ""
 
 
-def load_servable(name: str, version: int, path: str) -> Servable:
-    """Load a SavedModel and read its SignatureDefs (for metadata and method names)."""
+SERVE_TAGS = frozenset({"serve"})
+
+
+def load_servable(
+    name: str, version: int, path: str, tags: frozenset[str] = SERVE_TAGS
+) -> Servable:
+    """Load the MetaGraph of a SavedModel tagged exactly ``tags`` (TF Serving's
+    --saved_model_tags) and read its SignatureDefs (for metadata and method names)."""
     import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
     if not Path(path, F.SAVED_MODEL_FILE).is_file():
         raise OSError(f"SavedModel not found in export directory: {path}")
-    model = tf.saved_model.load(path)
     proto = saved_model_pb2.SavedModel()
     proto.ParseFromString(Path(path, F.SAVED_MODEL_FILE).read_bytes())
-    defs = dict(proto.meta_graphs[0].signature_def) if proto.meta_graphs else {}
+    graphs = [g for g in proto.meta_graphs if set(g.meta_info_def.tags) == tags]
+    if not graphs:  # TensorFlow's loader's words (cc/saved_model/reader.cc).
+        raise RuntimeError(
+            "Could not find meta graph def matching supplied tags: { "
+            + " ".join(sorted(tags))
+            + " }. To inspect available tag-sets in the SavedModel, please use the "
+            "SavedModel CLI: `saved_model_cli`"
+        )
+    model = tf.saved_model.load(path, tags=sorted(tags))
+    defs = dict(graphs[0].signature_def)
     functions = {key: direct_function(fn) for key, fn in model.signatures.items()}
     return Servable(name, version, path, model, defs, functions)
 

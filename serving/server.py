@@ -23,6 +23,7 @@ import time
 import urllib.parse
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -56,7 +57,7 @@ from mtrec.serving.inference import (
     examples_from_input,
 )
 from mtrec.serving.loop import EventLoopThread, LoopCalls
-from mtrec.serving.manager import ModelManager, Servable
+from mtrec.serving.manager import SERVE_TAGS, ModelManager, Servable, load_servable
 from mtrec.serving.monitoring import CONTENT_TYPE, ServingMetrics
 from mtrec.serving.request_log import ServerRequestLogger
 from mtrec.serving.tensors import (
@@ -96,6 +97,12 @@ class ServerOptions:
     config_poll_seconds: float = 0.0
     # TF Serving's MonitoringConfig: Prometheus metrics on the REST port when enabled.
     monitoring_config_file: str | None = None
+    # TensorFlow's thread pools (--tensorflow_*_parallelism; 0: TensorFlow chooses).
+    parallelism: config_lib.Parallelism = dataclasses.field(default_factory=config_lib.Parallelism)
+    grpc_socket_path: str | None = None  # Also listen on this UNIX socket.
+    # Extra gRPC server arguments; a key given here replaces the server's own setting.
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    saved_model_tags: frozenset[str] = SERVE_TAGS  # The MetaGraph each version loads.
 
 
 # ----------------------------------------------------------------------------- gRPC
@@ -898,6 +905,17 @@ def _hold_grpc_aio() -> None:
     grpc.aio.init_grpc_aio()
 
 
+def versions_text() -> str:
+    """What ``tensorflow_model_server --version`` prints, for this server: its own version
+    and TensorFlow's."""
+    import tensorflow as tf
+
+    from mtrec import __version__
+
+    server = f"TensorFlow ModelServer: mtrec serve {__version__}"
+    return f"{server}\nTensorFlow Library: {tf.__version__}"
+
+
 class ModelServer:
     """The manager, the optional batcher, and the gRPC and REST front ends."""
 
@@ -910,8 +928,18 @@ class ModelServer:
             else config_lib.MonitoringConfig()
         )
         self.metrics = ServingMetrics()  # Always recorded; served when monitoring is on.
+        if options.parallelism != config_lib.Parallelism():  # Before any model loads.
+            config_lib.apply_parallelism(options.parallelism)
+            import tensorflow as tf
+
+            log.info(
+                "TensorFlow thread pools: intra-op %d, inter-op %d",
+                tf.config.threading.get_intra_op_parallelism_threads(),
+                tf.config.threading.get_inter_op_parallelism_threads(),
+            )
         self.manager = ModelManager(
             list(options.models),
+            loader=functools.partial(load_servable, tags=options.saved_model_tags),
             warmup=self._warmup if options.enable_model_warmup else None,
             max_load_retries=options.max_num_load_retries,
             retry_interval=options.load_retry_interval_micros / 1e6,
@@ -969,15 +997,18 @@ class ModelServer:
         self._grpc_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.options.grpc_workers, thread_name_prefix="grpc"
         )
+        own = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", 4 * limit),
+            # A port another server holds is refused rather than shared: with
+            # SO_REUSEPORT (gRPC's default) the kernel would split the traffic between them.
+            ("grpc.so_reuseport", 0),
+        ]
+        given = self.options.grpc_channel_arguments
+        keys = {key for key, _ in given}
         self._grpc = grpc.aio.server(
             migration_thread_pool=self._grpc_pool,
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", 4 * limit),
-                # A port another server holds is refused rather than shared: with
-                # SO_REUSEPORT (gRPC's default) the kernel would split the traffic between them.
-                ("grpc.so_reuseport", 0),
-            ],
+            options=[(k, v) for k, v in own if k not in keys] + list(given),
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionService(self.inference, self.request_logger, self.metrics), self._grpc
@@ -996,7 +1027,26 @@ class ModelServer:
                 refused = "the address is not available here"
         if refused:
             raise config_lib.ConfigError(f"cannot bind gRPC to {address}: {refused}")
+        if self.options.grpc_socket_path:
+            self._bind_socket(self.options.grpc_socket_path)
         await self._grpc.start()
+
+    def _bind_socket(self, path: str) -> None:
+        """--grpc_socket_path: gRPC on a UNIX socket too (a relative path is from the
+        working directory); a stale socket file is replaced, anything else is refused."""
+        where = Path(path)
+        if not where.parent.is_dir():
+            refused = f"no such directory {where.parent}"
+        elif where.exists() and not where.is_socket():
+            refused = "the path exists and is not a socket"
+        else:
+            try:
+                bound = self._grpc.add_insecure_port(f"unix:{path}")
+            except RuntimeError:
+                bound = 0
+            refused = None if bound else "gRPC could not listen there"
+        if refused:
+            raise config_lib.ConfigError(f"cannot bind gRPC to unix:{path}: {refused}")
 
     def _poll_config(self) -> None:
         """--model_config_file_poll_wait_seconds: re-read the model config file and apply

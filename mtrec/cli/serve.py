@@ -64,6 +64,14 @@ def _server_options(args: argparse.Namespace) -> Any:
         model_config_file=args.model_config_file,
         config_poll_seconds=args.model_config_file_poll_wait_seconds,
         monitoring_config_file=args.monitoring_config_file,
+        parallelism=serving_config.parallelism(
+            args.tensorflow_session_parallelism,
+            args.tensorflow_intra_op_parallelism,
+            args.tensorflow_inter_op_parallelism,
+        ),
+        grpc_socket_path=args.grpc_socket_path or None,
+        grpc_channel_arguments=serving_config.parse_channel_arguments(args.grpc_channel_arguments),
+        saved_model_tags=serving_config.parse_tags(args.saved_model_tags),
     )
 
 
@@ -72,8 +80,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import threading
 
     from mtrec.serving.errors import ConfigError
-    from mtrec.serving.server import ModelServer
+    from mtrec.serving.server import ModelServer, versions_text
 
+    if args.version:  # As tensorflow_model_server --version.
+        print(versions_text())
+        return 0
     try:
         server = ModelServer(_server_options(args)).start()
     except ConfigError as err:
@@ -89,6 +100,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rest = f", REST on {args.host}:{server.rest_port}" if server.rest_port else ""
     if server.rest_port and server.monitoring.enable:
         rest += f" (metrics at {server.monitoring.path})"
+    if server.options.grpc_socket_path:
+        rest = f" and unix:{server.options.grpc_socket_path}{rest}"
     print(
         f"mtrec serve: gRPC on {args.host}:{server.grpc_port}{rest} "
         f"(batching {'on' if server.batcher else 'off'}); SIGTERM or Ctrl-C stops",
@@ -287,6 +300,32 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--monitoring_config_file",
         help="text MonitoringConfig; with prometheus_config { enable: true } the REST port "
         "serves Prometheus metrics at its path (default /monitoring/prometheus/metrics)",
+    )
+    for pool, what in (
+        ("session", "both of TensorFlow's thread pools, unless the next two are set"),
+        ("intra_op", "threads that parallelize one op"),
+        ("inter_op", "ops run at once"),
+    ):
+        serve.add_argument(
+            f"--tensorflow_{pool}_parallelism",
+            type=int,
+            default=0,
+            help=f"{what} (default 0: chosen by TensorFlow)",
+        )
+    serve.add_argument("--grpc_socket_path", default="", help="also serve gRPC on this UNIX socket")
+    serve.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated key=value gRPC server arguments, e.g. "
+        "grpc.max_connection_age_ms=2000 (they replace the server's own)",
+    )
+    serve.add_argument(
+        "--saved_model_tags",
+        default="serve",
+        help="comma-separated tags of the MetaGraph to load (default serve)",
+    )
+    serve.add_argument(
+        "--version", action="store_true", help="print the server's versions and exit"
     )
     serve.add_argument("--shutdown_grace_seconds", type=float, default=10.0)
     serve.set_defaults(func=cmd_serve)

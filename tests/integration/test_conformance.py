@@ -525,6 +525,131 @@ def test_tf_serving_flags_are_accepted_and_honoured(tmp_path):
     assert process.returncode == 0
 
 
+def _banner(process: subprocess.Popen) -> tuple[str, str]:
+    """Read the server's output up to its start-up banner: (all of it, the banner)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if "mtrec serve: gRPC" in line or (not line and process.poll() is not None):
+            return "".join(lines), line
+    return "".join(lines), ""
+
+
+def test_socket_channel_arguments_and_thread_pool_flags(tmp_path):
+    """--grpc_socket_path, --grpc_channel_arguments and --tensorflow_*_parallelism, as
+    tensorflow_model_server takes them (main.cc, server.cc)."""
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    sock, port = tmp_path / "serve.sock", _free_port()
+    process = _serve(
+        f"--model_base_path={base}",
+        "--model_name=tiny",
+        f"--port={port}",
+        "--rest_api_port=0",
+        f"--grpc_socket_path={sock}",
+        "--grpc_channel_arguments=grpc.max_receive_message_length=4096,"
+        "grpc.max_connection_age_ms=600000",
+        "--tensorflow_intra_op_parallelism=1",
+        "--tensorflow_inter_op_parallelism=3",
+    )
+    try:
+        output, banner = _banner(process)
+        assert f"and unix:{sock}" in banner, output
+        assert "TensorFlow thread pools: intra-op 1, inter-op 3" in output
+        for target in (f"unix:{sock}", f"127.0.0.1:{port}"):
+            with grpc.insecure_channel(target) as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                response = stub.Predict(raw_predict(7, 3), timeout=10)
+                click = response.outputs["click"].float_val
+                assert click == pytest.approx([expected(7, 3)["click"]], rel=1e-6)
+                large = raw_predict(7, 3)
+                large.inputs["gender"].CopyFrom(tf.make_tensor_proto([b"F" * 5000]))
+                error = grpc_error(stub.Predict, large)  # The argument replaced the 16 MiB.
+                assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "larger than max" in error.details() and "vs. 4096" in error.details()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert not sock.exists()  # gRPC removes its socket file on shutdown.
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (
+            [
+                "--tensorflow_session_parallelism=2",
+                "--tensorflow_intra_op_parallelism=1",
+                "--tensorflow_inter_op_parallelism=1",
+            ],
+            "mtrec: error: Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, "
+            "server_options.tensorflow_inter_op_parallelism) separately. "
+            "You cannot configure all.",
+        ),
+        (
+            ["--grpc_channel_arguments=grpc.max_connection_age_ms"],
+            "mtrec: error: --grpc_channel_arguments: 'grpc.max_connection_age_ms' is not "
+            "key=value (e.g. grpc.max_connection_age_ms=2000)",
+        ),
+        (
+            ["--grpc_socket_path=/no/such/dir/serve.sock"],
+            "mtrec: error: cannot bind gRPC to unix:/no/such/dir/serve.sock: "
+            "no such directory /no/such/dir",
+        ),
+    ],
+)
+def test_bad_deployment_flags_fail_start_up_in_one_line(tmp_path, flags, error):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    process = _serve(
+        f"--model_base_path={base}", f"--port={_free_port()}", "--rest_api_port=0", *flags
+    )
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2
+    assert output.strip().splitlines()[-1] == error
+    assert "Traceback" not in output
+
+
+def test_version_flag_prints_the_versions():
+    process = _serve("--version")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert output.splitlines()[-2:] == [
+        "TensorFlow ModelServer: mtrec serve 0.1.0",
+        f"TensorFlow Library: {tf.__version__}",
+    ]
+
+
+def test_saved_model_tags_choose_the_meta_graph(tmp_path):
+    """A version without a MetaGraph of exactly --saved_model_tags fails to load, with
+    TensorFlow's loader's error in its status; the default tags (serve) load it."""
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    server = start(base, rest_api_port=None, saved_model_tags=frozenset({"serve", "gpu"}))
+    try:
+        (status,) = server.manager.statuses("tiny")
+        assert status.state == "END"
+        assert status.error.endswith(
+            "Could not find meta graph def matching supplied tags: { gpu serve }. To inspect "
+            "available tag-sets in the SavedModel, please use the SavedModel CLI: "
+            "`saved_model_cli`"
+        )
+    finally:
+        server.stop(grace=1)
+    server = start(base, rest_api_port=None, saved_model_tags=frozenset({"serve"}))
+    try:
+        assert server.manager.available("tiny") == [1]
+    finally:
+        server.stop(grace=1)
+
+
 def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
     base = tmp_path / "tiny"
     base.mkdir()
