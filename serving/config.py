@@ -401,3 +401,61 @@ def parse_tags(text: str) -> frozenset[str]:
     if not tags:
         raise ConfigError("--saved_model_tags needs at least one tag (default: serve)")
     return tags
+
+
+@dataclasses.dataclass(frozen=True)
+class SSLConfig:
+    """``--ssl_config_file``: TF Serving's ``SSLConfig`` (PEM text): the server's key and
+    certificate, and with ``client_verify`` the CA whose client certificates it requires."""
+
+    server_key: str
+    server_cert: str
+    custom_ca: str = ""
+    client_verify: bool = False
+
+
+@functools.cache
+def _ssl_config_class() -> type:
+    """tensorflow_serving/config/ssl_config.proto (not in the pip package), built as
+    ``_monitoring_config_class`` is, so the file is parsed as strictly as TF Serving does."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    ssl = proto.message_type.add(name="SSLConfig")
+    for number, name in enumerate(("server_key", "server_cert", "custom_ca"), 1):
+        ssl.field.add(name=name, number=number, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
+    ssl.field.add(name="client_verify", number=4, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+    )
+
+
+def read_ssl_config_file(path: str | Path) -> SSLConfig:
+    """A text-format ``SSLConfig`` file, e.g. ``server_key: "-----BEGIN PRIVATE KEY-----..."
+    server_cert: "..."``; the key and the certificate are required, and ``client_verify``
+    needs ``custom_ca`` (Python's gRPC has no default CA for client certificates)."""
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeError) as err:
+        raise ConfigError(f"{file}: cannot read the SSL config file: {err}") from None
+    config = _ssl_config_class()()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as err:
+        message = " ".join(str(err).split())
+        raise ConfigError(f"{file}: not an SSLConfig: {message}") from None
+    if not config.server_key or not config.server_cert:
+        raise ConfigError(f"{file}: an SSLConfig needs server_key and server_cert (PEM text)")
+    if config.client_verify and not config.custom_ca:
+        raise ConfigError(
+            f"{file}: client_verify needs custom_ca, the CA that signs the client certificates"
+        )
+    return SSLConfig(config.server_key, config.server_cert, config.custom_ca, config.client_verify)

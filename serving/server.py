@@ -103,6 +103,7 @@ class ServerOptions:
     # Extra gRPC server arguments; a key given here replaces the server's own setting.
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     saved_model_tags: frozenset[str] = SERVE_TAGS  # The MetaGraph each version loads.
+    ssl: config_lib.SSLConfig | None = None  # TLS on the gRPC ports (REST stays plain).
 
 
 # ----------------------------------------------------------------------------- gRPC
@@ -905,6 +906,36 @@ def _hold_grpc_aio() -> None:
     grpc.aio.init_grpc_aio()
 
 
+def _server_credentials(ssl_config: config_lib.SSLConfig | None) -> grpc.ServerCredentials | None:
+    """TF Serving's BuildServerCredentialsFromSSLConfigFile: the key and certificate, and
+    with client_verify a required client certificate signed by custom_ca. The PEM text is
+    checked here (key against certificate) so a bad file fails start-up, not each handshake."""
+    if ssl_config is None:
+        return None
+    import ssl
+    import tempfile
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only.
+        pem = Path(folder, "server.pem")
+        pem.touch(mode=0o600)
+        pem.write_text(f"{ssl_config.server_key.strip()}\n{ssl_config.server_cert.strip()}\n")
+        try:
+            context.load_cert_chain(pem)
+            if ssl_config.custom_ca:
+                context.load_verify_locations(cadata=ssl_config.custom_ca)
+        except ssl.SSLError as err:
+            raise config_lib.ConfigError(
+                f"--ssl_config_file: the key, certificate or CA is not valid PEM, or the key "
+                f"does not match the certificate ({err.reason or err})"
+            ) from None
+    return grpc.ssl_server_credentials(
+        [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
+        root_certificates=ssl_config.custom_ca.encode() or None,
+        require_client_auth=ssl_config.client_verify,
+    )
+
+
 def versions_text() -> str:
     """What ``tensorflow_model_server --version`` prints, for this server: its own version
     and TensorFlow's."""
@@ -963,6 +994,7 @@ class ModelServer:
         self.request_logger = ServerRequestLogger()
         self.request_logger.update(config_lib.logging_configs(list(options.models)))
         self._grpc: grpc.aio.Server | None = None
+        self._credentials: grpc.ServerCredentials | None = None
         self._grpc_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._rest: _RestServer | None = None
         self._rest_thread: threading.Thread | None = None
@@ -1016,13 +1048,11 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self.request_logger), self._grpc
         )
+        self._credentials = _server_credentials(self.options.ssl)
         address = f"{self.options.host}:{self.options.port}"
         refused = _bind_refused(self.options.host, self.options.port)
         if refused is None:
-            try:  # grpcio raises where older releases returned port 0.
-                self.grpc_port = self._grpc.add_insecure_port(address)
-            except RuntimeError:
-                self.grpc_port = 0
+            self.grpc_port = self._listen(address)
             if not self.grpc_port:
                 refused = "the address is not available here"
         if refused:
@@ -1040,13 +1070,20 @@ class ModelServer:
         elif where.exists() and not where.is_socket():
             refused = "the path exists and is not a socket"
         else:
-            try:
-                bound = self._grpc.add_insecure_port(f"unix:{path}")
-            except RuntimeError:
-                bound = 0
-            refused = None if bound else "gRPC could not listen there"
+            refused = None if self._listen(f"unix:{path}") else "gRPC could not listen there"
         if refused:
             raise config_lib.ConfigError(f"cannot bind gRPC to unix:{path}: {refused}")
+
+    def _listen(self, address: str) -> int:
+        """Add a gRPC port, with TLS when --ssl_config_file is set (as TF Serving does on
+        both its TCP port and its UNIX socket); 0 when gRPC cannot listen there."""
+        assert self._grpc is not None
+        try:  # grpcio raises where older releases returned port 0.
+            if self._credentials is None:
+                return self._grpc.add_insecure_port(address)
+            return self._grpc.add_secure_port(address, self._credentials)
+        except RuntimeError:
+            return 0
 
     def _poll_config(self) -> None:
         """--model_config_file_poll_wait_seconds: re-read the model config file and apply

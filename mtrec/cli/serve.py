@@ -72,6 +72,9 @@ def _server_options(args: argparse.Namespace) -> Any:
         grpc_socket_path=args.grpc_socket_path or None,
         grpc_channel_arguments=serving_config.parse_channel_arguments(args.grpc_channel_arguments),
         saved_model_tags=serving_config.parse_tags(args.saved_model_tags),
+        ssl=serving_config.read_ssl_config_file(args.ssl_config_file)
+        if args.ssl_config_file
+        else None,
     )
 
 
@@ -102,8 +105,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         rest += f" (metrics at {server.monitoring.path})"
     if server.options.grpc_socket_path:
         rest = f" and unix:{server.options.grpc_socket_path}{rest}"
+    tls = " with TLS" if server.options.ssl else ""
     print(
-        f"mtrec serve: gRPC on {args.host}:{server.grpc_port}{rest} "
+        f"mtrec serve: gRPC{tls} on {args.host}:{server.grpc_port}{rest} "
         f"(batching {'on' if server.batcher else 'off'}); SIGTERM or Ctrl-C stops",
         flush=True,
     )
@@ -318,6 +322,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         default="",
         help="comma-separated key=value gRPC server arguments, e.g. "
         "grpc.max_connection_age_ms=2000 (they replace the server's own)",
+    )
+    serve.add_argument(
+        "--ssl_config_file",
+        help="text SSLConfig (server_key, server_cert, custom_ca, client_verify): TLS on the "
+        "gRPC port and socket",
     )
     serve.add_argument(
         "--saved_model_tags",

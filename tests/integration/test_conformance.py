@@ -650,6 +650,112 @@ def test_saved_model_tags_choose_the_meta_graph(tmp_path):
         server.stop(grace=1)
 
 
+def _ssl_file(path: Path, **fields) -> Path:
+    """A text SSLConfig, as TF Serving's --ssl_config_file reads it."""
+    lines = [
+        f"{key}: {json.dumps(value) if isinstance(value, str) else str(value).lower()}"
+        for key, value in fields.items()
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_ssl_config_file_serves_grpc_over_tls(tmp_path):
+    """--ssl_config_file: TLS on the gRPC port with the server's key and certificate; with
+    client_verify, only clients holding a certificate signed by custom_ca get an answer."""
+    from tests.support.tls import make_pems
+
+    pems = make_pems()
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    trusted = grpc.ssl_channel_credentials(root_certificates=pems.ca_cert.encode())
+    with_client = grpc.ssl_channel_credentials(
+        pems.ca_cert.encode(), pems.client_key.encode(), pems.client_cert.encode()
+    )
+    for verify in (False, True):
+        file = _ssl_file(
+            tmp_path / "ssl.config",
+            server_key=pems.server_key,
+            server_cert=pems.server_cert,
+            custom_ca=pems.ca_cert,
+            client_verify=verify,
+        )
+        server = start(base, rest_api_port=None, ssl=config.read_ssl_config_file(file))
+        target = f"127.0.0.1:{server.grpc_port}"
+        try:
+            for credentials, answers in (
+                (with_client, True),
+                (trusted, not verify),
+                (None, False),  # Plain text to a TLS port.
+            ):
+                channel = (
+                    grpc.secure_channel(target, credentials)
+                    if credentials
+                    else grpc.insecure_channel(target)
+                )
+                with channel:
+                    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                    if answers:
+                        click = stub.Predict(raw_predict(7, 3), timeout=10).outputs["click"]
+                        assert click.float_val == pytest.approx([expected(7, 3)["click"]])
+                    else:
+                        error = grpc_error(stub.Predict, raw_predict(7, 3))
+                        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            server.stop(grace=1)
+
+
+def test_a_bad_ssl_config_file_fails_start_up_in_one_line(tmp_path):
+    from tests.support.tls import make_pems
+
+    pems, other = make_pems(), make_pems()
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    cases = {
+        "mismatch": (
+            _ssl_file(
+                tmp_path / "mismatch.config",
+                server_key=other.server_key,
+                server_cert=pems.server_cert,
+            ),
+            "the key, certificate or CA is not valid PEM, or the key does not match the "
+            "certificate (KEY_VALUES_MISMATCH)",
+        ),
+        "no key": (
+            _ssl_file(tmp_path / "nokey.config", server_cert=pems.server_cert),
+            "an SSLConfig needs server_key and server_cert (PEM text)",
+        ),
+        "verify without a CA": (
+            _ssl_file(
+                tmp_path / "noca.config",
+                server_key=pems.server_key,
+                server_cert=pems.server_cert,
+                client_verify=True,
+            ),
+            "client_verify needs custom_ca, the CA that signs the client certificates",
+        ),
+        "not a proto": (
+            _ssl_file(tmp_path / "typo.config", server_kee="x"),
+            'not an SSLConfig: 1:1 : Message type "tensorflow.serving.SSLConfig" has no '
+            'field named "server_kee".',
+        ),
+    }
+    for file, error in cases.values():
+        process = _serve(
+            f"--model_base_path={base}",
+            f"--port={_free_port()}",
+            "--rest_api_port=0",
+            f"--ssl_config_file={file}",
+        )
+        output, _ = process.communicate(timeout=120)
+        assert process.returncode == 2, output
+        last = output.strip().splitlines()[-1]
+        assert last.startswith("mtrec: error: ") and last.endswith(error), last
+        assert "Traceback" not in output
+
+
 def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
     base = tmp_path / "tiny"
     base.mkdir()
