@@ -8,7 +8,9 @@ reported in the status (END, with the error) and the log, and is retried as TF S
 retries it (``max_load_retries`` more times, ``retry_interval`` seconds apart, on later
 polls) and again whenever its files change. With the ``latest`` policy the newest
 *loadable* versions are served, so a corrupt push leaves the previous version serving.
-Version labels must point at available versions (FAILED_PRECONDITION otherwise).
+Version labels must point at available versions (FAILED_PRECONDITION otherwise), unless
+``allow_unavailable_labels`` (TF Serving's --allow_version_labels_for_unavailable_models) lets
+a new label, or one that keeps its version, point at a version still to load.
 """
 
 from __future__ import annotations
@@ -138,8 +140,10 @@ class ModelManager:
         max_load_retries: int = 5,
         retry_interval: float = 60.0,
         metrics: ServingMetrics | None = None,
+        allow_unavailable_labels: bool = False,
     ) -> None:
         self.specs = {spec.name: spec for spec in specs}
+        self.allow_unavailable_labels = allow_unavailable_labels
         self._warmup = warmup
         self._loader = loader
         self.max_load_retries = max_load_retries
@@ -277,8 +281,12 @@ class ModelManager:
     def _update_labels(self) -> None:
         labels: dict[str, dict[str, int]] = {}
         for spec in self.specs.values():
+            current = self._labels.get(spec.name, {})
             for label, version in spec.labels:
-                if version not in self._serving.get(spec.name, {}):
+                # As ServerCore::UpdateModelVersionLabelMap: with the flag, only a label that
+                # already points at another version must point at an available one.
+                waived = self.allow_unavailable_labels and current.get(label, version) == version
+                if not waived and version not in self._serving.get(spec.name, {}):
                     raise failed_precondition(
                         f"Request to assign label to version {version} of model "
                         f"{spec.name}, which is not currently available for inference"

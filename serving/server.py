@@ -104,6 +104,8 @@ class ServerOptions:
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     saved_model_tags: frozenset[str] = SERVE_TAGS  # The MetaGraph each version loads.
     ssl: config_lib.SSLConfig | None = None  # TLS on the gRPC ports (REST stays plain).
+    # A new version label may point at a version that is not loaded yet.
+    allow_version_labels_for_unavailable_models: bool = False
 
 
 # ----------------------------------------------------------------------------- gRPC
@@ -975,6 +977,7 @@ class ModelServer:
             max_load_retries=options.max_num_load_retries,
             retry_interval=options.load_retry_interval_micros / 1e6,
             metrics=self.metrics,
+            allow_unavailable_labels=options.allow_version_labels_for_unavailable_models,
         )
         # The gRPC front end's event loop; with batching, the batcher's too.
         self._loop = EventLoopThread("grpc-loop")

@@ -72,6 +72,7 @@ def _server_options(args: argparse.Namespace) -> Any:
         grpc_socket_path=args.grpc_socket_path or None,
         grpc_channel_arguments=serving_config.parse_channel_arguments(args.grpc_channel_arguments),
         saved_model_tags=serving_config.parse_tags(args.saved_model_tags),
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         ssl=serving_config.read_ssl_config_file(args.ssl_config_file)
         if args.ssl_config_file
         else None,
@@ -322,6 +323,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         default="",
         help="comma-separated key=value gRPC server arguments, e.g. "
         "grpc.max_connection_age_ms=2000 (they replace the server's own)",
+    )
+    serve.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool_flag,
+        nargs="?",
+        const=True,
+        default=False,
+        help="let a new version label point at a version that has not loaded (yet)",
     )
     serve.add_argument(
         "--ssl_config_file",

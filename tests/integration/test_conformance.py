@@ -769,6 +769,67 @@ def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
         ModelServer(ServerOptions(models=tuple(models), port=0, poll_seconds=0)).start()
 
 
+def test_labels_for_versions_still_to_load_with_the_flag(tmp_path):
+    """--allow_version_labels_for_unavailable_models: the start-up that fails above succeeds;
+    the label answers NOT_FOUND until its version loads, then from it. An existing label
+    still cannot move to a version that is not available (server_core.cc)."""
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    (tmp_path / "models.config").write_text(
+        f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" '
+        'model_platform: "tensorflow" model_version_policy { all {} } '
+        'version_labels { key: "canary" value: 2 } } }'
+    )
+    models = config.read_model_config_file(tmp_path / "models.config")
+    server = ModelServer(
+        ServerOptions(
+            models=tuple(models),
+            port=0,
+            poll_seconds=0.1,
+            allow_version_labels_for_unavailable_models=True,
+        )
+    ).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    models_stub = model_service_pb2_grpc.ModelServiceStub(channel)
+    canary = raw_predict(7, 3)
+    canary.model_spec.version_label = "canary"
+    try:
+        assert grpc_error(predict.Predict, canary).code() == grpc.StatusCode.NOT_FOUND
+        export_tiny_model(base / "2", offset=10.0)
+        deadline = time.monotonic() + 30
+        while 2 not in server.manager.available("tiny") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        response = predict.Predict(canary, timeout=10)
+        assert response.model_spec.version.value == 2
+        assert response.outputs["rating"].float_val == pytest.approx(
+            [expected(7, 3, 10.0)["rating"]]
+        )
+        request = model_management_pb2.ReloadConfigRequest()
+        model = request.config.model_config_list.config.add(
+            name="tiny", base_path=str(base), model_platform="tensorflow"
+        )
+        model.model_version_policy.all.SetInParent()
+        model.version_labels["canary"] = 3  # Moving a label: version 3 must be available.
+        model.version_labels["next"] = 4  # A new label may wait for its version.
+        with pytest.raises(grpc.RpcError) as error:
+            models_stub.HandleReloadConfigRequest(request, timeout=30)
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.value.details() == (
+            "Request to assign label to version 3 of model tiny, which is not currently "
+            "available for inference"
+        )
+        del model.version_labels["canary"]
+        models_stub.HandleReloadConfigRequest(request, timeout=30)
+        nxt = raw_predict(7, 3)
+        nxt.model_spec.version_label = "next"
+        assert grpc_error(predict.Predict, nxt).code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+        server.stop(grace=1)
+
+
 def test_model_config_file_is_polled(tmp_path):
     base = tmp_path / "tiny"
     base.mkdir()
