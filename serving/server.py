@@ -104,6 +104,7 @@ class ServerOptions:
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     saved_model_tags: frozenset[str] = SERVE_TAGS  # The MetaGraph each version loads.
     ssl: config_lib.SSLConfig | None = None  # TLS on the gRPC ports (REST stays plain).
+    rest_api_enable_cors_support: bool = False  # CORS headers on REST API answers.
     # A new version label may point at a version that is not loaded yet.
     allow_version_labels_for_unavailable_models: bool = False
 
@@ -456,6 +457,12 @@ def classifications(outputs: dict[str, Any]) -> list[list[tuple[str | None, floa
 # TF Serving's routes (model_servers/http_rest_api_util.cc): every path under /v1/ is the
 # REST API's; the model paths match case-insensitively, names and labels are URL-decoded.
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+# TF Serving's AddCORSHeaders (http_rest_api_util.cc), on every API answer when enabled.
+_CORS_HEADERS = (
+    "Access-Control-Allow-Origin: *\r\n"
+    "Access-Control-Allow-Methods: POST, GET\r\n"
+    "Access-Control-Allow-Headers: Content-Type\r\n"
+)
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
     re.IGNORECASE,
@@ -479,6 +486,7 @@ class RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def setup(self) -> None:
+        self._api = False  # Whether the answer being written is an API path's.
         self.timeout = self.server.timeout_seconds  # StreamRequestHandler applies it.
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -503,6 +511,7 @@ class RestHandler(BaseHTTPRequestHandler):
             f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(data)}\r\n"
             + ("Connection: close\r\n" if self.close_connection else "")
+            + (_CORS_HEADERS if self._api and self.server.cors else "")
             + "\r\n"
         )
         if self.command == "HEAD":
@@ -527,6 +536,7 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         path = self.path.split("?", 1)[0]
+        self._api = False
         try:
             body = self._read_body()
         except _StalledError:
@@ -544,6 +554,12 @@ class RestHandler(BaseHTTPRequestHandler):
             return
         if not _API_PATH.fullmatch(path):
             self._send(HTTPStatus.NOT_FOUND, {"error": f"Not found: {self.command} {path}"})
+            return
+        self._api = True
+        if self.command == "OPTIONS":  # A CORS preflight, as TF Serving's dispatcher answers
+            # it (with or without --rest_api_enable_cors_support): no body.
+            origin = re.search(r"https?://", self.headers.get("Origin", ""))
+            self._write(HTTPStatus.OK if origin else HTTPStatus.BAD_REQUEST, b"", "text/plain")
             return
         with self.server.slots:  # --rest_api_num_threads requests at once.
             # What the request names, for its metrics (set by _dispatch as it parses).
@@ -844,8 +860,10 @@ class _RestServer(ThreadingHTTPServer):
         metrics: ServingMetrics | None = None,
         monitoring_path: str | None = None,
         request_logger: ServerRequestLogger | None = None,
+        cors: bool = False,
     ) -> None:
         self.inference = inference
+        self.cors = cors  # --rest_api_enable_cors_support: CORS headers on API answers.
         # The model config's logging_config: REST calls are logged as gRPC ones are.
         self.request_logger = request_logger or ServerRequestLogger()
         self.metrics = metrics  # Requests are recorded here; None: not recorded.
@@ -1117,6 +1135,7 @@ class ModelServer:
                 metrics=self.metrics,
                 monitoring_path=self.monitoring.path if self.monitoring.enable else None,
                 request_logger=self.request_logger,
+                cors=self.options.rest_api_enable_cors_support,
             )
         except OSError as err:
             raise config_lib.ConfigError(

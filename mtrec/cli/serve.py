@@ -73,6 +73,7 @@ def _server_options(args: argparse.Namespace) -> Any:
         grpc_channel_arguments=serving_config.parse_channel_arguments(args.grpc_channel_arguments),
         saved_model_tags=serving_config.parse_tags(args.saved_model_tags),
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        rest_api_enable_cors_support=args.rest_api_enable_cors_support,
         ssl=serving_config.read_ssl_config_file(args.ssl_config_file)
         if args.ssl_config_file
         else None,
@@ -323,6 +324,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         default="",
         help="comma-separated key=value gRPC server arguments, e.g. "
         "grpc.max_connection_age_ms=2000 (they replace the server's own)",
+    )
+    serve.add_argument(
+        "--rest_api_enable_cors_support",
+        type=_bool_flag,
+        nargs="?",
+        const=True,
+        default=False,
+        help="CORS headers (any origin, POST and GET) on REST API answers",
     )
     serve.add_argument(
         "--allow_version_labels_for_unavailable_models",

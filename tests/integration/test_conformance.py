@@ -240,6 +240,58 @@ def test_rest_paths_and_verbs(served, method, path, status):
         assert body["model_version_status"][-1]["version"] == "1"
 
 
+def _answer(port: int, method: str, path: str, headers: dict | None = None):
+    """(status, headers, body) of one REST call."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+
+
+def test_rest_cors_preflight(served):
+    """OPTIONS on an API path is a CORS preflight (http_server.cc): 200 with an http(s)
+    Origin, 400 without; no body. Without --rest_api_enable_cors_support, no CORS headers."""
+    path = "/v1/models/tiny:predict"
+    status, headers, body = _answer(
+        served["rest_port"], "OPTIONS", path, {"Origin": "https://app.example"}
+    )
+    assert (status, body) == (200, b"")
+    assert not set(CORS) & set(headers)
+    status, _, body = _answer(served["rest_port"], "OPTIONS", path)
+    assert (status, body) == (400, b"")
+
+
+def test_rest_enable_cors_support_adds_tf_servings_headers(tmp_path):
+    base = tmp_path / "tiny"
+    base.mkdir()
+    export_tiny_model(base / "1")
+    server = start(base, rest_api_enable_cors_support=True)
+    port = server.rest_port
+    try:
+        for method, path, expected_status in (
+            ("GET", "/v1/models/tiny", 200),
+            ("GET", "/v1/models/nope", 404),  # Errors carry them too.
+            ("OPTIONS", "/v1/models/tiny:predict", 200),
+        ):
+            status, headers, _ = _answer(port, method, path, {"Origin": "http://localhost:3000"})
+            assert status == expected_status
+            assert {k: headers.get(k) for k in CORS} == CORS
+        status, headers, _ = _answer(port, "GET", "/not/the/api")
+        assert status == 404 and not set(CORS) & set(headers)  # Only API paths.
+    finally:
+        server.stop(grace=1)
+
+
 @pytest.mark.parametrize(
     ("headers", "payload", "error"),
     [
