@@ -91,6 +91,7 @@ class ServerOptions:
     rest_api_timeout_ms: int = 30_000  # A REST connection idle or stalled this long closes.
     rest_api_num_threads: int = 4 * (os.cpu_count() or 1)  # REST requests run at once.
     enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0  # Runs of each warmup record (0: one).
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 60_000_000
     model_config_file: str | None = None  # Re-read every config_poll_seconds (0: never).
@@ -1025,7 +1026,8 @@ class ModelServer:
         self._config_thread: threading.Thread | None = None
 
     def _warmup(self, servable: Servable) -> int:
-        return replay_warmup(servable, Inference(self.manager))
+        iterations = self.options.num_request_iterations_for_warmup or 1  # 0: TF Serving's 1.
+        return replay_warmup(servable, Inference(self.manager), iterations)
 
     def start(self) -> ModelServer:
         """Load the models, then open the ports (0 picks a free port)."""

@@ -59,6 +59,7 @@ def _server_options(args: argparse.Namespace) -> Any:
         rest_api_timeout_ms=args.rest_api_timeout_in_ms,
         rest_api_num_threads=args.rest_api_num_threads,
         enable_model_warmup=args.enable_model_warmup,
+        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
         max_num_load_retries=args.max_num_load_retries,
         load_retry_interval_micros=args.load_retry_interval_micros,
         model_config_file=args.model_config_file,
@@ -289,6 +290,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         const=True,
         default=True,
         help="replay assets.extra/tf_serving_warmup_requests before serving (default true)",
+    )
+    serve.add_argument(
+        "--num_request_iterations_for_warmup",
+        type=int,
+        default=0,
+        help="times each warmup record runs (default 0: once)",
     )
     serve.add_argument(
         "--max_num_load_retries",

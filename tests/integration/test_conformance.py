@@ -936,6 +936,88 @@ def test_enable_model_warmup_false_skips_the_warmup_records(tmp_path):
             server.stop(grace=1)
 
 
+def _warmup_file(version: Path, logs: list) -> None:
+    with tf.io.TFRecordWriter(str(version / "assets.extra" / "tf_serving_warmup_requests")) as w:
+        for log in logs:
+            w.write(log.SerializeToString())
+
+
+def _predict_log(rows: list[dict]):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    log = prediction_log_pb2.PredictionLog()
+    request = log.predict_log.request
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["examples"].CopyFrom(tf.make_tensor_proto([to_example(r) for r in rows]))
+    return log
+
+
+def _counting_model(path: Path) -> Path:
+    """A SavedModel whose serving_default counts its own calls in a variable and answers
+    the count: how many times the warmup ran it shows in the first live answer."""
+    module = tf.Module()
+    module.calls = tf.Variable(0, dtype=tf.int64)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serving_default(examples):
+        module.calls.assign_add(1)
+        return {"calls": tf.fill(tf.shape(examples), module.calls.read_value())}
+
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serving_default})
+    (path / "assets.extra").mkdir()
+    return path
+
+
+def test_warmup_iterations_record_types_and_limit(tmp_path):
+    """--num_request_iterations_for_warmup runs each record that many times; MultiInference
+    records warm up too; more than 1,000 records fail the version, as TF Serving's
+    saved_model_warmup_util.cc does."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    rows = [{"user_id": 1, "item_id": 2}]
+    counting = tmp_path / "counting"
+    _warmup_file(_counting_model(counting / "1"), [_predict_log(rows)] * 2)
+    for iterations, calls in ((0, 2), (3, 6)):
+        server = start(
+            counting,
+            rest_api_port=None,
+            poll_seconds=0,
+            num_request_iterations_for_warmup=iterations,
+        )
+        try:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = "tiny"
+            request.inputs["examples"].CopyFrom(tf.make_tensor_proto([to_example(rows[0])]))
+            with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+                stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                answer = stub.Predict(request, timeout=10).outputs["calls"].int64_val
+            assert list(answer) == [calls + 1]
+        finally:
+            server.stop(grace=1)
+
+    base = tmp_path / "tiny"
+    base.mkdir()
+    multi = prediction_log_pb2.PredictionLog()
+    request = multi.multi_inference_log.request
+    examples_input(request.input, rows)
+    for signature, method in (("regress_rating", REGRESS), ("classify_click", CLASSIFY)):
+        request.tasks.add(method_name=method).model_spec.signature_name = signature
+    _warmup_file(export_tiny_model(base / "1"), [multi])
+    version = export_tiny_model(base / "2")
+    _warmup_file(version, [_predict_log(rows)] * 1001)
+    server = start(base, rest_api_port=None, poll_seconds=0)
+    try:
+        assert server.manager.available("tiny") == [1]
+        (failed,) = server.manager.statuses("tiny", 2)
+        assert failed.state == "END"
+        assert failed.error.endswith(
+            "Number of warmup records exceeds the maximum (1000) at "
+            f"{version / 'assets.extra' / 'tf_serving_warmup_requests'}"
+        )
+    finally:
+        server.stop(grace=1)
+
+
 def test_stop_does_not_wait_for_idle_keep_alive_connections(tmp_path):
     base = tmp_path / "tiny"
     base.mkdir()
