@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import re
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 
@@ -252,46 +253,81 @@ class MonitoringConfig:
     path: str = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath.
 
 
-@functools.cache
-def _monitoring_config_class() -> type:
-    """tensorflow_serving/config/monitoring_config.proto, which the pip package lacks, built
-    in a private descriptor pool so that protobuf's own text parser reads the file strictly
-    (as tensorflow_model_server's ParseProtoTextFile does)."""
+# Fields of the small TF Serving config protos the pip package lacks: (name, number, type),
+# the type a scalar's or another message's name.
+_Fields = tuple[tuple[str, int, str], ...]
+_SCALARS = {"bool": "TYPE_BOOL", "string": "TYPE_STRING"}
+
+
+def _config_proto(file: str, messages: dict[str, _Fields], root: str) -> type:
+    """A message class for one of tensorflow_serving/config's protos, built in a private
+    descriptor pool so that protobuf's own text parser reads a file as strictly as
+    tensorflow_model_server's ParseProtoTextFile does."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     field = descriptor_pb2.FieldDescriptorProto
     proto = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/config/monitoring_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
+        name=file, package="tensorflow.serving", syntax="proto3"
     )
-    prometheus = proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
-    prometheus.field.add(name="path", number=2, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
-    monitoring = proto.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(
-        name="prometheus_config",
-        number=1,
-        type=field.TYPE_MESSAGE,
-        type_name=".tensorflow.serving.PrometheusConfig",
-        label=field.LABEL_OPTIONAL,
-    )
+    for name, fields in messages.items():
+        message = proto.message_type.add(name=name)
+        for field_name, number, kind in fields:
+            if kind in _SCALARS:
+                kind_fields = {"type": getattr(field, _SCALARS[kind])}
+            else:
+                kind_fields = {
+                    "type": field.TYPE_MESSAGE,
+                    "type_name": f".tensorflow.serving.{kind}",
+                }
+            message.field.add(
+                name=field_name, number=number, label=field.LABEL_OPTIONAL, **kind_fields
+            )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    descriptor = pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
-    return message_factory.GetMessageClass(descriptor)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{root}"))
+
+
+def _parse_strictly(text: str, message_class: type, source: str) -> Any:
+    """``text`` as a text-format message of ``message_class``; one-line error otherwise."""
+    message = message_class()
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        words = " ".join(str(err).split())
+        raise ConfigError(
+            f"{source}: not a valid {message_class.DESCRIPTOR.name}: {words}"
+        ) from None
+    return message
+
+
+def _read_text(path: str | Path, what: str) -> str:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such {what} file")
+    try:
+        return file.read_text()
+    except (OSError, UnicodeError) as err:
+        raise ConfigError(f"{file}: cannot read the {what} file: {err}") from None
+
+
+@functools.cache
+def _monitoring_config_class() -> type:
+    """tensorflow_serving/config/monitoring_config.proto."""
+    return _config_proto(
+        "tensorflow_serving/config/monitoring_config.proto",
+        {
+            "PrometheusConfig": (("enable", 1, "bool"), ("path", 2, "string")),
+            "MonitoringConfig": (("prometheus_config", 1, "PrometheusConfig"),),
+        },
+        "MonitoringConfig",
+    )
 
 
 def parse_monitoring_config(text: str, source: str = "monitoring config") -> MonitoringConfig:
     """A text-format ``MonitoringConfig``, e.g.
     ``prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }``; an empty
     path means the default one, as in TF Serving."""
-    config = _monitoring_config_class()()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as err:
-        message = " ".join(str(err).split())
-        raise ConfigError(f"{source}: not a MonitoringConfig: {message}") from None
+    config = _parse_strictly(text, _monitoring_config_class(), source)
     prometheus = config.prometheus_config
     path = prometheus.path or MonitoringConfig.path
     if not path.startswith("/") or any(c.isspace() or c in "?#" for c in path):
@@ -302,14 +338,7 @@ def parse_monitoring_config(text: str, source: str = "monitoring config") -> Mon
 
 
 def read_monitoring_config_file(path: str | Path) -> MonitoringConfig:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{file}: no such monitoring config file")
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeError) as err:
-        raise ConfigError(f"{file}: cannot read the monitoring config file: {err}") from None
-    return parse_monitoring_config(text, str(file))
+    return parse_monitoring_config(_read_text(path, "monitoring config"), str(path))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,24 +445,11 @@ class SSLConfig:
 
 @functools.cache
 def _ssl_config_class() -> type:
-    """tensorflow_serving/config/ssl_config.proto (not in the pip package), built as
-    ``_monitoring_config_class`` is, so the file is parsed as strictly as TF Serving does."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    field = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/config/ssl_config.proto",
-        package="tensorflow.serving",
-        syntax="proto3",
-    )
-    ssl = proto.message_type.add(name="SSLConfig")
-    for number, name in enumerate(("server_key", "server_cert", "custom_ca"), 1):
-        ssl.field.add(name=name, number=number, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
-    ssl.field.add(name="client_verify", number=4, type=field.TYPE_BOOL, label=field.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+    """tensorflow_serving/config/ssl_config.proto."""
+    fields = (("server_key", 1, "string"), ("server_cert", 2, "string"))
+    fields += (("custom_ca", 3, "string"), ("client_verify", 4, "bool"))
+    return _config_proto(
+        "tensorflow_serving/config/ssl_config.proto", {"SSLConfig": fields}, "SSLConfig"
     )
 
 
@@ -442,16 +458,7 @@ def read_ssl_config_file(path: str | Path) -> SSLConfig:
     server_cert: "..."``; the key and the certificate are required, and ``client_verify``
     needs ``custom_ca`` (Python's gRPC has no default CA for client certificates)."""
     file = Path(path)
-    try:
-        text = file.read_text()
-    except (OSError, UnicodeError) as err:
-        raise ConfigError(f"{file}: cannot read the SSL config file: {err}") from None
-    config = _ssl_config_class()()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as err:
-        message = " ".join(str(err).split())
-        raise ConfigError(f"{file}: not an SSLConfig: {message}") from None
+    config = _parse_strictly(_read_text(file, "SSL config"), _ssl_config_class(), str(file))
     if not config.server_key or not config.server_cert:
         raise ConfigError(f"{file}: an SSLConfig needs server_key and server_cert (PEM text)")
     if config.client_verify and not config.custom_ca:

@@ -22,6 +22,11 @@ def _bool_flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+def _switch(parser: argparse.ArgumentParser, flag: str, default: bool, help: str) -> None:
+    """A TF Serving boolean flag: ``--flag``, ``--flag=true`` or ``--flag=false``."""
+    parser.add_argument(flag, type=_bool_flag, nargs="?", const=True, default=default, help=help)
+
+
 def _server_options(args: argparse.Namespace) -> Any:
     from mtrec.serving import config as serving_config
     from mtrec.serving.server import ServerOptions
@@ -237,14 +242,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "--model_config_file",
         help="text ModelServerConfig: several models, version policies, labels",
     )
-    serve.add_argument(
-        "--enable_batching",
-        type=_bool_flag,
-        nargs="?",
-        const=True,
-        default=False,
-        help="merge concurrent requests into one model call",
-    )
+    _switch(serve, "--enable_batching", False, "merge concurrent requests into one model call")
     serve.add_argument("--batching_parameters_file", help="text BatchingParameters")
     serve.add_argument(
         "--file_system_poll_wait_seconds",
@@ -283,13 +281,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         default=4 * (os.cpu_count() or 1),
         help="REST requests processed at once (default 4 per CPU)",
     )
-    serve.add_argument(
+    _switch(
+        serve,
         "--enable_model_warmup",
-        type=_bool_flag,
-        nargs="?",
-        const=True,
-        default=True,
-        help="replay assets.extra/tf_serving_warmup_requests before serving (default true)",
+        True,
+        "replay assets.extra/tf_serving_warmup_requests before serving (default true)",
     )
     serve.add_argument(
         "--num_request_iterations_for_warmup",
@@ -332,21 +328,17 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="comma-separated key=value gRPC server arguments, e.g. "
         "grpc.max_connection_age_ms=2000 (they replace the server's own)",
     )
-    serve.add_argument(
+    _switch(
+        serve,
         "--rest_api_enable_cors_support",
-        type=_bool_flag,
-        nargs="?",
-        const=True,
-        default=False,
-        help="CORS headers (any origin, POST and GET) on REST API answers",
+        False,
+        "CORS headers (any origin, POST and GET) on REST API answers",
     )
-    serve.add_argument(
+    _switch(
+        serve,
         "--allow_version_labels_for_unavailable_models",
-        type=_bool_flag,
-        nargs="?",
-        const=True,
-        default=False,
-        help="let a new version label point at a version that has not loaded (yet)",
+        False,
+        "let a new version label point at a version that has not loaded (yet)",
     )
     serve.add_argument(
         "--ssl_config_file",

@@ -790,7 +790,7 @@ def test_a_bad_ssl_config_file_fails_start_up_in_one_line(tmp_path):
         ),
         "not a proto": (
             _ssl_file(tmp_path / "typo.config", server_kee="x"),
-            'not an SSLConfig: 1:1 : Message type "tensorflow.serving.SSLConfig" has no '
+            'not a valid SSLConfig: 1:1 : Message type "tensorflow.serving.SSLConfig" has no '
             'field named "server_kee".',
         ),
     }

@@ -290,10 +290,10 @@ def test_without_monitoring_the_path_is_404(base, tmp_path, monitoring):
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("prometheus_config { enable: yes }", "not a MonitoringConfig"),
+        ("prometheus_config { enable: yes }", "not a valid MonitoringConfig"),
         ("prometheus { enable: true }", 'has no field named "prometheus"'),
         ('prometheus_config { enable: true path: "metrics" }', "must be a URL path"),
-        ("prometheus_config { enable: true", "not a MonitoringConfig"),
+        ("prometheus_config { enable: true", "not a valid MonitoringConfig"),
     ],
 )
 def test_bad_monitoring_config_is_a_one_line_start_up_error(base, tmp_path, capsys, text, words):
