@@ -52,9 +52,11 @@ class ServingClient:
         protocol: str = "grpc",
         timeout_seconds: float = 10.0,
         retry: Retry | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if protocol not in ("grpc", "rest"):
             raise ValueError("protocol must be 'grpc' or 'rest'")
+        self.credentials = credentials  # TLS for gRPC (a server with --ssl_config_file).
         self.target = target
         self.model_name = model_name
         self.version = version
@@ -245,7 +247,11 @@ class ServingClient:
 
     def _grpc_channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.target)
+            self._channel = (
+                grpc.secure_channel(self.target, self.credentials)
+                if self.credentials is not None
+                else grpc.insecure_channel(self.target)
+            )
         return self._channel
 
     def _call(self, send: Callable[[], T]) -> T:

@@ -137,7 +137,12 @@ def cmd_query(args: argparse.Namespace) -> int:
         source = RowFile(args.input, (), "querying")
         rows += [(source.where(number), row) for number, row in source.rows()]
     client = ServingClient(
-        args.target, args.model_name, args.version, "rest" if args.rest else "grpc", args.timeout
+        args.target,
+        args.model_name,
+        args.version,
+        "rest" if args.rest else "grpc",
+        args.timeout,
+        credentials=_tls_credentials(args),
     )
     try:
         with client:
@@ -167,6 +172,30 @@ def cmd_query(args: argparse.Namespace) -> int:
     except ServingClientError as err:
         raise MtrecError(f"{args.target}: {err}") from None
     return 0
+
+
+def _tls_credentials(args: argparse.Namespace) -> Any:
+    """gRPC over TLS to a server started with --ssl_config_file: the CA that signed its
+    certificate, and this client's key and certificate where the server verifies clients."""
+    if not (args.ca_cert or args.client_cert or args.client_key):
+        return None
+    if args.rest:
+        raise MtrecError("--ca_cert, --client_cert and --client_key are for gRPC (REST is plain)")
+    if bool(args.client_cert) != bool(args.client_key):
+        raise MtrecError("--client_cert and --client_key go together")
+    import grpc
+
+    pems = []
+    for flag, path in (
+        ("--ca_cert", args.ca_cert),
+        ("--client_key", args.client_key),
+        ("--client_cert", args.client_cert),
+    ):
+        try:
+            pems.append(Path(path).read_bytes() if path else None)
+        except OSError as err:
+            raise MtrecError(f"{flag} {path}: {err.strerror}") from None
+    return grpc.ssl_channel_credentials(*pems)
 
 
 def typed_rows(rows: list[tuple[str, dict]], signatures: dict) -> list[dict]:
@@ -386,6 +415,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     query.add_argument("--status", action="store_true", help="print the versions' status")
     query.add_argument("--metadata", action="store_true", help="print the signatures")
     query.add_argument("--timeout", type=float, default=10.0)
+    query.add_argument(
+        "--ca_cert", help="PEM file of the CA that signed a TLS server's certificate (gRPC)"
+    )
+    query.add_argument("--client_cert", help="PEM certificate for a server that verifies clients")
+    query.add_argument("--client_key", help="PEM key of --client_cert")
     query.set_defaults(func=cmd_query)
 
     tfs = commands.add_parser(

@@ -870,3 +870,45 @@ def test_requests_call_each_signature_retraced_with_the_same_inputs_and_answers(
             assert set(ours) == set(theirs) == set(F.HEADS)
             for head in F.HEADS:
                 np.testing.assert_array_equal(ours[head].numpy(), theirs[head].numpy())
+
+
+def test_query_over_tls_with_a_client_certificate(tmp_path, capsys):
+    """`mtrec query` against a server with --ssl_config_file and client_verify: answered with
+    --ca_cert, --client_cert and --client_key; refused in one line without the certificate."""
+    from mtrec.cli.main import main
+    from tests.support.tls import make_pems
+
+    pems = make_pems()
+    files = {}
+    for name in ("ca_cert", "client_cert", "client_key"):
+        files[name] = tmp_path / f"{name}.pem"
+        files[name].write_text(getattr(pems, name))
+    ssl = config.SSLConfig(pems.server_key, pems.server_cert, pems.ca_cert, client_verify=True)
+    server = start_tiny(tmp_path, rest_api_port=None, ssl=ssl)
+    query = ["query", "--target", f"localhost:{server.grpc_port}", "--model_name", "tiny"]
+    row = [
+        "--signature_name",
+        "predict_raw",
+        "--row",
+        '{"user_id": 7, "item_id": 3, "gender": "F"}',
+    ]
+    try:
+        capsys.readouterr()
+        assert main([*query, *row, *(f"--{k}={v}" for k, v in files.items())]) == 0
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["click"] == pytest.approx(expected(7, 3)["click"], rel=1e-6)
+        assert main([*query, *row, f"--ca_cert={files['ca_cert']}", "--timeout=5"]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith(
+            f"mtrec: error: localhost:{server.grpc_port}: UNAVAILABLE"
+        )
+        assert main([*query, *row, f"--client_cert={files['client_cert']}"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "mtrec: error: --client_cert and --client_key go together"
+        )
+        assert main([*query, *row, "--rest", f"--ca_cert={files['ca_cert']}"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "mtrec: error: --ca_cert, --client_cert and --client_key are for gRPC (REST is plain)"
+        )
+    finally:
+        server.stop(grace=1)
