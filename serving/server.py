@@ -957,6 +957,19 @@ def _server_credentials(ssl_config: config_lib.SSLConfig | None) -> grpc.ServerC
     )
 
 
+def _check_socket_path(path: str) -> None:
+    """Where --grpc_socket_path can be bound: an existing folder, and no file there but a
+    stale socket (which gRPC replaces)."""
+    where = Path(path)
+    if not where.parent.is_dir():
+        refused = f"no such directory {where.parent}"
+    elif where.exists() and not where.is_socket():
+        refused = "the path exists and is not a socket"
+    else:
+        return
+    raise config_lib.ConfigError(f"cannot bind gRPC to unix:{path}: {refused}")
+
+
 def versions_text() -> str:
     """What ``tensorflow_model_server --version`` prints, for this server: its own version
     and TensorFlow's."""
@@ -980,6 +993,10 @@ class ModelServer:
             else config_lib.MonitoringConfig()
         )
         self.metrics = ServingMetrics()  # Always recorded; served when monitoring is on.
+        # TLS and the socket path are checked before any model loads, to fail at once.
+        self._credentials = _server_credentials(options.ssl)
+        if options.grpc_socket_path:
+            _check_socket_path(options.grpc_socket_path)
         if options.parallelism != config_lib.Parallelism():  # Before any model loads.
             config_lib.apply_parallelism(options.parallelism)
             import tensorflow as tf
@@ -1016,7 +1033,6 @@ class ModelServer:
         self.request_logger = ServerRequestLogger()
         self.request_logger.update(config_lib.logging_configs(list(options.models)))
         self._grpc: grpc.aio.Server | None = None
-        self._credentials: grpc.ServerCredentials | None = None
         self._grpc_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._rest: _RestServer | None = None
         self._rest_thread: threading.Thread | None = None
@@ -1071,7 +1087,6 @@ class ModelServer:
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager, self.request_logger), self._grpc
         )
-        self._credentials = _server_credentials(self.options.ssl)
         address = f"{self.options.host}:{self.options.port}"
         refused = _bind_refused(self.options.host, self.options.port)
         if refused is None:
@@ -1086,16 +1101,11 @@ class ModelServer:
 
     def _bind_socket(self, path: str) -> None:
         """--grpc_socket_path: gRPC on a UNIX socket too (a relative path is from the
-        working directory); a stale socket file is replaced, anything else is refused."""
-        where = Path(path)
-        if not where.parent.is_dir():
-            refused = f"no such directory {where.parent}"
-        elif where.exists() and not where.is_socket():
-            refused = "the path exists and is not a socket"
-        else:
-            refused = None if self._listen(f"unix:{path}") else "gRPC could not listen there"
-        if refused:
-            raise config_lib.ConfigError(f"cannot bind gRPC to unix:{path}: {refused}")
+        working directory; the path was checked by _check_socket_path)."""
+        if not self._listen(f"unix:{path}"):
+            raise config_lib.ConfigError(
+                f"cannot bind gRPC to unix:{path}: gRPC could not listen there"
+            )
 
     def _listen(self, address: str) -> int:
         """Add a gRPC port, with TLS when --ssl_config_file is set (as TF Serving does on

@@ -666,6 +666,7 @@ def test_bad_deployment_flags_fail_start_up_in_one_line(tmp_path, flags, error):
     assert process.returncode == 2
     assert output.strip().splitlines()[-1] == error
     assert "Traceback" not in output
+    assert "loaded from" not in output  # Refused before any model loads.
 
 
 def test_version_flag_prints_the_versions():
@@ -806,6 +807,7 @@ def test_a_bad_ssl_config_file_fails_start_up_in_one_line(tmp_path):
         last = output.strip().splitlines()[-1]
         assert last.startswith("mtrec: error: ") and last.endswith(error), last
         assert "Traceback" not in output
+        assert "loaded from" not in output  # Refused before any model loads.
 
 
 def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
