@@ -102,9 +102,7 @@ def logging_configs(specs: list[ModelSpec]) -> dict[str, bytes]:
 def read_model_config_file(path: str | Path) -> list[ModelSpec]:
     """``--model_config_file``; a relative base path resolves against the file's folder."""
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{file}: no such model config file")
-    specs = parse_model_config(file.read_text(), str(file))
+    specs = parse_model_config(_read_text(file, "model config"), str(file))
     return [
         dataclasses.replace(s, base_path=str((file.parent / s.base_path).resolve())) for s in specs
     ]
@@ -182,9 +180,7 @@ def parse_batching_text(text: str, source: str = "batching parameters") -> Batch
 
 def read_batching_file(path: str | Path) -> BatchingConfig:
     file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{file}: no such batching parameters file")
-    return parse_batching_text(file.read_text(), str(file))
+    return parse_batching_text(_read_text(file, "batching parameters"), str(file))
 
 
 def batching_text(config: BatchingConfig) -> str:

@@ -810,15 +810,21 @@ def test_a_bad_ssl_config_file_fails_start_up_in_one_line(tmp_path):
         assert "loaded from" not in output  # Refused before any model loads.
 
 
-def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
+def _canary_on_version_2(tmp_path: Path, policy: str = "") -> list:
+    """The tiny model at version 1 under tmp_path / "tiny", configured with the label
+    "canary" on version 2, which does not exist (yet)."""
     base = tmp_path / "tiny"
     base.mkdir()
     export_tiny_model(base / "1")
     (tmp_path / "models.config").write_text(
         f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" '
-        'model_platform: "tensorflow" version_labels { key: "canary" value: 2 } } }'
+        f'model_platform: "tensorflow" {policy}version_labels {{ key: "canary" value: 2 }} }} }}'
     )
-    models = config.read_model_config_file(tmp_path / "models.config")
+    return config.read_model_config_file(tmp_path / "models.config")
+
+
+def test_a_label_on_a_version_that_did_not_load_fails_start_up(tmp_path):
+    models = _canary_on_version_2(tmp_path)
     with pytest.raises(config.ConfigError, match="label to version 2 of model tiny"):
         ModelServer(ServerOptions(models=tuple(models), port=0, poll_seconds=0)).start()
 
@@ -827,15 +833,8 @@ def test_labels_for_versions_still_to_load_with_the_flag(tmp_path):
     """--allow_version_labels_for_unavailable_models: the start-up that fails above succeeds;
     the label answers NOT_FOUND until its version loads, then from it. An existing label
     still cannot move to a version that is not available (server_core.cc)."""
+    models = _canary_on_version_2(tmp_path, policy="model_version_policy { all {} } ")
     base = tmp_path / "tiny"
-    base.mkdir()
-    export_tiny_model(base / "1")
-    (tmp_path / "models.config").write_text(
-        f'model_config_list {{ config {{ name: "tiny" base_path: "{base}" '
-        'model_platform: "tensorflow" model_version_policy { all {} } '
-        'version_labels { key: "canary" value: 2 } } }'
-    )
-    models = config.read_model_config_file(tmp_path / "models.config")
     server = ModelServer(
         ServerOptions(
             models=tuple(models),

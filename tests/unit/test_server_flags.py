@@ -45,3 +45,21 @@ def test_saved_model_tags():
     assert config.parse_tags("serve, gpu") == frozenset({"serve", "gpu"})
     with pytest.raises(config.ConfigError, match="needs at least one tag"):
         config.parse_tags(",")
+
+
+@pytest.mark.parametrize(
+    "read, what",
+    [
+        (config.read_model_config_file, "model config"),
+        (config.read_batching_file, "batching parameters"),
+        (config.read_monitoring_config_file, "monitoring config"),
+        (config.read_ssl_config_file, "SSL config"),
+    ],
+)
+def test_config_files_missing_or_unreadable_are_one_line_errors(tmp_path, read, what):
+    with pytest.raises(config.ConfigError, match=f"no such {what} file"):
+        read(tmp_path / "nope.config")
+    binary = tmp_path / "binary.config"
+    binary.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(config.ConfigError, match=f"cannot read the {what} file: 'utf-8' codec"):
+        read(binary)
