@@ -47,25 +47,47 @@ class Servable:
     path: str
     model: Any
     signature_defs: dict[str, Any]  # name -> tensorflow.core.protobuf.meta_graph_pb2.SignatureDef
-    functions: dict[str, Any]  # name -> the function requests call (see direct_function)
+    functions: dict[str, Any]  # name -> what requests call (see direct_function)
 
     def signature(self, name: str) -> Any:
-        """The concrete function that runs signature ``name``."""
+        """The function that runs signature ``name`` (``direct_function``)."""
         if name not in self.model.signatures:  # As TF Serving's Predict (predict_util.cc).
             raise failed_precondition(f'Serving signature key "{name}" not found.')
         return self.functions[name]
 
 
 def direct_function(signature: Any) -> Any:
-    """A restored signature traced once more as a function that calls it: the same inputs
-    and outputs, without the restored function's per-call lookup of every captured variable
-    (about 80 here: 0.15 ms of a 0.75 ms batch-1 call)."""
+    """A restored signature as the server calls it: traced once more as a function that
+    calls it (no per-call lookup of its ~80 captured variables: 0.15 ms of a 0.75 ms batch-1
+    call), called with its inputs in flat order (``DirectSignature``)."""
     import tensorflow as tf
 
     args, kwargs = signature.structured_input_signature
     if args:  # Signatures take keyword inputs only; anything else is called as it is.
         return signature
-    return tf.function(lambda **inputs: signature(**inputs)).get_concrete_function(**kwargs)
+    traced = tf.function(lambda **inputs: signature(**inputs)).get_concrete_function(**kwargs)
+    return DirectSignature(traced)
+
+
+class DirectSignature:
+    """A concrete function of keyword tensor inputs, called with them in its flat order and
+    its captured inputs read once: what ``ConcreteFunction.__call__`` does after binding the
+    keywords to its structured signature, a binding that costs about 0.1 ms a call. The
+    server checks names, dtypes and shapes first (``check_inputs``); any other set of
+    names takes the function's own call, and its errors."""
+
+    def __init__(self, function: Any) -> None:
+        self.function = function
+        self.structured_input_signature = function.structured_input_signature
+        self.structured_outputs = function.structured_outputs
+        self._order = tuple(function.function_type.parameters)  # Its flat input order.
+        self._captured = function.captured_inputs
+        self._flat = getattr(function, "_call_flat", None)  # TensorFlow's, private.
+
+    def __call__(self, **inputs: Any) -> Any:
+        if self._flat is None or inputs.keys() != set(self._order):
+            return self.function(**inputs)
+        return self._flat([inputs[key] for key in self._order], self._captured)
 
 
 def numbered_folders(base: Path) -> dict[int, Path]:

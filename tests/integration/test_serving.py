@@ -35,6 +35,7 @@ from mtrec.serving.client import Retry, ServingClient, ServingClientError
 from mtrec.serving.errors import ServingError
 from mtrec.serving.loop import EventLoopThread, LoopCalls
 from mtrec.serving.server import ModelServer, ServerOptions
+from mtrec.serving.tensors import signature_inputs
 from tests.support.tiny_model import expected, export_tiny_model
 
 ROWS = [{"user_id": 7, "item_id": 3}, {"user_id": 2, "item_id": 9, "gender": "F"}]
@@ -858,18 +859,52 @@ model_config_list {{
 
 def test_requests_call_each_signature_retraced_with_the_same_inputs_and_answers(served):
     """The server calls a wrapper traced at load (no per-call lookup of captured variables)
-    with the signature's own inputs, and gets the signature's own outputs."""
+    with the signature's own inputs, passed in flat order, and gets the signature's own
+    outputs: a predict_raw whose inputs went in the wrong order would swap user and item."""
     servable = served["server"].manager.resolve("tiny", None, None)
     examples = tf.constant(to_examples(ROWS))
+    raw = {
+        "user_id": tf.constant([7, 2], tf.int64),
+        "item_id": tf.constant([3, 9], tf.int64),
+        "gender": tf.constant([b"", b"F"]),
+    }
     for name, restored in servable.model.signatures.items():
         function = servable.signature(name)
         assert function is not restored
         assert function.structured_input_signature == restored.structured_input_signature
-        if name == F.SERVING_DEFAULT:
-            ours, theirs = function(examples=examples), restored(examples=examples)
-            assert set(ours) == set(theirs) == set(F.HEADS)
-            for head in F.HEADS:
-                np.testing.assert_array_equal(ours[head].numpy(), theirs[head].numpy())
+        single = dict.fromkeys(signature_inputs(restored), examples)  # examples or inputs
+        inputs = raw if name == "predict_raw" else single
+        ours, theirs = function(**inputs), restored(**inputs)
+        assert set(ours) == set(theirs) == set(restored.structured_outputs)
+        for key in theirs:
+            np.testing.assert_array_equal(ours[key].numpy(), theirs[key].numpy())
+    click = servable.signature("predict_raw")(**raw)["click"].numpy()
+    np.testing.assert_allclose(click, [expected(7, 3)["click"], expected(2, 9)["click"]], rtol=1e-6)
+
+
+def test_a_direct_signature_reads_captured_variables_and_takes_its_own_call_otherwise(tmp_path):
+    """Captured variables are read at each call (an assignment shows), and a call with other
+    input names goes through the function's own call, with TensorFlow's TypeError."""
+    from mtrec.serving.manager import direct_function
+
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64)]
+    )
+    def serve(x, b):
+        return {"y": x * module.scale + tf.cast(b, tf.float32)}
+
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": serve})
+    loaded = tf.saved_model.load(str(tmp_path))
+    function = direct_function(loaded.signatures["serving_default"])
+    x, b = tf.constant([1.0, 3.0]), tf.constant([10, 20], tf.int64)
+    np.testing.assert_allclose(function(x=x, b=b)["y"].numpy(), [12.0, 26.0])
+    loaded.scale.assign(3.0)
+    np.testing.assert_allclose(function(b=b, x=x)["y"].numpy(), [13.0, 29.0])
+    with pytest.raises(TypeError):
+        function(x=x)
 
 
 def test_query_over_tls_with_a_client_certificate(tmp_path, capsys):
