@@ -126,6 +126,8 @@ class ModelConfig:
     click_loss_weight: float = 1.0
     purchase_loss_weight: float = 1.0
     learning_rate: float = 2e-3
+    # Each epoch's learning rate is learning_rate x learning_rate_decay^epoch (1.0: constant).
+    learning_rate_decay: float = 1.0
     batch_size: int = 1024
     epochs: int = 20  # An upper bound: early stopping on the validation loss ends training.
     early_stopping_patience: int = 2
@@ -173,6 +175,8 @@ class ModelConfig:
             raise ValueError("blend_weights needs three weights: rating, click, purchase")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
+        if not 0 < self.learning_rate_decay <= 1:
+            raise ValueError("learning_rate_decay must be in (0, 1]")
         for name in ("dropout", "id_dropout", "history_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1)")

@@ -266,6 +266,11 @@ def fit(
         log.info("Warm-start weights digest: %s", weights_digest(model.trainable_weights))
     # BalancedLoss first: the callbacks after it (and the history) read what it adds.
     callbacks: list[tf_keras.callbacks.Callback] = [BalancedLoss(), EpochLog(epochs)]
+    if config.learning_rate_decay < 1:
+        rate, decay = config.learning_rate, config.learning_rate_decay
+        callbacks.append(
+            tf_keras.callbacks.LearningRateScheduler(lambda epoch, _: rate * decay**epoch)
+        )
     stopping = None
     if valid is not None:
         stopping = tf_keras.callbacks.EarlyStopping(

@@ -82,3 +82,16 @@ def test_fit_records_the_balanced_loss_per_epoch_from_the_heads_validation_losse
     )
     np.testing.assert_allclose(history["val_balanced_loss"], ratios, rtol=1e-6)
     assert history["val_balanced_loss"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.unit
+def test_learning_rate_decay_sets_each_epochs_rate_and_is_refused_out_of_range():
+    config = dataclasses.replace(SMALL, epochs=3, learning_rate=0.004, learning_rate_decay=0.5)
+    data = tf.data.Dataset.from_tensors(transformed_batch(64, 0))
+    model, history = fit(data, data, CARDS, config)
+    np.testing.assert_allclose(history["lr"], [0.004, 0.002, 0.001], rtol=1e-6)
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.001)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError) as error:
+            ModelConfig(learning_rate_decay=bad)
+        assert str(error.value) == "learning_rate_decay must be in (0, 1]"
