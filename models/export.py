@@ -11,7 +11,9 @@ Signatures:
   Classify APIs (input ``inputs``: serialized tf.Examples; outputs ``outputs``, or
   ``scores`` and ``classes`` for the labels "0" and "1"). ``tf.saved_model.save`` writes
   every signature as a predict signature, so their method names are set afterwards.
-Features a request leaves out take neutral defaults, and unknown ids map to OOV buckets.
+Features a request leaves out take neutral defaults, and unknown ids map to OOV buckets; a
+known item named by its id alone takes its features from the catalog (as ``recommend``
+scores it).
 The export also writes ``assets.extra/tf_serving_warmup_requests``, which TF Serving replays
 before it serves a new version.
 """
@@ -27,7 +29,12 @@ import tensorflow_transform as tft
 from tensorflow_transform.saved import saved_transform_io_v2
 
 from mtrec import names as F
-from mtrec.models.recommend import Catalog, make_recommend_fn
+from mtrec.models.recommend import (
+    Catalog,
+    attach_catalog,
+    make_recommend_fn,
+    with_catalog_features,
+)
 
 SIGNATURES = (
     F.SERVING_DEFAULT,
@@ -97,8 +104,15 @@ def export_model(
     input_spec = serving_feature_spec(raw_spec)
     labelled_spec = {**input_spec, **{head: raw_spec[head] for head in F.HEADS}}
 
+    if catalog is not None:
+        attach_catalog(module, catalog)
+    missing = {key: input_spec[key].default_value[0] for key in F.ITEM_FEATURES}
+
     def predict(raw_features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        outputs = model(module.transform_graph(raw_features), training=False)
+        transformed = module.transform_graph(raw_features)
+        if catalog is not None:  # An item named by its id alone takes the catalog's features.
+            transformed = with_catalog_features(module, raw_features, transformed, missing)
+        outputs = model(transformed, training=False)
         return {head: tf.identity(outputs[head], name=head) for head in F.HEADS}
 
     @tf.function(

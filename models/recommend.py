@@ -2,7 +2,8 @@
 catalog inside the SavedModel.
 
 The catalog (every item id Transform knows, with its transformed features) is collected
-from the training data at export and saved with the model as variables, in ``variables/``:
+from the training data at export and saved with the model as variables, in ``variables/``
+(``attach_catalog``; the other signatures read it too, ``with_catalog_features``):
 as constants they made ``saved_model.pb`` grow with the catalog (7.8 MB per 100,000 items),
 and TF Serving cannot read a graph past 2 GB. A request gives the
 user's id and/or raw features, including the user's history (``names.HISTORY``: a user the
@@ -85,6 +86,52 @@ def collect_catalog(dataset: tf.data.Dataset, item_vocabulary: list[bytes]) -> C
     )
 
 
+def attach_catalog(module: tf.Module, catalog: Catalog) -> None:
+    """Save ``catalog`` with ``module`` as variables, not as constants that a function would
+    capture into the graph proto."""
+    module.catalog_item_ids = tf.Variable(catalog.item_ids, trainable=False, name="item_ids")
+    module.catalog_dense = {
+        key: tf.Variable(value, trainable=False, name=key) for key, value in catalog.dense.items()
+    }
+    module.catalog_bags = {
+        key: tf.Variable(padded.astype(np.int64), trainable=False, name=key)
+        for key, padded in catalog.bags.items()
+    }
+
+
+def with_catalog_features(
+    module: tf.Module,
+    raw: dict[str, tf.Tensor],
+    transformed: dict[str, Any],
+    missing: dict[str, Any],
+) -> dict[str, Any]:
+    """``transformed`` where a request named a catalog item by its id alone (every item
+    feature at its missing value, ``missing``): that row takes the item's features from the
+    catalog (``attach_catalog``), so an item scores the same whether the client sends its
+    features or not, as in ``recommend``. Unknown items, and rows giving any item feature,
+    are left as they are."""
+    item_ids = module.catalog_item_ids
+    ids = tf.reshape(raw[F.ITEM_ID], [-1])
+    row = tf.minimum(tf.searchsorted(item_ids, ids), tf.size(item_ids, tf.int32) - 1)
+    fill = tf.equal(tf.gather(item_ids, row), ids)
+    for key in F.ITEM_FEATURES:
+        value = tf.reshape(raw[key], [tf.shape(ids)[0], -1])
+        fill &= tf.reduce_all(tf.equal(value, tf.constant(missing[key], value.dtype)), axis=1)
+    out = dict(transformed)
+    for key, table in module.catalog_dense.items():
+        own = transformed[key]
+        theirs = tf.reshape(tf.gather(table, row), tf.shape(own))
+        out[key] = tf.where(tf.reshape(fill, [-1] + [1] * (own.shape.rank - 1)), theirs, own)
+    for key, table in module.catalog_bags.items():
+        own = tf.sparse.to_dense(transformed[key], default_value=-1)
+        theirs = tf.gather(table, row)
+        width = tf.maximum(tf.shape(own)[1], tf.shape(theirs)[1])
+        own = tf.pad(own, [[0, 0], [0, width - tf.shape(own)[1]]], constant_values=-1)
+        theirs = tf.pad(theirs, [[0, 0], [0, width - tf.shape(theirs)[1]]], constant_values=-1)
+        out[key] = item_features({}, {key: tf.where(fill[:, None], theirs, own)})[key]
+    return out
+
+
 def blended_score(
     rating: tf.Tensor, click: tf.Tensor, purchase: tf.Tensor, weights: tf.Tensor
 ) -> tf.Tensor:
@@ -100,22 +147,14 @@ def make_recommend_fn(
     default_blend: tuple[float, float, float],
 ) -> Any:
     """A tf.function for the ``recommend`` signature over ``model`` and ``module.transform_graph``;
-    the catalog (and the retrieval index's variables) are saved with ``module``.
+    the catalog (``attach_catalog``, first) and the retrieval index's variables are saved with
+    ``module``.
 
     With the model's retrieval tower and ``retrieval.candidates`` > 0, a BruteForce top-k
     over the catalog's item embeddings picks the candidates first, and only those are scored
     by the heads; otherwise every catalog item is.
     """
     size = len(catalog)
-    # Variables, not constants the function would capture into the graph proto.
-    module.catalog_item_ids = tf.Variable(catalog.item_ids, trainable=False, name="item_ids")
-    module.catalog_dense = {
-        key: tf.Variable(value, trainable=False, name=key) for key, value in catalog.dense.items()
-    }
-    module.catalog_bags = {
-        key: tf.Variable(padded.astype(np.int64), trainable=False, name=key)
-        for key, padded in catalog.bags.items()
-    }
     item_ids, dense, bags = module.catalog_item_ids, module.catalog_dense, module.catalog_bags
     default = tf.constant(default_blend, tf.float32)
     retrieve = model.config.retrieval.candidates if model.retrieval is not None else 0

@@ -235,6 +235,40 @@ def test_an_unseen_user_is_ranked_by_the_history_passed_and_its_items_left_out(e
     assert sorted(odd["item_id"].tolist()) == catalog
 
 
+def test_an_item_named_by_its_id_alone_scores_with_its_catalog_features(exported):
+    """A known item sent without its features scores as with them, in serving_default and
+    predict_raw, and as recommend scores it; features a request gives are used as given; an
+    unknown item alone keeps the neutral defaults. Rows of one batch do not mix."""
+    _, _, loaded = exported
+    user = {"user_id": 3, "age": 30, "gender": "M", "occupation": "engineer", "zip_prefix": "123"}
+    ranked = recommend(loaded, user, k=10_000)
+    item = int(ranked["item_id"][len(ranked["item_id"]) // 2])
+    known = movielens.load(Path(loaded.source_dir)).items.set_index(F.ITEM_ID).loc[item]
+    own = {F.GENRES: known[F.GENRES], F.YEAR: int(known[F.YEAR]), F.TITLE: known[F.TITLE]}
+    alone = {**user, "item_id": item}
+    wide = {**alone, **own, F.GENRES: "Action|Comedy|Drama|Horror|Romance|Thriller|War"}
+    stranger = {**user, "item_id": 987_654}
+    rows = [{**alone, **own}, alone, wide, stranger, {**stranger, **own}, alone]
+    scored = serve(loaded, rows)
+    for head in F.HEADS:
+        np.testing.assert_allclose(scored[head][[1, 5]], scored[head][0], rtol=1e-5)
+    assert abs(scored[F.CLICK][2] - scored[F.CLICK][0]) > 1e-6  # Given genres count.
+    assert abs(scored[F.CLICK][4] - scored[F.CLICK][3]) > 1e-6  # No catalog row to take.
+    at = ranked["item_id"].tolist().index(item)
+    np.testing.assert_allclose(ranked[F.CLICK][at], scored[F.CLICK][1], rtol=1e-4, atol=1e-6)
+    raw = {
+        key: [row.get(key, F.MISSING_DEFAULTS.get(key, "")) for row in rows[:2]]
+        for key in F.MODEL_INPUT_KEYS
+    }
+    by_raw = loaded.signatures[F.PREDICT_RAW](
+        **{
+            key: tf.constant(values, tf.string if isinstance(values[0], str) else tf.int64)
+            for key, values in raw.items()
+        }
+    )
+    np.testing.assert_allclose(by_raw[F.CLICK].numpy(), scored[F.CLICK][:2], rtol=1e-5)
+
+
 # ------------------------------------------------------------------- a catalog at scale
 
 BIG = 5_000
