@@ -127,6 +127,8 @@ class ModelConfig:
     purchase_loss_weight: float = 1.0
     learning_rate: float = 2e-3
     # Each epoch's learning rate is learning_rate x learning_rate_decay^epoch (1.0: constant).
+    # Constant by default: 0.7 and 0.5 lowered both u1 validation figures (val NDCG@10 0.1165
+    # and 0.1076 against 0.1196, one seed) and kept the same epoch on the time split (README).
     learning_rate_decay: float = 1.0
     batch_size: int = 1024
     epochs: int = 20  # An upper bound: early stopping on the validation loss ends training.
