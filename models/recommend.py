@@ -109,14 +109,27 @@ def with_catalog_features(
     feature at its missing value, ``missing``): that row takes the item's features from the
     catalog (``attach_catalog``), so an item scores the same whether the client sends its
     features or not, as in ``recommend``. Unknown items, and rows giving any item feature,
-    are left as they are."""
+    are left as they are; a batch with no row to fill skips the work (a ``tf.cond``)."""
     item_ids = module.catalog_item_ids
     ids = tf.reshape(raw[F.ITEM_ID], [-1])
     row = tf.minimum(tf.searchsorted(item_ids, ids), tf.size(item_ids, tf.int32) - 1)
-    fill = tf.equal(tf.gather(item_ids, row), ids)
-    for key in F.ITEM_FEATURES:
-        value = tf.reshape(raw[key], [tf.shape(ids)[0], -1])
-        fill &= tf.reduce_all(tf.equal(value, tf.constant(missing[key], value.dtype)), axis=1)
+    absent = [
+        tf.equal(raw[key], tf.constant(missing[key], raw[key].dtype)) for key in F.ITEM_FEATURES
+    ]
+    fill = tf.equal(tf.gather(item_ids, row), ids) & tf.reduce_all(
+        tf.concat([tf.reshape(a, [tf.size(ids), -1]) for a in absent], axis=1), axis=1
+    )
+    return tf.cond(
+        tf.reduce_any(fill),
+        lambda: _filled(module, transformed, fill, row),
+        lambda: dict(transformed),
+    )
+
+
+def _filled(
+    module: tf.Module, transformed: dict[str, Any], fill: tf.Tensor, row: tf.Tensor
+) -> dict[str, Any]:
+    """``transformed`` with the rows in ``fill`` replaced by catalog rows ``row``."""
     out = dict(transformed)
     for key, table in module.catalog_dense.items():
         own = transformed[key]
