@@ -170,7 +170,11 @@ def cmd_query(args: argparse.Namespace) -> int:
                     "nothing to ask: give --row/--input, --recommend, --status or --metadata"
                 )
     except ServingClientError as err:
-        raise MtrecError(f"{args.target}: {err}") from None
+        hint = ""
+        if client.credentials is None and str(err).endswith("Socket closed"):
+            # What a plain-text channel gets from a server that speaks TLS.
+            hint = " (a server with --ssl_config_file speaks TLS: pass --ca_cert)"
+        raise MtrecError(f"{args.target}: {err}{hint}") from None
     return 0
 
 

@@ -937,6 +937,11 @@ def test_query_over_tls_with_a_client_certificate(tmp_path, capsys):
         assert len(error) == 1 and error[0].startswith(
             f"mtrec: error: localhost:{server.grpc_port}: UNAVAILABLE"
         )
+        assert main([*query, *row, "--timeout=5"]) == 2  # Plain text to a TLS server.
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].endswith(
+            "Socket closed (a server with --ssl_config_file speaks TLS: pass --ca_cert)"
+        )
         assert main([*query, *row, f"--client_cert={files['client_cert']}"]) == 2
         assert capsys.readouterr().err.strip() == (
             "mtrec: error: --client_cert and --client_key go together"
