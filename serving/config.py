@@ -449,6 +449,27 @@ def _ssl_config_class() -> type:
     )
 
 
+def check_pems(key: str = "", cert: str = "", ca: str = "") -> None:
+    """Load a key with its certificate and a CA (each when given) as Python's ssl does, so
+    that bad PEM text or a key of another certificate fails once, here, rather than in every
+    TLS handshake. Raises ValueError with OpenSSL's reason (e.g. KEY_VALUES_MISMATCH)."""
+    import ssl
+    import tempfile
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        if key or cert:
+            with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only.
+                pem = Path(folder, "chain.pem")
+                pem.touch(mode=0o600)
+                pem.write_text(f"{key.strip()}\n{cert.strip()}\n")
+                context.load_cert_chain(pem)
+        if ca:
+            context.load_verify_locations(cadata=ca)
+    except ssl.SSLError as err:
+        raise ValueError(err.reason or err.args[-1]) from None
+
+
 def read_ssl_config_file(path: str | Path) -> SSLConfig:
     """A text-format ``SSLConfig`` file, e.g. ``server_key: "-----BEGIN PRIVATE KEY-----..."
     server_cert: "..."``; the key and the certificate are required, and ``client_verify``

@@ -933,23 +933,13 @@ def _server_credentials(ssl_config: config_lib.SSLConfig | None) -> grpc.ServerC
     checked here (key against certificate) so a bad file fails start-up, not each handshake."""
     if ssl_config is None:
         return None
-    import ssl
-    import tempfile
-
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only.
-        pem = Path(folder, "server.pem")
-        pem.touch(mode=0o600)
-        pem.write_text(f"{ssl_config.server_key.strip()}\n{ssl_config.server_cert.strip()}\n")
-        try:
-            context.load_cert_chain(pem)
-            if ssl_config.custom_ca:
-                context.load_verify_locations(cadata=ssl_config.custom_ca)
-        except ssl.SSLError as err:
-            raise config_lib.ConfigError(
-                f"--ssl_config_file: the key, certificate or CA is not valid PEM, or the key "
-                f"does not match the certificate ({err.reason or err})"
-            ) from None
+    try:
+        config_lib.check_pems(ssl_config.server_key, ssl_config.server_cert, ssl_config.custom_ca)
+    except ValueError as err:
+        raise config_lib.ConfigError(
+            f"--ssl_config_file: the key, certificate or CA is not valid PEM, or the key "
+            f"does not match the certificate ({err})"
+        ) from None
     return grpc.ssl_server_credentials(
         [(ssl_config.server_key.encode(), ssl_config.server_cert.encode())],
         root_certificates=ssl_config.custom_ca.encode() or None,

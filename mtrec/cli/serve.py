@@ -189,6 +189,8 @@ def _tls_credentials(args: argparse.Namespace) -> Any:
         raise MtrecError("--client_cert and --client_key go together")
     import grpc
 
+    from mtrec.serving.config import check_pems
+
     pems = []
     for flag, path in (
         ("--ca_cert", args.ca_cert),
@@ -199,6 +201,21 @@ def _tls_credentials(args: argparse.Namespace) -> Any:
             pems.append(Path(path).read_bytes() if path else None)
         except OSError as err:
             raise MtrecError(f"{flag} {path}: {err.strerror}") from None
+        if path and not pems[-1].strip():
+            raise MtrecError(f"{flag} {path}: the file is empty")
+    ca, key, cert = (pem.decode("ascii", "replace") if pem else "" for pem in pems)
+    # Checked here: gRPC takes bad PEM without a word and fails each connection vaguely.
+    try:
+        check_pems(ca=ca)
+    except ValueError as err:
+        raise MtrecError(f"--ca_cert {args.ca_cert}: not a PEM certificate ({err})") from None
+    try:
+        check_pems(key, cert)
+    except ValueError as err:
+        raise MtrecError(
+            f"--client_key {args.client_key} and --client_cert {args.client_cert}: not valid "
+            f"PEM, or the key does not match the certificate ({err})"
+        ) from None
     return grpc.ssl_channel_credentials(*pems)
 
 

@@ -950,5 +950,33 @@ def test_query_over_tls_with_a_client_certificate(tmp_path, capsys):
         assert capsys.readouterr().err.strip() == (
             "mtrec: error: --ca_cert, --client_cert and --client_key are for gRPC (REST is plain)"
         )
+        # Bad PEM files: one line each, before any connection (gRPC would take them silently).
+        (tmp_path / "junk.pem").write_text("not a certificate\n")
+        (tmp_path / "empty.pem").write_text("")
+        (tmp_path / "other_key.pem").write_text(make_pems().client_key)
+        bad = {
+            f"--ca_cert={tmp_path / 'junk.pem'}": (
+                f"--ca_cert {tmp_path / 'junk.pem'}: not a PEM certificate (no start line: "
+                "cadata does not contain a certificate (_ssl.c:"
+            ),
+            f"--ca_cert={tmp_path / 'empty.pem'}": (
+                f"--ca_cert {tmp_path / 'empty.pem'}: the file is empty"
+            ),
+        }
+        for flag, words in bad.items():
+            assert main([*query, *row, flag]) == 2
+            error = capsys.readouterr().err.strip().splitlines()
+            assert len(error) == 1 and error[0].startswith(f"mtrec: error: {words}"), error
+        mismatched = [
+            f"--ca_cert={files['ca_cert']}",
+            f"--client_cert={files['client_cert']}",
+            f"--client_key={tmp_path / 'other_key.pem'}",
+        ]
+        assert main([*query, *row, *mismatched]) == 2
+        assert capsys.readouterr().err.strip() == (
+            f"mtrec: error: --client_key {tmp_path / 'other_key.pem'} and --client_cert "
+            f"{files['client_cert']}: not valid PEM, or the key does not match the certificate "
+            "(KEY_VALUES_MISMATCH)"
+        )
     finally:
         server.stop(grace=1)
