@@ -78,14 +78,14 @@ class DirectSignature:
 
     def __init__(self, function: Any) -> None:
         self.function = function
-        self.structured_input_signature = function.structured_input_signature
-        self.structured_outputs = function.structured_outputs
+        self.structured_input_signature = function.structured_input_signature  # check_inputs
         self._order = tuple(function.function_type.parameters)  # Its flat input order.
+        self._names = frozenset(self._order)
         self._captured = function.captured_inputs
         self._flat = getattr(function, "_call_flat", None)  # TensorFlow's, private.
 
     def __call__(self, **inputs: Any) -> Any:
-        if self._flat is None or inputs.keys() != set(self._order):
+        if self._flat is None or inputs.keys() != self._names:
             return self.function(**inputs)
         return self._flat([inputs[key] for key in self._order], self._captured)
 
