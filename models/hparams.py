@@ -11,8 +11,9 @@ LOSS_BALANCING = ("fixed", "uncertainty")
 HISTORY_POOLING = ("mean", "attention")
 # The retrieval softmax's candidates: the batch's clicked items, or every item in the batch
 # ("mixed": the clicked ones plus the sampled or shown non-clicks, as in mixed negative
-# sampling, Yang et al. 2020).
-RETRIEVAL_NEGATIVES = ("clicks", "mixed")
+# sampling, Yang et al. 2020), or every item of the catalog (a full softmax, for catalogs
+# small enough to encode on every training step).
+RETRIEVAL_NEGATIVES = ("clicks", "mixed", "catalog")
 # What early stopping watches on the validation split (balanced_loss: models.training.BalancedLoss).
 STOPPING_CRITERIA = ("selection_loss", "balanced_loss")
 

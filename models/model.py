@@ -343,6 +343,15 @@ class RetrievalTowers(tf_keras.layers.Layer):
         return {**super().get_config(), "dim": self.dim}
 
 
+class _CatalogItems:
+    """What ``set_catalog_items`` holds: a plain object, so that Keras tracks none of it and
+    nothing of it is saved with the weights."""
+
+    def __init__(self, features: dict[str, Any], rows: tf.Tensor) -> None:
+        self.features = features
+        self.rows = rows
+
+
 @serializable
 class IdBias(tf_keras.layers.Layer):
     """One learned scalar per id (zero at the start), e.g. a user's or item's rating offset."""
@@ -783,6 +792,8 @@ class MultiTaskRecommender(tfrs.models.Model):
         users, items, ids = (
             pairs if pairs is not None else self.clicked_pairs(features, training, encoded)
         )
+        if self.config.retrieval.negatives == "catalog":
+            return self.catalog_retrieval_loss(users, ids, training)
         if self.config.retrieval.negatives == "mixed":  # The batch's other rows after them.
             items, ids = self.with_unclicked(features, items, ids, encoded[1])
         queries, candidates = self.retrieval((users, items))
@@ -799,6 +810,34 @@ class MultiTaskRecommender(tfrs.models.Model):
             ),
             lambda: tf.constant(0.0),
         )
+
+    def set_catalog_items(
+        self, features: Mapping[str, Any], rows: Sequence[int] | tf.Tensor
+    ) -> None:
+        """The items the "catalog" retrieval softmax scores each clicked pair against: their
+        transformed features (one row per item), and for each item-vocabulary index its row
+        there (-1: not in the catalog). Training inputs only, held outside the weights."""
+        self._catalog_items = _CatalogItems(dict(features), tf.constant(rows, tf.int64))
+
+    def catalog_retrieval_loss(
+        self, users: tf.Tensor, ids: tf.Tensor, training: bool | None
+    ) -> tf.Tensor:
+        """Full softmax of each clicked user against every catalog item (``set_catalog_items``),
+        the clicked item the label: no sampling, so no log p(item) correction and no
+        accidental hits. Clicked items outside the catalog (OOV) are left out."""
+        catalog = getattr(self, "_catalog_items", None)
+        if catalog is None:
+            raise ValueError(
+                "retrieval.negatives 'catalog' needs the catalog's items: pass fit() a catalog"
+            )
+        rows = tf.gather(catalog.rows, ids)
+        known = rows >= 0
+        queries = self.retrieval.queries(tf.boolean_mask(users, known))
+        candidates = self.retrieval.candidates(self.item_encoder(catalog.features, training))
+        logits = tf.matmul(queries, candidates, transpose_b=True)
+        logits /= self.config.retrieval.temperature
+        labels = tf.one_hot(tf.boolean_mask(rows, known), tf.shape(candidates)[0])
+        return MeanSoftmaxCrossentropy()(labels, logits)  # 0 for a batch without a click.
 
     def click_pair_logits(
         self, users: tf.Tensor, items: tf.Tensor, training: bool | None

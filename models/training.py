@@ -23,7 +23,7 @@ from mtrec import names as F
 from mtrec.models.export import export_model
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.model import SELECTION_LOSS, MultiTaskRecommender
-from mtrec.models.recommend import collect_catalog
+from mtrec.models.recommend import ITEM_ID_XF, Catalog, collect_catalog, item_features
 from mtrec.models.warm_start import WarmStart, bundle_dir, restore, save_bundle
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,7 @@ def fit(
     strategy: tf.distribute.Strategy | None = None,
     initial_weights: Callable[[MultiTaskRecommender], WarmStart] | None = None,
     counts: tf.data.Dataset | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[MultiTaskRecommender, dict]:
     """Train under ``strategy`` (else the configured one) with early stopping on validation
     loss. ``config.batch_size`` is the global batch: each replica takes its share of it.
@@ -221,6 +222,8 @@ def fit(
     one training batch and may assign its weights; when it reports a warm start, training
     runs at most ``config.warm_start_epochs`` epochs. Its report is then returned in the
     history as ``history["warm_start"]`` (a dict; the other entries are per-epoch lists).
+
+    ``catalog`` (``collect_catalog``) is what retrieval.negatives "catalog" scores against.
     """
     if strategy is None:
         strategy = make_strategy(config.distribution)
@@ -257,6 +260,10 @@ def fit(
             if per_item is None:
                 per_item = item_counts(train, item_cardinality, clicked_only)
             model.set_item_frequencies(per_item)
+        if config.retrieval.enabled and config.retrieval.negatives == "catalog":
+            if catalog is None:
+                raise ValueError("retrieval.negatives 'catalog' needs fit()'s catalog")
+            model.set_catalog_items(*catalog_items(catalog, item_cardinality))
     epochs = config.epochs
     if warm is not None and warm.warm_started:
         epochs = config.warm_start_epochs
@@ -302,6 +309,19 @@ def fit(
     if warm is not None:
         result["warm_start"] = warm.to_dict()
     return model, result
+
+
+def catalog_items(catalog: Catalog, item_cardinality: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The catalog's items as model inputs, and each item-vocabulary index's row among them
+    (-1 for the OOV buckets): what ``set_catalog_items`` takes."""
+    indices = catalog.dense[ITEM_ID_XF].astype(np.int64)
+    rows = np.full(item_cardinality, -1, np.int64)
+    rows[indices] = np.arange(len(indices))
+    features = item_features(
+        {key: tf.constant(value) for key, value in catalog.dense.items()},
+        {key: tf.constant(padded, tf.int64) for key, padded in catalog.bags.items()},
+    )
+    return features, rows
 
 
 # Files read at once, one record from each in turn (an epoch mixes them beyond the buffer).
@@ -471,6 +491,9 @@ def _train_and_export(
         initial_weights = functools.partial(
             restore, tft_output=tft_output, base_model_path=base_model
         )
+    # Before fit: the "catalog" retrieval softmax trains against it; the export saves it.
+    catalog = collect_catalog(train, tft_output.vocabulary_by_name(F.ITEM_ID))
+    log.info("Recommend catalog: %d items", len(catalog))
     model, history = fit(
         train,
         valid,
@@ -480,6 +503,7 @@ def _train_and_export(
         strategy,
         initial_weights=initial_weights,
         counts=train,
+        catalog=catalog,
     )
     log.info("Trained weights digest: %s", weights_digest(model.trainable_weights))
     # For benchmarks and reports: whether this run was warm-started, and how long it trained.
@@ -491,8 +515,6 @@ def _train_and_export(
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, HISTORY_FILE), "w") as out:
             json.dump(history, out, indent=1)
-    catalog = collect_catalog(train, tft_output.vocabulary_by_name(F.ITEM_ID))
-    log.info("Recommend catalog: %d items", len(catalog))
     export_dir = worker_export_dir(fn_args.serving_model_dir, strategy)
     export_model(model, tft_output, export_dir, catalog, tuple(config.blend_weights))
     # Beside Format-Serving, in the Model artifact: never pushed. Every worker writes one (a

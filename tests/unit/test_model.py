@@ -19,13 +19,20 @@ from mtrec.models.model import (
     SideEncoder,
     Tower,
 )
-from mtrec.models.training import build_model, fit, label_priors
+from mtrec.models.recommend import collect_catalog
+from mtrec.models.training import build_model, catalog_items, fit, label_priors
 from tests.support.training import CARDS, SMALL, transformed_batch
 
 LISTWISE = dataclasses.replace(SMALL, click_listwise_weight=1.0)
 MIXED = dataclasses.replace(
     SMALL, retrieval=dataclasses.replace(SMALL.retrieval, negatives="mixed")
 )
+CATALOG = dataclasses.replace(
+    SMALL, retrieval=dataclasses.replace(SMALL.retrieval, negatives="catalog")
+)
+# Item vocabulary tokens for collect_catalog: index i is raw item id 100 + i; the last of
+# CARDS' item buckets is the OOV one.
+ITEM_VOCABULARY = [str(100 + i).encode() for i in range(CARDS["item_id_xf"] - 1)]
 
 
 def test_masked_rating_loss_ignores_non_interactions():
@@ -404,6 +411,62 @@ def test_mixed_retrieval_negatives_are_every_other_item_of_the_batch():
         dataclasses.replace(MIXED, retrieval=dataclasses.replace(MIXED.retrieval, negatives="all"))
     with pytest.raises(ValueError, match="does not take retrieval.negatives 'mixed'"):
         dataclasses.replace(MIXED, click_listwise_weight=1.0)
+
+
+def test_catalog_retrieval_negatives_are_a_full_softmax_over_every_catalog_item():
+    catalog = collect_catalog(
+        tf.data.Dataset.from_tensors(transformed_batch(64, seed=8)), ITEM_VOCABULARY
+    )
+    features, rows = catalog_items(catalog, CARDS["item_id_xf"])
+    indices = catalog.dense["item_id_xf"]
+    assert rows[-1] == -1 and list(rows[indices]) == list(range(len(catalog)))
+    assert (rows >= 0).sum() == len(catalog) == 11  # One known item was never drawn.
+    batch = transformed_batch(12, seed=9)
+    clicked = np.array([1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1], bool)
+    batch[F.LABEL_XF[F.CLICK]] = tf.constant(clicked, tf.float32)
+    items = batch["item_id_xf"].numpy()
+    items[3] = CARDS["item_id_xf"] - 1  # A clicked OOV item: not in the catalog, left out.
+    items[0] = indices[0]
+    batch["item_id_xf"] = tf.constant(items)
+    model = MultiTaskRecommender(CARDS, CATALOG)
+    model.build_weights(batch)
+    with pytest.raises(ValueError, match="needs the catalog's items"):
+        model.retrieval_loss(batch, training=False)
+    model.set_catalog_items(features, rows)
+    users, _ = model.encode(batch, training=False)
+    kept = clicked & (rows[items] >= 0)
+    assert kept.sum() == clicked.sum() - 1
+    queries = model.retrieval.queries(tf.boolean_mask(users, kept)).numpy()
+    candidates = model.retrieval.candidates(model.item_encoder(features, training=False)).numpy()
+    scores = queries @ candidates.T / CATALOG.retrieval.temperature
+    labels = rows[items[kept]]
+    expected = np.mean(np.logaddexp.reduce(scores, axis=1) - scores[np.arange(len(labels)), labels])
+    assert float(model.retrieval_loss(batch, training=False)) == pytest.approx(expected, rel=1e-5)
+    # The label is the clicked item's own catalog row: another item gives another loss.
+    items[0] = indices[1]
+    batch["item_id_xf"] = tf.constant(items)
+    assert float(model.retrieval_loss(batch, training=False)) != pytest.approx(expected, rel=1e-3)
+    batch[F.LABEL_XF[F.CLICK]] = tf.zeros(12)  # A batch without a click adds nothing.
+    assert float(model.retrieval_loss(batch, training=True)) == 0.0
+
+
+def test_fit_trains_catalog_negatives_and_saves_no_catalog_with_the_weights(tmp_path):
+    data = tf.data.Dataset.from_tensors(transformed_batch(64, seed=10)).repeat(4)
+    catalog = collect_catalog(data, ITEM_VOCABULARY)
+    with pytest.raises(ValueError, match="needs fit\\(\\)'s catalog"):
+        fit(data, None, CARDS, CATALOG)
+    model, history = fit(data, None, CARDS, dataclasses.replace(CATALOG, epochs=3), catalog=catalog)
+    assert history["retrieval_loss"][-1] < history["retrieval_loss"][0]
+    # The full softmax over the catalog's items starts near log(their count).
+    assert history["retrieval_loss"][0] == pytest.approx(np.log(len(catalog)), abs=0.5)
+    default, _ = fit(data, None, CARDS, dataclasses.replace(SMALL, epochs=1))
+
+    def saved(trained: MultiTaskRecommender, name: str) -> list:
+        path = tf.train.Checkpoint(model=trained).write(str(tmp_path / name))
+        return sorted(key for key, _ in tf.train.list_variables(path) if "model" in key)
+
+    keys = saved(default, "default")
+    assert len(keys) > 20 and saved(model, "catalog") == keys
 
 
 def test_listwise_click_loss_is_logged_and_weighted_into_the_total():
