@@ -53,7 +53,7 @@ import tensorflow as tf
 from mtrec import names as F
 from mtrec.data import build, movielens
 from mtrec.data import source as data_source
-from mtrec.data.config import DataConfig
+from mtrec.data.config import VALID_SPLITS, DataConfig
 from mtrec.models import local_transform
 from mtrec.models.hparams import ExpertConfig, ModelConfig
 from mtrec.models.recommend import blended_score, collect_catalog, item_features
@@ -583,6 +583,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=ModelConfig.epochs)
     parser.add_argument("--work-dir", help="kept for reruns (default: a temporary folder)")
     parser.add_argument(
+        "--valid-split",
+        choices=VALID_SPLITS,
+        default="latest",
+        help="u1's validation split: each user's latest 10%% of u1.base, or a random 10%% "
+        "held out as u1.test is (DataConfig.valid_split)",
+    )
+    parser.add_argument(
         "--model-config",
         metavar="JSON",
         help="ModelConfig fields applied to every model row, e.g. " "'{\"learning_rate\": 0.002}'",
@@ -614,7 +621,7 @@ def main() -> None:
     base, test, base_file, test_file = u1_split(source, work, args.test_rows)
     examples, summary = build.run(
         data_source.ratings(str(base_file), str(test_file), str(source)),
-        DataConfig(),
+        DataConfig(valid_split=args.valid_split),
         str(work / "data"),
     )
     root = Path(examples)

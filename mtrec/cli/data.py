@@ -26,6 +26,7 @@ def data_config(args: argparse.Namespace) -> DataConfig:
         eval_fraction=args.eval_fraction,
         valid_fraction=args.valid_fraction,
         seed=args.seed,
+        valid_split=args.valid_split,
     )
 
 
@@ -40,6 +41,8 @@ def data_source(args: argparse.Namespace) -> DataSource:
         )
     if bool(args.train_ratings) != bool(args.eval_ratings):
         raise MtrecError("--train-ratings and --eval-ratings go together")
+    if args.valid_split == "random" and not args.train_ratings:
+        raise MtrecError("--valid-split random applies to --train-ratings/--eval-ratings only")
     if args.train_file or args.interactions:
         return source.logs(args.interactions, args.train_file, args.eval_file)
     directory = args.movielens_dir or str(movielens.fetch())
@@ -87,6 +90,14 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.1,
         help="most recent share of train used for early stopping (default 0.1)",
+    )
+    rules.add_argument(
+        "--valid-split",
+        choices=("latest", "random"),
+        default="latest",
+        help="with --train-ratings: valid is each user's latest ratings (default), or a "
+        "random share of them held out like the eval file (for a split random in time, "
+        "as u1-u5)",
     )
     rules.add_argument("--seed", type=int, default=42)
 

@@ -10,7 +10,8 @@ Rules (also in the README):
   most recent ``valid_fraction`` of what is left, train the rest. Cutoffs come from Beam's
   approximate quantiles (rank error at most 1/10,000 of the rows). Explicit train and eval
   files are used as given; valid is carved from train (by time; per user for u1-style
-  ratings, whose split is random in time).
+  ratings, whose split is random in time: each user's latest ratings, or with
+  ``valid_split`` "random" a seeded random share, held out as the eval file is).
 - Your own logs keep their labels; nothing is sampled.
 - Every row carries the user's history (``names.HISTORY``): the items the user clicked
   strictly before the row's timestamp, most recent first, at most ``HISTORY_LENGTH``, never
@@ -256,6 +257,14 @@ def label(row: Row, purchase_min_rating: float) -> Row:
     return row
 
 
+RANDOM_VALID_NEEDS_RATINGS = (
+    "valid_split 'random' applies to explicit train and eval ratings (--train-ratings and "
+    "--eval-ratings); a time split's valid is its latest interactions"
+)
+# user_rng's stream for the random valid split (0 and 1: train and eval negatives).
+VALID_STREAM = 2
+
+
 def user_rng(seed: int, user: int, stream: int) -> np.random.Generator:
     """A generator for one user's draws: a function of the seed and the user id only."""
     return np.random.default_rng([seed & 0xFFFFFFFF, user & 0xFFFFFFFFFFFF, stream])
@@ -320,14 +329,16 @@ class _PerUser(beam.DoFn):
             grouped,
             key=lambda r: (r[F.TIMESTAMP], r[F.ITEM_ID], r[ROLE], r[F.CLICK], r[F.RATING] or 0),
         )
-        if self._kind == S.RATINGS:
-            self._split_ratings(rows, config.valid_fraction)
+        explicit = self._kind == S.RATINGS
+        held_valid = explicit and config.valid_split == "random"
+        if explicit:
+            self._split_ratings(rows, config.valid_fraction, held_valid, config.seed, user)
         else:
             for row in rows:
                 row[SPLIT] = _split_by_time(row, cutoffs, config)
         if self._kind != S.LOGS and config.negatives_per_positive:
             rows += self._negatives(user, rows, catalog)
-        add_history(rows, explicit=self._kind == S.RATINGS)
+        add_history(rows, explicit=explicit, held_valid=held_valid)
         train_clicks = sum(1 for r in rows if r[SPLIT] == F.TRAIN and r[F.CLICK] == 1)
         activity = "cold" if train_clicks <= config.cold_user_max_interactions else "warm"
         for row in rows:
@@ -335,15 +346,24 @@ class _PerUser(beam.DoFn):
             yield row
 
     @staticmethod
-    def _split_ratings(rows: list[Row], fraction: float) -> None:
-        """Explicit split; valid is this user's most recent ``fraction`` of train ratings
-        (at least one for a user with two or more), with every row from that time on."""
+    def _split_ratings(
+        rows: list[Row], fraction: float, random: bool, seed: int, user: int
+    ) -> None:
+        """Explicit split; valid is ``fraction`` of this user's train ratings (at least one
+        for a user with two or more): the most recent, with every row from that time on, or
+        with ``random`` a seeded draw of them (the same for a user and seed on any runner)."""
         train = [r for r in rows if r[ROLE] == S.TRAIN]
         keep = max(1, math.floor(fraction * len(train))) if len(train) >= 2 else 0
         cutoff = min(r[F.TIMESTAMP] for r in train[-keep:]) if keep else math.inf
+        drawn: set[int] = set()
+        if random and keep:
+            picks = user_rng(seed, user, VALID_STREAM).choice(len(train), keep, replace=False)
+            drawn = {id(train[i]) for i in picks.tolist()}
         for row in rows:
             if row[ROLE] == S.EVAL:
                 row[SPLIT] = F.EVAL
+            elif random:
+                row[SPLIT] = F.VALID if id(row) in drawn else F.TRAIN
             else:
                 row[SPLIT] = F.VALID if row[F.TIMESTAMP] >= cutoff else F.TRAIN
 
@@ -387,33 +407,49 @@ def history_token(row: Row) -> str:
     return token if rating is None else f"{token}{F.HISTORY_RATING_SEPARATOR}{rating:g}"
 
 
-def add_history(rows: list[Row], explicit: bool) -> None:
+def add_history(rows: list[Row], explicit: bool, held_valid: bool = False) -> None:
     """Set each of one user's rows' history (see the module docstring). ``explicit``: the
-    rows come from explicit train/eval files, whose eval rows see every train row."""
-    seen = sorted(
-        (r for r in rows if r[F.CLICK] == 1 and not (explicit and r[ROLE] == S.EVAL)),
-        key=lambda r: r[F.TIMESTAMP],
-    )
+    rows come from explicit train/eval files, whose eval rows see every train row.
+    ``held_valid`` (a random valid split of explicit train ratings): valid rows are held out
+    as eval rows are, each seeing every train row and in no train or valid row's history;
+    eval rows still see them."""
+
+    def held(row: Row) -> bool:
+        return explicit and (row[ROLE] == S.EVAL or (held_valid and row[SPLIT] == F.VALID))
+
+    clicks = sorted((r for r in rows if r[F.CLICK] == 1), key=lambda r: r[F.TIMESTAMP])
+    seen = [r for r in clicks if not held(r)]  # What train (and held valid) rows see.
     stamps = [r[F.TIMESTAMP] for r in seen]
-    tokens = [history_token(r) for r in seen]
-    items = [r[F.ITEM_ID] for r in seen]
-    clicked = set(items)
+    lists = {False: _History(seen)}
+    if explicit:  # Eval rows see every train-file row, a held valid one included.
+        lists[True] = (
+            _History([r for r in clicks if r[ROLE] != S.EVAL]) if held_valid else lists[False]
+        )
     # The history of a row whose item the user never clicked depends on its time only:
     # shared by the negatives drawn for one positive (most of the rows).
-    unclicked: dict[int, str] = {}
+    unclicked: dict[tuple[bool, int], str] = {}
     for row in rows:
-        before = (
-            len(seen)
-            if explicit and row[ROLE] == S.EVAL
-            else bisect.bisect_left(stamps, row[F.TIMESTAMP])
-        )
+        evaluated = explicit and row[ROLE] == S.EVAL
+        history = lists[evaluated]
+        before = len(history.items) if held(row) else bisect.bisect_left(stamps, row[F.TIMESTAMP])
         item = row[F.ITEM_ID]
-        if item in clicked:
-            row[F.HISTORY] = _recent(tokens, items, before, item)
-        elif before in unclicked:
-            row[F.HISTORY] = unclicked[before]
+        if item in history.clicked:
+            row[F.HISTORY] = _recent(history.tokens, history.items, before, item)
+        elif (evaluated, before) in unclicked:
+            row[F.HISTORY] = unclicked[evaluated, before]
         else:
-            row[F.HISTORY] = unclicked[before] = _recent(tokens, items, before, item)
+            row[F.HISTORY] = unclicked[evaluated, before] = _recent(
+                history.tokens, history.items, before, item
+            )
+
+
+class _History:
+    """One user's clicks in time order, as ``_recent`` reads them."""
+
+    def __init__(self, clicks: list[Row]) -> None:
+        self.tokens = [history_token(r) for r in clicks]
+        self.items = [r[F.ITEM_ID] for r in clicks]
+        self.clicked = set(self.items)
 
 
 def _recent(tokens: list[str], items: list[int], before: int, item: int) -> str:
@@ -973,6 +1009,8 @@ def run_job(
     A run the runner lost rows in is cleared and run again, up to ``JOB_ATTEMPTS`` runs."""
     import tensorflow as tf
 
+    if config.valid_split == "random" and kind != S.RATINGS:
+        raise ValueError(RANDOM_VALID_NEEDS_RATINGS)
     local_beam.flush_by_size_only()
     attempt = 1
     while True:

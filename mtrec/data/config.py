@@ -17,6 +17,12 @@ CURATED_SCHEMA = str(Path(__file__).parent / "schema" / "schema.pbtxt")
 SUMMARY_FILE = "mtrec_data_summary.json"
 
 
+# How valid is carved from explicit train ratings (u1-style files): each user's most recent
+# ratings, or a seeded random share of them held out as the eval file is (for an eval file
+# drawn at random in time, as MovieLens's u1-u5 are).
+VALID_SPLITS = ("latest", "random")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """How interactions become labelled, split examples."""
@@ -27,10 +33,13 @@ class DataConfig:
     valid_fraction: float = 0.1
     cold_user_max_interactions: int = F.COLD_USER_MAX_INTERACTIONS
     seed: int = 42
+    valid_split: str = "latest"
 
     def __post_init__(self) -> None:
         if self.negatives_per_positive < 0:
             raise ValueError("negatives_per_positive must be >= 0")
+        if self.valid_split not in VALID_SPLITS:
+            raise ValueError(f"valid_split must be one of {VALID_SPLITS}, got {self.valid_split!r}")
         for name in ("eval_fraction", "valid_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in (0, 1)")

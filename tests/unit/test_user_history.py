@@ -78,3 +78,33 @@ def test_the_cap_reaches_past_the_row_s_own_item():
     assert negative == [7 if s % 2 else 1000 + s for s in range(119, -1, -1)][:50]
     # Row t=101 (item 7): the other items before it, newest first.
     assert built[101].split()[:3] == ["1100:3", "1098:3", "1096:3"]
+
+
+def test_a_random_valid_split_is_held_out_as_the_eval_file_is():
+    train_rows = [row(stamp, stamp, 4.0) for stamp in range(1, 21)]
+    negative = row(15, 99, click=0)  # Drawn for the t=15 positive: takes its split.
+    evals = [row(5, 50, 3.0, role=S.EVAL)]
+    rows = [*train_rows, negative, *evals]
+    build._PerUser._split_ratings(rows, 0.2, True, seed=42, user=7)
+    negative[build.SPLIT] = train_rows[14][build.SPLIT]
+    held = [r[F.ITEM_ID] for r in train_rows if r[build.SPLIT] == F.VALID]
+    assert len(held) == 4 and held != list(range(17, 21))  # Drawn, not the latest four.
+    again = [dict(r) for r in rows]
+    build._PerUser._split_ratings(again, 0.2, True, seed=42, user=7)
+    assert [r[build.SPLIT] for r in again] == [r[build.SPLIT] for r in rows]
+    build._PerUser._split_ratings(again, 0.2, True, seed=42, user=8)
+    assert [r[build.SPLIT] for r in again] != [r[build.SPLIT] for r in rows]
+    build.add_history(rows, explicit=True, held_valid=True)
+
+    def items(history: str) -> list[int]:
+        return [int(token.split(":")[0]) for token in history.split()]
+
+    kept = [r[F.ITEM_ID] for r in train_rows if r[build.SPLIT] == F.TRAIN]
+    for r in train_rows:
+        if r[build.SPLIT] == F.VALID:  # Every train row, newest first, as an eval row would.
+            assert items(r[F.HISTORY]) == kept[::-1]
+        else:  # Earlier train rows only: no held-out item, nothing later.
+            assert items(r[F.HISTORY]) == [i for i in kept[::-1] if i < r[F.ITEM_ID]]
+    # The eval row sees the whole train file, the held-out rows included.
+    assert items(evals[0][F.HISTORY]) == list(range(20, 0, -1))
+    assert negative[F.HISTORY] == train_rows[14][F.HISTORY]  # Its positive's history.
