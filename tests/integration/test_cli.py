@@ -181,6 +181,10 @@ def test_console_script_reports_user_errors_in_one_line(tmp_path):
     [
         (["--eval-fraction", "2"], "mtrec: error: eval_fraction must be in (0, 1)"),
         (["--eval-file", "b.csv"], "mtrec: error: --train-file and --eval-file go together"),
+        (
+            ["--valid-split", "random"],
+            "mtrec: error: --valid-split random applies to --train-ratings/--eval-ratings only",
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):

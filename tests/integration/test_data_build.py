@@ -182,6 +182,40 @@ def test_explicit_ratings_split_keeps_eval_apart(movielens_dir, tmp_path):
         assert items == {i for u, i in base_rated if u == r[F.USER_ID]}
 
 
+def test_a_random_valid_split_of_explicit_ratings_is_held_out_like_eval(movielens_dir, tmp_path):
+    ratings = pd.read_csv(
+        movielens_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"]
+    )
+    train_file, eval_file = tmp_path / "base.csv", tmp_path / "u1.test"
+    ratings.iloc[48:].to_csv(train_file, index=False)
+    ratings.iloc[:48].to_csv(eval_file, index=False)
+    files = source.ratings(str(train_file), str(eval_file), str(movielens_dir))
+    clicked = lambda rows: {(r[F.USER_ID], r[F.ITEM_ID]) for r in rows if r[F.CLICK]}  # noqa: E731
+    latest_root, _ = build.run(files, DataConfig(), str(tmp_path / "latest"))
+    root, _ = build.run(files, DataConfig(valid_split="random"), str(tmp_path / "random"))
+    valid, train = read_split(root, F.VALID), read_split(root, F.TRAIN)
+    latest_valid = clicked(read_split(latest_root, F.VALID))
+    # As many per user as the latest split holds back, but drawn: not the same pairs.
+    count = lambda pairs: sorted(u for u, _ in pairs)  # noqa: E731
+    assert count(clicked(valid)) == count(latest_valid) and clicked(valid) != latest_valid
+    kept = clicked(train)
+    for r in valid + train:
+        items = {(r[F.USER_ID], int(t.split(":")[0])) for t in r[F.HISTORY].decode().split()}
+        assert not items & clicked(valid)  # No held-out item in a train or valid history.
+        if r in valid:  # A held-out row sees every train rating of its user.
+            assert items == {(u, i) for u, i in kept if u == r[F.USER_ID]}
+    base = set(ratings.iloc[48:][["user_id", "item_id"]].itertuples(index=False, name=None))
+    for r in read_split(root, F.EVAL):  # Eval rows still see all of the train file.
+        items = {int(t.split(":")[0]) for t in r[F.HISTORY].decode().split()}
+        assert items == {i for u, i in base if u == r[F.USER_ID]}
+    with pytest.raises(ValueError, match="valid_split 'random' applies to explicit"):
+        build.run(
+            source.movielens(str(movielens_dir)),
+            DataConfig(valid_split="random"),
+            str(tmp_path / "t"),
+        )
+
+
 def test_your_own_logs_keep_their_labels_in_a_folder_of_shards(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
