@@ -44,7 +44,8 @@ class RetrievalConfig:
     When enabled, user and item towers of ``dim`` units are trained with an in-batch
     softmax (log-frequency corrected, accidental hits removed), with loss weight
     ``loss_weight``: each clicked pair against the batch's other clicked items, or with
-    ``negatives`` "mixed" against every other item of the batch. The ``recommend``
+    ``negatives`` "mixed" against every other item of the batch, or with "catalog" against
+    every catalog item (a full softmax, no correction). The ``recommend``
     signature then takes the ``candidates`` items nearest the user (a BruteForce top-k) and
     ranks only those with the heads; 0 scores the whole catalog with the heads, as without
     the tower.
