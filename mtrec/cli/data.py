@@ -20,6 +20,8 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     """Labelling and splitting options, checked."""
     from mtrec.data.build import DataConfig
 
+    if args.valid_split == "random" and not args.train_ratings:
+        raise MtrecError("--valid-split random applies to --train-ratings/--eval-ratings only")
     return checked(
         DataConfig,
         negatives_per_positive=args.negatives,
@@ -41,8 +43,6 @@ def data_source(args: argparse.Namespace) -> DataSource:
         )
     if bool(args.train_ratings) != bool(args.eval_ratings):
         raise MtrecError("--train-ratings and --eval-ratings go together")
-    if args.valid_split == "random" and not args.train_ratings:
-        raise MtrecError("--valid-split random applies to --train-ratings/--eval-ratings only")
     if args.train_file or args.interactions:
         return source.logs(args.interactions, args.train_file, args.eval_file)
     directory = args.movielens_dir or str(movielens.fetch())
