@@ -8,8 +8,9 @@ Protocol:
 - Examples are built by `mtrec`'s data job in explicit ratings mode (`build.run` on
   `source.ratings`, as `mtrec data build --train-ratings --eval-ratings` runs it):
   4 sampled non-interactions per rating, side features from the MovieLens side files. The
-  validation split is each user's most recent 10% of u1.base ratings, and it alone drives
-  early stopping and the choice of epoch. u1.test is read for evaluation only.
+  validation split is a random 10% of each user's u1.base ratings, held out as u1.test is
+  (``--valid-split random``; ``latest`` takes each user's most recent 10%), and it alone
+  drives early stopping and the choice of epoch. u1.test is read for evaluation only.
 - The real Transform (`models.preprocessing.preprocessing_fn`, via tf.Transform on Beam)
   analyzes the training split; every model reads its output.
 - Rating: RMSE and MAE on the u1.test ratings.
@@ -585,9 +586,9 @@ def main() -> None:
     parser.add_argument(
         "--valid-split",
         choices=VALID_SPLITS,
-        default="latest",
-        help="u1's validation split: each user's latest 10%% of u1.base, or a random 10%% "
-        "held out as u1.test is (DataConfig.valid_split)",
+        default="random",
+        help="u1's validation split: a random 10%% of each user's u1.base ratings held out "
+        "as u1.test is (default), or their latest 10%% (DataConfig.valid_split)",
     )
     parser.add_argument(
         "--model-config",

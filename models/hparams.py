@@ -98,10 +98,11 @@ class ModelConfig:
     # Every head and the retrieval tower read it.
     history: bool = True
     # While training, the share of examples whose whole history is hidden (as id_dropout
-    # hides ids), so the user's id and features keep their weight. On the u1 validation
-    # split (benchmarks/quality.py, seed 42) 0.5 gave NDCG@10 0.1281 and RMSE 0.9649, against
-    # 0.1238 and 0.9788 with 0 and 0.1006 and 0.9629 without the history.
-    history_dropout: float = 0.5
+    # hides ids), so the user's id and features keep their weight. Chosen on both protocols'
+    # validation splits, 3 seeds (README, "Quality benchmark"): against 0.5, 0.75 raised u1's
+    # (drawn as u1.test is) NDCG@10 from 0.1811 to 0.1901 and cut its RMSE from 0.9062 to
+    # 0.8997, and cost the time split's about 0.003 on each head's metric.
+    history_dropout: float = 0.75
     # "mean": the pooled history above only. "attention" also gives the heads (not the
     # retrieval tower, which has no candidate) the history pooled against the candidate item.
     history_pooling: str = "mean"
