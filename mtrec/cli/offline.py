@@ -21,6 +21,8 @@ from mtrec.cli.rows import FORMATS_HELP, RowFile
 from mtrec.errors import MtrecError
 
 ID_SPEC = {F.USER_ID: "int64", F.ITEM_ID: "int64"}
+# Output names that promise a format these commands do not write (they write plain CSV).
+OTHER_OUTPUT_FORMATS = (".gz", ".jsonl", ".json", ".tfrecord")
 
 
 class MovieLensJoin:
@@ -74,6 +76,14 @@ def _load_model(path: str) -> tuple[Path, Any]:
     return model_dir, offline.load(model_dir)
 
 
+def _check_csv_output(path: str) -> None:
+    """Refuse, before any work, an output named as another format (e.g. ``.jsonl`` or
+    ``.csv.gz``): a reader of that name would fail on the plain CSV written into it."""
+    suffix = next((s for s in OTHER_OUTPUT_FORMATS if str(path).lower().endswith(s)), None)
+    if suffix:
+        raise MtrecError(f"--output {path}: the output is plain CSV; name it .csv, not {suffix}")
+
+
 @contextlib.contextmanager
 def _csv_output(path: str, columns: list[str]) -> Iterator[csv.DictWriter]:
     """A CSV written row by row; it replaces ``path`` only when complete, and an error
@@ -89,6 +99,7 @@ def _csv_output(path: str, columns: list[str]) -> Iterator[csv.DictWriter]:
 def cmd_score(args: argparse.Namespace) -> int:
     from mtrec.serving import offline
 
+    _check_csv_output(args.output)
     source = RowFile(args.input, (F.USER_ID, F.ITEM_ID), "scoring")
     model_dir, model = _load_model(args.model)
     spec = offline.raw_feature_spec(model)
@@ -126,6 +137,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise MtrecError("--k must be at least 1")
+    _check_csv_output(args.output)
     source = RowFile(args.users, (F.USER_ID,), "recommending")
     seen = _seen_items(args.exclude_seen) if args.exclude_seen else {}
     model_dir, model = _load_model(args.model)
@@ -163,7 +175,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         "'item[:rating]' tokens split by spaces (e.g. '50:5 172 133:4'); an empty or NaN value "
         "means unknown (as in training); other columns are ignored",
     )
-    score.add_argument("--output", required=True, help="CSV to write")
+    score.add_argument("--output", required=True, help="CSV to write (plain, not gzipped)")
     score.add_argument(
         "--join-movielens",
         action="store_true",
@@ -192,7 +204,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
         help="CSV (or .jsonl, .tfrecord[.gz]) of user_id,item_id[,...]: items each user "
         "already has",
     )
-    recommend.add_argument("--output", required=True, help="CSV to write")
+    recommend.add_argument("--output", required=True, help="CSV to write (plain, not gzipped)")
     recommend.add_argument(
         "--join-movielens", action="store_true", help="add MovieLens-100K's user features by id"
     )

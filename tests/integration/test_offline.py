@@ -268,6 +268,26 @@ def test_a_bad_value_is_one_error_naming_file_row_and_column(
     assert [p.name for p in tmp_path.iterdir()] == [name]  # No staging file left either.
 
 
+@pytest.mark.parametrize(
+    ("command", "output", "suffix"),
+    [("score", "scores.jsonl", ".jsonl"), ("recommend", "top.csv.gz", ".gz")],
+)
+def test_an_output_named_as_another_format_is_one_line(
+    trained, capsys, tmp_path, command, output, suffix
+):
+    _, model, _ = trained
+    rows = write_csv(tmp_path / "rows.csv", "user_id,item_id", ["3,5"])
+    source = "--input" if command == "score" else "--users"
+    target = tmp_path / output
+    code, _, err = run(capsys, command, "--model", model, source, rows, "--output", target)
+    assert code == 2
+    assert (
+        err
+        == f"mtrec: error: --output {target}: the output is plain CSV; name it .csv, not {suffix}\n"
+    )
+    assert not target.exists()
+
+
 def test_a_folder_that_is_not_a_saved_model_is_one_line(trained, capsys, tmp_path):
     _, saved, _ = trained
     pairs = write_csv(tmp_path / "pairs.csv", "user_id,item_id", ["3,5"])
