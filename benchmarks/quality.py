@@ -694,7 +694,7 @@ def fit_model(
     """``fit`` as the Trainer calls it, with the catalog from the training split when the
     retrieval softmax needs it."""
     catalog = None
-    if config.retrieval.enabled and config.retrieval.negatives == "catalog":
+    if config.trains_on_catalog:
         catalog = collect_catalog(train, output.vocabulary_by_name(F.ITEM_ID))
     return fit(train, valid, cardinalities(output), config, catalog=catalog)
 

@@ -197,6 +197,11 @@ class ModelConfig:
             raise ValueError("the listwise click loss does not take retrieval.negatives 'mixed'")
 
     @property
+    def trains_on_catalog(self) -> bool:
+        """Whether ``fit`` needs the catalog: the retrieval softmax over every catalog item."""
+        return self.retrieval.enabled and self.retrieval.negatives == "catalog"
+
+    @property
     def loss_weights(self) -> dict[str, float]:
         """Per-head loss weights, keyed by head name."""
         return {

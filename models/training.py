@@ -260,7 +260,7 @@ def fit(
             if per_item is None:
                 per_item = item_counts(train, item_cardinality, clicked_only)
             model.set_item_frequencies(per_item)
-        if config.retrieval.enabled and config.retrieval.negatives == "catalog":
+        if config.trains_on_catalog:
             if catalog is None:
                 raise ValueError("retrieval.negatives 'catalog' needs fit()'s catalog")
             model.set_catalog_items(*catalog_items(catalog, item_cardinality))

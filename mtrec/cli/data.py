@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from mtrec.cli import synth
 from mtrec.cli.common import DEFAULT_OUTPUT, checked
+from mtrec.data.config import VALID_SPLITS
 from mtrec.errors import MtrecError
 
 if TYPE_CHECKING:  # Heavy modules are imported lazily so that --help stays instant.
@@ -93,7 +94,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     )
     rules.add_argument(
         "--valid-split",
-        choices=("latest", "random"),
+        choices=VALID_SPLITS,
         default="latest",
         help="with --train-ratings: valid is each user's latest ratings (default), or a "
         "random share of them held out like the eval file (for a split random in time, "
