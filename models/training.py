@@ -469,7 +469,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     strategy = make_strategy(config.distribution)  # Before any other op, as MWMS requires.
     scratch = tempfile.mkdtemp(prefix="mtrec-trainer-")
     try:
-        _train_and_export(fn_args, custom, config, strategy, scratch)
+        # With AutoGraph off throughout: nothing the Trainer traces branches on a tensor,
+        # and tf.data's map functions and Keras's metric results, read eagerly after each
+        # epoch, were otherwise rewritten first (README, "Trainer fixed cost").
+        tf.autograph.experimental.do_not_convert(_train_and_export)(
+            fn_args, custom, config, strategy, scratch
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

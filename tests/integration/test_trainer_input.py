@@ -1,6 +1,8 @@
 """The Trainer's input: raw examples through Transform's graph, written once to a local
 copy and read back every epoch, every example once per pass, reshuffled per pass."""
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,13 +12,19 @@ from unittest import mock
 import numpy as np
 import pytest
 from tensorflow.python.autograph.impl import api as autograph_api
+from tfx import v1 as tfx
 
 from mtrec import names as F
 from mtrec.data import build
 from mtrec.data import source as data_source
 from mtrec.data.config import DataConfig
 from mtrec.models.hparams import ModelConfig
-from mtrec.models.training import TRANSFORMED_SHARDS, make_dataset, transformed_batches
+from mtrec.models.training import (
+    TRANSFORMED_SHARDS,
+    make_dataset,
+    run_fn,
+    transformed_batches,
+)
 from tests.support.synthetic import make_movielens_dir
 from tests.support.training import run_transform
 
@@ -92,6 +100,33 @@ def test_transforming_the_batches_applies_no_autograph(split):
     }
     # Only read_examples' one-line parsing lambda may be converted.
     assert converted <= {"read_examples.<locals>.<lambda>"}, converted
+
+
+def test_the_trainer_has_autograph_rewrite_nothing_of_its_own(split, tmp_path):
+    """Nothing the Trainer traces branches on a tensor, so AutoGraph rewrites none of it:
+    not Keras's train and test functions, tf.data's functions or the metric results read
+    after each epoch (together about 1 s of every Trainer). What is left is TF's own
+    wrapper of each signature inside tf.saved_model.save."""
+    pattern, output = split
+    fn_args = tfx.components.FnArgs(
+        train_files=[pattern],
+        eval_files=[pattern.replace(f"Split-{F.TRAIN}", f"Split-{F.VALID}")],
+        transform_output=os.path.dirname(output.transform_savedmodel_dir),
+        serving_model_dir=str(tmp_path / "serving"),
+        model_run_dir=str(tmp_path / "run"),
+        custom_config={"model": {"batch_size": 16, "epochs": 2}},
+    )
+    with mock.patch.object(
+        autograph_api, "_convert_actual", wraps=autograph_api._convert_actual
+    ) as convert:
+        run_fn(fn_args)
+    converted = {
+        getattr(call.args[0], "__qualname__", repr(call.args[0])) for call in convert.call_args_list
+    }
+    assert converted == {"canonicalize_signatures.<locals>.signature_wrapper"}, converted
+    assert (tmp_path / "serving" / "saved_model.pb").is_file()
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["epochs_run"] == len(history["val_click_auc"]) in (1, 2)
 
 
 def test_a_copy_that_does_not_fit_is_one_clear_error(split, tmp_path):
