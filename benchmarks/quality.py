@@ -12,7 +12,8 @@ Protocol:
   (``--valid-split random``; ``latest`` takes each user's most recent 10%), and it alone
   drives early stopping and the choice of epoch. u1.test is read for evaluation only.
 - The real Transform (`models.preprocessing.preprocessing_fn`, via tf.Transform on Beam)
-  analyzes the training split; every model reads its output.
+  analyzes the training split; every model reads its output as the Trainer does
+  (``models.training.make_dataset``: one transformed copy per split, shuffled by the seed).
 - Rating: RMSE and MAE on the u1.test ratings.
 - Top-K: every item scored for every user with u1.test items, the user's u1.base items
   excluded; every u1.test rating counts as a positive. Recall@K, NDCG@K (binary relevance)
@@ -35,12 +36,14 @@ Protocol:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,7 @@ from mtrec.data.config import VALID_SPLITS, DataConfig
 from mtrec.models import local_transform
 from mtrec.models.hparams import ExpertConfig, ModelConfig
 from mtrec.models.recommend import blended_score, collect_catalog, item_features
-from mtrec.models.training import cardinalities, fit
+from mtrec.models.training import cardinalities, fit, make_dataset, transformed_batches
 
 U1_TEST_ROWS = 20_000
 COLD_MAX = F.COLD_USER_MAX_INTERACTIONS
@@ -97,21 +100,6 @@ def with_defaults(frame: pd.DataFrame) -> pd.DataFrame:
         for row in frame.to_dict("records")
     ]
     return pd.DataFrame(rows, index=frame.index)
-
-
-def transformed(
-    pattern: str, output: object, batch_size: int, shuffle: bool, seed: int = 42
-) -> tf.data.Dataset:
-    raw_spec = output.raw_feature_spec()
-    layer = output.transform_features_layer()
-    data = tf.data.TFRecordDataset(tf.io.gfile.glob(pattern), compression_type="GZIP")
-    if shuffle:
-        data = data.shuffle(50_000, seed=seed, reshuffle_each_iteration=True)
-    return (
-        data.batch(batch_size)
-        .map(lambda x: layer(tf.io.parse_example(x, raw_spec)), num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
 
 
 @dataclasses.dataclass
@@ -658,13 +646,10 @@ def main() -> None:
     for name in wanted:
         for seed in seeds:
             config = dataclasses.replace(configs[name], seed=seed)
-            train = transformed(
-                str(split_files(root, F.TRAIN)), output, config.batch_size, True, seed
-            )
-            valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
-            started = time.perf_counter()
-            model, history = fit_model(train, valid, output, config)
-            seconds = time.perf_counter() - started  # Training alone, not the evaluation.
+            with trainer_inputs(root, output, config) as (train, valid):
+                started = time.perf_counter()
+                model, history = fit_model(train, valid, output, config)
+                seconds = time.perf_counter() - started  # Training alone, not the evaluation.
             result = evaluate_model(
                 name, model, catalog, base, test, eval_pairs, valid_pairs, validation_catalog
             )
@@ -686,6 +671,20 @@ def main() -> None:
     if args.time_split:
         print()
         print(time_split_table(source, work, args.time_split.split(","), configs, seeds))
+
+
+@contextlib.contextmanager
+def trainer_inputs(
+    root: Path, output: Any, config: ModelConfig
+) -> Iterator[tuple[tf.data.Dataset, tf.data.Dataset]]:
+    """The train and valid batches exactly as the Trainer reads them (``make_dataset``:
+    Transform's graph applied once into a local copy, the train copy shuffled by
+    ``config.seed``), for the length of the ``with``."""
+    with tempfile.TemporaryDirectory(prefix="mtrec-quality-copy-") as scratch:
+        yield tuple(
+            make_dataset([str(split_files(root, split))], output, config, split == F.TRAIN, folder)
+            for split, folder in ((F.TRAIN, f"{scratch}/train"), (F.VALID, f"{scratch}/valid"))
+        )
 
 
 def fit_model(
@@ -719,11 +718,8 @@ def time_split_table(
         runs = []
         for seed in seeds:
             config = dataclasses.replace(configs[name], seed=seed)
-            train = transformed(
-                str(split_files(root, F.TRAIN)), output, config.batch_size, True, seed
-            )
-            valid = transformed(str(split_files(root, F.VALID)), output, config.batch_size, False)
-            model, history = fit_model(train, valid, output, config)
+            with trainer_inputs(root, output, config) as (train, valid):
+                model, history = fit_model(train, valid, output, config)
             print(epoch_trace(history), flush=True)
             runs.append(
                 (
@@ -759,7 +755,7 @@ def eval_split_metrics(model: object, pattern: Path, output: object) -> tuple[fl
     """RMSE over the rated examples, click and purchase AUC over all, of one split."""
     labels: dict[str, list] = {key: [] for key in (*F.HEADS, F.RATING_WEIGHT_XF)}
     predicted: dict[str, list] = {head: [] for head in F.HEADS}
-    for batch in transformed(str(pattern), output, 4096, False):
+    for batch in transformed_batches([str(pattern)], output, 4096):
         heads = model(batch, training=False)
         for head in F.HEADS:
             predicted[head].append(heads[head].numpy().reshape(-1))
