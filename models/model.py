@@ -36,7 +36,8 @@ def without_autograph(function: Callable) -> Callable:
     """``function``, a ``tf.function`` Keras made for ``fit`` or ``evaluate``, remade to trace
     without AutoGraph. Keras's one-step train and test functions (``steps_per_execution``
     1, what ``compile`` here leaves) branch on Python values only; rewriting them and the
-    helpers under them cost about 2 s of every Trainer (README, "Trainer fixed cost")."""
+    helpers under them was most of the second AutoGraph cost of every Trainer (README,
+    "Trainer fixed cost": about 1 s in all)."""
     python_function = getattr(function, "python_function", None)
     if python_function is None:  # run_eagerly: a plain Python function, never traced.
         return function

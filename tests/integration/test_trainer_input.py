@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
 
@@ -20,6 +21,7 @@ from mtrec.data import source as data_source
 from mtrec.data.config import DataConfig
 from mtrec.models.hparams import ModelConfig
 from mtrec.models.training import (
+    HISTORY_FILE,
     TRANSFORMED_SHARDS,
     make_dataset,
     run_fn,
@@ -86,18 +88,24 @@ def test_the_same_seed_gives_the_same_order_and_no_shuffle_keeps_the_files_order
     assert rows(plain) == unshuffled == rows(plain)
 
 
+def converted_by_autograph(work: Callable[[], object]) -> set[str]:
+    """The names of the functions AutoGraph rewrote while ``work`` ran."""
+    with mock.patch.object(
+        autograph_api, "_convert_actual", wraps=autograph_api._convert_actual
+    ) as convert:
+        work()
+    return {
+        getattr(call.args[0], "__qualname__", repr(call.args[0])) for call in convert.call_args_list
+    }
+
+
 def test_transforming_the_batches_applies_no_autograph(split):
     """tf.data converts a map's function with AutoGraph unless told not to; rewriting the
     Transform layer's call code took about 4 s of every Trainer."""
     pattern, output = split
-    with mock.patch.object(
-        autograph_api, "_convert_actual", wraps=autograph_api._convert_actual
-    ) as convert:
-        dataset = transformed_batches([pattern], output, CONFIG.batch_size)
-        next(iter(dataset))
-    converted = {
-        getattr(call.args[0], "__qualname__", repr(call.args[0])) for call in convert.call_args_list
-    }
+    converted = converted_by_autograph(
+        lambda: next(iter(transformed_batches([pattern], output, CONFIG.batch_size)))
+    )
     # Only read_examples' one-line parsing lambda may be converted.
     assert converted <= {"read_examples.<locals>.<lambda>"}, converted
 
@@ -116,16 +124,10 @@ def test_the_trainer_has_autograph_rewrite_nothing_of_its_own(split, tmp_path):
         model_run_dir=str(tmp_path / "run"),
         custom_config={"model": {"batch_size": 16, "epochs": 2}},
     )
-    with mock.patch.object(
-        autograph_api, "_convert_actual", wraps=autograph_api._convert_actual
-    ) as convert:
-        run_fn(fn_args)
-    converted = {
-        getattr(call.args[0], "__qualname__", repr(call.args[0])) for call in convert.call_args_list
-    }
+    converted = converted_by_autograph(lambda: run_fn(fn_args))
     assert converted == {"canonicalize_signatures.<locals>.signature_wrapper"}, converted
     assert (tmp_path / "serving" / "saved_model.pb").is_file()
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    history = json.loads((tmp_path / "run" / HISTORY_FILE).read_text())
     assert history["epochs_run"] == len(history["val_click_auc"]) in (1, 2)
 
 
